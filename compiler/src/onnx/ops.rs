@@ -1,0 +1,678 @@
+//! ONNX nodes into IR ops, one function per family of op types.
+//!
+//! Optional ONNX inputs become constants or attributes here, so IR ops have
+//! fixed arities; ops that the IR lacks (Gemm, the contrib ops) become small
+//! subgraphs of IR ops.
+
+use kiln_ir::infer::constant_ints;
+use kiln_ir::{
+    BinaryOp, Constant, DType, GeluApproximation, Op, ReduceKind, Tensor, UnaryOp, ValueRef,
+};
+use onnx_protobuf::{AttributeProto, NodeProto};
+
+use super::tensors::{constant_from_proto, dtype_from_onnx};
+use super::Importer;
+
+const DEFAULT_DOMAIN_OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "And",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Cos",
+    "Div",
+    "Dropout",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "GatherND",
+    "Gelu",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "IsNaN",
+    "LayerNormalization",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "MatMul",
+    "Max",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pow",
+    "RMSNormalization",
+    "Range",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Sin",
+    "Slice",
+    "Softmax",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Trilu",
+    "Unsqueeze",
+    "Where",
+    "Xor",
+];
+
+const MICROSOFT_OPS: &[&str] = &[
+    "Attention",
+    "BiasGelu",
+    "EmbedLayerNormalization",
+    "FastGelu",
+    "Gelu",
+    "SimplifiedLayerNormalization",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+];
+
+/// Whether kiln imports `op_type` of `domain`.
+pub fn is_supported(domain: &str, op_type: &str) -> bool {
+    match domain {
+        "" | "ai.onnx" => DEFAULT_DOMAIN_OPS.contains(&op_type),
+        "com.microsoft" => MICROSOFT_OPS.contains(&op_type),
+        _ => false,
+    }
+}
+
+/// One node being imported: its inputs, attributes, and a way to emit IR.
+pub(super) struct NodeImport<'a> {
+    pub(super) importer: &'a mut Importer,
+    pub(super) node: &'a NodeProto,
+    pub(super) name: &'a str,
+    emitted: usize,
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+impl NodeImport<'_> {
+    /// Input `index`, or `None` when absent or given as the empty name.
+    pub(super) fn optional_input(&self, index: usize) -> Result<Option<ValueRef>> {
+        match self.node.input.get(index).map(String::as_str) {
+            None | Some("") => Ok(None),
+            Some(name) => self
+                .importer
+                .values
+                .get(name)
+                .copied()
+                .map(Some)
+                .ok_or_else(|| format!("input `{name}` is not defined")),
+        }
+    }
+
+    pub(super) fn input(&self, index: usize) -> Result<ValueRef> {
+        self.optional_input(index)?
+            .ok_or_else(|| format!("input {index} is missing"))
+    }
+
+    pub(super) fn attribute(&self, name: &str) -> Option<&AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name == name)
+    }
+
+    pub(super) fn int(&self, name: &str, default: i64) -> i64 {
+        self.attribute(name).map_or(default, |a| a.i)
+    }
+
+    pub(super) fn float(&self, name: &str, default: f32) -> f32 {
+        self.attribute(name).map_or(default, |a| a.f)
+    }
+
+    pub(super) fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.attribute(name).map(|a| a.ints.clone())
+    }
+
+    pub(super) fn string(&self, name: &str) -> Option<String> {
+        self.attribute(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+    }
+
+    pub(super) fn dtype_of(&self, value: ValueRef) -> DType {
+        self.importer.graph.value_type(value).dtype
+    }
+
+    /// Constant integer values of input `index` (axes, pads, …).
+    pub(super) fn constant_ints_input(&self, index: usize, what: &str) -> Result<Option<Vec<i64>>> {
+        match self.optional_input(index)? {
+            None => Ok(None),
+            Some(value) => constant_ints(&self.importer.graph, value, what)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The ONNX output name of output `index` (empty when unused).
+    pub(super) fn output_name(&self, index: usize) -> &str {
+        self.node.output.get(index).map_or("", String::as_str)
+    }
+
+    /// Adds an intermediate IR node whose value gets a fresh name derived from the node.
+    pub(super) fn emit(&mut self, op: Op, inputs: &[ValueRef]) -> Result<ValueRef> {
+        self.emitted += 1;
+        let base = format!("{}/{}{}", self.name, op.name(), self.emitted);
+        let name = self.importer.graph.fresh_value_name(&base);
+        let value = self
+            .importer
+            .graph
+            .add_node(&name, op, inputs)
+            .map_err(|e| e.to_string())?;
+        self.importer.graph.node_mut(value.node).name = self.name.to_string();
+        Ok(value)
+    }
+
+    /// Adds the IR node that computes ONNX output `index`, named after it.
+    pub(super) fn emit_output(
+        &mut self,
+        index: usize,
+        op: Op,
+        inputs: &[ValueRef],
+    ) -> Result<ValueRef> {
+        let output = self.output_name(index).to_string();
+        if output.is_empty() {
+            return self.emit(op, inputs);
+        }
+        let name = self.importer.graph.fresh_value_name(&output);
+        let value = self
+            .importer
+            .graph
+            .add_node_with_output_names(self.name, op, inputs, &[name])
+            .map_err(|e| e.to_string())?[0];
+        self.bind(index, value);
+        Ok(value)
+    }
+
+    /// Makes ONNX output `index` refer to an existing IR value.
+    pub(super) fn bind(&mut self, index: usize, value: ValueRef) {
+        let output = self.output_name(index);
+        if !output.is_empty() {
+            self.importer.values.insert(output.to_string(), value);
+        }
+    }
+
+    pub(super) fn constant(&mut self, constant: Constant) -> ValueRef {
+        self.emitted += 1;
+        let name = self
+            .importer
+            .graph
+            .fresh_value_name(&format!("{}/constant{}", self.name, self.emitted));
+        self.importer.graph.add_constant(&name, constant)
+    }
+
+    pub(super) fn ints_constant(&mut self, values: &[i64]) -> ValueRef {
+        self.constant(Constant::vector_i64(values))
+    }
+
+    pub(super) fn scalar(&mut self, dtype: DType, value: f32) -> ValueRef {
+        let constant = if dtype.is_float() {
+            Constant::scalar_f32(dtype, value)
+        } else {
+            Constant::from_tensor(&Tensor::from_i64(dtype, Vec::new(), vec![value as i64]))
+        };
+        self.constant(constant)
+    }
+
+    /// Fails unless only the outputs in `supported` are used.
+    pub(super) fn require_outputs(&self, supported: &[usize]) -> Result<()> {
+        for (index, name) in self.node.output.iter().enumerate() {
+            if !name.is_empty() && !supported.contains(&index) {
+                return Err(format!("output {index} (`{name}`) is not supported"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Imports one node, binding its ONNX outputs to IR values.
+pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str) -> Result<()> {
+    let mut n = NodeImport {
+        importer,
+        node,
+        name,
+        emitted: 0,
+    };
+    if node.domain == "com.microsoft" {
+        return super::contrib::import_contrib(&mut n);
+    }
+    let unary = |op| Some(Op::Unary(op));
+    let simple_unary = match node.op_type.as_str() {
+        "Neg" => unary(UnaryOp::Neg),
+        "Abs" => unary(UnaryOp::Abs),
+        "Sqrt" => unary(UnaryOp::Sqrt),
+        "Reciprocal" => unary(UnaryOp::Reciprocal),
+        "Exp" => unary(UnaryOp::Exp),
+        "Log" => unary(UnaryOp::Log),
+        "Erf" => unary(UnaryOp::Erf),
+        "Tanh" => unary(UnaryOp::Tanh),
+        "Sigmoid" => unary(UnaryOp::Sigmoid),
+        "Sin" => unary(UnaryOp::Sin),
+        "Cos" => unary(UnaryOp::Cos),
+        "Relu" => unary(UnaryOp::Relu),
+        "Floor" => unary(UnaryOp::Floor),
+        "Ceil" => unary(UnaryOp::Ceil),
+        "Not" => unary(UnaryOp::Not),
+        "IsNaN" => unary(UnaryOp::IsNan),
+        _ => None,
+    };
+    if let Some(op) = simple_unary {
+        n.require_outputs(&[0])?;
+        let x = n.input(0)?;
+        n.emit_output(0, op, &[x])?;
+        return Ok(());
+    }
+    let binary = match node.op_type.as_str() {
+        "Add" => Some(BinaryOp::Add),
+        "Sub" => Some(BinaryOp::Sub),
+        "Mul" => Some(BinaryOp::Mul),
+        "Div" => Some(BinaryOp::Div),
+        "Pow" => Some(BinaryOp::Pow),
+        "Equal" => Some(BinaryOp::Equal),
+        "Less" => Some(BinaryOp::Less),
+        "LessOrEqual" => Some(BinaryOp::LessOrEqual),
+        "Greater" => Some(BinaryOp::Greater),
+        "GreaterOrEqual" => Some(BinaryOp::GreaterOrEqual),
+        "And" => Some(BinaryOp::And),
+        "Or" => Some(BinaryOp::Or),
+        "Xor" => Some(BinaryOp::Xor),
+        _ => None,
+    };
+    if let Some(op) = binary {
+        let (a, mut b) = (n.input(0)?, n.input(1)?);
+        if op == BinaryOp::Pow && n.dtype_of(b) != n.dtype_of(a) {
+            let to = n.dtype_of(a);
+            b = n.emit(Op::Cast { to }, &[b])?;
+        }
+        n.emit_output(0, Op::Binary(op), &[a, b])?;
+        return Ok(());
+    }
+    match node.op_type.as_str() {
+        "Identity" | "Dropout" => {
+            n.require_outputs(&[0])?;
+            let x = n.input(0)?;
+            n.bind(0, x);
+        }
+        "Constant" => import_constant(&mut n)?,
+        "Max" | "Min" => {
+            let op = if node.op_type == "Max" {
+                BinaryOp::Max
+            } else {
+                BinaryOp::Min
+            };
+            let count = node.input.len();
+            let mut accumulator = n.input(0)?;
+            if count == 1 {
+                n.bind(0, accumulator);
+            }
+            for index in 1..count {
+                let next = n.input(index)?;
+                accumulator = if index + 1 == count {
+                    n.emit_output(0, Op::Binary(op), &[accumulator, next])?
+                } else {
+                    n.emit(Op::Binary(op), &[accumulator, next])?
+                };
+            }
+        }
+        "Where" => {
+            let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
+            n.emit_output(0, Op::Where, &inputs)?;
+        }
+        "Cast" => {
+            let to = dtype_from_onnx(n.int("to", 0) as i32)?;
+            let x = n.input(0)?;
+            n.emit_output(0, Op::Cast { to }, &[x])?;
+        }
+        "CastLike" => {
+            let (x, like) = (n.input(0)?, n.input(1)?);
+            let to = n.dtype_of(like);
+            n.emit_output(0, Op::Cast { to }, &[x])?;
+        }
+        "Shape" => {
+            let x = n.input(0)?;
+            let end = n.attribute("end").map(|a| a.i);
+            n.emit_output(
+                0,
+                Op::Shape {
+                    start: n.int("start", 0),
+                    end,
+                },
+                &[x],
+            )?;
+        }
+        "Reshape" => {
+            let inputs = [n.input(0)?, n.input(1)?];
+            n.emit_output(
+                0,
+                Op::Reshape {
+                    allow_zero: n.int("allowzero", 0) != 0,
+                },
+                &inputs,
+            )?;
+        }
+        "Transpose" => {
+            let x = n.input(0)?;
+            let rank = n.importer.graph.value_type(x).rank();
+            let permutation = match n.ints("perm") {
+                Some(perm) => perm
+                    .iter()
+                    .map(|&p| usize::try_from(p).map_err(|_| format!("negative perm entry {p}")))
+                    .collect::<Result<Vec<_>>>()?,
+                None => (0..rank).rev().collect(),
+            };
+            n.emit_output(0, Op::Transpose { permutation }, &[x])?;
+        }
+        "Squeeze" | "Unsqueeze" => {
+            let x = n.input(0)?;
+            let axes = match n.constant_ints_input(1, "axes")? {
+                Some(axes) => axes,
+                None => n.ints("axes").unwrap_or_default(),
+            };
+            let op = if node.op_type == "Squeeze" {
+                Op::Squeeze { axes }
+            } else {
+                Op::Unsqueeze { axes }
+            };
+            n.emit_output(0, op, &[x])?;
+        }
+        "Flatten" => {
+            let x = n.input(0)?;
+            n.emit_output(
+                0,
+                Op::Flatten {
+                    axis: n.int("axis", 1),
+                },
+                &[x],
+            )?;
+        }
+        "Concat" => {
+            let inputs = (0..node.input.len())
+                .map(|i| n.input(i))
+                .collect::<Result<Vec<_>>>()?;
+            n.emit_output(
+                0,
+                Op::Concat {
+                    axis: n.int("axis", 0),
+                },
+                &inputs,
+            )?;
+        }
+        "Slice" => import_slice(&mut n)?,
+        "Gather" => {
+            let inputs = [n.input(0)?, n.input(1)?];
+            n.emit_output(
+                0,
+                Op::Gather {
+                    axis: n.int("axis", 0),
+                },
+                &inputs,
+            )?;
+        }
+        "GatherND" => {
+            let inputs = [n.input(0)?, n.input(1)?];
+            n.emit_output(
+                0,
+                Op::GatherNd {
+                    batch_dims: n.int("batch_dims", 0),
+                },
+                &inputs,
+            )?;
+        }
+        "Expand" => {
+            let inputs = [n.input(0)?, n.input(1)?];
+            n.emit_output(0, Op::Expand, &inputs)?;
+        }
+        "Range" => {
+            let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
+            n.emit_output(0, Op::Range, &inputs)?;
+        }
+        "ConstantOfShape" => {
+            let shape = n.input(0)?;
+            let node = n.node;
+            let (dtype, value) = match node
+                .attribute
+                .iter()
+                .find(|a| a.name == "value")
+                .and_then(|a| a.t.as_ref())
+            {
+                Some(tensor) => {
+                    let constant = constant_from_proto(tensor, &mut n.importer.external)?;
+                    let value = constant
+                        .to_tensor()
+                        .to_f64_vec()
+                        .first()
+                        .copied()
+                        .ok_or("empty `value` tensor")?;
+                    (constant.dtype(), value)
+                }
+                None => (DType::F32, 0.0),
+            };
+            n.emit_output(0, Op::ConstantOfShape { dtype, value }, &[shape])?;
+        }
+        "Trilu" => {
+            let x = n.input(0)?;
+            let diagonal = match n.constant_ints_input(1, "k")? {
+                Some(k) => *k.first().ok_or("empty k")?,
+                None => 0,
+            };
+            n.emit_output(
+                0,
+                Op::Trilu {
+                    upper: n.int("upper", 1) != 0,
+                    diagonal,
+                },
+                &[x],
+            )?;
+        }
+        "MatMul" => {
+            let inputs = [n.input(0)?, n.input(1)?];
+            n.emit_output(0, Op::MatMul, &inputs)?;
+        }
+        "Gemm" => import_gemm(&mut n)?,
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => {
+            import_reduce(&mut n)?
+        }
+        "Softmax" => {
+            let x = n.input(0)?;
+            let default_axis = if n.importer.opset >= 13 { -1 } else { 1 };
+            n.emit_output(
+                0,
+                Op::Softmax {
+                    axis: n.int("axis", default_axis),
+                },
+                &[x],
+            )?;
+        }
+        "LayerNormalization" => {
+            n.require_outputs(&[0])?;
+            let mut inputs = vec![n.input(0)?, n.input(1)?];
+            inputs.extend(n.optional_input(2)?);
+            let op = Op::LayerNorm {
+                axis: n.int("axis", -1),
+                epsilon: n.float("epsilon", 1e-5),
+            };
+            n.emit_output(0, op, &inputs)?;
+        }
+        "RMSNormalization" => {
+            let inputs = [n.input(0)?, n.input(1)?];
+            let op = Op::RmsNorm {
+                axis: n.int("axis", -1),
+                epsilon: n.float("epsilon", 1e-5),
+            };
+            n.emit_output(0, op, &inputs)?;
+        }
+        "Gelu" => {
+            let x = n.input(0)?;
+            let approximation = match n.string("approximate").as_deref() {
+                None | Some("none") => GeluApproximation::None,
+                Some("tanh") => GeluApproximation::Tanh,
+                Some(other) => return Err(format!("unknown approximate `{other}`")),
+            };
+            n.emit_output(0, Op::Gelu { approximation }, &[x])?;
+        }
+        other => {
+            return Err(format!(
+                "`{other}` has no importer (a kiln bug: it is listed as supported)"
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn import_constant(n: &mut NodeImport) -> Result<()> {
+    let attribute = n
+        .node
+        .attribute
+        .first()
+        .ok_or("a Constant without a value")?;
+    let constant = match attribute.name.as_str() {
+        "value" => constant_from_proto(
+            attribute.t.as_ref().ok_or("`value` holds no tensor")?,
+            &mut n.importer.external,
+        )?,
+        "value_float" => Constant::scalar_f32(DType::F32, attribute.f),
+        "value_floats" => Constant::from_tensor(&Tensor::from_f32(
+            DType::F32,
+            vec![attribute.floats.len()],
+            attribute.floats.clone(),
+        )),
+        "value_int" => Constant::scalar_i64(attribute.i),
+        "value_ints" => Constant::vector_i64(&attribute.ints),
+        other => return Err(format!("Constant attribute `{other}` is not supported")),
+    };
+    let name = n.importer.graph.fresh_value_name(n.output_name(0));
+    let value = n.importer.graph.add_constant(&name, constant);
+    n.bind(0, value);
+    Ok(())
+}
+
+fn import_slice(n: &mut NodeImport) -> Result<()> {
+    let (data, starts, ends) = (n.input(0)?, n.input(1)?, n.input(2)?);
+    let count = n
+        .importer
+        .graph
+        .value_type(starts)
+        .shape
+        .first()
+        .and_then(|d| d.as_constant())
+        .ok_or("starts must be a 1-D tensor of known length")? as usize;
+    let axes = match n.optional_input(3)? {
+        Some(axes) => axes,
+        None => n.ints_constant(&(0..count as i64).collect::<Vec<_>>()),
+    };
+    let steps = match n.optional_input(4)? {
+        Some(steps) => steps,
+        None => n.ints_constant(&vec![1; count]),
+    };
+    // Index inputs may be i32; the IR's slice takes i64.
+    let as_i64 = |value: ValueRef, n: &mut NodeImport| -> Result<ValueRef> {
+        if n.dtype_of(value) == DType::I64 {
+            Ok(value)
+        } else {
+            n.emit(Op::Cast { to: DType::I64 }, &[value])
+        }
+    };
+    let inputs = [
+        data,
+        as_i64(starts, n)?,
+        as_i64(ends, n)?,
+        as_i64(axes, n)?,
+        as_i64(steps, n)?,
+    ];
+    n.emit_output(0, Op::Slice, &inputs)?;
+    Ok(())
+}
+
+/// `alpha · A' · B' + beta · C`, with `'` the optional transposes.
+fn import_gemm(n: &mut NodeImport) -> Result<()> {
+    let (mut a, mut b) = (n.input(0)?, n.input(1)?);
+    if n.int("transA", 0) != 0 {
+        a = n.emit(
+            Op::Transpose {
+                permutation: vec![1, 0],
+            },
+            &[a],
+        )?;
+    }
+    if n.int("transB", 0) != 0 {
+        b = n.emit(
+            Op::Transpose {
+                permutation: vec![1, 0],
+            },
+            &[b],
+        )?;
+    }
+    let (alpha, beta) = (n.float("alpha", 1.0), n.float("beta", 1.0));
+    let c = n.optional_input(2)?;
+    let dtype = n.dtype_of(a);
+    let mut product = if alpha == 1.0 && c.is_none() {
+        return n.emit_output(0, Op::MatMul, &[a, b]).map(|_| ());
+    } else {
+        n.emit(Op::MatMul, &[a, b])?
+    };
+    if alpha != 1.0 {
+        let scale = n.scalar(dtype, alpha);
+        product = if c.is_none() {
+            return n
+                .emit_output(0, Op::Binary(BinaryOp::Mul), &[product, scale])
+                .map(|_| ());
+        } else {
+            n.emit(Op::Binary(BinaryOp::Mul), &[product, scale])?
+        };
+    }
+    let mut c = c.expect("handled above");
+    if beta != 1.0 {
+        let scale = n.scalar(dtype, beta);
+        c = n.emit(Op::Binary(BinaryOp::Mul), &[c, scale])?;
+    }
+    n.emit_output(0, Op::Binary(BinaryOp::Add), &[product, c])?;
+    Ok(())
+}
+
+fn import_reduce(n: &mut NodeImport) -> Result<()> {
+    let kind = match n.node.op_type.as_str() {
+        "ReduceMean" => ReduceKind::Mean,
+        "ReduceSum" => ReduceKind::Sum,
+        "ReduceMax" => ReduceKind::Max,
+        "ReduceMin" => ReduceKind::Min,
+        _ => ReduceKind::Prod,
+    };
+    let x = n.input(0)?;
+    let axes = match n.constant_ints_input(1, "axes")? {
+        Some(axes) => axes,
+        None => n.ints("axes").unwrap_or_default(),
+    };
+    if axes.is_empty() && n.int("noop_with_empty_axes", 0) != 0 {
+        n.bind(0, x);
+        return Ok(());
+    }
+    n.emit_output(
+        0,
+        Op::Reduce {
+            kind,
+            axes,
+            keep_dims: n.int("keepdims", 1) != 0,
+        },
+        &[x],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Elementwise ops with NumPy broadcasting, casts and GELU.
+
+use kiln_runtime::DType;
+
+use super::{op_error, OpError};
+use crate::op::{BinaryOp, GeluApproximation, UnaryOp};
+use crate::tensor::{round_floats_to, wrap_integers_to, Tensor, TensorData};
+
+/// The broadcast shape of several shapes, or `None` when they do not broadcast.
+pub fn broadcast_shape(shapes: &[&[usize]]) -> Option<Vec<usize>> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    (0..rank)
+        .map(|i| {
+            let mut size = 1;
+            for shape in shapes {
+                let offset = rank - shape.len();
+                if i < offset {
+                    continue;
+                }
+                let d = shape[i - offset];
+                if d != 1 {
+                    if size != 1 && size != d {
+                        return None;
+                    }
+                    size = d;
+                }
+            }
+            Some(size)
+        })
+        .collect()
+}
+
+/// For each element of `output_shape` (row-major), the offset into a tensor of
+/// `input_shape` that broadcasts to it.
+pub(crate) fn broadcast_offsets(input_shape: &[usize], output_shape: &[usize]) -> Vec<usize> {
+    let rank = output_shape.len();
+    let offset = rank - input_shape.len();
+    let mut strides = vec![0usize; rank];
+    let mut stride = 1;
+    for i in (0..input_shape.len()).rev() {
+        if input_shape[i] != 1 {
+            strides[i + offset] = stride;
+        }
+        stride *= input_shape[i];
+    }
+    let total: usize = output_shape.iter().product();
+    let mut offsets = Vec::with_capacity(total);
+    if total == 0 {
+        return offsets;
+    }
+    let mut index = vec![0usize; rank];
+    let mut current = 0usize;
+    for _ in 0..total {
+        offsets.push(current);
+        for axis in (0..rank).rev() {
+            index[axis] += 1;
+            current += strides[axis];
+            if index[axis] < output_shape[axis] {
+                break;
+            }
+            current -= strides[axis] * index[axis];
+            index[axis] = 0;
+        }
+    }
+    offsets
+}
+
+fn broadcast_pair(a: &Tensor, b: &Tensor) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>), OpError> {
+    let shape = broadcast_shape(&[&a.shape, &b.shape]).ok_or_else(|| {
+        OpError(format!(
+            "shapes {:?} and {:?} do not broadcast",
+            a.shape, b.shape
+        ))
+    })?;
+    let (oa, ob) = (
+        broadcast_offsets(&a.shape, &shape),
+        broadcast_offsets(&b.shape, &shape),
+    );
+    Ok((shape, oa, ob))
+}
+
+pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
+    match (&input.data, op) {
+        (TensorData::Bool(values), UnaryOp::Not) => Ok(Tensor::from_bool(
+            input.shape.clone(),
+            values.iter().map(|v| !v).collect(),
+        )),
+        (TensorData::Float(values), UnaryOp::IsNan) => Ok(Tensor::from_bool(
+            input.shape.clone(),
+            values.iter().map(|v| v.is_nan()).collect(),
+        )),
+        (TensorData::Int(values), UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu) => {
+            let f = |v: &i64| match op {
+                UnaryOp::Neg => v.wrapping_neg(),
+                UnaryOp::Abs => v.wrapping_abs(),
+                _ => (*v).max(0),
+            };
+            Ok(Tensor::from_i64(
+                input.dtype,
+                input.shape.clone(),
+                values.iter().map(f).collect(),
+            ))
+        }
+        (TensorData::Float(values), _) => {
+            let f: fn(f32) -> f32 = match op {
+                UnaryOp::Neg => |x| -x,
+                UnaryOp::Abs => f32::abs,
+                UnaryOp::Sqrt => f32::sqrt,
+                UnaryOp::Reciprocal => |x| 1.0 / x,
+                UnaryOp::Exp => f32::exp,
+                UnaryOp::Log => f32::ln,
+                UnaryOp::Erf => libm::erff,
+                UnaryOp::Tanh => f32::tanh,
+                UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
+                UnaryOp::Sin => f32::sin,
+                UnaryOp::Cos => f32::cos,
+                UnaryOp::Relu => |x| if x > 0.0 { x } else { 0.0 },
+                UnaryOp::Floor => f32::floor,
+                UnaryOp::Ceil => f32::ceil,
+                UnaryOp::Not | UnaryOp::IsNan => unreachable!("matched above"),
+            };
+            Ok(Tensor::from_f32(
+                input.dtype,
+                input.shape.clone(),
+                values.iter().map(|&x| f(x)).collect(),
+            ))
+        }
+        _ => op_error(format!("{} of a {} tensor", op.name(), input.dtype)),
+    }
+}
+
+pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
+    if a.dtype != b.dtype {
+        return op_error(format!("{} of {} and {}", op.name(), a.dtype, b.dtype));
+    }
+    let (shape, oa, ob) = broadcast_pair(a, b)?;
+    let pairs = oa.iter().zip(&ob);
+    match (&a.data, &b.data) {
+        (TensorData::Float(x), TensorData::Float(y)) => {
+            if op.is_comparison() {
+                let f: fn(f32, f32) -> bool = match op {
+                    BinaryOp::Equal => |p, q| p == q,
+                    BinaryOp::Less => |p, q| p < q,
+                    BinaryOp::LessOrEqual => |p, q| p <= q,
+                    BinaryOp::Greater => |p, q| p > q,
+                    _ => |p, q| p >= q,
+                };
+                return Ok(Tensor::from_bool(
+                    shape,
+                    pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
+                ));
+            }
+            let f: fn(f32, f32) -> f32 = match op {
+                BinaryOp::Add => |p, q| p + q,
+                BinaryOp::Sub => |p, q| p - q,
+                BinaryOp::Mul => |p, q| p * q,
+                BinaryOp::Div => |p, q| p / q,
+                BinaryOp::Pow => pow_f32,
+                BinaryOp::Max => |p, q| {
+                    if p.is_nan() || q.is_nan() {
+                        f32::NAN
+                    } else {
+                        p.max(q)
+                    }
+                },
+                BinaryOp::Min => |p, q| {
+                    if p.is_nan() || q.is_nan() {
+                        f32::NAN
+                    } else {
+                        p.min(q)
+                    }
+                },
+                _ => return op_error(format!("{} of float tensors", op.name())),
+            };
+            Ok(Tensor::from_f32(
+                a.dtype,
+                shape,
+                pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
+            ))
+        }
+        (TensorData::Int(x), TensorData::Int(y)) => {
+            if op.is_comparison() {
+                let f: fn(i64, i64) -> bool = match op {
+                    BinaryOp::Equal => |p, q| p == q,
+                    BinaryOp::Less => |p, q| p < q,
+                    BinaryOp::LessOrEqual => |p, q| p <= q,
+                    BinaryOp::Greater => |p, q| p > q,
+                    _ => |p, q| p >= q,
+                };
+                return Ok(Tensor::from_bool(
+                    shape,
+                    pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
+                ));
+            }
+            let mut values = Vec::with_capacity(oa.len());
+            for (&i, &j) in pairs {
+                let (p, q) = (x[i], y[j]);
+                values.push(match op {
+                    BinaryOp::Add => p.wrapping_add(q),
+                    BinaryOp::Sub => p.wrapping_sub(q),
+                    BinaryOp::Mul => p.wrapping_mul(q),
+                    BinaryOp::Div if q == 0 => return op_error("integer division by zero"),
+                    BinaryOp::Div => p.wrapping_div(q),
+                    BinaryOp::Pow => (p as f64).powf(q as f64) as i64,
+                    BinaryOp::Max => p.max(q),
+                    BinaryOp::Min => p.min(q),
+                    _ => return op_error(format!("{} of integer tensors", op.name())),
+                });
+            }
+            wrap_integers_to(a.dtype, &mut values);
+            Ok(Tensor::from_i64(a.dtype, shape, values))
+        }
+        (TensorData::Bool(x), TensorData::Bool(y)) => {
+            let f: fn(bool, bool) -> bool = match op {
+                BinaryOp::And => |p, q| p && q,
+                BinaryOp::Or => |p, q| p || q,
+                BinaryOp::Xor => |p, q| p != q,
+                BinaryOp::Equal => |p, q| p == q,
+                _ => return op_error(format!("{} of bool tensors", op.name())),
+            };
+            Ok(Tensor::from_bool(
+                shape,
+                pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
+            ))
+        }
+        _ => op_error(format!("{} of mismatched tensors", op.name())),
+    }
+}
+
+/// `x^y` as ONNX defines it, with `x^2` exact (exporters write it for variances).
+fn pow_f32(x: f32, y: f32) -> f32 {
+    if y == 2.0 {
+        x * x
+    } else {
+        x.powf(y)
+    }
+}
+
+pub fn select(condition: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, OpError> {
+    let Some(conditions) = condition.as_bools() else {
+        return op_error("where's condition is not bool");
+    };
+    if x.dtype != y.dtype {
+        return op_error(format!("where of {} and {}", x.dtype, y.dtype));
+    }
+    let shape = broadcast_shape(&[&condition.shape, &x.shape, &y.shape]).ok_or_else(|| {
+        OpError(format!(
+            "shapes {:?}, {:?}, {:?} do not broadcast",
+            condition.shape, x.shape, y.shape
+        ))
+    })?;
+    let (oc, ox, oy) = (
+        broadcast_offsets(&condition.shape, &shape),
+        broadcast_offsets(&x.shape, &shape),
+        broadcast_offsets(&y.shape, &shape),
+    );
+    let pick = |i: usize| conditions[oc[i]];
+    let data = match (&x.data, &y.data) {
+        (TensorData::Float(a), TensorData::Float(b)) => TensorData::Float(
+            (0..shape.iter().product())
+                .map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] })
+                .collect(),
+        ),
+        (TensorData::Int(a), TensorData::Int(b)) => TensorData::Int(
+            (0..shape.iter().product())
+                .map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] })
+                .collect(),
+        ),
+        (TensorData::Bool(a), TensorData::Bool(b)) => TensorData::Bool(
+            (0..shape.iter().product())
+                .map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] })
+                .collect(),
+        ),
+        _ => return op_error("where of mismatched tensors"),
+    };
+    Ok(Tensor {
+        dtype: x.dtype,
+        shape,
+        data,
+    })
+}
+
+pub fn cast(input: &Tensor, to: DType) -> Tensor {
+    let shape = input.shape.clone();
+    match (&input.data, to) {
+        (_, DType::Bool) => Tensor::from_bool(
+            shape,
+            input.to_f64_vec().iter().map(|&v| v != 0.0).collect(),
+        ),
+        (TensorData::Float(values), to) if to.is_float() => {
+            let mut values = values.clone();
+            round_floats_to(to, &mut values);
+            Tensor {
+                dtype: to,
+                shape,
+                data: TensorData::Float(values),
+            }
+        }
+        (TensorData::Float(values), to) => {
+            let mut ints: Vec<i64> = values
+                .iter()
+                .map(|&v| if v.is_nan() { 0 } else { v.trunc() as i64 })
+                .collect();
+            wrap_integers_to(to, &mut ints);
+            Tensor::from_i64(to, shape, ints)
+        }
+        (TensorData::Int(values), to) if to.is_float() => {
+            Tensor::from_f32(to, shape, values.iter().map(|&v| v as f32).collect())
+        }
+        (TensorData::Int(values), to) => Tensor::from_i64(to, shape, values.clone()),
+        (TensorData::Bool(values), to) if to.is_float() => {
+            Tensor::from_f32(to, shape, values.iter().map(|&v| v as u8 as f32).collect())
+        }
+        (TensorData::Bool(values), to) => {
+            Tensor::from_i64(to, shape, values.iter().map(|&v| v as i64).collect())
+        }
+    }
+}
+
+pub fn gelu(approximation: GeluApproximation, input: &Tensor) -> Result<Tensor, OpError> {
+    let Some(values) = input.as_floats() else {
+        return op_error(format!("gelu of a {} tensor", input.dtype));
+    };
+    let f: fn(f32) -> f32 = match approximation {
+        GeluApproximation::None => {
+            |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+        }
+        GeluApproximation::Tanh => |x| {
+            let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            0.5 * x * (1.0 + inner.tanh())
+        },
+    };
+    Ok(Tensor::from_f32(
+        input.dtype,
+        input.shape.clone(),
+        values.iter().map(|&x| f(x)).collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(shape: &[usize], values: &[f32]) -> Tensor {
+        Tensor::from_f32(DType::F32, shape.to_vec(), values.to_vec())
+    }
+
+    #[test]
+    fn adds_with_broadcasting() {
+        let a = floats(&[2, 1], &[1.0, 2.0]);
+        let b = floats(&[3], &[10.0, 20.0, 30.0]);
+        let sum = binary(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(sum.shape, vec![2, 3]);
+        assert_eq!(
+            sum.as_floats().unwrap(),
+            &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]
+        );
+    }
+
+    #[test]
+    fn rejects_shapes_that_do_not_broadcast() {
+        assert!(binary(
+            BinaryOp::Add,
+            &floats(&[2], &[1.0, 2.0]),
+            &floats(&[3], &[1.0, 2.0, 3.0])
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn bool_logic_is_exact() {
+        let p = Tensor::from_bool(vec![4], vec![true, true, false, false]);
+        let q = Tensor::from_bool(vec![4], vec![true, false, true, false]);
+        assert_eq!(
+            binary(BinaryOp::And, &p, &q).unwrap().as_bools().unwrap(),
+            &[true, false, false, false]
+        );
+        assert_eq!(
+            binary(BinaryOp::Or, &p, &q).unwrap().as_bools().unwrap(),
+            &[true, true, true, false]
+        );
+        assert_eq!(
+            binary(BinaryOp::Xor, &p, &q).unwrap().as_bools().unwrap(),
+            &[false, true, true, false]
+        );
+    }
+
+    #[test]
+    fn casts_truncate_toward_zero_and_wrap() {
+        let t = cast(&floats(&[3], &[-1.7, 2.9, 300.0]), DType::I8);
+        assert_eq!(t.as_ints().unwrap(), &[-1, 2, 44]);
+    }
+
+    #[test]
+    fn integer_division_by_zero_is_an_error() {
+        let a = Tensor::from_i64(DType::I64, vec![1], vec![3]);
+        let b = Tensor::from_i64(DType::I64, vec![1], vec![0]);
+        assert!(binary(BinaryOp::Div, &a, &b).is_err());
+    }
+}
