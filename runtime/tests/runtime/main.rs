@@ -1,0 +1,3 @@
+//! kiln-runtime's integration tests.
+
+mod architecture;
