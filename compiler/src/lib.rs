@@ -3,6 +3,8 @@
 //! [`load_model`] reads either an ONNX file ([`onnx`]) or a Hugging Face
 //! directory of `config.json` + safetensors ([`hf`]) into kiln's graph IR.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod hf;
 pub mod npy;
 pub mod onnx;

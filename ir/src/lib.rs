@@ -6,6 +6,8 @@
 //! ([`text`]), and defines what every op computes ([`eval`]). It knows nothing
 //! of ONNX, safetensors, GPUs or MLIR.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod constant;
 pub mod eval;
 pub mod graph;

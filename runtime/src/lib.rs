@@ -6,6 +6,8 @@
 //! executors. It never links LLVM or MLIR (a test in `tests/` enforces this), so
 //! a serving machine needs nothing but this crate and a GPU driver.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod dim;
 pub mod dtype;
 

@@ -6,7 +6,6 @@ use inkwell::targets::{
 };
 use inkwell::OptimizationLevel;
 use melior::dialect::DialectRegistry;
-use melior::ir::operation::OperationLike;
 use melior::ir::Module;
 use melior::pass::OperationPassManager;
 use melior::pass::PassManager;
@@ -121,7 +120,7 @@ pub fn parse_pass_pipeline(manager: OperationPassManager, pipeline: &str) -> Res
 /// The PTX held in a `gpu.binary` op's `assembly = "..."` attribute, unescaped.
 fn extract_ptx(module_text: &str) -> Option<String> {
     let start = module_text.find(".version")?;
-    let bytes = module_text[start..].as_bytes();
+    let bytes = &module_text.as_bytes()[start..];
     let mut ptx = Vec::new();
     let mut index = 0;
     while index < bytes.len() && bytes[index] != b'"' {

@@ -1,5 +1,7 @@
 //! kiln-compiler's integration tests: one test binary, one module per concern.
 
+#![allow(clippy::unwrap_used)]
+
 mod cli;
 mod common;
 mod errors;

@@ -65,18 +65,27 @@ pub(crate) fn broadcast_offsets(input_shape: &[usize], output_shape: &[usize]) -
     offsets
 }
 
-fn broadcast_pair(a: &Tensor, b: &Tensor) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>), OpError> {
+/// The broadcast shape of two tensors and, per output element, the offset into each.
+struct BroadcastPair {
+    shape: Vec<usize>,
+    offsets_a: Vec<usize>,
+    offsets_b: Vec<usize>,
+}
+
+fn broadcast_pair(a: &Tensor, b: &Tensor) -> Result<BroadcastPair, OpError> {
     let shape = broadcast_shape(&[&a.shape, &b.shape]).ok_or_else(|| {
         OpError(format!(
             "shapes {:?} and {:?} do not broadcast",
             a.shape, b.shape
         ))
     })?;
-    let (oa, ob) = (
-        broadcast_offsets(&a.shape, &shape),
-        broadcast_offsets(&b.shape, &shape),
-    );
-    Ok((shape, oa, ob))
+    let offsets_a = broadcast_offsets(&a.shape, &shape);
+    let offsets_b = broadcast_offsets(&b.shape, &shape);
+    Ok(BroadcastPair {
+        shape,
+        offsets_a,
+        offsets_b,
+    })
 }
 
 pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
@@ -133,7 +142,11 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     if a.dtype != b.dtype {
         return op_error(format!("{} of {} and {}", op.name(), a.dtype, b.dtype));
     }
-    let (shape, oa, ob) = broadcast_pair(a, b)?;
+    let BroadcastPair {
+        shape,
+        offsets_a: oa,
+        offsets_b: ob,
+    } = broadcast_pair(a, b)?;
     let pairs = oa.iter().zip(&ob);
     match (&a.data, &b.data) {
         (TensorData::Float(x), TensorData::Float(y)) => {

@@ -102,7 +102,7 @@ pub fn reshape_target(
     }
     if let Some(position) = inferred {
         let known: usize = shape.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return op_error(format!("cannot reshape {input_shape:?} to {target:?}"));
         }
         shape[position] = total / known;
