@@ -60,24 +60,14 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, ir, json } => inspect(&model, ir, json),
-        Command::Eval {
-            model,
-            inputs,
-            output_dir,
-            force,
-        } => eval(&model, &inputs, &output_dir, force),
+        Command::Eval { model, inputs, output_dir, force } => eval(&model, &inputs, &output_dir, force),
     }
 }
 
 fn import(model: &Path) -> Result<kiln_ir::Graph> {
     let started = Instant::now();
     let graph = load_model(model)?;
-    eprintln!(
-        "imported {} ({} nodes) in {:.2?}",
-        model.display(),
-        graph.node_count(),
-        started.elapsed()
-    );
+    eprintln!("imported {} ({} nodes) in {:.2?}", model.display(), graph.node_count(), started.elapsed());
     Ok(graph)
 }
 
@@ -110,12 +100,7 @@ fn eval(model: &Path, input_arguments: &[String], output_dir: &Path, force: bool
     let output_paths: BTreeMap<String, PathBuf> = graph
         .outputs()
         .iter()
-        .map(|o| {
-            (
-                o.name.clone(),
-                output_dir.join(format!("{}.npy", file_name_of(&o.name))),
-            )
-        })
+        .map(|o| (o.name.clone(), output_dir.join(format!("{}.npy", file_name_of(&o.name)))))
         .collect();
     if !force {
         if let Some(existing) = output_paths.values().find(|p| p.exists()) {
@@ -125,30 +110,16 @@ fn eval(model: &Path, input_arguments: &[String], output_dir: &Path, force: bool
     let started = Instant::now();
     let outputs = evaluate(&graph, &inputs)?;
     eprintln!("evaluated in {:.2?}", started.elapsed());
-    std::fs::create_dir_all(output_dir)
-        .with_context(|| format!("creating {}", output_dir.display()))?;
+    std::fs::create_dir_all(output_dir).with_context(|| format!("creating {}", output_dir.display()))?;
     for (name, tensor) in outputs {
         let path = &output_paths[&name];
         write_npy(path, &tensor)?;
-        println!(
-            "{name}: {:?} {} -> {}",
-            tensor.shape,
-            tensor.dtype,
-            path.display()
-        );
+        println!("{name}: {:?} {} -> {}", tensor.shape, tensor.dtype, path.display());
     }
     Ok(())
 }
 
 /// An output name made safe as a file name (`/` and other separators become `_`).
 fn file_name_of(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect()
 }

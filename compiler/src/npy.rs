@@ -20,14 +20,8 @@ pub enum NpyError {
 /// Reads a C-order `.npy` array of f32, f16, i64, i32, i8, u8 or bool (f64
 /// arrays are read as f32).
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_npy(&bytes).map_err(|message| NpyError::Format {
-        path: path.display().to_string(),
-        message,
-    })
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.display().to_string(), source })?;
+    parse_npy(&bytes).map_err(|message| NpyError::Format { path: path.display().to_string(), message })
 }
 
 /// Parses the bytes of a `.npy` file.
@@ -38,39 +32,23 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
     let major = bytes[6];
     let (header_length, header_start): (usize, usize) = match major {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         _ => return Err(format!("format version {major} is not supported")),
     };
-    let header_end = header_start
-        .checked_add(header_length)
-        .filter(|&end| end <= bytes.len())
-        .ok_or("truncated header")?;
-    let header =
-        std::str::from_utf8(&bytes[header_start..header_end]).map_err(|_| "header is not text")?;
+    let header_end =
+        header_start.checked_add(header_length).filter(|&end| end <= bytes.len()).ok_or("truncated header")?;
+    let header = std::str::from_utf8(&bytes[header_start..header_end]).map_err(|_| "header is not text")?;
     let field = |key: &str| -> Result<&str, String> {
-        let start = header
-            .find(&format!("'{key}':"))
-            .ok_or(format!("header has no '{key}'"))?
-            + key.len()
-            + 3;
+        let start = header.find(&format!("'{key}':")).ok_or(format!("header has no '{key}'"))? + key.len() + 3;
         Ok(header[start..].trim_start())
     };
     let descr = field("descr")?;
-    let descr = descr
-        .strip_prefix('\'')
-        .and_then(|d| d.split('\'').next())
-        .ok_or("bad descr")?;
+    let descr = descr.strip_prefix('\'').and_then(|d| d.split('\'').next()).ok_or("bad descr")?;
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-order arrays are not supported".into());
     }
     let shape_text = field("shape")?;
-    let shape_text = shape_text
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or("bad shape")?;
+    let shape_text = shape_text.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or("bad shape")?;
     let shape: Vec<usize> = shape_text
         .split(',')
         .map(str::trim)
@@ -90,20 +68,11 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
         other => return Err(format!("dtype `{other}` is not supported")),
     };
     if wide_float {
-        let count = shape
-            .iter()
-            .try_fold(1usize, |p, &d| p.checked_mul(d))
-            .ok_or("shape overflows")?;
+        let count = shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d)).ok_or("shape overflows")?;
         if data.len() != count * 8 {
-            return Err(format!(
-                "{} data bytes for {count} f64 elements",
-                data.len()
-            ));
+            return Err(format!("{} data bytes for {count} f64 elements", data.len()));
         }
-        let values = data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect();
+        let values = data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect();
         return Ok(Tensor::from_f32(DType::F32, shape, values));
     }
     Tensor::from_le_bytes(dtype, shape, data).map_err(|e| e.to_string())
@@ -112,15 +81,9 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
 /// Writes `tensor` as a `.npy` file (bf16 and f8 values are written as f32).
 pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), NpyError> {
     let (descr, data) = match tensor.dtype {
-        DType::F32 | DType::BF16 | DType::F8E4M3 => (
-            "<f4",
-            tensor
-                .as_floats()
-                .unwrap_or(&[])
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        ),
+        DType::F32 | DType::BF16 | DType::F8E4M3 => {
+            ("<f4", tensor.as_floats().unwrap_or(&[]).iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+        }
         DType::F16 => ("<f2", tensor.to_le_bytes()),
         DType::I64 => ("<i8", tensor.to_le_bytes()),
         DType::I32 => ("<i4", tensor.to_le_bytes()),
@@ -130,15 +93,7 @@ pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), NpyError> {
     };
     let shape = match tensor.shape.len() {
         1 => format!("({},)", tensor.shape[0]),
-        _ => format!(
-            "({})",
-            tensor
-                .shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", tensor.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
@@ -149,10 +104,7 @@ pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), NpyError> {
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).map_err(|source| NpyError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(|source| NpyError::Io { path: path.display().to_string(), source })
 }
 
 #[cfg(test)]

@@ -23,18 +23,9 @@ impl ModelSummary {
         let inputs = graph
             .inputs()
             .iter()
-            .map(|&n| {
-                (
-                    graph.node(n).outputs[0].name.clone(),
-                    graph.node(n).outputs[0].ty.clone(),
-                )
-            })
+            .map(|&n| (graph.node(n).outputs[0].name.clone(), graph.node(n).outputs[0].ty.clone()))
             .collect();
-        let outputs = graph
-            .outputs()
-            .iter()
-            .map(|o| (o.name.clone(), graph.value_type(o.value).clone()))
-            .collect();
+        let outputs = graph.outputs().iter().map(|o| (o.name.clone(), graph.value_type(o.value).clone())).collect();
         let (mut parameters, mut parameter_bytes) = (0, 0);
         let mut ops = BTreeMap::new();
         for index in graph.node_indices() {
@@ -47,13 +38,7 @@ impl ModelSummary {
                 op => *ops.entry(op.name().to_string()).or_insert(0) += 1,
             }
         }
-        ModelSummary {
-            inputs,
-            outputs,
-            parameters,
-            parameter_bytes,
-            ops,
-        }
+        ModelSummary { inputs, outputs, parameters, parameter_bytes, ops }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -89,11 +74,7 @@ impl fmt::Display for ModelSummary {
         for (name, ty) in &self.outputs {
             writeln!(f, "  {name}: {ty}")?;
         }
-        writeln!(
-            f,
-            "parameters: {} ({} bytes)",
-            self.parameters, self.parameter_bytes
-        )?;
+        writeln!(f, "parameters: {} ({} bytes)", self.parameters, self.parameter_bytes)?;
         writeln!(f, "ops ({} nodes):", self.ops.values().sum::<usize>())?;
         for (op, count) in &self.ops {
             writeln!(f, "  {op:<18} {count}")?;

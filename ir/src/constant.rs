@@ -17,11 +17,7 @@ use crate::tensor::{element_count, Tensor, TensorBytesError, TensorType};
 #[derive(Clone)]
 enum Storage {
     Owned(Arc<[u8]>),
-    Mapped {
-        map: Arc<Mmap>,
-        offset: usize,
-        length: usize,
-    },
+    Mapped { map: Arc<Mmap>, offset: usize, length: usize },
 }
 
 /// A constant tensor: dtype, concrete shape and bytes.
@@ -34,17 +30,9 @@ pub struct Constant {
 
 impl Constant {
     /// A constant over owned bytes; fails when the length does not match.
-    pub fn from_bytes(
-        dtype: DType,
-        shape: Vec<usize>,
-        bytes: Vec<u8>,
-    ) -> Result<Constant, TensorBytesError> {
+    pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Constant, TensorBytesError> {
         check_length(dtype, &shape, bytes.len())?;
-        Ok(Constant {
-            dtype,
-            shape,
-            storage: Storage::Owned(bytes.into()),
-        })
+        Ok(Constant { dtype, shape, storage: Storage::Owned(bytes.into()) })
     }
 
     /// A constant over `length` bytes at `offset` of a mapped file; fails when
@@ -58,22 +46,9 @@ impl Constant {
     ) -> Result<Constant, TensorBytesError> {
         check_length(dtype, &shape, length)?;
         if offset.checked_add(length).is_none_or(|end| end > map.len()) {
-            return Err(TensorBytesError {
-                dtype,
-                shape,
-                expected: length,
-                found: map.len().saturating_sub(offset),
-            });
+            return Err(TensorBytesError { dtype, shape, expected: length, found: map.len().saturating_sub(offset) });
         }
-        Ok(Constant {
-            dtype,
-            shape,
-            storage: Storage::Mapped {
-                map,
-                offset,
-                length,
-            },
-        })
+        Ok(Constant { dtype, shape, storage: Storage::Mapped { map, offset, length } })
     }
 
     pub fn from_tensor(tensor: &Tensor) -> Constant {
@@ -89,11 +64,7 @@ impl Constant {
     }
 
     pub fn vector_i64(values: &[i64]) -> Constant {
-        Constant::from_tensor(&Tensor::from_i64(
-            DType::I64,
-            vec![values.len()],
-            values.to_vec(),
-        ))
+        Constant::from_tensor(&Tensor::from_i64(DType::I64, vec![values.len()], values.to_vec()))
     }
 
     pub fn scalar_f32(dtype: DType, value: f32) -> Constant {
@@ -119,11 +90,7 @@ impl Constant {
     pub fn bytes(&self) -> &[u8] {
         match &self.storage {
             Storage::Owned(bytes) => bytes,
-            Storage::Mapped {
-                map,
-                offset,
-                length,
-            } => &map[*offset..*offset + *length],
+            Storage::Mapped { map, offset, length } => &map[*offset..*offset + *length],
         }
     }
 
@@ -134,16 +101,12 @@ impl Constant {
 
     /// The value, decoded for evaluation.
     pub fn to_tensor(&self) -> Tensor {
-        Tensor::from_le_bytes(self.dtype, self.shape.clone(), self.bytes())
-            .expect("length checked at construction")
+        Tensor::from_le_bytes(self.dtype, self.shape.clone(), self.bytes()).expect("length checked at construction")
     }
 
     /// The integer values, for small index-like constants.
     pub fn to_i64_vec(&self) -> Option<Vec<i64>> {
-        self.dtype
-            .is_integer()
-            .then(|| self.to_tensor().as_ints().map(<[i64]>::to_vec))
-            .flatten()
+        self.dtype.is_integer().then(|| self.to_tensor().as_ints().map(<[i64]>::to_vec)).flatten()
     }
 
     /// SHA-256 of dtype, shape and bytes, as lowercase hex.
@@ -154,11 +117,7 @@ impl Constant {
             hasher.update((*d as u64).to_le_bytes());
         }
         hasher.update(self.bytes());
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -183,12 +142,6 @@ impl PartialEq for Constant {
 
 impl fmt::Debug for Constant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Constant({}{:?}, {} bytes)",
-            self.dtype,
-            self.shape,
-            self.bytes().len()
-        )
+        write!(f, "Constant({}{:?}, {} bytes)", self.dtype, self.shape, self.bytes().len())
     }
 }

@@ -65,12 +65,7 @@ pub struct GraphOutput {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GraphError {
     #[error("node `{node}` ({op}) takes {expected} inputs, got {found}")]
-    Arity {
-        node: String,
-        op: &'static str,
-        expected: String,
-        found: usize,
-    },
+    Arity { node: String, op: &'static str, expected: String, found: usize },
     #[error("node `{node}` ({op}): {source}")]
     Inference {
         node: String,
@@ -100,10 +95,7 @@ impl Graph {
         let node = self.graph.add_node(Node {
             name: name.to_string(),
             op: Op::Input,
-            outputs: vec![Value {
-                name: name.to_string(),
-                ty,
-            }],
+            outputs: vec![Value { name: name.to_string(), ty }],
         });
         self.inputs.push(node);
         ValueRef::new(node, 0)
@@ -115,10 +107,7 @@ impl Graph {
         let node = self.graph.add_node(Node {
             name: name.to_string(),
             op: Op::Constant(constant),
-            outputs: vec![Value {
-                name: name.to_string(),
-                ty,
-            }],
+            outputs: vec![Value { name: name.to_string(), ty }],
         });
         ValueRef::new(node, 0)
     }
@@ -141,24 +130,16 @@ impl Graph {
             } else {
                 format!("{}..={}", arity.minimum, arity.maximum)
             };
-            return Err(GraphError::Arity {
-                node: name.to_string(),
-                op: op.name(),
-                expected,
-                found: inputs.len(),
-            });
+            return Err(GraphError::Arity { node: name.to_string(), op: op.name(), expected, found: inputs.len() });
         }
         if inputs.iter().any(|v| self.value(*v).is_none()) {
-            return Err(GraphError::DanglingInput {
-                node: name.to_string(),
-            });
+            return Err(GraphError::DanglingInput { node: name.to_string() });
         }
-        let types =
-            infer_output_types(self, &op, inputs).map_err(|source| GraphError::Inference {
-                node: name.to_string(),
-                op: op.name(),
-                source,
-            })?;
+        let types = infer_output_types(self, &op, inputs).map_err(|source| GraphError::Inference {
+            node: name.to_string(),
+            op: op.name(),
+            source,
+        })?;
         let outputs = types
             .into_iter()
             .enumerate()
@@ -170,49 +151,25 @@ impl Graph {
                         format!("{name}:{index}")
                     }
                 });
-                Value {
-                    name: value_name,
-                    ty,
-                }
+                Value { name: value_name, ty }
             })
             .collect::<Vec<_>>();
         let count = outputs.len();
-        let node = self.graph.add_node(Node {
-            name: name.to_string(),
-            op,
-            outputs,
-        });
+        let node = self.graph.add_node(Node { name: name.to_string(), op, outputs });
         for (slot, input) in inputs.iter().enumerate() {
-            self.graph.add_edge(
-                input.node,
-                node,
-                Edge {
-                    output: input.output,
-                    input: slot,
-                },
-            );
+            self.graph.add_edge(input.node, node, Edge { output: input.output, input: slot });
         }
-        Ok((0..count)
-            .map(|output| ValueRef::new(node, output))
-            .collect())
+        Ok((0..count).map(|output| ValueRef::new(node, output)).collect())
     }
 
     /// Adds a single-output node whose output is named `name`.
-    pub fn add_node(
-        &mut self,
-        name: &str,
-        op: Op,
-        inputs: &[ValueRef],
-    ) -> Result<ValueRef, GraphError> {
+    pub fn add_node(&mut self, name: &str, op: Op, inputs: &[ValueRef]) -> Result<ValueRef, GraphError> {
         Ok(self.add_node_with_output_names(name, op, inputs, &[])?[0])
     }
 
     /// Declares `value` a graph output named `name`.
     pub fn add_output(&mut self, name: &str, value: ValueRef) {
-        self.outputs.push(GraphOutput {
-            name: name.to_string(),
-            value,
-        });
+        self.outputs.push(GraphOutput { name: name.to_string(), value });
     }
 
     pub fn inputs(&self) -> &[NodeIndex] {
@@ -245,9 +202,7 @@ impl Graph {
 
     /// The value `value` refers to, if its node exists and has that output.
     pub fn value(&self, value: ValueRef) -> Option<&Value> {
-        self.graph
-            .node_weight(value.node)
-            .and_then(|node| node.outputs.get(value.output))
+        self.graph.node_weight(value.node).and_then(|node| node.outputs.get(value.output))
     }
 
     /// The type of a value of this graph.
@@ -276,12 +231,7 @@ impl Graph {
         let mut edges: Vec<(usize, ValueRef)> = self
             .graph
             .edges_directed(node, Direction::Incoming)
-            .map(|edge| {
-                (
-                    edge.weight().input,
-                    ValueRef::new(edge.source(), edge.weight().output),
-                )
-            })
+            .map(|edge| (edge.weight().input, ValueRef::new(edge.source(), edge.weight().output)))
             .collect();
         edges.sort_by_key(|(slot, _)| *slot);
         edges.into_iter().map(|(_, value)| value).collect()
@@ -289,11 +239,8 @@ impl Graph {
 
     /// Input slot numbers of a node's incoming edges, sorted (for the verifier).
     pub fn input_slots_of(&self, node: NodeIndex) -> Vec<usize> {
-        let mut slots: Vec<usize> = self
-            .graph
-            .edges_directed(node, Direction::Incoming)
-            .map(|edge| edge.weight().input)
-            .collect();
+        let mut slots: Vec<usize> =
+            self.graph.edges_directed(node, Direction::Incoming).map(|edge| edge.weight().input).collect();
         slots.sort_unstable();
         slots
     }
@@ -328,9 +275,7 @@ impl Graph {
         while let Some(node) = ready.pop_first() {
             order.push(node);
             for edge in self.graph.edges_directed(node, Direction::Outgoing) {
-                let count = pending
-                    .get_mut(&edge.target())
-                    .expect("every target is pending");
+                let count = pending.get_mut(&edge.target()).expect("every target is pending");
                 *count -= 1;
                 if *count == 0 {
                     ready.insert(edge.target());
@@ -344,11 +289,7 @@ impl Graph {
     /// the order of the text form and of graph equality.
     pub fn canonical_order(&self) -> Vec<NodeIndex> {
         let mut order = self.inputs.clone();
-        order.extend(
-            self.topological_order()
-                .into_iter()
-                .filter(|n| !self.inputs.contains(n)),
-        );
+        order.extend(self.topological_order().into_iter().filter(|n| !self.inputs.contains(n)));
         order
     }
 
@@ -362,14 +303,7 @@ impl Graph {
             .collect();
         for (edge, target, slot) in uses {
             self.graph.remove_edge(edge);
-            self.graph.add_edge(
-                new.node,
-                target,
-                Edge {
-                    output: new.output,
-                    input: slot,
-                },
-            );
+            self.graph.add_edge(new.node, target, Edge { output: new.output, input: slot });
         }
         for output in &mut self.outputs {
             if output.value == old {
@@ -395,34 +329,22 @@ impl Graph {
                 stack.extend(self.graph.neighbors_directed(node, Direction::Incoming));
             }
         }
-        self.graph
-            .node_indices()
-            .filter(|n| !live.contains(n) && !self.inputs.contains(n))
-            .collect()
+        self.graph.node_indices().filter(|n| !live.contains(n) && !self.inputs.contains(n)).collect()
     }
 
     /// A value name not used by any value of the graph, derived from `base`.
     pub fn fresh_value_name(&self, base: &str) -> String {
-        let used: HashSet<&str> = self
-            .graph
-            .node_weights()
-            .flat_map(|node| node.outputs.iter().map(|v| v.name.as_str()))
-            .collect();
+        let used: HashSet<&str> =
+            self.graph.node_weights().flat_map(|node| node.outputs.iter().map(|v| v.name.as_str())).collect();
         if !used.contains(base) {
             return base.to_string();
         }
-        (1..)
-            .map(|n| format!("{base}_{n}"))
-            .find(|name| !used.contains(name.as_str()))
-            .expect("unbounded")
+        (1..).map(|n| format!("{base}_{n}")).find(|name| !used.contains(name.as_str())).expect("unbounded")
     }
 
     /// Graph inputs as values.
     pub fn input_values(&self) -> Vec<ValueRef> {
-        self.inputs
-            .iter()
-            .map(|&node| ValueRef::new(node, 0))
-            .collect()
+        self.inputs.iter().map(|&node| ValueRef::new(node, 0)).collect()
     }
 }
 
@@ -436,10 +358,8 @@ impl PartialEq for Graph {
         if order_a.len() != order_b.len() || self.node_count() != other.node_count() {
             return false;
         }
-        let position_a: HashMap<NodeIndex, usize> =
-            order_a.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        let position_b: HashMap<NodeIndex, usize> =
-            order_b.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let position_a: HashMap<NodeIndex, usize> = order_a.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let position_b: HashMap<NodeIndex, usize> = order_b.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         let map_a = |v: ValueRef| (position_a[&v.node], v.output);
         let map_b = |v: ValueRef| (position_b[&v.node], v.output);
         for (&a, &b) in order_a.iter().zip(&order_b) {
@@ -454,16 +374,8 @@ impl PartialEq for Graph {
         }
         let graph_inputs_a: Vec<_> = self.inputs.iter().map(|n| position_a[n]).collect();
         let graph_inputs_b: Vec<_> = other.inputs.iter().map(|n| position_b[n]).collect();
-        let outputs_a: Vec<_> = self
-            .outputs
-            .iter()
-            .map(|o| (&o.name, map_a(o.value)))
-            .collect();
-        let outputs_b: Vec<_> = other
-            .outputs
-            .iter()
-            .map(|o| (&o.name, map_b(o.value)))
-            .collect();
+        let outputs_a: Vec<_> = self.outputs.iter().map(|o| (&o.name, map_a(o.value))).collect();
+        let outputs_b: Vec<_> = other.outputs.iter().map(|o| (&o.name, map_b(o.value))).collect();
         graph_inputs_a == graph_inputs_b && outputs_a == outputs_b
     }
 }

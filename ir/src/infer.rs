@@ -27,11 +27,7 @@ const MAX_TRACKED_ELEMENTS: usize = 64;
 const SLICE_END_SENTINEL: i64 = i32::MAX as i64;
 
 /// The output types of `op` applied to `inputs` of `graph`.
-pub fn infer_output_types(
-    graph: &Graph,
-    op: &Op,
-    inputs: &[ValueRef],
-) -> Result<Vec<TensorType>, InferError> {
+pub fn infer_output_types(graph: &Graph, op: &Op, inputs: &[ValueRef]) -> Result<Vec<TensorType>, InferError> {
     let ty = |index: usize| graph.value_type(inputs[index]);
     let single = |ty: TensorType| Ok(vec![ty]);
     match op {
@@ -40,53 +36,34 @@ pub fn infer_output_types(
         Op::Unary(unary) => {
             let input = ty(0);
             match unary {
-                UnaryOp::Not if input.dtype != DType::Bool => {
-                    fail(format!("not takes bool, got {}", input.dtype))
-                }
+                UnaryOp::Not if input.dtype != DType::Bool => fail(format!("not takes bool, got {}", input.dtype)),
                 UnaryOp::Not | UnaryOp::Abs | UnaryOp::Neg | UnaryOp::Relu => single(input.clone()),
                 UnaryOp::IsNan => single(TensorType::new(DType::Bool, input.shape.clone())),
-                _ if !input.dtype.is_float() => fail(format!(
-                    "{} takes a float tensor, got {}",
-                    unary.name(),
-                    input.dtype
-                )),
+                _ if !input.dtype.is_float() => {
+                    fail(format!("{} takes a float tensor, got {}", unary.name(), input.dtype))
+                }
                 _ => single(input.clone()),
             }
         }
         Op::Binary(binary) => {
             let (a, b) = (ty(0), ty(1));
             if a.dtype != b.dtype {
-                return fail(format!(
-                    "{} of different dtypes {} and {}",
-                    binary.name(),
-                    a.dtype,
-                    b.dtype
-                ));
+                return fail(format!("{} of different dtypes {} and {}", binary.name(), a.dtype, b.dtype));
             }
             if binary.is_logical() && a.dtype != DType::Bool {
                 return fail(format!("{} takes bool, got {}", binary.name(), a.dtype));
             }
             let shape = broadcast_shapes(&a.shape, &b.shape)?;
-            let dtype = if binary.is_comparison() || binary.is_logical() {
-                DType::Bool
-            } else {
-                a.dtype
-            };
+            let dtype = if binary.is_comparison() || binary.is_logical() { DType::Bool } else { a.dtype };
             single(TensorType::new(dtype, shape))
         }
         Op::Where => {
             let (condition, x, y) = (ty(0), ty(1), ty(2));
             if condition.dtype != DType::Bool {
-                return fail(format!(
-                    "where's condition must be bool, got {}",
-                    condition.dtype
-                ));
+                return fail(format!("where's condition must be bool, got {}", condition.dtype));
             }
             if x.dtype != y.dtype {
-                return fail(format!(
-                    "where of different dtypes {} and {}",
-                    x.dtype, y.dtype
-                ));
+                return fail(format!("where of different dtypes {} and {}", x.dtype, y.dtype));
             }
             let shape = broadcast_shapes(&broadcast_shapes(&condition.shape, &x.shape)?, &y.shape)?;
             single(TensorType::new(x.dtype, shape))
@@ -100,44 +77,25 @@ pub fn infer_output_types(
         Op::Reshape { allow_zero } => {
             let input = ty(0);
             let target = index_values(graph, inputs[1], "reshape's shape")?;
-            single(TensorType::new(
-                input.dtype,
-                reshape_dims(&input.shape, &target, *allow_zero)?,
-            ))
+            single(TensorType::new(input.dtype, reshape_dims(&input.shape, &target, *allow_zero)?))
         }
         Op::Transpose { permutation } => {
             let input = ty(0);
             let mut sorted = permutation.clone();
             sorted.sort_unstable();
             if sorted != (0..input.rank()).collect::<Vec<_>>() {
-                return fail(format!(
-                    "permutation {permutation:?} does not fit rank {}",
-                    input.rank()
-                ));
+                return fail(format!("permutation {permutation:?} does not fit rank {}", input.rank()));
             }
-            single(TensorType::new(
-                input.dtype,
-                permutation
-                    .iter()
-                    .map(|&p| input.shape[p].clone())
-                    .collect(),
-            ))
+            single(TensorType::new(input.dtype, permutation.iter().map(|&p| input.shape[p].clone()).collect()))
         }
         Op::Squeeze { axes } => {
             let input = ty(0);
             let axes = if axes.is_empty() {
-                (0..input.rank())
-                    .filter(|&i| input.shape[i] == Dim::constant(1))
-                    .collect()
+                (0..input.rank()).filter(|&i| input.shape[i] == Dim::constant(1)).collect()
             } else {
                 normalize_axes(axes, input.rank())?
             };
-            let shape = input
-                .shape
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !axes.contains(i))
-                .map(|(_, d)| d.clone());
+            let shape = input.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone());
             single(TensorType::new(input.dtype, shape.collect()))
         }
         Op::Unsqueeze { axes } => {
@@ -145,39 +103,25 @@ pub fn infer_output_types(
             let axes = normalize_axes(axes, input.rank() + axes.len())?;
             let mut rest = input.shape.iter();
             let shape = (0..input.rank() + axes.len())
-                .map(|i| {
-                    if axes.contains(&i) {
-                        Some(Dim::constant(1))
-                    } else {
-                        rest.next().cloned()
-                    }
-                })
+                .map(|i| if axes.contains(&i) { Some(Dim::constant(1)) } else { rest.next().cloned() })
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| InferError("repeated unsqueeze axes".into()))?;
             single(TensorType::new(input.dtype, shape))
         }
         Op::Flatten { axis } => {
             let input = ty(0);
-            let axis = if *axis < 0 {
-                *axis + input.rank() as i64
-            } else {
-                *axis
-            };
+            let axis = if *axis < 0 { *axis + input.rank() as i64 } else { *axis };
             if axis < 0 || axis as usize > input.rank() {
                 return fail(format!("flatten axis {axis} outside rank {}", input.rank()));
             }
             let product = |dims: &[Dim]| dims.iter().fold(Dim::constant(1), |p, d| &p * d);
             let (outer, inner) = input.shape.split_at(axis as usize);
-            single(TensorType::new(
-                input.dtype,
-                vec![product(outer), product(inner)],
-            ))
+            single(TensorType::new(input.dtype, vec![product(outer), product(inner)]))
         }
         Op::Concat { axis } => {
             let first = ty(0);
-            let axis = normalize_axis(*axis, first.rank()).ok_or_else(|| {
-                InferError(format!("concat axis {axis} outside rank {}", first.rank()))
-            })?;
+            let axis = normalize_axis(*axis, first.rank())
+                .ok_or_else(|| InferError(format!("concat axis {axis} outside rank {}", first.rank())))?;
             let mut shape = first.shape.clone();
             for index in 1..inputs.len() {
                 let other = ty(index);
@@ -185,11 +129,7 @@ pub fn infer_output_types(
                     return fail(format!("concat of {first} and {other}"));
                 }
                 for (d, dim) in shape.iter_mut().enumerate() {
-                    *dim = if d == axis {
-                        &*dim + &other.shape[d]
-                    } else {
-                        merge_dims(dim, &other.shape[d])?
-                    };
+                    *dim = if d == axis { &*dim + &other.shape[d] } else { merge_dims(dim, &other.shape[d])? };
                 }
             }
             single(TensorType::new(first.dtype, shape))
@@ -200,21 +140,13 @@ pub fn infer_output_types(
             let ends = index_values(graph, inputs[2], "slice ends")?;
             let axes = constant_ints(graph, inputs[3], "slice axes")?;
             let steps = constant_ints(graph, inputs[4], "slice steps")?;
-            if starts.len() != ends.len()
-                || axes.len() != starts.len()
-                || steps.len() != starts.len()
-            {
+            if starts.len() != ends.len() || axes.len() != starts.len() || steps.len() != starts.len() {
                 return fail("slice starts, ends, axes and steps differ in length");
             }
             let mut shape = input.shape.clone();
             for i in 0..axes.len() {
-                let axis = normalize_axis(axes[i], input.rank()).ok_or_else(|| {
-                    InferError(format!(
-                        "slice axis {} outside rank {}",
-                        axes[i],
-                        input.rank()
-                    ))
-                })?;
+                let axis = normalize_axis(axes[i], input.rank())
+                    .ok_or_else(|| InferError(format!("slice axis {} outside rank {}", axes[i], input.rank())))?;
                 shape[axis] = slice_length(&input.shape[axis], &starts[i], &ends[i], steps[i])?;
             }
             single(TensorType::new(input.dtype, shape))
@@ -222,14 +154,10 @@ pub fn infer_output_types(
         Op::Gather { axis } => {
             let (data, indices) = (ty(0), ty(1));
             if !indices.dtype.is_integer() {
-                return fail(format!(
-                    "gather indices must be integers, got {}",
-                    indices.dtype
-                ));
+                return fail(format!("gather indices must be integers, got {}", indices.dtype));
             }
-            let axis = normalize_axis(*axis, data.rank()).ok_or_else(|| {
-                InferError(format!("gather axis {axis} outside rank {}", data.rank()))
-            })?;
+            let axis = normalize_axis(*axis, data.rank())
+                .ok_or_else(|| InferError(format!("gather axis {axis} outside rank {}", data.rank())))?;
             let mut shape = data.shape[..axis].to_vec();
             shape.extend(indices.shape.iter().cloned());
             shape.extend(data.shape[axis + 1..].iter().cloned());
@@ -244,13 +172,8 @@ pub fn infer_output_types(
                 .and_then(Dim::as_constant)
                 .ok_or_else(|| InferError("gather_nd needs a constant last indices dim".into()))?
                 as usize;
-            if batch_dims + depth > data.rank()
-                || indices.rank() < 1
-                || batch_dims >= indices.rank()
-            {
-                return fail(format!(
-                    "gather_nd of {data} by {indices} with batch_dims {batch_dims}"
-                ));
+            if batch_dims + depth > data.rank() || indices.rank() < 1 || batch_dims >= indices.rank() {
+                return fail(format!("gather_nd of {data} by {indices} with batch_dims {batch_dims}"));
             }
             let mut shape = indices.shape[..indices.rank() - 1].to_vec();
             shape.extend(data.shape[batch_dims + depth..].iter().cloned());
@@ -259,16 +182,11 @@ pub fn infer_output_types(
         Op::Expand => {
             let input = ty(0);
             let target = index_values(graph, inputs[1], "expand's shape")?;
-            single(TensorType::new(
-                input.dtype,
-                broadcast_shapes(&input.shape, &target)?,
-            ))
+            single(TensorType::new(input.dtype, broadcast_shapes(&input.shape, &target)?))
         }
         Op::Range => {
             let dtype = ty(0).dtype;
-            let value = |index: usize| {
-                symbolic_value(graph, inputs[index]).and_then(|v| v.into_iter().next())
-            };
+            let value = |index: usize| symbolic_value(graph, inputs[index]).and_then(|v| v.into_iter().next());
             let length = match (value(0), value(1), value(2).and_then(|d| d.as_constant())) {
                 (Some(start), Some(limit), Some(delta)) if delta > 0 => {
                     let span = &(&limit - &start) + &Dim::constant(delta - 1);
@@ -276,9 +194,7 @@ pub fn infer_output_types(
                 }
                 (Some(start), Some(limit), Some(delta)) if delta < 0 => {
                     match (start.as_constant(), limit.as_constant()) {
-                        (Some(s), Some(l)) => {
-                            Some(Dim::constant(((s - l - delta - 1) / -delta).max(0)))
-                        }
+                        (Some(s), Some(l)) => Some(Dim::constant(((s - l - delta - 1) / -delta).max(0))),
                         _ => None,
                     }
                 }
@@ -303,22 +219,13 @@ pub fn infer_output_types(
         Op::MatMul => {
             let (a, b) = (ty(0), ty(1));
             if a.dtype != b.dtype {
-                return fail(format!(
-                    "matmul of different dtypes {} and {}",
-                    a.dtype, b.dtype
-                ));
+                return fail(format!("matmul of different dtypes {} and {}", a.dtype, b.dtype));
             }
             single(TensorType::new(a.dtype, matmul_shape(&a.shape, &b.shape)?))
         }
-        Op::Reduce {
-            axes, keep_dims, ..
-        } => {
+        Op::Reduce { axes, keep_dims, .. } => {
             let input = ty(0);
-            let axes = if axes.is_empty() {
-                (0..input.rank()).collect()
-            } else {
-                normalize_axes(axes, input.rank())?
-            };
+            let axes = if axes.is_empty() { (0..input.rank()).collect() } else { normalize_axes(axes, input.rank())? };
             let shape = input
                 .shape
                 .iter()
@@ -334,11 +241,7 @@ pub fn infer_output_types(
         Op::Softmax { axis } | Op::LayerNorm { axis, .. } | Op::RmsNorm { axis, .. } => {
             let input = ty(0);
             if !input.dtype.is_float() {
-                return fail(format!(
-                    "{} takes a float tensor, got {}",
-                    op.name(),
-                    input.dtype
-                ));
+                return fail(format!("{} takes a float tensor, got {}", op.name(), input.dtype));
             }
             normalize_axis(*axis, input.rank())
                 .ok_or_else(|| InferError(format!("axis {axis} outside rank {}", input.rank())))?;
@@ -384,10 +287,7 @@ pub fn shape_range(start: i64, end: Option<i64>, rank: usize) -> (usize, usize) 
 
 fn normalize_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, InferError> {
     axes.iter()
-        .map(|&a| {
-            normalize_axis(a, rank)
-                .ok_or_else(|| InferError(format!("axis {a} outside rank {rank}")))
-        })
+        .map(|&a| normalize_axis(a, rank).ok_or_else(|| InferError(format!("axis {a} outside rank {rank}"))))
         .collect()
 }
 
@@ -406,11 +306,7 @@ pub fn merge_dims(a: &Dim, b: &Dim) -> Result<Dim, InferError> {
         (None, Some(_)) => Ok(b.clone()),
         (None, None) => {
             let rank = |d: &Dim| (d.as_symbol().is_none(), d.to_string().len());
-            Ok(if rank(b) < rank(a) {
-                b.clone()
-            } else {
-                a.clone()
-            })
+            Ok(if rank(b) < rank(a) { b.clone() } else { a.clone() })
         }
     }
 }
@@ -421,16 +317,8 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, InferError> {
     let one = Dim::constant(1);
     (0..rank)
         .map(|i| {
-            let da = if i + a.len() >= rank {
-                &a[i + a.len() - rank]
-            } else {
-                &one
-            };
-            let db = if i + b.len() >= rank {
-                &b[i + b.len() - rank]
-            } else {
-                &one
-            };
+            let da = if i + a.len() >= rank { &a[i + a.len() - rank] } else { &one };
+            let db = if i + b.len() >= rank { &b[i + b.len() - rank] } else { &one };
             merge_dims(da, db)
         })
         .collect()
@@ -440,24 +328,12 @@ fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, InferError> {
     if a.is_empty() || b.is_empty() {
         return fail("matmul of a scalar");
     }
-    let a_matrix: Vec<Dim> = if a.len() == 1 {
-        vec![Dim::constant(1), a[0].clone()]
-    } else {
-        a.to_vec()
-    };
-    let b_matrix: Vec<Dim> = if b.len() == 1 {
-        vec![b[0].clone(), Dim::constant(1)]
-    } else {
-        b.to_vec()
-    };
+    let a_matrix: Vec<Dim> = if a.len() == 1 { vec![Dim::constant(1), a[0].clone()] } else { a.to_vec() };
+    let b_matrix: Vec<Dim> = if b.len() == 1 { vec![b[0].clone(), Dim::constant(1)] } else { b.to_vec() };
     let (a_batch, a_rows) = a_matrix.split_at(a_matrix.len() - 2);
     let (b_batch, b_rows) = b_matrix.split_at(b_matrix.len() - 2);
-    merge_dims(&a_rows[1], &b_rows[0]).map_err(|_| {
-        InferError(format!(
-            "matmul inner dims {} and {} differ",
-            a_rows[1], b_rows[0]
-        ))
-    })?;
+    merge_dims(&a_rows[1], &b_rows[0])
+        .map_err(|_| InferError(format!("matmul inner dims {} and {} differ", a_rows[1], b_rows[0])))?;
     let mut shape = broadcast_shapes(a_batch, b_batch)?;
     if a.len() > 1 {
         shape.push(a_rows[0].clone());
@@ -473,12 +349,12 @@ fn reshape_dims(input: &[Dim], target: &[Dim], allow_zero: bool) -> Result<Vec<D
     let mut inferred = None;
     for (i, dim) in target.iter().enumerate() {
         match dim.as_constant() {
-            Some(0) if !allow_zero => shape.push(input.get(i).cloned().ok_or_else(|| {
-                InferError(format!(
-                    "reshape copies dim {i} of a rank-{} input",
-                    input.len()
-                ))
-            })?),
+            Some(0) if !allow_zero => shape.push(
+                input
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| InferError(format!("reshape copies dim {i} of a rank-{} input", input.len())))?,
+            ),
             Some(-1) if inferred.is_none() => {
                 inferred = Some(i);
                 shape.push(Dim::constant(1));
@@ -491,10 +367,7 @@ fn reshape_dims(input: &[Dim], target: &[Dim], allow_zero: bool) -> Result<Vec<D
         let total = input.iter().fold(Dim::constant(1), |p, d| &p * d);
         let known = shape.iter().fold(Dim::constant(1), |p, d| &p * d);
         shape[position] = total.divide(&known).ok_or_else(|| {
-            InferError(format!(
-                "cannot infer the -1 dim of a reshape of {} elements into parts of {known}",
-                total
-            ))
+            InferError(format!("cannot infer the -1 dim of a reshape of {} elements into parts of {known}", total))
         })?;
     }
     Ok(shape)
@@ -504,15 +377,9 @@ fn slice_length(dim: &Dim, start: &Dim, end: &Dim, step: i64) -> Result<Dim, Inf
     if step == 0 {
         return fail("slice step 0");
     }
-    if let (Some(d), Some(s), Some(e)) = (dim.as_constant(), start.as_constant(), end.as_constant())
-    {
+    if let (Some(d), Some(s), Some(e)) = (dim.as_constant(), start.as_constant(), end.as_constant()) {
         let (s, e) = clamp_slice_bounds(d, s, e, step);
-        let length = if step > 0 {
-            (e - s + step - 1) / step
-        } else {
-            (s - e - step - 1) / -step
-        };
-        return Ok(Dim::constant(length.max(0)));
+        return Ok(Dim::constant(slice_count(s, e, step)));
     }
     if step < 0 {
         return fail("slice with a negative step over a symbolic dim");
@@ -527,17 +394,14 @@ fn slice_length(dim: &Dim, start: &Dim, end: &Dim, step: i64) -> Result<Dim, Inf
     };
     let (start, end) = (position(start, false), position(end, true));
     let span = &end - &start;
-    Ok(if step == 1 {
-        span
-    } else {
-        (&span + &Dim::constant(step - 1))
-            .floor_div(step)
-            .expect("step > 0")
-    })
+    Ok(if step == 1 { span } else { (&span + &Dim::constant(step - 1)).floor_div(step).expect("step > 0") })
 }
 
 /// ONNX Slice clamping of start and end for a constant dim.
 pub fn clamp_slice_bounds(dim: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
+    if dim <= 0 {
+        return (0, 0);
+    }
     let normalize = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
     let (start, end) = (normalize(start), normalize(end));
     if step > 0 {
@@ -545,6 +409,13 @@ pub fn clamp_slice_bounds(dim: i64, start: i64, end: i64, step: i64) -> (i64, i6
     } else {
         (start.clamp(0, dim - 1), end.clamp(-1, dim - 1))
     }
+}
+
+/// How many elements a slice from clamped `start` to `end` by `step` (≠ 0) takes.
+pub fn slice_count(start: i64, end: i64, step: i64) -> i64 {
+    let (start, end, step) = (start as i128, end as i128, step as i128);
+    let count = if step > 0 { (end - start + step - 1) / step } else { (start - end - step - 1) / -step };
+    count.clamp(0, i64::MAX as i128) as i64
 }
 
 /// The constant integer elements of `value`, or an error naming `what`.
@@ -556,10 +427,7 @@ pub fn constant_ints(graph: &Graph, value: ValueRef, what: &str) -> Result<Vec<i
 
 fn index_values(graph: &Graph, value: ValueRef, what: &str) -> Result<Vec<Dim>, InferError> {
     symbolic_value(graph, value).ok_or_else(|| {
-        InferError(format!(
-            "{what} (`{}`) is not a known function of the input dims",
-            graph.value_name(value)
-        ))
+        InferError(format!("{what} (`{}`) is not a known function of the input dims", graph.value_name(value)))
     })
 }
 
@@ -587,16 +455,8 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
                 return None;
             }
             match constant.dtype() {
-                DType::Bool => constant
-                    .bytes()
-                    .iter()
-                    .map(|&b| Dim::constant(b as i64))
-                    .collect(),
-                _ => constant
-                    .to_i64_vec()?
-                    .into_iter()
-                    .map(Dim::constant)
-                    .collect(),
+                DType::Bool => constant.bytes().iter().map(|&b| Dim::constant(b as i64)).collect(),
+                _ => constant.to_i64_vec()?.into_iter().map(Dim::constant).collect(),
             }
         }
         Op::Shape { start, end } => {
@@ -611,17 +471,12 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
             }
             let values = input(0)?;
             if *to == DType::Bool {
-                values
-                    .iter()
-                    .map(|d| d.as_constant().map(|v| Dim::constant((v != 0) as i64)))
-                    .collect::<Option<_>>()?
+                values.iter().map(|d| d.as_constant().map(|v| Dim::constant((v != 0) as i64))).collect::<Option<_>>()?
             } else {
                 values
             }
         }
-        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
-            input(0)?
-        }
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => input(0)?,
         Op::Gather { .. } => {
             let data = input(0)?;
             let indices = input(1)?;
@@ -629,11 +484,7 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
                 .iter()
                 .map(|index| {
                     let index = index.as_constant()?;
-                    let index = if index < 0 {
-                        index + data.len() as i64
-                    } else {
-                        index
-                    };
+                    let index = if index < 0 { index + data.len() as i64 } else { index };
                     data.get(usize::try_from(index).ok()?).cloned()
                 })
                 .collect::<Option<_>>()?
@@ -653,10 +504,7 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
                 return None;
             }
             let (start, end) = clamp_slice_bounds(data.len() as i64, start, end, step);
-            (start..end)
-                .step_by(step as usize)
-                .map(|i| data[i as usize].clone())
-                .collect()
+            (start..end).step_by(step as usize).map(|i| data[i as usize].clone()).collect()
         }
         Op::Binary(binary) => {
             let (a, b) = (input(0)?, input(1)?);
@@ -681,9 +529,7 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
         }
         Op::ConstantOfShape { value: fill, .. } => {
             let shape = input(0)?;
-            let count = shape
-                .iter()
-                .try_fold(1i64, |p, d| Some(p * d.as_constant()?))?;
+            let count = shape.iter().try_fold(1i64, |p, d| Some(p * d.as_constant()?))?;
             if count as usize > MAX_TRACKED_ELEMENTS || fill.fract() != 0.0 {
                 return None;
             }
@@ -692,9 +538,7 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
         Op::Expand => {
             let data = input(0)?;
             let shape = input(1)?;
-            let count = shape
-                .iter()
-                .try_fold(1i64, |p, d| Some(p * d.as_constant()?))?;
+            let count = shape.iter().try_fold(1i64, |p, d| Some(p * d.as_constant()?))?;
             if data.len() != 1 || count as usize > MAX_TRACKED_ELEMENTS {
                 return None;
             }
@@ -702,11 +546,7 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
         }
         Op::Range => {
             let (start, limit, delta) = (input(0)?, input(1)?, input(2)?);
-            let (start, limit, delta) = (
-                start[0].as_constant()?,
-                limit[0].as_constant()?,
-                delta[0].as_constant()?,
-            );
+            let (start, limit, delta) = (start[0].as_constant()?, limit[0].as_constant()?, delta[0].as_constant()?);
             if delta == 0 || ((limit - start) / delta) as usize > MAX_TRACKED_ELEMENTS {
                 return None;
             }

@@ -228,12 +228,9 @@ impl Op {
             | Op::Reduce { .. }
             | Op::Softmax { .. }
             | Op::Gelu { .. } => arity(1, 1),
-            Op::Binary(_)
-            | Op::Reshape { .. }
-            | Op::Gather { .. }
-            | Op::GatherNd { .. }
-            | Op::Expand
-            | Op::MatMul => arity(2, 2),
+            Op::Binary(_) | Op::Reshape { .. } | Op::Gather { .. } | Op::GatherNd { .. } | Op::Expand | Op::MatMul => {
+                arity(2, 2)
+            }
             Op::RmsNorm { .. } => arity(2, 2),
             Op::LayerNorm { .. } => arity(2, 3),
             Op::Where | Op::Range => arity(3, 3),
@@ -243,17 +240,11 @@ impl Op {
     }
 
     pub fn is_elementwise(&self) -> bool {
-        matches!(
-            self,
-            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. }
-        )
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. })
     }
 
     pub fn is_reduction(&self) -> bool {
-        matches!(
-            self,
-            Op::Reduce { .. } | Op::Softmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. }
-        )
+        matches!(self, Op::Reduce { .. } | Op::Softmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. })
     }
 
     /// Ops that only move or reinterpret data, or compute on shapes.
@@ -360,11 +351,7 @@ impl BinaryOp {
     pub fn is_comparison(self) -> bool {
         matches!(
             self,
-            BinaryOp::Equal
-                | BinaryOp::Less
-                | BinaryOp::LessOrEqual
-                | BinaryOp::Greater
-                | BinaryOp::GreaterOrEqual
+            BinaryOp::Equal | BinaryOp::Less | BinaryOp::LessOrEqual | BinaryOp::Greater | BinaryOp::GreaterOrEqual
         )
     }
 
@@ -375,13 +362,8 @@ impl BinaryOp {
 }
 
 impl ReduceKind {
-    pub const ALL: [ReduceKind; 5] = [
-        ReduceKind::Sum,
-        ReduceKind::Mean,
-        ReduceKind::Max,
-        ReduceKind::Min,
-        ReduceKind::Prod,
-    ];
+    pub const ALL: [ReduceKind; 5] =
+        [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::Prod];
 
     pub fn name(self) -> &'static str {
         match self {

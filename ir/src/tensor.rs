@@ -26,10 +26,7 @@ impl TensorType {
 
     /// A type whose dims are all constants.
     pub fn fixed(dtype: DType, shape: &[usize]) -> TensorType {
-        TensorType {
-            dtype,
-            shape: shape.iter().map(|&d| Dim::constant(d as i64)).collect(),
-        }
+        TensorType { dtype, shape: shape.iter().map(|&d| Dim::constant(d as i64)).collect() }
     }
 
     pub fn rank(&self) -> usize {
@@ -38,17 +35,12 @@ impl TensorType {
 
     /// The shape as numbers, when every dim is a constant.
     pub fn constant_shape(&self) -> Option<Vec<usize>> {
-        self.shape
-            .iter()
-            .map(|d| d.as_constant().and_then(|v| usize::try_from(v).ok()))
-            .collect()
+        self.shape.iter().map(|d| d.as_constant().and_then(|v| usize::try_from(v).ok())).collect()
     }
 
     /// The number of elements, as a dim expression.
     pub fn element_count(&self) -> Dim {
-        self.shape
-            .iter()
-            .fold(Dim::constant(1), |product, dim| &product * dim)
+        self.shape.iter().fold(Dim::constant(1), |product, dim| &product * dim)
     }
 }
 
@@ -108,9 +100,7 @@ pub struct TensorBytesError {
 
 /// Number of elements of a shape; `None` on overflow.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |product, &d| product.checked_mul(d))
+    shape.iter().try_fold(1usize, |product, &d| product.checked_mul(d))
 }
 
 impl Tensor {
@@ -118,30 +108,18 @@ impl Tensor {
     pub fn from_f32(dtype: DType, shape: Vec<usize>, mut values: Vec<f32>) -> Tensor {
         debug_assert!(dtype.is_float());
         round_floats_to(dtype, &mut values);
-        Tensor {
-            dtype,
-            shape,
-            data: TensorData::Float(values),
-        }
+        Tensor { dtype, shape, data: TensorData::Float(values) }
     }
 
     /// An integer tensor of dtype `dtype`; values wrap into the dtype's range.
     pub fn from_i64(dtype: DType, shape: Vec<usize>, mut values: Vec<i64>) -> Tensor {
         debug_assert!(dtype.is_integer());
         wrap_integers_to(dtype, &mut values);
-        Tensor {
-            dtype,
-            shape,
-            data: TensorData::Int(values),
-        }
+        Tensor { dtype, shape, data: TensorData::Int(values) }
     }
 
     pub fn from_bool(shape: Vec<usize>, values: Vec<bool>) -> Tensor {
-        Tensor {
-            dtype: DType::Bool,
-            shape,
-            data: TensorData::Bool(values),
-        }
+        Tensor { dtype: DType::Bool, shape, data: TensorData::Bool(values) }
     }
 
     /// A scalar (rank 0) tensor.
@@ -184,11 +162,7 @@ impl Tensor {
     }
 
     /// Reads little-endian bytes of `dtype` elements.
-    pub fn from_le_bytes(
-        dtype: DType,
-        shape: Vec<usize>,
-        bytes: &[u8],
-    ) -> Result<Tensor, TensorBytesError> {
+    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor, TensorBytesError> {
         let count = element_count(&shape);
         let expected = count.and_then(|c| c.checked_mul(dtype.size_in_bytes()));
         if expected != Some(bytes.len()) {
@@ -202,32 +176,16 @@ impl Tensor {
         let size = dtype.size_in_bytes();
         let chunks = bytes.chunks_exact(size);
         let data = match dtype {
-            DType::F32 => TensorData::Float(
-                chunks
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
-            DType::F16 => TensorData::Float(
-                chunks
-                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-            ),
-            DType::BF16 => TensorData::Float(
-                chunks
-                    .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-            ),
+            DType::F32 => TensorData::Float(chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            DType::F16 => TensorData::Float(chunks.map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+            DType::BF16 => TensorData::Float(chunks.map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
             DType::F8E4M3 => TensorData::Float(chunks.map(|c| f8e4m3_to_f32(c[0])).collect()),
             DType::I64 => TensorData::Int(
-                chunks
-                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                    .collect(),
+                chunks.map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
             ),
-            DType::I32 => TensorData::Int(
-                chunks
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                    .collect(),
-            ),
+            DType::I32 => {
+                TensorData::Int(chunks.map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect())
+            }
             DType::I8 => TensorData::Int(chunks.map(|c| c[0] as i8 as i64).collect()),
             DType::U8 => TensorData::Int(chunks.map(|c| c[0] as i64).collect()),
             DType::Bool => TensorData::Bool(chunks.map(|c| c[0] != 0).collect()),
@@ -239,22 +197,18 @@ impl Tensor {
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.element_count() * self.dtype.size_in_bytes());
         match (&self.data, self.dtype) {
-            (TensorData::Float(v), DType::F32) => v
-                .iter()
-                .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
-            (TensorData::Float(v), DType::F16) => v
-                .iter()
-                .for_each(|x| bytes.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
-            (TensorData::Float(v), DType::BF16) => v
-                .iter()
-                .for_each(|x| bytes.extend_from_slice(&bf16::from_f32(*x).to_le_bytes())),
+            (TensorData::Float(v), DType::F32) => v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
+            (TensorData::Float(v), DType::F16) => {
+                v.iter().for_each(|x| bytes.extend_from_slice(&f16::from_f32(*x).to_le_bytes()))
+            }
+            (TensorData::Float(v), DType::BF16) => {
+                v.iter().for_each(|x| bytes.extend_from_slice(&bf16::from_f32(*x).to_le_bytes()))
+            }
             (TensorData::Float(v), _) => v.iter().for_each(|x| bytes.push(f32_to_f8e4m3(*x))),
-            (TensorData::Int(v), DType::I64) => v
-                .iter()
-                .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
-            (TensorData::Int(v), DType::I32) => v
-                .iter()
-                .for_each(|x| bytes.extend_from_slice(&(*x as i32).to_le_bytes())),
+            (TensorData::Int(v), DType::I64) => v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
+            (TensorData::Int(v), DType::I32) => {
+                v.iter().for_each(|x| bytes.extend_from_slice(&(*x as i32).to_le_bytes()))
+            }
             (TensorData::Int(v), _) => v.iter().for_each(|x| bytes.push(*x as u8)),
             (TensorData::Bool(v), _) => v.iter().for_each(|x| bytes.push(*x as u8)),
         }
@@ -265,15 +219,9 @@ impl Tensor {
 /// Rounds f32 values to the nearest value of a float dtype (identity for f32).
 pub fn round_floats_to(dtype: DType, values: &mut [f32]) {
     match dtype {
-        DType::F16 => values
-            .iter_mut()
-            .for_each(|x| *x = f16::from_f32(*x).to_f32()),
-        DType::BF16 => values
-            .iter_mut()
-            .for_each(|x| *x = bf16::from_f32(*x).to_f32()),
-        DType::F8E4M3 => values
-            .iter_mut()
-            .for_each(|x| *x = f8e4m3_to_f32(f32_to_f8e4m3(*x))),
+        DType::F16 => values.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32()),
+        DType::BF16 => values.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32()),
+        DType::F8E4M3 => values.iter_mut().for_each(|x| *x = f8e4m3_to_f32(f32_to_f8e4m3(*x))),
         _ => {}
     }
 }
@@ -338,11 +286,7 @@ mod tests {
             };
             let bytes = tensor.to_le_bytes();
             assert_eq!(bytes.len(), 4 * dtype.size_in_bytes());
-            assert_eq!(
-                Tensor::from_le_bytes(dtype, vec![2, 2], &bytes).unwrap(),
-                tensor,
-                "{dtype}"
-            );
+            assert_eq!(Tensor::from_le_bytes(dtype, vec![2, 2], &bytes).unwrap(), tensor, "{dtype}");
         }
     }
 

@@ -69,17 +69,13 @@ fn print(graph: &Graph, with_resources: bool) -> String {
                 let _ = write!(text, "  {} = constant : {} {body}", names[0], types[0]);
             }
             op => {
-                let arguments: Vec<String> = graph
-                    .inputs_of(index)
-                    .iter()
-                    .map(|v| value_token(graph.value_name(*v)))
-                    .collect();
+                let arguments: Vec<String> =
+                    graph.inputs_of(index).iter().map(|v| value_token(graph.value_name(*v))).collect();
                 let attributes = attributes_of(op);
                 let attributes = if attributes.is_empty() {
                     String::new()
                 } else {
-                    let parts: Vec<String> =
-                        attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let parts: Vec<String> = attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("[{}]", parts.join(", "))
                 };
                 let _ = write!(
@@ -98,12 +94,7 @@ fn print(graph: &Graph, with_resources: bool) -> String {
         text.push('\n');
     }
     for output in graph.outputs() {
-        let _ = writeln!(
-            text,
-            "  output {} = {}",
-            quote(&output.name),
-            value_token(graph.value_name(output.value))
-        );
+        let _ = writeln!(text, "  output {} = {}", quote(&output.name), value_token(graph.value_name(output.value)));
     }
     text.push_str("}\n");
     if with_resources && !resources.is_empty() {
@@ -121,10 +112,7 @@ fn print(graph: &Graph, with_resources: bool) -> String {
 }
 
 fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
 fn quote(text: &str) -> String {
@@ -160,14 +148,7 @@ fn inline_values(tensor: &Tensor) -> String {
 }
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
-    format!(
-        "[{}]",
-        items
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("[{}]", items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "))
 }
 
 /// An op's attributes as `(name, text)` pairs, in a fixed order.
@@ -188,22 +169,11 @@ fn attributes_of(op: &Op) -> Vec<(&'static str, String)> {
             vec![("axis", axis.to_string())]
         }
         Op::GatherNd { batch_dims } => vec![("batch_dims", batch_dims.to_string())],
-        Op::ConstantOfShape { dtype, value } => vec![
-            ("dtype", dtype.to_string()),
-            ("value", format!("{value:?}")),
-        ],
-        Op::Trilu { upper, diagonal } => vec![
-            ("upper", upper.to_string()),
-            ("diagonal", diagonal.to_string()),
-        ],
-        Op::Reduce {
-            axes, keep_dims, ..
-        } => vec![("axes", list(axes)), ("keep_dims", keep_dims.to_string())],
+        Op::ConstantOfShape { dtype, value } => vec![("dtype", dtype.to_string()), ("value", format!("{value:?}"))],
+        Op::Trilu { upper, diagonal } => vec![("upper", upper.to_string()), ("diagonal", diagonal.to_string())],
+        Op::Reduce { axes, keep_dims, .. } => vec![("axes", list(axes)), ("keep_dims", keep_dims.to_string())],
         Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => {
-            vec![
-                ("axis", axis.to_string()),
-                ("epsilon", format!("{epsilon:?}")),
-            ]
+            vec![("axis", axis.to_string()), ("epsilon", format!("{epsilon:?}"))]
         }
         Op::Gelu { approximation } => vec![(
             "approximation",
@@ -252,28 +222,16 @@ pub fn parse_graph(text: &str) -> Result<Graph, ParseError> {
                 in_graph = true;
                 continue;
             }
-            return Err(ParseError {
-                line: line_number,
-                message: "expected `graph {`".into(),
-            });
+            return Err(ParseError { line: line_number, message: "expected `graph {`".into() });
         }
         if line == "}" {
             return Ok(graph);
         }
-        let error = |message: String| ParseError {
-            line: line_number,
-            message,
-        };
-        let mut cursor = Cursor {
-            text: line,
-            position: 0,
-        };
+        let error = |message: String| ParseError { line: line_number, message };
+        let mut cursor = Cursor { text: line, position: 0 };
         parse_statement(&mut cursor, &mut graph, &mut values, &resources).map_err(error)?;
     }
-    Err(ParseError {
-        line: line_number,
-        message: "the graph is not closed with `}`".into(),
-    })
+    Err(ParseError { line: line_number, message: "the graph is not closed with `}`".into() })
 }
 
 fn parse_resources(lines: &[&str]) -> Result<HashMap<String, Vec<u8>>, ParseError> {
@@ -287,17 +245,10 @@ fn parse_resources(lines: &[&str]) -> Result<HashMap<String, Vec<u8>>, ParseErro
         if line == "}" {
             return Ok(resources);
         }
-        let error = |message: &str| ParseError {
-            line: line_number,
-            message: message.to_string(),
-        };
-        let (key, hex) = line
-            .split_once(": ")
-            .ok_or_else(|| error("expected `key: \"hex\"`"))?;
-        let hex = hex
-            .strip_prefix('"')
-            .and_then(|h| h.strip_suffix('"'))
-            .ok_or_else(|| error("expected quoted hex"))?;
+        let error = |message: &str| ParseError { line: line_number, message: message.to_string() };
+        let (key, hex) = line.split_once(": ").ok_or_else(|| error("expected `key: \"hex\"`"))?;
+        let hex =
+            hex.strip_prefix('"').and_then(|h| h.strip_suffix('"')).ok_or_else(|| error("expected quoted hex"))?;
         if hex.len() % 2 != 0 {
             return Err(error("odd number of hex digits"));
         }
@@ -308,10 +259,7 @@ fn parse_resources(lines: &[&str]) -> Result<HashMap<String, Vec<u8>>, ParseErro
             .map_err(|_| error("invalid hex digit"))?;
         resources.insert(key.to_string(), bytes);
     }
-    Err(ParseError {
-        line: lines.len(),
-        message: "the resources section is not closed with `}`".into(),
-    })
+    Err(ParseError { line: lines.len(), message: "the resources section is not closed with `}`".into() })
 }
 
 struct Cursor<'a> {
@@ -350,11 +298,7 @@ impl<'a> Cursor<'a> {
 
     fn word(&mut self) -> Result<&'a str, String> {
         self.skip_spaces();
-        let length = self
-            .rest()
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .count();
+        let length = self.rest().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').count();
         if length == 0 {
             return Err(format!("expected a word at `{}`", self.rest()));
         }
@@ -389,11 +333,7 @@ impl<'a> Cursor<'a> {
         if self.rest().starts_with('"') {
             return self.quoted();
         }
-        let length = self
-            .rest()
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-            .count();
+        let length = self.rest().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').count();
         if length == 0 {
             return Err(format!("expected a value name at `{}`", self.rest()));
         }
@@ -421,10 +361,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn tensor_type(&mut self) -> Result<TensorType, String> {
-        let dtype: DType = self
-            .word()?
-            .parse()
-            .map_err(|e: kiln_runtime::dtype::UnknownDType| e.to_string())?;
+        let dtype: DType = self.word()?.parse().map_err(|e: kiln_runtime::dtype::UnknownDType| e.to_string())?;
         self.expect("[")?;
         let inside = self.until_close('[', ']')?;
         let shape = split_top_level(inside)
@@ -486,9 +423,7 @@ fn parse_statement(
     if op_name == "constant" {
         cursor.expect(":")?;
         let ty = cursor.tensor_type()?;
-        let shape = ty
-            .constant_shape()
-            .ok_or("a constant has a constant shape")?;
+        let shape = ty.constant_shape().ok_or("a constant has a constant shape")?;
         let constant = if cursor.eat("dense<") {
             cursor.expect("[")?;
             let inside = cursor.until_close('[', ']')?;
@@ -497,11 +432,8 @@ fn parse_statement(
         } else if cursor.eat("blob<") {
             let key = cursor.word()?;
             cursor.expect(">")?;
-            let bytes = resources
-                .get(key)
-                .ok_or_else(|| format!("blob<{key}> has no data in a resources section"))?;
-            let constant =
-                Constant::from_bytes(ty.dtype, shape, bytes.clone()).map_err(|e| e.to_string())?;
+            let bytes = resources.get(key).ok_or_else(|| format!("blob<{key}> has no data in a resources section"))?;
+            let constant = Constant::from_bytes(ty.dtype, shape, bytes.clone()).map_err(|e| e.to_string())?;
             if !constant.content_hash().starts_with(key) {
                 return Err(format!("the data of blob<{key}> does not match its hash"));
             }
@@ -519,9 +451,8 @@ fn parse_statement(
         split_top_level(inside)
             .into_iter()
             .map(|pair| {
-                let (key, value) = pair
-                    .split_once('=')
-                    .ok_or_else(|| format!("attribute `{pair}` is not key=value"))?;
+                let (key, value) =
+                    pair.split_once('=').ok_or_else(|| format!("attribute `{pair}` is not key=value"))?;
                 Ok((key.trim().to_string(), value.trim().to_string()))
             })
             .collect::<Result<_, String>>()?
@@ -546,22 +477,13 @@ fn parse_statement(
         types.push(cursor.tensor_type()?);
     }
     let node_name = node_name(cursor, &names[0])?;
-    let outputs = graph
-        .add_node_with_output_names(&node_name, op, &inputs, &names)
-        .map_err(|e| e.to_string())?;
+    let outputs = graph.add_node_with_output_names(&node_name, op, &inputs, &names).map_err(|e| e.to_string())?;
     if outputs.len() != names.len() {
-        return Err(format!(
-            "{} names for {} outputs",
-            names.len(),
-            outputs.len()
-        ));
+        return Err(format!("{} names for {} outputs", names.len(), outputs.len()));
     }
     for ((name, value), ty) in names.into_iter().zip(outputs).zip(types) {
         if *graph.value_type(value) != ty {
-            return Err(format!(
-                "`{name}` is written {ty} but infers as {}",
-                graph.value_type(value)
-            ));
+            return Err(format!("`{name}` is written {ty} but infers as {}", graph.value_type(value)));
         }
         define(values, name, value)?;
     }
@@ -569,11 +491,7 @@ fn parse_statement(
 }
 
 fn node_name(cursor: &mut Cursor, first_output: &str) -> Result<String, String> {
-    let name = if cursor.eat("@") {
-        cursor.quoted()?
-    } else {
-        first_output.to_string()
-    };
+    let name = if cursor.eat("@") { cursor.quoted()? } else { first_output.to_string() };
     cursor.skip_spaces();
     if !cursor.rest().is_empty() {
         return Err(format!("unexpected `{}`", cursor.rest()));
@@ -581,11 +499,7 @@ fn node_name(cursor: &mut Cursor, first_output: &str) -> Result<String, String> 
     Ok(name)
 }
 
-fn define(
-    values: &mut HashMap<String, ValueRef>,
-    name: String,
-    value: ValueRef,
-) -> Result<(), String> {
+fn define(values: &mut HashMap<String, ValueRef>, name: String, value: ValueRef) -> Result<(), String> {
     if values.insert(name.clone(), value).is_some() {
         return Err(format!("`%{name}` is defined twice"));
     }
@@ -593,10 +507,7 @@ fn define(
 }
 
 fn lookup(values: &HashMap<String, ValueRef>, name: &str) -> Result<ValueRef, String> {
-    values
-        .get(name)
-        .copied()
-        .ok_or_else(|| format!("`%{name}` is used before it is defined"))
+    values.get(name).copied().ok_or_else(|| format!("`%{name}` is used before it is defined"))
 }
 
 fn parse_inline(dtype: DType, shape: Vec<usize>, inside: &str) -> Result<Tensor, String> {
@@ -608,26 +519,17 @@ fn parse_inline(dtype: DType, shape: Vec<usize>, inside: &str) -> Result<Tensor,
     Ok(match dtype {
         DType::Bool => Tensor::from_bool(
             shape,
-            items
-                .iter()
-                .map(|i| i.parse::<bool>().map_err(|_| bad(i)))
-                .collect::<Result<_, _>>()?,
+            items.iter().map(|i| i.parse::<bool>().map_err(|_| bad(i))).collect::<Result<_, _>>()?,
         ),
         d if d.is_float() => Tensor::from_f32(
             d,
             shape,
-            items
-                .iter()
-                .map(|i| parse_float(i).ok_or_else(|| bad(i)))
-                .collect::<Result<_, _>>()?,
+            items.iter().map(|i| parse_float(i).ok_or_else(|| bad(i))).collect::<Result<_, _>>()?,
         ),
         d => Tensor::from_i64(
             d,
             shape,
-            items
-                .iter()
-                .map(|i| i.parse::<i64>().map_err(|_| bad(i)))
-                .collect::<Result<_, _>>()?,
+            items.iter().map(|i| i.parse::<i64>().map_err(|_| bad(i))).collect::<Result<_, _>>()?,
         ),
     })
 }
@@ -642,37 +544,16 @@ fn parse_float(text: &str) -> Option<f32> {
 }
 
 fn op_from_text(name: &str, attributes: &HashMap<String, String>) -> Result<Op, String> {
-    let text = |key: &str| {
-        attributes
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| format!("{name} needs `{key}`"))
-    };
-    let integer = |key: &str| {
-        text(key)?
-            .parse::<i64>()
-            .map_err(|_| format!("`{key}` of {name} is not an integer"))
-    };
-    let boolean = |key: &str| {
-        text(key)?
-            .parse::<bool>()
-            .map_err(|_| format!("`{key}` of {name} is not a bool"))
-    };
-    let float = |key: &str| {
-        parse_float(text(key)?).ok_or_else(|| format!("`{key}` of {name} is not a number"))
-    };
+    let text = |key: &str| attributes.get(key).map(String::as_str).ok_or_else(|| format!("{name} needs `{key}`"));
+    let integer = |key: &str| text(key)?.parse::<i64>().map_err(|_| format!("`{key}` of {name} is not an integer"));
+    let boolean = |key: &str| text(key)?.parse::<bool>().map_err(|_| format!("`{key}` of {name} is not a bool"));
+    let float = |key: &str| parse_float(text(key)?).ok_or_else(|| format!("`{key}` of {name} is not a number"));
     let integers = |key: &str| -> Result<Vec<i64>, String> {
-        let inside = text(key)?
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .ok_or(format!("`{key}` is not a list"))?;
+        let inside =
+            text(key)?.strip_prefix('[').and_then(|t| t.strip_suffix(']')).ok_or(format!("`{key}` is not a list"))?;
         split_top_level(inside)
             .into_iter()
-            .map(|i| {
-                i.trim()
-                    .parse::<i64>()
-                    .map_err(|_| format!("`{key}` holds `{i}`"))
-            })
+            .map(|i| i.trim().parse::<i64>().map_err(|_| format!("`{key}` holds `{i}`")))
             .collect()
     };
     let dtype = |key: &str| text(key)?.parse::<DType>().map_err(|e| e.to_string());
@@ -683,74 +564,40 @@ fn op_from_text(name: &str, attributes: &HashMap<String, String>) -> Result<Op, 
         return Ok(Op::Binary(binary));
     }
     if let Some(kind) = ReduceKind::ALL.into_iter().find(|k| k.name() == name) {
-        return Ok(Op::Reduce {
-            kind,
-            axes: integers("axes")?,
-            keep_dims: boolean("keep_dims")?,
-        });
+        return Ok(Op::Reduce { kind, axes: integers("axes")?, keep_dims: boolean("keep_dims")? });
     }
     Ok(match name {
         "where" => Op::Where,
         "cast" => Op::Cast { to: dtype("to")? },
         "shape" => Op::Shape {
             start: integer("start")?,
-            end: attributes
-                .contains_key("end")
-                .then(|| integer("end"))
-                .transpose()?,
+            end: attributes.contains_key("end").then(|| integer("end")).transpose()?,
         },
-        "reshape" => Op::Reshape {
-            allow_zero: boolean("allow_zero")?,
-        },
+        "reshape" => Op::Reshape { allow_zero: boolean("allow_zero")? },
         "transpose" => Op::Transpose {
             permutation: integers("permutation")?
                 .into_iter()
                 .map(|p| usize::try_from(p).map_err(|_| format!("negative permutation entry {p}")))
                 .collect::<Result<_, _>>()?,
         },
-        "squeeze" => Op::Squeeze {
-            axes: integers("axes")?,
-        },
-        "unsqueeze" => Op::Unsqueeze {
-            axes: integers("axes")?,
-        },
-        "flatten" => Op::Flatten {
-            axis: integer("axis")?,
-        },
-        "concat" => Op::Concat {
-            axis: integer("axis")?,
-        },
+        "squeeze" => Op::Squeeze { axes: integers("axes")? },
+        "unsqueeze" => Op::Unsqueeze { axes: integers("axes")? },
+        "flatten" => Op::Flatten { axis: integer("axis")? },
+        "concat" => Op::Concat { axis: integer("axis")? },
         "slice" => Op::Slice,
-        "gather" => Op::Gather {
-            axis: integer("axis")?,
-        },
-        "gather_nd" => Op::GatherNd {
-            batch_dims: integer("batch_dims")?,
-        },
+        "gather" => Op::Gather { axis: integer("axis")? },
+        "gather_nd" => Op::GatherNd { batch_dims: integer("batch_dims")? },
         "expand" => Op::Expand,
         "range" => Op::Range,
         "constant_of_shape" => Op::ConstantOfShape {
             dtype: dtype("dtype")?,
-            value: text("value")?
-                .parse::<f64>()
-                .map_err(|_| "`value` is not a number".to_string())?,
+            value: text("value")?.parse::<f64>().map_err(|_| "`value` is not a number".to_string())?,
         },
-        "trilu" => Op::Trilu {
-            upper: boolean("upper")?,
-            diagonal: integer("diagonal")?,
-        },
+        "trilu" => Op::Trilu { upper: boolean("upper")?, diagonal: integer("diagonal")? },
         "matmul" => Op::MatMul,
-        "softmax" => Op::Softmax {
-            axis: integer("axis")?,
-        },
-        "layer_norm" => Op::LayerNorm {
-            axis: integer("axis")?,
-            epsilon: float("epsilon")?,
-        },
-        "rms_norm" => Op::RmsNorm {
-            axis: integer("axis")?,
-            epsilon: float("epsilon")?,
-        },
+        "softmax" => Op::Softmax { axis: integer("axis")? },
+        "layer_norm" => Op::LayerNorm { axis: integer("axis")?, epsilon: float("epsilon")? },
+        "rms_norm" => Op::RmsNorm { axis: integer("axis")?, epsilon: float("epsilon")? },
         "gelu" => Op::Gelu {
             approximation: match text("approximation")? {
                 "none" => GeluApproximation::None,
@@ -769,22 +616,12 @@ mod tests {
 
     fn small_graph() -> Graph {
         let mut graph = Graph::new();
-        let x = graph.add_input(
-            "x",
-            TensorType::new(DType::F32, vec![Dim::symbol("batch"), Dim::constant(20)]),
-        );
+        let x = graph.add_input("x", TensorType::new(DType::F32, vec![Dim::symbol("batch"), Dim::constant(20)]));
         let weights: Vec<f32> = (0..400).map(|i| i as f32 * 0.25).collect();
-        let w = graph.add_constant(
-            "w",
-            Constant::from_tensor(&Tensor::from_f32(DType::F32, vec![20, 20], weights)),
-        );
+        let w = graph.add_constant("w", Constant::from_tensor(&Tensor::from_f32(DType::F32, vec![20, 20], weights)));
         let one = graph.add_constant("one", Constant::scalar_f32(DType::F32, 1.0));
-        let y = graph
-            .add_node("/layer/MatMul", Op::MatMul, &[x, w])
-            .unwrap();
-        let z = graph
-            .add_node("z", Op::Binary(BinaryOp::Add), &[y, one])
-            .unwrap();
+        let y = graph.add_node("/layer/MatMul", Op::MatMul, &[x, w]).unwrap();
+        let z = graph.add_node("z", Op::Binary(BinaryOp::Add), &[y, one]).unwrap();
         graph.add_output("out put", z);
         graph
     }
@@ -818,9 +655,6 @@ mod tests {
     #[test]
     fn rejects_use_before_definition() {
         let text = "graph {\n  %y = neg(%x) : f32[5]\n}\n";
-        assert!(parse_graph(text)
-            .unwrap_err()
-            .message
-            .contains("before it is defined"));
+        assert!(parse_graph(text).unwrap_err().message.contains("before it is defined"));
     }
 }

@@ -22,18 +22,10 @@ pub struct VerifyError {
 
 /// Checks every invariant of the module docs.
 pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
-    let error = |node: &str, problem: String| {
-        Err(VerifyError {
-            node: node.to_string(),
-            problem,
-        })
-    };
+    let error = |node: &str, problem: String| Err(VerifyError { node: node.to_string(), problem });
     let order = graph.topological_order();
     if order.len() != graph.node_count() {
-        let on_cycle = graph
-            .node_indices()
-            .find(|n| !order.contains(n))
-            .expect("a node is missing");
+        let on_cycle = graph.node_indices().find(|n| !order.contains(n)).expect("a node is missing");
         return error(&graph.node(on_cycle).name, "the node is on a cycle".into());
     }
     let mut names = HashSet::new();
@@ -41,31 +33,19 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
         let node = graph.node(index);
         let slots = graph.input_slots_of(index);
         if slots.iter().enumerate().any(|(i, &slot)| i != slot) {
-            return error(
-                &node.name,
-                format!("input slots {slots:?} are not 0..{}", slots.len()),
-            );
+            return error(&node.name, format!("input slots {slots:?} are not 0..{}", slots.len()));
         }
         let arity = node.op.input_arity();
         if slots.len() < arity.minimum || slots.len() > arity.maximum {
-            return error(
-                &node.name,
-                format!("{} inputs for {}", slots.len(), node.op.name()),
-            );
+            return error(&node.name, format!("{} inputs for {}", slots.len(), node.op.name()));
         }
         let inputs = graph.inputs_of(index);
         if let Some(bad) = inputs.iter().find(|v| graph.value(**v).is_none()) {
-            return error(
-                &node.name,
-                format!("input from missing output {} of a node", bad.output),
-            );
+            return error(&node.name, format!("input from missing output {} of a node", bad.output));
         }
         for value in &node.outputs {
             if !names.insert(value.name.as_str()) {
-                return error(
-                    &node.name,
-                    format!("value name `{}` is used twice", value.name),
-                );
+                return error(&node.name, format!("value name `{}` is used twice", value.name));
             }
         }
         let expected = match &node.op {
@@ -75,44 +55,25 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
                 }
                 continue;
             }
-            op => infer_output_types(graph, op, &inputs).map_err(|e| VerifyError {
-                node: node.name.clone(),
-                problem: e.to_string(),
-            })?,
+            op => infer_output_types(graph, op, &inputs)
+                .map_err(|e| VerifyError { node: node.name.clone(), problem: e.to_string() })?,
         };
         let found: Vec<_> = node.outputs.iter().map(|v| v.ty.clone()).collect();
         if found != expected {
             let show = |types: &[crate::tensor::TensorType]| {
-                types
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
             };
-            return error(
-                &node.name,
-                format!(
-                    "types ({}) differ from inferred ({})",
-                    show(&found),
-                    show(&expected)
-                ),
-            );
+            return error(&node.name, format!("types ({}) differ from inferred ({})", show(&found), show(&expected)));
         }
     }
     for &input in graph.inputs() {
         if !graph.contains(input) || graph.node(input).op != Op::Input {
-            return error(
-                "<graph inputs>",
-                "a graph input is not an input node".into(),
-            );
+            return error("<graph inputs>", "a graph input is not an input node".into());
         }
     }
     for output in graph.outputs() {
         if graph.value(output.value).is_none() {
-            return error(
-                &output.name,
-                "the graph output refers to a missing value".into(),
-            );
+            return error(&output.name, "the graph output refers to a missing value".into());
         }
     }
     Ok(())

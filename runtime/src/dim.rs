@@ -147,12 +147,7 @@ impl Dim {
             return Some(Dim::constant(value.div_euclid(divisor)));
         }
         if self.terms.iter().all(|(_, c)| c % divisor == 0) {
-            return Some(Dim::from_terms(
-                self.terms
-                    .iter()
-                    .map(|(m, c)| (m.clone(), c / divisor))
-                    .collect(),
-            ));
+            return Some(Dim::from_terms(self.terms.iter().map(|(m, c)| (m.clone(), c / divisor)).collect()));
         }
         Some(Dim::atom(Atom::FloorDiv(Box::new(self.clone()), divisor)))
     }
@@ -188,10 +183,7 @@ impl Dim {
             return None;
         }
         let quotient_monomial = remove_factors(lead_monomial, divisor_monomial)?;
-        let quotient = Dim::from_terms(vec![(
-            quotient_monomial,
-            lead_coefficient / divisor_coefficient,
-        )]);
+        let quotient = Dim::from_terms(vec![(quotient_monomial, lead_coefficient / divisor_coefficient)]);
         (&quotient * divisor == *self).then_some(quotient)
     }
 
@@ -269,9 +261,9 @@ fn remove_factors(monomial: &Monomial, factors: &Monomial) -> Option<Monomial> {
 impl Atom {
     fn evaluate(&self, bindings: &SymbolBindings) -> Result<i64, DimError> {
         Ok(match self {
-            Atom::Symbol(name) => *bindings
-                .get(name.as_ref())
-                .ok_or_else(|| DimError::UnboundSymbol(name.to_string()))?,
+            Atom::Symbol(name) => {
+                *bindings.get(name.as_ref()).ok_or_else(|| DimError::UnboundSymbol(name.to_string()))?
+            }
             Atom::FloorDiv(inner, divisor) => inner.evaluate(bindings)?.div_euclid(*divisor),
             Atom::Rem(inner, divisor) => inner.evaluate(bindings)?.rem_euclid(*divisor),
             Atom::Min(a, b) => a.evaluate(bindings)?.min(b.evaluate(bindings)?),
@@ -289,23 +281,14 @@ impl From<i64> for Dim {
 impl std::ops::Add for &Dim {
     type Output = Dim;
     fn add(self, other: &Dim) -> Dim {
-        Dim::from_terms(
-            self.terms
-                .iter()
-                .chain(other.terms.iter())
-                .cloned()
-                .collect(),
-        )
+        Dim::from_terms(self.terms.iter().chain(other.terms.iter()).cloned().collect())
     }
 }
 
 impl std::ops::Sub for &Dim {
     type Output = Dim;
     fn sub(self, other: &Dim) -> Dim {
-        let negated = other
-            .terms
-            .iter()
-            .map(|(m, c)| (m.clone(), c.wrapping_neg()));
+        let negated = other.terms.iter().map(|(m, c)| (m.clone(), c.wrapping_neg()));
         Dim::from_terms(self.terms.iter().cloned().chain(negated).collect())
     }
 }
@@ -331,8 +314,7 @@ impl fmt::Display for Dim {
         if self.terms.is_empty() {
             return f.write_str("0");
         }
-        let mut ordered: Vec<&(Monomial, i64)> =
-            self.terms.iter().filter(|(m, _)| !m.is_empty()).collect();
+        let mut ordered: Vec<&(Monomial, i64)> = self.terms.iter().filter(|(m, _)| !m.is_empty()).collect();
         ordered.extend(self.terms.iter().filter(|(m, _)| m.is_empty()));
         for (index, (monomial, coefficient)) in ordered.into_iter().enumerate() {
             let magnitude = coefficient.unsigned_abs();
@@ -386,10 +368,7 @@ struct DimParser<'a> {
 
 impl DimParser<'_> {
     fn error(&self, reason: &str) -> DimParseError {
-        DimParseError {
-            text: self.text.to_string(),
-            reason: format!("{reason} at byte {}", self.position),
-        }
+        DimParseError { text: self.text.to_string(), reason: format!("{reason} at byte {}", self.position) }
     }
 
     fn skip_spaces(&mut self) {
@@ -432,9 +411,8 @@ impl DimParser<'_> {
                 value = &value * &self.factor()?;
             } else if self.eat("//") || self.eat("/") {
                 let divisor = self.factor()?;
-                value = value
-                    .divide(&divisor)
-                    .ok_or_else(|| self.error("division by a symbolic or non-positive dim"))?;
+                value =
+                    value.divide(&divisor).ok_or_else(|| self.error("division by a symbolic or non-positive dim"))?;
             } else if self.eat("%") {
                 let divisor = self.factor()?;
                 value = divisor
@@ -462,19 +440,13 @@ impl DimParser<'_> {
         let rest = self.rest();
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits > 0 {
-            let value = rest[..digits]
-                .parse::<i64>()
-                .map_err(|_| self.error("integer out of range"))?;
+            let value = rest[..digits].parse::<i64>().map_err(|_| self.error("integer out of range"))?;
             self.position += digits;
             return Ok(Dim::constant(value));
         }
         let name_length = rest
             .char_indices()
-            .take_while(|(i, c)| {
-                c.is_ascii_alphabetic()
-                    || *c == '_'
-                    || (*i > 0 && (c.is_ascii_digit() || *c == '.'))
-            })
+            .take_while(|(i, c)| c.is_ascii_alphabetic() || *c == '_' || (*i > 0 && (c.is_ascii_digit() || *c == '.')))
             .count();
         if name_length == 0 {
             return Err(self.error("expected a number, a symbol or `(`"));
@@ -483,11 +455,7 @@ impl DimParser<'_> {
         self.position += name_length;
         if self.eat("(") {
             let first = self.expression()?;
-            let second = if self.eat(",") {
-                Some(self.expression()?)
-            } else {
-                None
-            };
+            let second = if self.eat(",") { Some(self.expression()?) } else { None };
             if !self.eat(")") {
                 return Err(self.error("expected `)`"));
             }
@@ -520,21 +488,9 @@ mod tests {
 
     #[test]
     fn prints_canonical_text_that_parses_back() {
-        for text in [
-            "batch*seq + 1",
-            "-seq + 4",
-            "3*batch",
-            "(seq + 1)/2",
-            "min(seq, 512)",
-            "(a)%4",
-            "max(a, b)*c",
-        ] {
+        for text in ["batch*seq + 1", "-seq + 4", "3*batch", "(seq + 1)/2", "min(seq, 512)", "(a)%4", "max(a, b)*c"] {
             let parsed = dim(text);
-            assert_eq!(
-                dim(&parsed.to_string()),
-                parsed,
-                "{text} printed as {parsed}"
-            );
+            assert_eq!(dim(&parsed.to_string()), parsed, "{text} printed as {parsed}");
         }
         assert_eq!(dim("1 + s0").to_string(), "s0 + 1");
     }
@@ -542,10 +498,7 @@ mod tests {
     #[test]
     fn reads_exporter_forms() {
         assert_eq!(dim("s0//2"), dim("floor(s0/2)"));
-        assert_eq!(
-            dim("Min(s0, 512)"),
-            Dim::constant(512).minimum(&Dim::symbol("s0"))
-        );
+        assert_eq!(dim("Min(s0, 512)"), Dim::constant(512).minimum(&Dim::symbol("s0")));
     }
 
     #[test]
@@ -562,10 +515,7 @@ mod tests {
         assert_eq!(dim("batch*seq + 1").evaluate(&bindings), Ok(22));
         assert_eq!(dim("(seq + 1)/3").evaluate(&bindings), Ok(2));
         assert_eq!(dim("min(seq, 5)").evaluate(&bindings), Ok(5));
-        assert_eq!(
-            dim("other").evaluate(&bindings),
-            Err(DimError::UnboundSymbol("other".into()))
-        );
+        assert_eq!(dim("other").evaluate(&bindings), Err(DimError::UnboundSymbol("other".into())));
     }
 
     #[test]

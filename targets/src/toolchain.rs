@@ -1,9 +1,7 @@
 //! Proof that MLIR (melior) and LLVM (inkwell) are linked and can reach PTX.
 
 use inkwell::context::Context as LlvmContext;
-use inkwell::targets::{
-    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple,
-};
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple};
 use inkwell::OptimizationLevel;
 use melior::dialect::DialectRegistry;
 use melior::ir::Module;
@@ -67,18 +65,11 @@ pub fn vector_add_ptx_through_mlir(chip: &str) -> Result<String, ToolchainError>
     let pipeline =
         format!("builtin.module(gpu-lower-to-nvvm-pipeline{{cubin-chip={chip} cubin-features=+ptx80 opt-level=3 cubin-format=isa}})");
     let pass_manager = PassManager::new(&context);
-    parse_pass_pipeline(pass_manager.as_operation_pass_manager(), &pipeline).map_err(
-        |message| ToolchainError::MlirPipeline {
-            pipeline: pipeline.clone(),
-            message,
-        },
-    )?;
+    parse_pass_pipeline(pass_manager.as_operation_pass_manager(), &pipeline)
+        .map_err(|message| ToolchainError::MlirPipeline { pipeline: pipeline.clone(), message })?;
     pass_manager
         .run(&mut module)
-        .map_err(|error| ToolchainError::MlirPipeline {
-            pipeline: pipeline.clone(),
-            message: error.to_string(),
-        })?;
+        .map_err(|error| ToolchainError::MlirPipeline { pipeline: pipeline.clone(), message: error.to_string() })?;
     let text = module.as_operation().to_string();
     extract_ptx(&text).ok_or(ToolchainError::NoPtx)
 }
@@ -89,15 +80,11 @@ pub fn parse_pass_pipeline(manager: OperationPassManager, pipeline: &str) -> Res
     unsafe extern "C" fn collect(message: mlir_sys::MlirStringRef, data: *mut std::ffi::c_void) {
         // SAFETY: `data` is the `String` passed below; MLIR gives valid bytes.
         let text = unsafe { &mut *(data as *mut String) };
-        let bytes =
-            unsafe { std::slice::from_raw_parts(message.data as *const u8, message.length) };
+        let bytes = unsafe { std::slice::from_raw_parts(message.data as *const u8, message.length) };
         text.push_str(&String::from_utf8_lossy(bytes));
     }
     let mut diagnostics = String::new();
-    let pipeline_ref = mlir_sys::MlirStringRef {
-        data: pipeline.as_ptr() as *const _,
-        length: pipeline.len(),
-    };
+    let pipeline_ref = mlir_sys::MlirStringRef { data: pipeline.as_ptr() as *const _, length: pipeline.len() };
     // SAFETY: the manager is live for the call; the callback only appends to `diagnostics`.
     let result = unsafe {
         mlir_sys::mlirParsePassPipeline(
@@ -108,11 +95,7 @@ pub fn parse_pass_pipeline(manager: OperationPassManager, pipeline: &str) -> Res
         )
     };
     if result.value == 0 {
-        return Err(if diagnostics.is_empty() {
-            "the pipeline does not parse".into()
-        } else {
-            diagnostics
-        });
+        return Err(if diagnostics.is_empty() { "the pipeline does not parse".into() } else { diagnostics });
     }
     Ok(())
 }
@@ -149,8 +132,7 @@ fn extract_ptx(module_text: &str) -> Option<String> {
 pub fn empty_kernel_ptx_through_llvm(chip: &str) -> Result<String, ToolchainError> {
     Target::initialize_nvptx(&InitializationConfig::default());
     let triple = TargetTriple::create("nvptx64-nvidia-cuda");
-    let target =
-        Target::from_triple(&triple).map_err(|error| ToolchainError::Llvm(error.to_string()))?;
+    let target = Target::from_triple(&triple).map_err(|error| ToolchainError::Llvm(error.to_string()))?;
     let machine = target
         .create_target_machine(
             &triple,
@@ -166,9 +148,7 @@ pub fn empty_kernel_ptx_through_llvm(chip: &str) -> Result<String, ToolchainErro
     let function = module.add_function("kiln_empty", context.void_type().fn_type(&[], false), None);
     let builder = context.create_builder();
     builder.position_at_end(context.append_basic_block(function, "entry"));
-    builder
-        .build_return(None)
-        .map_err(|error| ToolchainError::Llvm(error.to_string()))?;
+    builder.build_return(None).map_err(|error| ToolchainError::Llvm(error.to_string()))?;
     let buffer = machine
         .write_to_memory_buffer(&module, FileType::Assembly)
         .map_err(|error| ToolchainError::Llvm(error.to_string()))?;

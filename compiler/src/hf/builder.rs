@@ -21,14 +21,7 @@ pub struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     pub fn new(weights: &'a WeightStore, dtype: DType) -> Builder<'a> {
-        Builder {
-            graph: Graph::new(),
-            weights,
-            dtype,
-            counter: 0,
-            scope: String::new(),
-            loaded: HashMap::new(),
-        }
+        Builder { graph: Graph::new(), weights, dtype, counter: 0, scope: String::new(), loaded: HashMap::new() }
     }
 
     /// Names later nodes under `scope` (e.g. `layers.0.attention`).
@@ -45,19 +38,10 @@ impl<'a> Builder<'a> {
             format!("{}/{}{}", self.scope, op.name(), self.counter)
         };
         let name = self.graph.fresh_value_name(&base);
-        self.graph
-            .add_node(&name, op, inputs)
-            .map_err(|e| HfImportError::Build {
-                message: e.to_string(),
-            })
+        self.graph.add_node(&name, op, inputs).map_err(|e| HfImportError::Build { message: e.to_string() })
     }
 
-    pub fn binary(
-        &mut self,
-        op: BinaryOp,
-        a: ValueRef,
-        b: ValueRef,
-    ) -> Result<ValueRef, HfImportError> {
+    pub fn binary(&mut self, op: BinaryOp, a: ValueRef, b: ValueRef) -> Result<ValueRef, HfImportError> {
         self.op(Op::Binary(op), &[a, b])
     }
 
@@ -67,9 +51,7 @@ impl<'a> Builder<'a> {
 
     pub fn constant(&mut self, constant: Constant) -> ValueRef {
         self.counter += 1;
-        let name = self
-            .graph
-            .fresh_value_name(&format!("constant{}", self.counter));
+        let name = self.graph.fresh_value_name(&format!("constant{}", self.counter));
         self.graph.add_constant(&name, constant)
     }
 
@@ -83,19 +65,12 @@ impl<'a> Builder<'a> {
 
     /// A float scalar in the model's dtype.
     pub fn scalar(&mut self, value: f32) -> ValueRef {
-        self.constant(Constant::from_tensor(&Tensor::from_f32(
-            self.dtype,
-            Vec::new(),
-            vec![value],
-        )))
+        self.constant(Constant::from_tensor(&Tensor::from_f32(self.dtype, Vec::new(), vec![value])))
     }
 
     /// The first of `names` that the checkpoint holds, as a value in the model dtype.
     pub fn weight(&mut self, names: &[String]) -> Result<ValueRef, HfImportError> {
-        self.optional_weight(names)?
-            .ok_or_else(|| HfImportError::MissingTensor {
-                names: names.to_vec(),
-            })
+        self.optional_weight(names)?.ok_or_else(|| HfImportError::MissingTensor { names: names.to_vec() })
     }
 
     pub fn optional_weight(&mut self, names: &[String]) -> Result<Option<ValueRef>, HfImportError> {
@@ -123,12 +98,7 @@ impl<'a> Builder<'a> {
         bias: Option<&[String]>,
     ) -> Result<ValueRef, HfImportError> {
         let w = self.weight(weight)?;
-        let transposed = self.op(
-            Op::Transpose {
-                permutation: vec![1, 0],
-            },
-            &[w],
-        )?;
+        let transposed = self.op(Op::Transpose { permutation: vec![1, 0] }, &[w])?;
         let product = self.op(Op::MatMul, &[x, transposed])?;
         match bias {
             Some(names) => {
@@ -141,13 +111,7 @@ impl<'a> Builder<'a> {
 
     /// The size of dim `axis` of `x` as an i64 scalar.
     pub fn dim(&mut self, x: ValueRef, axis: i64) -> Result<ValueRef, HfImportError> {
-        let shape = self.op(
-            Op::Shape {
-                start: 0,
-                end: None,
-            },
-            &[x],
-        )?;
+        let shape = self.op(Op::Shape { start: 0, end: None }, &[x])?;
         let index = self.scalar_i64(axis);
         self.op(Op::Gather { axis: 0 }, &[shape, index])
     }
@@ -168,22 +132,13 @@ impl<'a> Builder<'a> {
     ) -> Result<ValueRef, HfImportError> {
         let shape = self.ints(&[0, 0, heads, head_dim]);
         let split = self.op(Op::Reshape { allow_zero: false }, &[x, shape])?;
-        let permutation = if transpose_last {
-            vec![0, 2, 3, 1]
-        } else {
-            vec![0, 2, 1, 3]
-        };
+        let permutation = if transpose_last { vec![0, 2, 3, 1] } else { vec![0, 2, 1, 3] };
         self.op(Op::Transpose { permutation }, &[split])
     }
 
     /// `[b, heads, s, d] → [b, s, heads·d]`.
     pub fn merge_heads(&mut self, x: ValueRef, width: i64) -> Result<ValueRef, HfImportError> {
-        let transposed = self.op(
-            Op::Transpose {
-                permutation: vec![0, 2, 1, 3],
-            },
-            &[x],
-        )?;
+        let transposed = self.op(Op::Transpose { permutation: vec![0, 2, 1, 3] }, &[x])?;
         let shape = self.ints(&[0, 0, width]);
         self.op(Op::Reshape { allow_zero: false }, &[transposed, shape])
     }

@@ -75,10 +75,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn error(&self, message: String) -> HfImportError {
-        HfImportError::Config {
-            path: self.path.to_path_buf(),
-            message,
-        }
+        HfImportError::Config { path: self.path.to_path_buf(), message }
     }
 
     fn unsupported(&self, setting: &str, value: &Value) -> HfImportError {
@@ -105,9 +102,7 @@ impl Reader<'_> {
     fn optional_int(&self, key: &str) -> Result<Option<i64>, HfImportError> {
         self.get(key)
             .map(|v| {
-                v.as_i64()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| self.error(format!("`{key}` is not a positive integer")))
+                v.as_i64().filter(|v| *v > 0).ok_or_else(|| self.error(format!("`{key}` is not a positive integer")))
             })
             .transpose()
     }
@@ -115,18 +110,14 @@ impl Reader<'_> {
     fn float(&self, key: &str, default: f64) -> Result<f64, HfImportError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.error(format!("`{key}` is not a number"))),
+            Some(v) => v.as_f64().ok_or_else(|| self.error(format!("`{key}` is not a number"))),
         }
     }
 
     fn boolean(&self, key: &str, default: bool) -> Result<bool, HfImportError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.error(format!("`{key}` is not a bool"))),
+            Some(v) => v.as_bool().ok_or_else(|| self.error(format!("`{key}` is not a bool"))),
         }
     }
 
@@ -162,27 +153,20 @@ impl Reader<'_> {
 
 /// Reads `config.json` at `path`.
 pub fn read_config(path: &Path) -> Result<ModelConfig, HfImportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HfImportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| HfImportError::Config {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let json = value.as_object().ok_or_else(|| HfImportError::Config {
-        path: path.to_path_buf(),
-        message: "not a JSON object".into(),
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| HfImportError::Io { path: path.to_path_buf(), source })?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| HfImportError::Config { path: path.to_path_buf(), message: e.to_string() })?;
+    let json = value
+        .as_object()
+        .ok_or_else(|| HfImportError::Config { path: path.to_path_buf(), message: "not a JSON object".into() })?;
     parse_config(path, json)
 }
 
 fn parse_config(path: &Path, json: &Map<String, Value>) -> Result<ModelConfig, HfImportError> {
     let reader = Reader { path, json };
-    let model_type = reader
-        .string("model_type")
-        .ok_or_else(|| reader.error("missing `model_type`".into()))?
-        .to_string();
+    let model_type =
+        reader.string("model_type").ok_or_else(|| reader.error("missing `model_type`".into()))?.to_string();
     let architectures: Vec<&str> = reader
         .get("architectures")
         .and_then(Value::as_array)
@@ -196,39 +180,21 @@ fn parse_config(path: &Path, json: &Map<String, Value>) -> Result<ModelConfig, H
         "distilbert" => "DistilBertModel",
         _ => "ForCausalLM",
     };
-    let head = reader.head(
-        architectures
-            .first()
-            .copied()
-            .unwrap_or(default_architecture),
-    )?;
+    let head = reader.head(architectures.first().copied().unwrap_or(default_architecture))?;
     match model_type.as_str() {
         "bert" | "distilbert" => {
-            let family = if model_type == "bert" {
-                EncoderFamily::Bert
-            } else {
-                EncoderFamily::DistilBert
-            };
-            if head == Head::CausalLm
-                || (family == EncoderFamily::DistilBert && head != Head::BaseModel)
-            {
+            let family = if model_type == "bert" { EncoderFamily::Bert } else { EncoderFamily::DistilBert };
+            if head == Head::CausalLm || (family == EncoderFamily::DistilBert && head != Head::BaseModel) {
                 return Err(reader.unsupported("architectures", &json["architectures"]));
             }
-            let activation_key = if family == EncoderFamily::Bert {
-                "hidden_act"
-            } else {
-                "activation"
-            };
+            let activation_key = if family == EncoderFamily::Bert { "hidden_act" } else { "activation" };
             let activation = match reader.string(activation_key).unwrap_or("gelu") {
                 "gelu" => Activation::GeluErf,
                 "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
                 "relu" => Activation::Relu,
                 _ => return Err(reader.unsupported(activation_key, &json[activation_key])),
             };
-            if let Some(kind) = reader
-                .get("position_embedding_type")
-                .filter(|v| v.as_str() != Some("absolute"))
-            {
+            if let Some(kind) = reader.get("position_embedding_type").filter(|v| v.as_str() != Some("absolute")) {
                 return Err(reader.unsupported("position_embedding_type", kind));
             }
             if reader.boolean("is_decoder", false)? {
@@ -241,17 +207,12 @@ fn parse_config(path: &Path, json: &Map<String, Value>) -> Result<ModelConfig, H
                     reader.int(&["num_attention_heads"])?,
                     reader.float("layer_norm_eps", 1e-12)?,
                 ),
-                EncoderFamily::DistilBert => (
-                    reader.int(&["dim"])?,
-                    reader.int(&["n_layers"])?,
-                    reader.int(&["n_heads"])?,
-                    1e-12,
-                ),
+                EncoderFamily::DistilBert => {
+                    (reader.int(&["dim"])?, reader.int(&["n_layers"])?, reader.int(&["n_heads"])?, 1e-12)
+                }
             };
             if hidden % heads != 0 {
-                return Err(
-                    reader.error(format!("{heads} heads do not divide hidden size {hidden}"))
-                );
+                return Err(reader.error(format!("{heads} heads do not divide hidden size {hidden}")));
             }
             Ok(ModelConfig::Encoder(EncoderConfig {
                 family,
@@ -280,14 +241,12 @@ fn parse_config(path: &Path, json: &Map<String, Value>) -> Result<ModelConfig, H
             let head_dim = match reader.optional_int("head_dim")? {
                 Some(d) => d,
                 None if hidden % heads == 0 => hidden / heads,
-                None => {
-                    return Err(
-                        reader.error(format!("{heads} heads do not divide hidden size {hidden}"))
-                    )
-                }
+                None => return Err(reader.error(format!("{heads} heads do not divide hidden size {hidden}"))),
             };
             if heads % kv_heads != 0 || head_dim % 2 != 0 {
-                return Err(reader.error(format!("{kv_heads} key/value heads must divide {heads} heads, and head_dim {head_dim} must be even")));
+                return Err(reader.error(format!(
+                    "{kv_heads} key/value heads must divide {heads} heads, and head_dim {head_dim} must be even"
+                )));
             }
             Ok(ModelConfig::Decoder(DecoderConfig {
                 head,
@@ -298,21 +257,15 @@ fn parse_config(path: &Path, json: &Map<String, Value>) -> Result<ModelConfig, H
                 head_dim,
                 epsilon: reader.float("rms_norm_eps", 1e-6)? as f32,
                 rope_theta,
-                tied_embeddings: reader.boolean(
-                    "tie_word_embeddings",
-                    model_type != "llama" && model_type != "mistral",
-                )?,
-                attention_bias: reader.boolean("attention_bias", model_type == "qwen2")?
-                    || model_type == "qwen2",
+                tied_embeddings: reader
+                    .boolean("tie_word_embeddings", model_type != "llama" && model_type != "mistral")?,
+                attention_bias: reader.boolean("attention_bias", model_type == "qwen2")? || model_type == "qwen2",
                 mlp_bias: reader.boolean("mlp_bias", false)?,
                 dtype: reader.dtype()?,
                 model_type,
             }))
         }
-        _ => Err(HfImportError::UnknownModelType {
-            path: path.to_path_buf(),
-            model_type,
-        }),
+        _ => Err(HfImportError::UnknownModelType { path: path.to_path_buf(), model_type }),
     }
 }
 
@@ -320,11 +273,8 @@ fn parse_config(path: &Path, json: &Map<String, Value>) -> Result<ModelConfig, H
 /// `rope_parameters.rope_theta` (5.x, `rope_type` default).
 fn rope_theta(reader: &Reader) -> Result<f64, HfImportError> {
     let check_type = |parameters: &Value, setting: &str| -> Result<(), HfImportError> {
-        let kind = parameters
-            .get("rope_type")
-            .or_else(|| parameters.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let kind =
+            parameters.get("rope_type").or_else(|| parameters.get("type")).and_then(Value::as_str).unwrap_or("default");
         if kind != "default" {
             return Err(reader.unsupported(setting, parameters));
         }
@@ -333,9 +283,7 @@ fn rope_theta(reader: &Reader) -> Result<f64, HfImportError> {
     if let Some(parameters) = reader.get("rope_parameters") {
         check_type(parameters, "rope_parameters")?;
         if let Some(theta) = parameters.get("rope_theta") {
-            return theta.as_f64().ok_or_else(|| {
-                reader.error("`rope_parameters.rope_theta` is not a number".into())
-            });
+            return theta.as_f64().ok_or_else(|| reader.error("`rope_parameters.rope_theta` is not a number".into()));
         }
     }
     if let Some(scaling) = reader.get("rope_scaling") {
@@ -346,9 +294,7 @@ fn rope_theta(reader: &Reader) -> Result<f64, HfImportError> {
 
 fn reject_sliding_windows(reader: &Reader, model_type: &str) -> Result<(), HfImportError> {
     if let Some(types) = reader.get("layer_types") {
-        let all_full = types
-            .as_array()
-            .is_some_and(|a| a.iter().all(|t| t.as_str() == Some("full_attention")));
+        let all_full = types.as_array().is_some_and(|a| a.iter().all(|t| t.as_str() == Some("full_attention")));
         if !all_full {
             return Err(reader.unsupported("layer_types", types));
         }
@@ -377,64 +323,39 @@ mod tests {
 
     #[test]
     fn reads_rope_theta_in_both_styles() {
-        let old = parse(&format!(
-            r#"{LLAMA}, "rope_theta": 50000.0, "rope_scaling": null}}"#
-        ))
-        .unwrap();
-        let new = parse(&format!(
-            r#"{LLAMA}, "rope_parameters": {{"rope_theta": 50000.0, "rope_type": "default"}}}}"#
-        ))
-        .unwrap();
+        let old = parse(&format!(r#"{LLAMA}, "rope_theta": 50000.0, "rope_scaling": null}}"#)).unwrap();
+        let new = parse(&format!(r#"{LLAMA}, "rope_parameters": {{"rope_theta": 50000.0, "rope_type": "default"}}}}"#))
+            .unwrap();
         assert_eq!(old, new);
-        let ModelConfig::Decoder(config) = old else {
-            panic!("a decoder")
-        };
-        assert_eq!(
-            (config.rope_theta, config.head_dim, config.kv_heads),
-            (50000.0, 16, 2)
-        );
+        let ModelConfig::Decoder(config) = old else { panic!("a decoder") };
+        assert_eq!((config.rope_theta, config.head_dim, config.kv_heads), (50000.0, 16, 2));
     }
 
     #[test]
     fn rejects_rope_scaling_it_does_not_implement() {
-        let error = parse(&format!(
-            r#"{LLAMA}, "rope_scaling": {{"rope_type": "llama3", "factor": 8.0}}}}"#
-        ))
-        .unwrap_err();
+        let error =
+            parse(&format!(r#"{LLAMA}, "rope_scaling": {{"rope_type": "llama3", "factor": 8.0}}}}"#)).unwrap_err();
         assert!(
             matches!(error, HfImportError::UnsupportedSetting { ref setting, .. } if setting == "rope_scaling"),
             "{error}"
         );
-        let error = parse(&format!(
-            r#"{LLAMA}, "rope_parameters": {{"rope_type": "yarn", "rope_theta": 1.0}}}}"#
-        ))
-        .unwrap_err();
-        assert!(
-            matches!(error, HfImportError::UnsupportedSetting { .. }),
-            "{error}"
-        );
+        let error =
+            parse(&format!(r#"{LLAMA}, "rope_parameters": {{"rope_type": "yarn", "rope_theta": 1.0}}}}"#)).unwrap_err();
+        assert!(matches!(error, HfImportError::UnsupportedSetting { .. }), "{error}");
     }
 
     #[test]
     fn rejects_sliding_windows() {
-        let mistral = LLAMA
-            .replace("llama", "mistral")
-            .replace("LlamaForCausalLM", "MistralForCausalLM");
+        let mistral = LLAMA.replace("llama", "mistral").replace("LlamaForCausalLM", "MistralForCausalLM");
         assert!(parse(&format!(r#"{mistral}, "sliding_window": 4096}}"#)).is_err());
         assert!(parse(&format!(r#"{mistral}, "sliding_window": null}}"#)).is_ok());
-        let layers =
-            format!(r#"{LLAMA}, "layer_types": ["full_attention", "sliding_attention"]}}"#);
-        assert!(matches!(
-            parse(&layers).unwrap_err(),
-            HfImportError::UnsupportedSetting { .. }
-        ));
+        let layers = format!(r#"{LLAMA}, "layer_types": ["full_attention", "sliding_attention"]}}"#);
+        assert!(matches!(parse(&layers).unwrap_err(), HfImportError::UnsupportedSetting { .. }));
     }
 
     #[test]
     fn rejects_unknown_model_types() {
         let error = parse(r#"{"model_type": "gpt_neox"}"#).unwrap_err();
-        assert!(
-            matches!(error, HfImportError::UnknownModelType { ref model_type, .. } if model_type == "gpt_neox")
-        );
+        assert!(matches!(error, HfImportError::UnknownModelType { ref model_type, .. } if model_type == "gpt_neox"));
     }
 }

@@ -9,21 +9,12 @@ use super::config::{DecoderConfig, Head};
 use super::weights::WeightStore;
 use super::HfImportError;
 
-pub fn build_decoder(
-    config: &DecoderConfig,
-    weights: &WeightStore,
-    dtype: DType,
-) -> Result<Graph, HfImportError> {
+pub fn build_decoder(config: &DecoderConfig, weights: &WeightStore, dtype: DType) -> Result<Graph, HfImportError> {
     let n = |name: &str| vec![format!("model.{name}"), name.to_string()];
     let mut b = Builder::new(weights, dtype);
     let token_shape = vec![Dim::symbol("batch"), Dim::symbol("seq")];
-    let ids = b.graph.add_input(
-        "input_ids",
-        TensorType::new(DType::I64, token_shape.clone()),
-    );
-    let mask = b
-        .graph
-        .add_input("attention_mask", TensorType::new(DType::I64, token_shape));
+    let ids = b.graph.add_input("input_ids", TensorType::new(DType::I64, token_shape.clone()));
+    let mask = b.graph.add_input("attention_mask", TensorType::new(DType::I64, token_shape));
 
     b.set_scope("embeddings");
     let embedding_names = n("embed_tokens.weight");
@@ -45,11 +36,7 @@ pub fn build_decoder(
         let p = |suffix: &str| n(&format!("layers.{layer}.{suffix}"));
         let linear = |b: &mut Builder, x: ValueRef, name: &str, bias: bool| {
             let bias_names = p(&format!("{name}.bias"));
-            b.linear(
-                x,
-                &p(&format!("{name}.weight")),
-                bias.then_some(bias_names.as_slice()),
-            )
+            b.linear(x, &p(&format!("{name}.weight")), bias.then_some(bias_names.as_slice()))
         };
         b.set_scope(&format!("layers.{layer}.attention"));
         let normed = rms_norm(&mut b, config, hidden, &p("input_layernorm.weight"))?;
@@ -63,24 +50,14 @@ pub fn build_decoder(
         let k = apply_rope(&mut b, config, k, cos, sin)?;
         let k = repeat_kv(&mut b, config, k, groups)?;
         let v = repeat_kv(&mut b, config, v, groups)?;
-        let k = b.op(
-            Op::Transpose {
-                permutation: vec![0, 1, 3, 2],
-            },
-            &[k],
-        )?;
+        let k = b.op(Op::Transpose { permutation: vec![0, 1, 3, 2] }, &[k])?;
         let context = b.attention(q, k, v, scale, additive_mask)?;
         let context = b.merge_heads(context, config.heads * config.head_dim)?;
         let attended = linear(&mut b, context, "self_attn.o_proj", output_bias)?;
         hidden = b.binary(BinaryOp::Add, hidden, attended)?;
 
         b.set_scope(&format!("layers.{layer}.mlp"));
-        let normed = rms_norm(
-            &mut b,
-            config,
-            hidden,
-            &p("post_attention_layernorm.weight"),
-        )?;
+        let normed = rms_norm(&mut b, config, hidden, &p("post_attention_layernorm.weight"))?;
         let gate = linear(&mut b, normed, "mlp.gate_proj", config.mlp_bias)?;
         let up = linear(&mut b, normed, "mlp.up_proj", config.mlp_bias)?;
         let sigmoid = b.unary(UnaryOp::Sigmoid, gate)?;
@@ -96,29 +73,15 @@ pub fn build_decoder(
         return Ok(b.finish(&[("last_hidden_state", hidden)]));
     }
     let lm_head = vec!["lm_head.weight".to_string()];
-    let head_names = if weights.contains("lm_head.weight") || !config.tied_embeddings {
-        lm_head
-    } else {
-        embedding_names
-    };
+    let head_names =
+        if weights.contains("lm_head.weight") || !config.tied_embeddings { lm_head } else { embedding_names };
     let logits = b.linear(hidden, &head_names, None)?;
     Ok(b.finish(&[("logits", logits)]))
 }
 
-fn rms_norm(
-    b: &mut Builder,
-    config: &DecoderConfig,
-    x: ValueRef,
-    names: &[String],
-) -> Result<ValueRef, HfImportError> {
+fn rms_norm(b: &mut Builder, config: &DecoderConfig, x: ValueRef, names: &[String]) -> Result<ValueRef, HfImportError> {
     let scale = b.weight(names)?;
-    b.op(
-        Op::RmsNorm {
-            axis: -1,
-            epsilon: config.epsilon,
-        },
-        &[x, scale],
-    )
+    b.op(Op::RmsNorm { axis: -1, epsilon: config.epsilon }, &[x, scale])
 }
 
 /// `cos` and `sin` of `position · θ^(-2i/d)`, each `[seq, head_dim]` with the
@@ -129,18 +92,10 @@ fn rope_tables(
     positions: ValueRef,
 ) -> Result<(ValueRef, ValueRef), HfImportError> {
     let half = (config.head_dim / 2) as usize;
-    let inverse_frequencies: Vec<f32> = (0..half)
-        .map(|i| {
-            (1.0 / config
-                .rope_theta
-                .powf(2.0 * i as f64 / config.head_dim as f64)) as f32
-        })
-        .collect();
-    let frequencies = b.constant(Constant::from_tensor(&Tensor::from_f32(
-        DType::F32,
-        vec![1, half],
-        inverse_frequencies,
-    )));
+    let inverse_frequencies: Vec<f32> =
+        (0..half).map(|i| (1.0 / config.rope_theta.powf(2.0 * i as f64 / config.head_dim as f64)) as f32).collect();
+    let frequencies =
+        b.constant(Constant::from_tensor(&Tensor::from_f32(DType::F32, vec![1, half], inverse_frequencies)));
     let positions = b.op(Op::Cast { to: DType::F32 }, &[positions])?;
     let positions = b.op(Op::Unsqueeze { axes: vec![1] }, &[positions])?;
     let angles = b.binary(BinaryOp::Mul, positions, frequencies)?;
@@ -164,12 +119,7 @@ fn apply_rope(
 ) -> Result<ValueRef, HfImportError> {
     let half = config.head_dim / 2;
     let slice = |b: &mut Builder, start: i64, end: i64| {
-        let (starts, ends, axes, steps) = (
-            b.ints(&[start]),
-            b.ints(&[end]),
-            b.ints(&[-1]),
-            b.ints(&[1]),
-        );
+        let (starts, ends, axes, steps) = (b.ints(&[start]), b.ints(&[end]), b.ints(&[-1]), b.ints(&[1]));
         b.op(Op::Slice, &[x, starts, ends, axes, steps])
     };
     let first = slice(b, 0, half)?;
@@ -182,12 +132,7 @@ fn apply_rope(
 }
 
 /// `[b, kv, s, d] → [b, kv·groups, s, d]`, each key/value head repeated for its query heads.
-fn repeat_kv(
-    b: &mut Builder,
-    config: &DecoderConfig,
-    x: ValueRef,
-    groups: i64,
-) -> Result<ValueRef, HfImportError> {
+fn repeat_kv(b: &mut Builder, config: &DecoderConfig, x: ValueRef, groups: i64) -> Result<ValueRef, HfImportError> {
     if groups == 1 {
         return Ok(x);
     }
@@ -200,11 +145,7 @@ fn repeat_kv(
 
 /// `[batch, 1, seq, seq]`: 0 where key `j ≤` query `i` and key `j` is not
 /// padding, the lowest finite value elsewhere.
-fn causal_padding_mask(
-    b: &mut Builder,
-    mask: ValueRef,
-    positions: ValueRef,
-) -> Result<ValueRef, HfImportError> {
+fn causal_padding_mask(b: &mut Builder, mask: ValueRef, positions: ValueRef) -> Result<ValueRef, HfImportError> {
     let rows = b.op(Op::Unsqueeze { axes: vec![1] }, &[positions])?;
     let columns = b.op(Op::Unsqueeze { axes: vec![0] }, &[positions])?;
     let causal = b.binary(BinaryOp::LessOrEqual, columns, rows)?;

@@ -14,11 +14,7 @@ fn names(prefixes: &[&str], name: &str) -> Vec<String> {
     prefixes.iter().map(|p| format!("{p}{name}")).collect()
 }
 
-pub fn build_encoder(
-    config: &EncoderConfig,
-    weights: &WeightStore,
-    dtype: DType,
-) -> Result<Graph, HfImportError> {
+pub fn build_encoder(config: &EncoderConfig, weights: &WeightStore, dtype: DType) -> Result<Graph, HfImportError> {
     let prefixes: &[&str] = match config.family {
         EncoderFamily::Bert => &["", "bert."],
         EncoderFamily::DistilBert => &["", "distilbert."],
@@ -26,18 +22,10 @@ pub fn build_encoder(
     let n = |name: &str| names(prefixes, name);
     let mut b = Builder::new(weights, dtype);
     let token_shape = vec![Dim::symbol("batch"), Dim::symbol("seq")];
-    let ids = b.graph.add_input(
-        "input_ids",
-        TensorType::new(DType::I64, token_shape.clone()),
-    );
-    let mask = b.graph.add_input(
-        "attention_mask",
-        TensorType::new(DType::I64, token_shape.clone()),
-    );
-    let types = (config.family == EncoderFamily::Bert).then(|| {
-        b.graph
-            .add_input("token_type_ids", TensorType::new(DType::I64, token_shape))
-    });
+    let ids = b.graph.add_input("input_ids", TensorType::new(DType::I64, token_shape.clone()));
+    let mask = b.graph.add_input("attention_mask", TensorType::new(DType::I64, token_shape.clone()));
+    let types = (config.family == EncoderFamily::Bert)
+        .then(|| b.graph.add_input("token_type_ids", TensorType::new(DType::I64, token_shape)));
 
     b.set_scope("embeddings");
     let word_table = b.weight(&n("embeddings.word_embeddings.weight"))?;
@@ -65,8 +53,7 @@ pub fn build_encoder(
             EncoderFamily::Bert => n(&format!("encoder.layer.{layer}.{suffix}")),
             EncoderFamily::DistilBert => n(&format!("transformer.layer.{layer}.{suffix}")),
         };
-        let (query, key, value, output, attention_norm, up, down, output_norm) = match config.family
-        {
+        let (query, key, value, output, attention_norm, up, down, output_norm) = match config.family {
             EncoderFamily::Bert => (
                 "attention.self.query",
                 "attention.self.key",
@@ -89,11 +76,7 @@ pub fn build_encoder(
             ),
         };
         let linear = |b: &mut Builder, x: ValueRef, name: &str| {
-            b.linear(
-                x,
-                &p(&format!("{name}.weight")),
-                Some(&p(&format!("{name}.bias"))),
-            )
+            b.linear(x, &p(&format!("{name}.weight")), Some(&p(&format!("{name}.bias"))))
         };
         b.set_scope(&format!("layers.{layer}.attention"));
         let q = linear(&mut b, hidden, query)?;
@@ -111,18 +94,8 @@ pub fn build_encoder(
         b.set_scope(&format!("layers.{layer}.mlp"));
         let expanded = linear(&mut b, hidden, up)?;
         let activated = match config.activation {
-            Activation::GeluErf => b.op(
-                Op::Gelu {
-                    approximation: GeluApproximation::None,
-                },
-                &[expanded],
-            )?,
-            Activation::GeluTanh => b.op(
-                Op::Gelu {
-                    approximation: GeluApproximation::Tanh,
-                },
-                &[expanded],
-            )?,
+            Activation::GeluErf => b.op(Op::Gelu { approximation: GeluApproximation::None }, &[expanded])?,
+            Activation::GeluTanh => b.op(Op::Gelu { approximation: GeluApproximation::Tanh }, &[expanded])?,
             Activation::Relu => b.unary(UnaryOp::Relu, expanded)?,
         };
         let contracted = linear(&mut b, activated, down)?;
@@ -133,8 +106,7 @@ pub fn build_encoder(
     b.set_scope("head");
     let pooler_weight = n("pooler.dense.weight");
     let has_pooler = pooler_weight.iter().any(|name| weights.contains(name));
-    let pooled = if config.family == EncoderFamily::Bert
-        && (has_pooler || config.head == Head::SequenceClassification)
+    let pooled = if config.family == EncoderFamily::Bert && (has_pooler || config.head == Head::SequenceClassification)
     {
         let first = b.scalar_i64(0);
         let first_token = b.op(Op::Gather { axis: 1 }, &[hidden, first])?;
@@ -145,16 +117,11 @@ pub fn build_encoder(
     };
     match (config.head, pooled) {
         (Head::SequenceClassification, Some(pooled)) => {
-            let logits = b.linear(
-                pooled,
-                &["classifier.weight".to_string()],
-                Some(&["classifier.bias".to_string()]),
-            )?;
+            let logits =
+                b.linear(pooled, &["classifier.weight".to_string()], Some(&["classifier.bias".to_string()]))?;
             Ok(b.finish(&[("logits", logits)]))
         }
-        (_, Some(pooled)) => {
-            Ok(b.finish(&[("last_hidden_state", hidden), ("pooler_output", pooled)]))
-        }
+        (_, Some(pooled)) => Ok(b.finish(&[("last_hidden_state", hidden), ("pooler_output", pooled)])),
         (_, None) => Ok(b.finish(&[("last_hidden_state", hidden)])),
     }
 }
@@ -165,19 +132,8 @@ fn layer_norm(
     x: ValueRef,
     prefix: &[String],
 ) -> Result<ValueRef, HfImportError> {
-    let with = |suffix: &str| {
-        prefix
-            .iter()
-            .map(|p| format!("{p}.{suffix}"))
-            .collect::<Vec<_>>()
-    };
+    let with = |suffix: &str| prefix.iter().map(|p| format!("{p}.{suffix}")).collect::<Vec<_>>();
     let scale = b.weight(&with("weight"))?;
     let bias = b.weight(&with("bias"))?;
-    b.op(
-        Op::LayerNorm {
-            axis: -1,
-            epsilon: config.epsilon,
-        },
-        &[x, scale, bias],
-    )
+    b.op(Op::LayerNorm { axis: -1, epsilon: config.epsilon }, &[x, scale, bias])
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use kiln_ir::{verify, DType, Graph};
 
 pub use config::{read_config, DecoderConfig, EncoderConfig, ModelConfig};
-pub use weights::WeightStore;
+pub use weights::{parse_safetensors, SafetensorsTensor, WeightStore};
 
 /// Why a Hugging Face directory could not be imported; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -34,11 +34,7 @@ pub enum HfImportError {
     #[error("{path}: model_type `{model_type}` is not supported (kiln reads bert, distilbert, llama, qwen2, mistral)")]
     UnknownModelType { path: PathBuf, model_type: String },
     #[error("{path}: `{setting}` = {value} is not implemented by kiln")]
-    UnsupportedSetting {
-        path: PathBuf,
-        setting: String,
-        value: String,
-    },
+    UnsupportedSetting { path: PathBuf, setting: String, value: String },
     #[error("{path}: invalid safetensors: {message}")]
     Safetensors { path: PathBuf, message: String },
     #[error("{directory}: no *.safetensors weights")]
@@ -58,15 +54,11 @@ pub fn import_hf_directory(directory: &Path) -> Result<Graph, HfImportError> {
         ModelConfig::Encoder(c) => c.dtype,
         ModelConfig::Decoder(c) => c.dtype,
     };
-    let dtype = configured
-        .or_else(|| weights.dominant_float_dtype())
-        .unwrap_or(DType::F32);
+    let dtype = configured.or_else(|| weights.dominant_float_dtype()).unwrap_or(DType::F32);
     let graph = match &config {
         ModelConfig::Encoder(config) => encoder::build_encoder(config, &weights, dtype)?,
         ModelConfig::Decoder(config) => decoder::build_decoder(config, &weights, dtype)?,
     };
-    verify(&graph).map_err(|e| HfImportError::Build {
-        message: e.to_string(),
-    })?;
+    verify(&graph).map_err(|e| HfImportError::Build { message: e.to_string() })?;
     Ok(graph)
 }

@@ -14,54 +14,28 @@ pub(super) fn import_contrib(n: &mut NodeImport) -> Result<()> {
         "SimplifiedLayerNormalization" => {
             n.require_outputs(&[0])?;
             let inputs = [n.input(0)?, n.input(1)?];
-            let op = Op::RmsNorm {
-                axis: n.int("axis", -1),
-                epsilon: n.float("epsilon", 1e-5),
-            };
+            let op = Op::RmsNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
             n.emit_output(0, op, &inputs).map(|_| ())
         }
         "BiasGelu" => {
             let (x, bias) = (n.input(0)?, n.input(1)?);
             let sum = n.emit(Op::Binary(BinaryOp::Add), &[x, bias])?;
-            n.emit_output(
-                0,
-                Op::Gelu {
-                    approximation: GeluApproximation::None,
-                },
-                &[sum],
-            )
-            .map(|_| ())
+            n.emit_output(0, Op::Gelu { approximation: GeluApproximation::None }, &[sum]).map(|_| ())
         }
         "FastGelu" => {
             let mut x = n.input(0)?;
             if let Some(bias) = n.optional_input(1)? {
                 x = n.emit(Op::Binary(BinaryOp::Add), &[x, bias])?;
             }
-            n.emit_output(
-                0,
-                Op::Gelu {
-                    approximation: GeluApproximation::Tanh,
-                },
-                &[x],
-            )
-            .map(|_| ())
+            n.emit_output(0, Op::Gelu { approximation: GeluApproximation::Tanh }, &[x]).map(|_| ())
         }
         "Gelu" => {
             let x = n.input(0)?;
-            n.emit_output(
-                0,
-                Op::Gelu {
-                    approximation: GeluApproximation::None,
-                },
-                &[x],
-            )
-            .map(|_| ())
+            n.emit_output(0, Op::Gelu { approximation: GeluApproximation::None }, &[x]).map(|_| ())
         }
         "EmbedLayerNormalization" => embed_layer_norm(n),
         "Attention" => attention(n),
-        other => Err(format!(
-            "`com.microsoft::{other}` has no importer (a kiln bug: it is listed as supported)"
-        )),
+        other => Err(format!("`com.microsoft::{other}` has no importer (a kiln bug: it is listed as supported)")),
     }
 }
 
@@ -69,11 +43,8 @@ pub(super) fn import_contrib(n: &mut NodeImport) -> Result<()> {
 fn skip_layer_norm(n: &mut NodeImport, simplified: bool) -> Result<()> {
     n.require_outputs(&[0, 3])?;
     let (input, skip, gamma) = (n.input(0)?, n.input(1)?, n.input(2)?);
-    let (beta, bias) = if simplified {
-        (None, n.optional_input(3)?)
-    } else {
-        (n.optional_input(3)?, n.optional_input(4)?)
-    };
+    let (beta, bias) =
+        if simplified { (None, n.optional_input(3)?) } else { (n.optional_input(3)?, n.optional_input(4)?) };
     let mut sum = n.emit(Op::Binary(BinaryOp::Add), &[input, skip])?;
     if let Some(bias) = bias {
         sum = n.emit(Op::Binary(BinaryOp::Add), &[sum, bias])?;
@@ -92,13 +63,7 @@ fn skip_layer_norm(n: &mut NodeImport, simplified: bool) -> Result<()> {
 
 /// The scalar dim `axis` of `value`'s shape, as an i64 scalar value.
 fn dim_scalar(n: &mut NodeImport, value: ValueRef, axis: i64) -> Result<ValueRef> {
-    let shape = n.emit(
-        Op::Shape {
-            start: 0,
-            end: None,
-        },
-        &[value],
-    )?;
+    let shape = n.emit(Op::Shape { start: 0, end: None }, &[value])?;
     let index = n.constant(Constant::scalar_i64(axis));
     n.emit(Op::Gather { axis: 0 }, &[shape, index])
 }
@@ -106,10 +71,7 @@ fn dim_scalar(n: &mut NodeImport, value: ValueRef, axis: i64) -> Result<ValueRef
 /// `0, 1, …, seq-1` for the sequence axis (1) of `value`.
 fn positions(n: &mut NodeImport, value: ValueRef) -> Result<ValueRef> {
     let length = dim_scalar(n, value, 1)?;
-    let (zero, one) = (
-        n.constant(Constant::scalar_i64(0)),
-        n.constant(Constant::scalar_i64(1)),
-    );
+    let (zero, one) = (n.constant(Constant::scalar_i64(0)), n.constant(Constant::scalar_i64(1)));
     n.emit(Op::Range, &[zero, length, one])
 }
 
@@ -145,18 +107,9 @@ fn embed_layer_norm(n: &mut NodeImport) -> Result<()> {
     let epsilon = n.float("epsilon", 1e-12);
     n.emit_output(0, Op::LayerNorm { axis: -1, epsilon }, &[sum, gamma, beta])?;
     if !n.output_name(1).is_empty() {
-        let mask = n
-            .optional_input(7)?
-            .ok_or("mask_index is used but the node has no mask input")?;
+        let mask = n.optional_input(7)?.ok_or("mask_index is used but the node has no mask input")?;
         let mask = as_i64(n, mask)?;
-        let count = n.emit(
-            Op::Reduce {
-                kind: ReduceKind::Sum,
-                axes: vec![1],
-                keep_dims: false,
-            },
-            &[mask],
-        )?;
+        let count = n.emit(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keep_dims: false }, &[mask])?;
         n.emit_output(1, Op::Cast { to: DType::I32 }, &[count])?;
     }
     Ok(())
@@ -167,9 +120,7 @@ fn embed_layer_norm(n: &mut NodeImport) -> Result<()> {
 fn attention(n: &mut NodeImport) -> Result<()> {
     n.require_outputs(&[0])?;
     if n.node.input.iter().skip(4).any(|name| !name.is_empty()) {
-        return Err(
-            "past state, attention bias and past_sequence_length inputs are not supported".into(),
-        );
+        return Err("past state, attention bias and past_sequence_length inputs are not supported".into());
     }
     if n.int("unidirectional", 0) != 0 || n.int("do_rotary", 0) != 0 {
         return Err("unidirectional and rotary forms are not supported".into());
@@ -177,42 +128,29 @@ fn attention(n: &mut NodeImport) -> Result<()> {
     let heads = n.int("num_heads", 0);
     let (input, weights) = (n.input(0)?, n.input(1)?);
     let dtype = n.dtype_of(input);
-    let total = n
-        .importer
-        .graph
-        .value_type(weights)
-        .shape
-        .get(1)
-        .and_then(|d| d.as_constant())
-        .ok_or("weights must be 2-D")?;
+    let total =
+        n.importer.graph.value_type(weights).shape.get(1).and_then(|d| d.as_constant()).ok_or("weights must be 2-D")?;
     let sizes = match n.ints("qkv_hidden_sizes") {
         Some(sizes) if sizes.len() == 3 => sizes,
         Some(_) => return Err("qkv_hidden_sizes must have 3 entries".into()),
         None if total % 3 == 0 => vec![total / 3; 3],
-        None => {
-            return Err(format!(
-                "{total} projection columns do not split into Q, K and V"
-            ))
-        }
+        None => return Err(format!("{total} projection columns do not split into Q, K and V")),
     };
     if heads <= 0 || sizes.iter().any(|s| s % heads != 0) || sizes[0] != sizes[1] {
-        return Err(format!(
-            "num_heads {heads} does not divide the hidden sizes {sizes:?}"
-        ));
+        return Err(format!("num_heads {heads} does not divide the hidden sizes {sizes:?}"));
     }
     let mut packed = n.emit(Op::MatMul, &[input, weights])?;
     if let Some(bias) = n.optional_input(2)? {
         packed = n.emit(Op::Binary(BinaryOp::Add), &[packed, bias])?;
     }
-    let heads_of =
-        |n: &mut NodeImport, start: i64, size: i64, permutation: Vec<usize>| -> Result<ValueRef> {
-            let (starts, ends) = (n.ints_constant(&[start]), n.ints_constant(&[start + size]));
-            let (axes, steps) = (n.ints_constant(&[2]), n.ints_constant(&[1]));
-            let part = n.emit(Op::Slice, &[packed, starts, ends, axes, steps])?;
-            let shape = n.ints_constant(&[0, 0, heads, size / heads]);
-            let split = n.emit(Op::Reshape { allow_zero: false }, &[part, shape])?;
-            n.emit(Op::Transpose { permutation }, &[split])
-        };
+    let heads_of = |n: &mut NodeImport, start: i64, size: i64, permutation: Vec<usize>| -> Result<ValueRef> {
+        let (starts, ends) = (n.ints_constant(&[start]), n.ints_constant(&[start + size]));
+        let (axes, steps) = (n.ints_constant(&[2]), n.ints_constant(&[1]));
+        let part = n.emit(Op::Slice, &[packed, starts, ends, axes, steps])?;
+        let shape = n.ints_constant(&[0, 0, heads, size / heads]);
+        let split = n.emit(Op::Reshape { allow_zero: false }, &[part, shape])?;
+        n.emit(Op::Transpose { permutation }, &[split])
+    };
     let query = heads_of(n, 0, sizes[0], vec![0, 2, 1, 3])?;
     let key_transposed = heads_of(n, sizes[0], sizes[1], vec![0, 2, 3, 1])?;
     let value = heads_of(n, sizes[0] + sizes[1], sizes[2], vec![0, 2, 1, 3])?;
@@ -247,12 +185,7 @@ fn attention(n: &mut NodeImport) -> Result<()> {
     }
     let probabilities = n.emit(Op::Softmax { axis: -1 }, &[scores])?;
     let context = n.emit(Op::MatMul, &[probabilities, value])?;
-    let context = n.emit(
-        Op::Transpose {
-            permutation: vec![0, 2, 1, 3],
-        },
-        &[context],
-    )?;
+    let context = n.emit(Op::Transpose { permutation: vec![0, 2, 1, 3] }, &[context])?;
     let shape = n.ints_constant(&[0, 0, sizes[2]]);
     n.emit_output(0, Op::Reshape { allow_zero: false }, &[context, shape])?;
     Ok(())

@@ -36,32 +36,15 @@ pub enum OnnxImportError {
     #[error("{path}: not an ONNX model: {message}")]
     NotOnnx { path: PathBuf, message: String },
     #[error("{path}: opset {version} of domain `{domain}` is not supported (kiln reads opsets 13 to 23 of the default domain)")]
-    UnsupportedOpset {
-        path: PathBuf,
-        domain: String,
-        version: i64,
-    },
+    UnsupportedOpset { path: PathBuf, domain: String, version: i64 },
     #[error("{path}: unsupported ops:\n{ops}")]
     UnsupportedOps { path: PathBuf, ops: UnsupportedOps },
     #[error("{path}: tensor `{tensor}`: {message}")]
-    Tensor {
-        path: PathBuf,
-        tensor: String,
-        message: String,
-    },
+    Tensor { path: PathBuf, tensor: String, message: String },
     #[error("{path}: node `{node}` ({op_type}): {message}")]
-    Node {
-        path: PathBuf,
-        node: String,
-        op_type: String,
-        message: String,
-    },
+    Node { path: PathBuf, node: String, op_type: String, message: String },
     #[error("{path}: graph input `{input}`: {message}")]
-    Input {
-        path: PathBuf,
-        input: String,
-        message: String,
-    },
+    Input { path: PathBuf, input: String, message: String },
     #[error("{path}: graph output `{output}` is not computed by any node")]
     MissingOutput { path: PathBuf, output: String },
     #[error("{path}: the imported graph is invalid (a kiln bug): {message}")]
@@ -79,17 +62,8 @@ impl fmt::Display for UnsupportedOps {
                 writeln!(f)?;
             }
             let shown: Vec<&str> = nodes.iter().take(5).map(String::as_str).collect();
-            let more = if nodes.len() > 5 {
-                format!(" and {} more", nodes.len() - 5)
-            } else {
-                String::new()
-            };
-            write!(
-                f,
-                "  {op}: {} node(s): {}{more}",
-                nodes.len(),
-                shown.join(", ")
-            )?;
+            let more = if nodes.len() > 5 { format!(" and {} more", nodes.len() - 5) } else { String::new() };
+            write!(f, "  {op}: {} node(s): {}{more}", nodes.len(), shown.join(", "))?;
         }
         Ok(())
     }
@@ -97,37 +71,22 @@ impl fmt::Display for UnsupportedOps {
 
 /// Reads an ONNX model file and imports it.
 pub fn import_onnx(path: &Path) -> Result<Graph, OnnxImportError> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxImportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| OnnxImportError::Io { path: path.to_path_buf(), source })?;
     let directory = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     import_onnx_bytes(&bytes, path, &directory)
 }
 
 /// Imports ONNX model bytes; `path` names the model in errors and
 /// `directory` is where external data files are looked up.
-pub fn import_onnx_bytes(
-    bytes: &[u8],
-    path: &Path,
-    directory: &Path,
-) -> Result<Graph, OnnxImportError> {
+pub fn import_onnx_bytes(bytes: &[u8], path: &Path, directory: &Path) -> Result<Graph, OnnxImportError> {
     let path_buf = path.to_path_buf();
     if bytes.is_empty() {
-        return Err(OnnxImportError::NotOnnx {
-            path: path_buf,
-            message: "the file is empty".into(),
-        });
+        return Err(OnnxImportError::NotOnnx { path: path_buf, message: "the file is empty".into() });
     }
-    let model = ModelProto::parse_from_bytes(bytes).map_err(|error| OnnxImportError::NotOnnx {
-        path: path_buf.clone(),
-        message: error.to_string(),
-    })?;
+    let model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|error| OnnxImportError::NotOnnx { path: path_buf.clone(), message: error.to_string() })?;
     let Some(graph_proto) = model.graph.as_ref() else {
-        return Err(OnnxImportError::NotOnnx {
-            path: path_buf,
-            message: "the model has no graph".into(),
-        });
+        return Err(OnnxImportError::NotOnnx { path: path_buf, message: "the model has no graph".into() });
     };
     let default_opset = model
         .opset_import
@@ -149,23 +108,16 @@ pub fn import_onnx_bytes(
     let mut unsupported = UnsupportedOps::default();
     for (index, node) in graph_proto.node.iter().enumerate() {
         if !is_supported(&node.domain, &node.op_type) {
-            let domain = if node.domain.is_empty() {
-                "ai.onnx"
-            } else {
-                &node.domain
-            };
-            unsupported
-                .0
-                .entry(format!("{domain}::{}", node.op_type))
-                .or_default()
-                .push(node_display_name(&node.name, &node.op_type, index));
+            let domain = if node.domain.is_empty() { "ai.onnx" } else { &node.domain };
+            unsupported.0.entry(format!("{domain}::{}", node.op_type)).or_default().push(node_display_name(
+                &node.name,
+                &node.op_type,
+                index,
+            ));
         }
     }
     if !unsupported.0.is_empty() {
-        return Err(OnnxImportError::UnsupportedOps {
-            path: path_buf,
-            ops: unsupported,
-        });
+        return Err(OnnxImportError::UnsupportedOps { path: path_buf, ops: unsupported });
     }
 
     let mut importer = Importer {
@@ -175,11 +127,8 @@ pub fn import_onnx_bytes(
         external: ExternalData::new(directory),
         opset: default_opset,
     };
-    let initializer_names: std::collections::HashSet<&str> = graph_proto
-        .initializer
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect();
+    let initializer_names: std::collections::HashSet<&str> =
+        graph_proto.initializer.iter().map(|t| t.name.as_str()).collect();
     for input in &graph_proto.input {
         if initializer_names.contains(input.name.as_str()) {
             continue;
@@ -189,13 +138,9 @@ pub fn import_onnx_bytes(
         importer.values.insert(input.name.clone(), value);
     }
     for initializer in &graph_proto.initializer {
-        let constant = tensors::constant_from_proto(initializer, &mut importer.external).map_err(
-            |message| OnnxImportError::Tensor {
-                path: path_buf.clone(),
-                tensor: initializer.name.clone(),
-                message,
-            },
-        )?;
+        let constant = tensors::constant_from_proto(initializer, &mut importer.external).map_err(|message| {
+            OnnxImportError::Tensor { path: path_buf.clone(), tensor: initializer.name.clone(), message }
+        })?;
         let value = importer.graph.add_constant(&initializer.name, constant);
         importer.values.insert(initializer.name.clone(), value);
     }
@@ -209,21 +154,14 @@ pub fn import_onnx_bytes(
         })?;
     }
     for output in &graph_proto.output {
-        let value =
-            *importer
-                .values
-                .get(&output.name)
-                .ok_or_else(|| OnnxImportError::MissingOutput {
-                    path: path_buf.clone(),
-                    output: output.name.clone(),
-                })?;
+        let value = *importer
+            .values
+            .get(&output.name)
+            .ok_or_else(|| OnnxImportError::MissingOutput { path: path_buf.clone(), output: output.name.clone() })?;
         importer.graph.add_output(&output.name, value);
     }
     let graph = importer.graph;
-    verify(&graph).map_err(|error| OnnxImportError::Invalid {
-        path: path_buf,
-        message: error.to_string(),
-    })?;
+    verify(&graph).map_err(|error| OnnxImportError::Invalid { path: path_buf, message: error.to_string() })?;
     Ok(graph)
 }
 
@@ -245,15 +183,9 @@ pub(crate) struct Importer {
 }
 
 impl Importer {
-    fn input_type(
-        &self,
-        input: &onnx_protobuf::ValueInfoProto,
-    ) -> Result<TensorType, OnnxImportError> {
-        let error = |message: String| OnnxImportError::Input {
-            path: self.path.clone(),
-            input: input.name.clone(),
-            message,
-        };
+    fn input_type(&self, input: &onnx_protobuf::ValueInfoProto) -> Result<TensorType, OnnxImportError> {
+        let error =
+            |message: String| OnnxImportError::Input { path: self.path.clone(), input: input.name.clone(), message };
         let Some(onnx_protobuf::type_proto::Value::TensorType(tensor)) =
             input.type_.as_ref().and_then(|t| t.value.as_ref())
         else {
@@ -268,9 +200,7 @@ impl Importer {
             .iter()
             .enumerate()
             .map(|(index, dim)| match &dim.value {
-                Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v))
-                    if *v >= 0 =>
-                {
+                Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
                     Ok(Dim::constant(*v))
                 }
                 Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)) => {
@@ -279,10 +209,7 @@ impl Importer {
                 Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimParam(text)) => {
                     Dim::parse(text).map_err(|e| error(e.to_string()))
                 }
-                _ => Ok(Dim::symbol(&format!(
-                    "{}_dim{index}",
-                    sanitize_symbol(&input.name)
-                ))),
+                _ => Ok(Dim::symbol(&format!("{}_dim{index}", sanitize_symbol(&input.name)))),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TensorType::new(dtype, dims))
@@ -290,10 +217,7 @@ impl Importer {
 }
 
 fn sanitize_symbol(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let cleaned: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     if cleaned.starts_with(|c: char| c.is_ascii_digit()) {
         format!("_{cleaned}")
     } else {

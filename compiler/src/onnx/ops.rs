@@ -5,9 +5,7 @@
 //! subgraphs of IR ops.
 
 use kiln_ir::infer::constant_ints;
-use kiln_ir::{
-    BinaryOp, Constant, DType, GeluApproximation, Op, ReduceKind, Tensor, UnaryOp, ValueRef,
-};
+use kiln_ir::{BinaryOp, Constant, DType, GeluApproximation, Op, ReduceKind, Tensor, UnaryOp, ValueRef};
 use onnx_protobuf::{AttributeProto, NodeProto};
 
 use super::tensors::{constant_from_proto, dtype_from_onnx};
@@ -124,8 +122,7 @@ impl NodeImport<'_> {
     }
 
     pub(super) fn input(&self, index: usize) -> Result<ValueRef> {
-        self.optional_input(index)?
-            .ok_or_else(|| format!("input {index} is missing"))
+        self.optional_input(index)?.ok_or_else(|| format!("input {index} is missing"))
     }
 
     pub(super) fn attribute(&self, name: &str) -> Option<&AttributeProto> {
@@ -145,8 +142,7 @@ impl NodeImport<'_> {
     }
 
     pub(super) fn string(&self, name: &str) -> Option<String> {
-        self.attribute(name)
-            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.attribute(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 
     pub(super) fn dtype_of(&self, value: ValueRef) -> DType {
@@ -157,9 +153,7 @@ impl NodeImport<'_> {
     pub(super) fn constant_ints_input(&self, index: usize, what: &str) -> Result<Option<Vec<i64>>> {
         match self.optional_input(index)? {
             None => Ok(None),
-            Some(value) => constant_ints(&self.importer.graph, value, what)
-                .map(Some)
-                .map_err(|e| e.to_string()),
+            Some(value) => constant_ints(&self.importer.graph, value, what).map(Some).map_err(|e| e.to_string()),
         }
     }
 
@@ -173,22 +167,13 @@ impl NodeImport<'_> {
         self.emitted += 1;
         let base = format!("{}/{}{}", self.name, op.name(), self.emitted);
         let name = self.importer.graph.fresh_value_name(&base);
-        let value = self
-            .importer
-            .graph
-            .add_node(&name, op, inputs)
-            .map_err(|e| e.to_string())?;
+        let value = self.importer.graph.add_node(&name, op, inputs).map_err(|e| e.to_string())?;
         self.importer.graph.node_mut(value.node).name = self.name.to_string();
         Ok(value)
     }
 
     /// Adds the IR node that computes ONNX output `index`, named after it.
-    pub(super) fn emit_output(
-        &mut self,
-        index: usize,
-        op: Op,
-        inputs: &[ValueRef],
-    ) -> Result<ValueRef> {
+    pub(super) fn emit_output(&mut self, index: usize, op: Op, inputs: &[ValueRef]) -> Result<ValueRef> {
         let output = self.output_name(index).to_string();
         if output.is_empty() {
             return self.emit(op, inputs);
@@ -213,10 +198,7 @@ impl NodeImport<'_> {
 
     pub(super) fn constant(&mut self, constant: Constant) -> ValueRef {
         self.emitted += 1;
-        let name = self
-            .importer
-            .graph
-            .fresh_value_name(&format!("{}/constant{}", self.name, self.emitted));
+        let name = self.importer.graph.fresh_value_name(&format!("{}/constant{}", self.name, self.emitted));
         self.importer.graph.add_constant(&name, constant)
     }
 
@@ -246,12 +228,7 @@ impl NodeImport<'_> {
 
 /// Imports one node, binding its ONNX outputs to IR values.
 pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str) -> Result<()> {
-    let mut n = NodeImport {
-        importer,
-        node,
-        name,
-        emitted: 0,
-    };
+    let mut n = NodeImport { importer, node, name, emitted: 0 };
     if node.domain == "com.microsoft" {
         return super::contrib::import_contrib(&mut n);
     }
@@ -314,11 +291,7 @@ pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str)
         }
         "Constant" => import_constant(&mut n)?,
         "Max" | "Min" => {
-            let op = if node.op_type == "Max" {
-                BinaryOp::Max
-            } else {
-                BinaryOp::Min
-            };
+            let op = if node.op_type == "Max" { BinaryOp::Max } else { BinaryOp::Min };
             let count = node.input.len();
             let mut accumulator = n.input(0)?;
             if count == 1 {
@@ -350,24 +323,11 @@ pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str)
         "Shape" => {
             let x = n.input(0)?;
             let end = n.attribute("end").map(|a| a.i);
-            n.emit_output(
-                0,
-                Op::Shape {
-                    start: n.int("start", 0),
-                    end,
-                },
-                &[x],
-            )?;
+            n.emit_output(0, Op::Shape { start: n.int("start", 0), end }, &[x])?;
         }
         "Reshape" => {
             let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(
-                0,
-                Op::Reshape {
-                    allow_zero: n.int("allowzero", 0) != 0,
-                },
-                &inputs,
-            )?;
+            n.emit_output(0, Op::Reshape { allow_zero: n.int("allowzero", 0) != 0 }, &inputs)?;
         }
         "Transpose" => {
             let x = n.input(0)?;
@@ -387,55 +347,25 @@ pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str)
                 Some(axes) => axes,
                 None => n.ints("axes").unwrap_or_default(),
             };
-            let op = if node.op_type == "Squeeze" {
-                Op::Squeeze { axes }
-            } else {
-                Op::Unsqueeze { axes }
-            };
+            let op = if node.op_type == "Squeeze" { Op::Squeeze { axes } } else { Op::Unsqueeze { axes } };
             n.emit_output(0, op, &[x])?;
         }
         "Flatten" => {
             let x = n.input(0)?;
-            n.emit_output(
-                0,
-                Op::Flatten {
-                    axis: n.int("axis", 1),
-                },
-                &[x],
-            )?;
+            n.emit_output(0, Op::Flatten { axis: n.int("axis", 1) }, &[x])?;
         }
         "Concat" => {
-            let inputs = (0..node.input.len())
-                .map(|i| n.input(i))
-                .collect::<Result<Vec<_>>>()?;
-            n.emit_output(
-                0,
-                Op::Concat {
-                    axis: n.int("axis", 0),
-                },
-                &inputs,
-            )?;
+            let inputs = (0..node.input.len()).map(|i| n.input(i)).collect::<Result<Vec<_>>>()?;
+            n.emit_output(0, Op::Concat { axis: n.int("axis", 0) }, &inputs)?;
         }
         "Slice" => import_slice(&mut n)?,
         "Gather" => {
             let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(
-                0,
-                Op::Gather {
-                    axis: n.int("axis", 0),
-                },
-                &inputs,
-            )?;
+            n.emit_output(0, Op::Gather { axis: n.int("axis", 0) }, &inputs)?;
         }
         "GatherND" => {
             let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(
-                0,
-                Op::GatherNd {
-                    batch_dims: n.int("batch_dims", 0),
-                },
-                &inputs,
-            )?;
+            n.emit_output(0, Op::GatherNd { batch_dims: n.int("batch_dims", 0) }, &inputs)?;
         }
         "Expand" => {
             let inputs = [n.input(0)?, n.input(1)?];
@@ -448,20 +378,10 @@ pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str)
         "ConstantOfShape" => {
             let shape = n.input(0)?;
             let node = n.node;
-            let (dtype, value) = match node
-                .attribute
-                .iter()
-                .find(|a| a.name == "value")
-                .and_then(|a| a.t.as_ref())
-            {
+            let (dtype, value) = match node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()) {
                 Some(tensor) => {
                     let constant = constant_from_proto(tensor, &mut n.importer.external)?;
-                    let value = constant
-                        .to_tensor()
-                        .to_f64_vec()
-                        .first()
-                        .copied()
-                        .ok_or("empty `value` tensor")?;
+                    let value = constant.to_tensor().to_f64_vec().first().copied().ok_or("empty `value` tensor")?;
                     (constant.dtype(), value)
                 }
                 None => (DType::F32, 0.0),
@@ -474,50 +394,29 @@ pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str)
                 Some(k) => *k.first().ok_or("empty k")?,
                 None => 0,
             };
-            n.emit_output(
-                0,
-                Op::Trilu {
-                    upper: n.int("upper", 1) != 0,
-                    diagonal,
-                },
-                &[x],
-            )?;
+            n.emit_output(0, Op::Trilu { upper: n.int("upper", 1) != 0, diagonal }, &[x])?;
         }
         "MatMul" => {
             let inputs = [n.input(0)?, n.input(1)?];
             n.emit_output(0, Op::MatMul, &inputs)?;
         }
         "Gemm" => import_gemm(&mut n)?,
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => {
-            import_reduce(&mut n)?
-        }
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => import_reduce(&mut n)?,
         "Softmax" => {
             let x = n.input(0)?;
             let default_axis = if n.importer.opset >= 13 { -1 } else { 1 };
-            n.emit_output(
-                0,
-                Op::Softmax {
-                    axis: n.int("axis", default_axis),
-                },
-                &[x],
-            )?;
+            n.emit_output(0, Op::Softmax { axis: n.int("axis", default_axis) }, &[x])?;
         }
         "LayerNormalization" => {
             n.require_outputs(&[0])?;
             let mut inputs = vec![n.input(0)?, n.input(1)?];
             inputs.extend(n.optional_input(2)?);
-            let op = Op::LayerNorm {
-                axis: n.int("axis", -1),
-                epsilon: n.float("epsilon", 1e-5),
-            };
+            let op = Op::LayerNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
             n.emit_output(0, op, &inputs)?;
         }
         "RMSNormalization" => {
             let inputs = [n.input(0)?, n.input(1)?];
-            let op = Op::RmsNorm {
-                axis: n.int("axis", -1),
-                epsilon: n.float("epsilon", 1e-5),
-            };
+            let op = Op::RmsNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
             n.emit_output(0, op, &inputs)?;
         }
         "Gelu" => {
@@ -529,32 +428,21 @@ pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str)
             };
             n.emit_output(0, Op::Gelu { approximation }, &[x])?;
         }
-        other => {
-            return Err(format!(
-                "`{other}` has no importer (a kiln bug: it is listed as supported)"
-            ))
-        }
+        other => return Err(format!("`{other}` has no importer (a kiln bug: it is listed as supported)")),
     }
     Ok(())
 }
 
 fn import_constant(n: &mut NodeImport) -> Result<()> {
-    let attribute = n
-        .node
-        .attribute
-        .first()
-        .ok_or("a Constant without a value")?;
+    let attribute = n.node.attribute.first().ok_or("a Constant without a value")?;
     let constant = match attribute.name.as_str() {
-        "value" => constant_from_proto(
-            attribute.t.as_ref().ok_or("`value` holds no tensor")?,
-            &mut n.importer.external,
-        )?,
+        "value" => {
+            constant_from_proto(attribute.t.as_ref().ok_or("`value` holds no tensor")?, &mut n.importer.external)?
+        }
         "value_float" => Constant::scalar_f32(DType::F32, attribute.f),
-        "value_floats" => Constant::from_tensor(&Tensor::from_f32(
-            DType::F32,
-            vec![attribute.floats.len()],
-            attribute.floats.clone(),
-        )),
+        "value_floats" => {
+            Constant::from_tensor(&Tensor::from_f32(DType::F32, vec![attribute.floats.len()], attribute.floats.clone()))
+        }
         "value_int" => Constant::scalar_i64(attribute.i),
         "value_ints" => Constant::vector_i64(&attribute.ints),
         other => return Err(format!("Constant attribute `{other}` is not supported")),
@@ -591,13 +479,7 @@ fn import_slice(n: &mut NodeImport) -> Result<()> {
             n.emit(Op::Cast { to: DType::I64 }, &[value])
         }
     };
-    let inputs = [
-        data,
-        as_i64(starts, n)?,
-        as_i64(ends, n)?,
-        as_i64(axes, n)?,
-        as_i64(steps, n)?,
-    ];
+    let inputs = [data, as_i64(starts, n)?, as_i64(ends, n)?, as_i64(axes, n)?, as_i64(steps, n)?];
     n.emit_output(0, Op::Slice, &inputs)?;
     Ok(())
 }
@@ -606,20 +488,10 @@ fn import_slice(n: &mut NodeImport) -> Result<()> {
 fn import_gemm(n: &mut NodeImport) -> Result<()> {
     let (mut a, mut b) = (n.input(0)?, n.input(1)?);
     if n.int("transA", 0) != 0 {
-        a = n.emit(
-            Op::Transpose {
-                permutation: vec![1, 0],
-            },
-            &[a],
-        )?;
+        a = n.emit(Op::Transpose { permutation: vec![1, 0] }, &[a])?;
     }
     if n.int("transB", 0) != 0 {
-        b = n.emit(
-            Op::Transpose {
-                permutation: vec![1, 0],
-            },
-            &[b],
-        )?;
+        b = n.emit(Op::Transpose { permutation: vec![1, 0] }, &[b])?;
     }
     let (alpha, beta) = (n.float("alpha", 1.0), n.float("beta", 1.0));
     let c = n.optional_input(2)?;
@@ -632,9 +504,7 @@ fn import_gemm(n: &mut NodeImport) -> Result<()> {
     if alpha != 1.0 {
         let scale = n.scalar(dtype, alpha);
         product = if c.is_none() {
-            return n
-                .emit_output(0, Op::Binary(BinaryOp::Mul), &[product, scale])
-                .map(|_| ());
+            return n.emit_output(0, Op::Binary(BinaryOp::Mul), &[product, scale]).map(|_| ());
         } else {
             n.emit(Op::Binary(BinaryOp::Mul), &[product, scale])?
         };
@@ -665,14 +535,6 @@ fn import_reduce(n: &mut NodeImport) -> Result<()> {
         n.bind(0, x);
         return Ok(());
     }
-    n.emit_output(
-        0,
-        Op::Reduce {
-            kind,
-            axes,
-            keep_dims: n.int("keepdims", 1) != 0,
-        },
-        &[x],
-    )?;
+    n.emit_output(0, Op::Reduce { kind, axes, keep_dims: n.int("keepdims", 1) != 0 }, &[x])?;
     Ok(())
 }

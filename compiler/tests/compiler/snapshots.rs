@@ -11,9 +11,6 @@ use crate::common::models;
 fn imported_ir_of_every_testdata_model() {
     for model in models() {
         let graph = load_model(&model.model).unwrap_or_else(|e| panic!("{}: {e}", model.name));
-        insta::assert_snapshot!(
-            format!("imported_{}", model.name),
-            print_graph_summary(&graph)
-        );
+        insta::assert_snapshot!(format!("imported_{}", model.name), print_graph_summary(&graph));
     }
 }

@@ -6,48 +6,26 @@ use crate::op::{normalize_axis, ReduceKind};
 use crate::tensor::{Tensor, TensorData};
 
 fn floats<'a>(tensor: &'a Tensor, what: &str) -> Result<&'a [f32], OpError> {
-    tensor.as_floats().ok_or_else(|| {
-        OpError(format!(
-            "{what} must be a float tensor, got {}",
-            tensor.dtype
-        ))
-    })
+    tensor.as_floats().ok_or_else(|| OpError(format!("{what} must be a float tensor, got {}", tensor.dtype)))
 }
 
 /// NumPy `matmul`, f32 accumulation (matrixmultiply's sgemm).
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
-    let (x, y) = (
-        floats(a, "matmul's first input")?,
-        floats(b, "matmul's second input")?,
-    );
+    let (x, y) = (floats(a, "matmul's first input")?, floats(b, "matmul's second input")?);
     if a.shape.is_empty() || b.shape.is_empty() {
         return op_error("matmul of a scalar");
     }
-    let a_shape: Vec<usize> = if a.shape.len() == 1 {
-        vec![1, a.shape[0]]
-    } else {
-        a.shape.clone()
-    };
-    let b_shape: Vec<usize> = if b.shape.len() == 1 {
-        vec![b.shape[0], 1]
-    } else {
-        b.shape.clone()
-    };
+    let a_shape: Vec<usize> = if a.shape.len() == 1 { vec![1, a.shape[0]] } else { a.shape.clone() };
+    let b_shape: Vec<usize> = if b.shape.len() == 1 { vec![b.shape[0], 1] } else { b.shape.clone() };
     let (m, k) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
     let (k2, n) = (b_shape[b_shape.len() - 2], b_shape[b_shape.len() - 1]);
     if k != k2 {
-        return op_error(format!(
-            "matmul of {:?} and {:?}: inner dims differ",
-            a.shape, b.shape
-        ));
+        return op_error(format!("matmul of {:?} and {:?}: inner dims differ", a.shape, b.shape));
     }
     let a_batch = &a_shape[..a_shape.len() - 2];
     let b_batch = &b_shape[..b_shape.len() - 2];
-    let batch = broadcast_shape(&[a_batch, b_batch]).ok_or_else(|| {
-        OpError(format!(
-            "matmul batch dims {a_batch:?} and {b_batch:?} do not broadcast"
-        ))
-    })?;
+    let batch = broadcast_shape(&[a_batch, b_batch])
+        .ok_or_else(|| OpError(format!("matmul batch dims {a_batch:?} and {b_batch:?} do not broadcast")))?;
     let batch_count: usize = batch.iter().product();
     let a_offsets = super::elementwise::broadcast_offsets(a_batch, &batch);
     let b_offsets = super::elementwise::broadcast_offsets(b_batch, &batch);
@@ -89,29 +67,17 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     Ok(Tensor::from_f32(a.dtype, shape, output))
 }
 
-pub fn reduce(
-    input: &Tensor,
-    kind: ReduceKind,
-    axes: &[i64],
-    keep_dims: bool,
-) -> Result<Tensor, OpError> {
+pub fn reduce(input: &Tensor, kind: ReduceKind, axes: &[i64], keep_dims: bool) -> Result<Tensor, OpError> {
     let rank = input.shape.len();
     let axes: Vec<usize> = if axes.is_empty() {
         (0..rank).collect()
     } else {
         axes.iter()
-            .map(|&a| {
-                normalize_axis(a, rank)
-                    .ok_or_else(|| OpError(format!("axis {a} outside rank {rank}")))
-            })
+            .map(|&a| normalize_axis(a, rank).ok_or_else(|| OpError(format!("axis {a} outside rank {rank}"))))
             .collect::<Result<_, _>>()?
     };
-    let kept_shape: Vec<usize> = input
-        .shape
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-        .collect();
+    let kept_shape: Vec<usize> =
+        input.shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
     let output_count: usize = kept_shape.iter().product();
     let reduced_count: usize = axes.iter().map(|&a| input.shape[a]).product();
     // The output index of every input element.
@@ -128,32 +94,16 @@ pub fn reduce(
         accumulators[target] = combine(accumulators[target], *value);
     }
     if kind == ReduceKind::Mean {
-        accumulators
-            .iter_mut()
-            .for_each(|a| *a /= reduced_count as f64);
+        accumulators.iter_mut().for_each(|a| *a /= reduced_count as f64);
     }
     let shape = if keep_dims {
         kept_shape
     } else {
-        input
-            .shape
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !axes.contains(i))
-            .map(|(_, &d)| d)
-            .collect()
+        input.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
     };
     Ok(match input.data {
-        TensorData::Float(_) => Tensor::from_f32(
-            input.dtype,
-            shape,
-            accumulators.iter().map(|&v| v as f32).collect(),
-        ),
-        TensorData::Int(_) => Tensor::from_i64(
-            input.dtype,
-            shape,
-            accumulators.iter().map(|&v| v as i64).collect(),
-        ),
+        TensorData::Float(_) => Tensor::from_f32(input.dtype, shape, accumulators.iter().map(|&v| v as f32).collect()),
+        TensorData::Int(_) => Tensor::from_i64(input.dtype, shape, accumulators.iter().map(|&v| v as i64).collect()),
         TensorData::Bool(_) => return op_error("reduction of a bool tensor"),
     })
 }
@@ -162,11 +112,7 @@ pub fn reduce(
 fn split_at_axis(shape: &[usize], axis: i64) -> Result<(usize, usize, usize), OpError> {
     let axis = normalize_axis(axis, shape.len())
         .ok_or_else(|| OpError(format!("axis {axis} outside rank {}", shape.len())))?;
-    Ok((
-        shape[..axis].iter().product(),
-        shape[axis],
-        shape[axis + 1..].iter().product(),
-    ))
+    Ok((shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product()))
 }
 
 /// Softmax along `axis`; a row whose maximum is −∞ (all masked) gives NaN,
@@ -178,9 +124,7 @@ pub fn softmax(input: &Tensor, axis: i64) -> Result<Tensor, OpError> {
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| o * size * inner + j * inner + i;
-            let max = (0..size)
-                .map(|j| x[at(j)])
-                .fold(f32::NEG_INFINITY, f32::max);
+            let max = (0..size).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
             let sum: f64 = (0..size).map(|j| ((x[at(j)] - max) as f64).exp()).sum();
             for j in 0..size {
                 output[at(j)] = (((x[at(j)] - max) as f64).exp() / sum) as f32;
@@ -192,22 +136,14 @@ pub fn softmax(input: &Tensor, axis: i64) -> Result<Tensor, OpError> {
 
 /// Rows (dims before `axis`) × columns (dims from `axis` on), with the scale
 /// (and bias) checked to hold one value per column.
-fn normalized_rows(
-    input: &Tensor,
-    axis: i64,
-    parameters: &[&Tensor],
-) -> Result<(usize, usize), OpError> {
+fn normalized_rows(input: &Tensor, axis: i64, parameters: &[&Tensor]) -> Result<(usize, usize), OpError> {
     let rank = input.shape.len();
-    let axis = normalize_axis(axis, rank)
-        .ok_or_else(|| OpError(format!("axis {axis} outside rank {rank}")))?;
+    let axis = normalize_axis(axis, rank).ok_or_else(|| OpError(format!("axis {axis} outside rank {rank}")))?;
     let columns: usize = input.shape[axis..].iter().product();
     let rows: usize = input.shape[..axis].iter().product();
     for parameter in parameters {
         if parameter.element_count() != columns {
-            return op_error(format!(
-                "parameter of shape {:?} for rows of {columns}",
-                parameter.shape
-            ));
+            return op_error(format!("parameter of shape {:?} for rows of {columns}", parameter.shape));
         }
     }
     Ok((rows, columns))
@@ -239,12 +175,7 @@ pub fn layer_norm(
     Ok(Tensor::from_f32(input.dtype, input.shape.clone(), output))
 }
 
-pub fn rms_norm(
-    input: &Tensor,
-    scale: &Tensor,
-    axis: i64,
-    epsilon: f32,
-) -> Result<Tensor, OpError> {
+pub fn rms_norm(input: &Tensor, scale: &Tensor, axis: i64, epsilon: f32) -> Result<Tensor, OpError> {
     let x = floats(input, "rms_norm's input")?;
     let gamma = floats(scale, "rms_norm's scale")?;
     let (rows, columns) = normalized_rows(input, axis, &[scale])?;
@@ -280,24 +211,14 @@ mod tests {
 
     #[test]
     fn reduce_mean_keeps_dims() {
-        let r = reduce(
-            &floats(&[2, 2], &[1.0, 3.0, 5.0, 7.0]),
-            ReduceKind::Mean,
-            &[-1],
-            true,
-        )
-        .unwrap();
+        let r = reduce(&floats(&[2, 2], &[1.0, 3.0, 5.0, 7.0]), ReduceKind::Mean, &[-1], true).unwrap();
         assert_eq!(r.shape, vec![2, 1]);
         assert_eq!(r.as_floats().unwrap(), &[2.0, 6.0]);
     }
 
     #[test]
     fn softmax_of_a_fully_masked_row_is_nan() {
-        let s = softmax(
-            &floats(&[2, 2], &[0.0, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY]),
-            -1,
-        )
-        .unwrap();
+        let s = softmax(&floats(&[2, 2], &[0.0, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY]), -1).unwrap();
         assert_eq!(&s.as_floats().unwrap()[..2], &[0.5, 0.5]);
         assert!(s.as_floats().unwrap()[2].is_nan());
     }

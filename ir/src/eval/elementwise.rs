@@ -2,7 +2,7 @@
 
 use kiln_runtime::DType;
 
-use super::{op_error, OpError};
+use super::{checked_element_count, op_error, OpError};
 use crate::op::{BinaryOp, GeluApproximation, UnaryOp};
 use crate::tensor::{round_floats_to, wrap_integers_to, Tensor, TensorData};
 
@@ -73,42 +73,29 @@ struct BroadcastPair {
 }
 
 fn broadcast_pair(a: &Tensor, b: &Tensor) -> Result<BroadcastPair, OpError> {
-    let shape = broadcast_shape(&[&a.shape, &b.shape]).ok_or_else(|| {
-        OpError(format!(
-            "shapes {:?} and {:?} do not broadcast",
-            a.shape, b.shape
-        ))
-    })?;
+    let shape = broadcast_shape(&[&a.shape, &b.shape])
+        .ok_or_else(|| OpError(format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape)))?;
+    checked_element_count(&shape)?;
     let offsets_a = broadcast_offsets(&a.shape, &shape);
     let offsets_b = broadcast_offsets(&b.shape, &shape);
-    Ok(BroadcastPair {
-        shape,
-        offsets_a,
-        offsets_b,
-    })
+    Ok(BroadcastPair { shape, offsets_a, offsets_b })
 }
 
 pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
     match (&input.data, op) {
-        (TensorData::Bool(values), UnaryOp::Not) => Ok(Tensor::from_bool(
-            input.shape.clone(),
-            values.iter().map(|v| !v).collect(),
-        )),
-        (TensorData::Float(values), UnaryOp::IsNan) => Ok(Tensor::from_bool(
-            input.shape.clone(),
-            values.iter().map(|v| v.is_nan()).collect(),
-        )),
+        (TensorData::Bool(values), UnaryOp::Not) => {
+            Ok(Tensor::from_bool(input.shape.clone(), values.iter().map(|v| !v).collect()))
+        }
+        (TensorData::Float(values), UnaryOp::IsNan) => {
+            Ok(Tensor::from_bool(input.shape.clone(), values.iter().map(|v| v.is_nan()).collect()))
+        }
         (TensorData::Int(values), UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu) => {
             let f = |v: &i64| match op {
                 UnaryOp::Neg => v.wrapping_neg(),
                 UnaryOp::Abs => v.wrapping_abs(),
                 _ => (*v).max(0),
             };
-            Ok(Tensor::from_i64(
-                input.dtype,
-                input.shape.clone(),
-                values.iter().map(f).collect(),
-            ))
+            Ok(Tensor::from_i64(input.dtype, input.shape.clone(), values.iter().map(f).collect()))
         }
         (TensorData::Float(values), _) => {
             let f: fn(f32) -> f32 = match op {
@@ -128,11 +115,7 @@ pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
                 UnaryOp::Ceil => f32::ceil,
                 UnaryOp::Not | UnaryOp::IsNan => unreachable!("matched above"),
             };
-            Ok(Tensor::from_f32(
-                input.dtype,
-                input.shape.clone(),
-                values.iter().map(|&x| f(x)).collect(),
-            ))
+            Ok(Tensor::from_f32(input.dtype, input.shape.clone(), values.iter().map(|&x| f(x)).collect()))
         }
         _ => op_error(format!("{} of a {} tensor", op.name(), input.dtype)),
     }
@@ -142,11 +125,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     if a.dtype != b.dtype {
         return op_error(format!("{} of {} and {}", op.name(), a.dtype, b.dtype));
     }
-    let BroadcastPair {
-        shape,
-        offsets_a: oa,
-        offsets_b: ob,
-    } = broadcast_pair(a, b)?;
+    let BroadcastPair { shape, offsets_a: oa, offsets_b: ob } = broadcast_pair(a, b)?;
     let pairs = oa.iter().zip(&ob);
     match (&a.data, &b.data) {
         (TensorData::Float(x), TensorData::Float(y)) => {
@@ -158,10 +137,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
                     BinaryOp::Greater => |p, q| p > q,
                     _ => |p, q| p >= q,
                 };
-                return Ok(Tensor::from_bool(
-                    shape,
-                    pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
-                ));
+                return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
             }
             let f: fn(f32, f32) -> f32 = match op {
                 BinaryOp::Add => |p, q| p + q,
@@ -185,11 +161,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
                 },
                 _ => return op_error(format!("{} of float tensors", op.name())),
             };
-            Ok(Tensor::from_f32(
-                a.dtype,
-                shape,
-                pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
-            ))
+            Ok(Tensor::from_f32(a.dtype, shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()))
         }
         (TensorData::Int(x), TensorData::Int(y)) => {
             if op.is_comparison() {
@@ -200,10 +172,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
                     BinaryOp::Greater => |p, q| p > q,
                     _ => |p, q| p >= q,
                 };
-                return Ok(Tensor::from_bool(
-                    shape,
-                    pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
-                ));
+                return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
             }
             let mut values = Vec::with_capacity(oa.len());
             for (&i, &j) in pairs {
@@ -231,10 +200,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
                 BinaryOp::Equal => |p, q| p == q,
                 _ => return op_error(format!("{} of bool tensors", op.name())),
             };
-            Ok(Tensor::from_bool(
-                shape,
-                pairs.map(|(&i, &j)| f(x[i], y[j])).collect(),
-            ))
+            Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()))
         }
         _ => op_error(format!("{} of mismatched tensors", op.name())),
     }
@@ -257,10 +223,7 @@ pub fn select(condition: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, OpEr
         return op_error(format!("where of {} and {}", x.dtype, y.dtype));
     }
     let shape = broadcast_shape(&[&condition.shape, &x.shape, &y.shape]).ok_or_else(|| {
-        OpError(format!(
-            "shapes {:?}, {:?}, {:?} do not broadcast",
-            condition.shape, x.shape, y.shape
-        ))
+        OpError(format!("shapes {:?}, {:?}, {:?} do not broadcast", condition.shape, x.shape, y.shape))
     })?;
     let (oc, ox, oy) = (
         broadcast_offsets(&condition.shape, &shape),
@@ -269,51 +232,31 @@ pub fn select(condition: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, OpEr
     );
     let pick = |i: usize| conditions[oc[i]];
     let data = match (&x.data, &y.data) {
-        (TensorData::Float(a), TensorData::Float(b)) => TensorData::Float(
-            (0..shape.iter().product())
-                .map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] })
-                .collect(),
-        ),
-        (TensorData::Int(a), TensorData::Int(b)) => TensorData::Int(
-            (0..shape.iter().product())
-                .map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] })
-                .collect(),
-        ),
-        (TensorData::Bool(a), TensorData::Bool(b)) => TensorData::Bool(
-            (0..shape.iter().product())
-                .map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] })
-                .collect(),
-        ),
+        (TensorData::Float(a), TensorData::Float(b)) => {
+            TensorData::Float((0..shape.iter().product()).map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] }).collect())
+        }
+        (TensorData::Int(a), TensorData::Int(b)) => {
+            TensorData::Int((0..shape.iter().product()).map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] }).collect())
+        }
+        (TensorData::Bool(a), TensorData::Bool(b)) => {
+            TensorData::Bool((0..shape.iter().product()).map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] }).collect())
+        }
         _ => return op_error("where of mismatched tensors"),
     };
-    Ok(Tensor {
-        dtype: x.dtype,
-        shape,
-        data,
-    })
+    Ok(Tensor { dtype: x.dtype, shape, data })
 }
 
 pub fn cast(input: &Tensor, to: DType) -> Tensor {
     let shape = input.shape.clone();
     match (&input.data, to) {
-        (_, DType::Bool) => Tensor::from_bool(
-            shape,
-            input.to_f64_vec().iter().map(|&v| v != 0.0).collect(),
-        ),
+        (_, DType::Bool) => Tensor::from_bool(shape, input.to_f64_vec().iter().map(|&v| v != 0.0).collect()),
         (TensorData::Float(values), to) if to.is_float() => {
             let mut values = values.clone();
             round_floats_to(to, &mut values);
-            Tensor {
-                dtype: to,
-                shape,
-                data: TensorData::Float(values),
-            }
+            Tensor { dtype: to, shape, data: TensorData::Float(values) }
         }
         (TensorData::Float(values), to) => {
-            let mut ints: Vec<i64> = values
-                .iter()
-                .map(|&v| if v.is_nan() { 0 } else { v.trunc() as i64 })
-                .collect();
+            let mut ints: Vec<i64> = values.iter().map(|&v| if v.is_nan() { 0 } else { v.trunc() as i64 }).collect();
             wrap_integers_to(to, &mut ints);
             Tensor::from_i64(to, shape, ints)
         }
@@ -324,9 +267,7 @@ pub fn cast(input: &Tensor, to: DType) -> Tensor {
         (TensorData::Bool(values), to) if to.is_float() => {
             Tensor::from_f32(to, shape, values.iter().map(|&v| v as u8 as f32).collect())
         }
-        (TensorData::Bool(values), to) => {
-            Tensor::from_i64(to, shape, values.iter().map(|&v| v as i64).collect())
-        }
+        (TensorData::Bool(values), to) => Tensor::from_i64(to, shape, values.iter().map(|&v| v as i64).collect()),
     }
 }
 
@@ -335,19 +276,13 @@ pub fn gelu(approximation: GeluApproximation, input: &Tensor) -> Result<Tensor, 
         return op_error(format!("gelu of a {} tensor", input.dtype));
     };
     let f: fn(f32) -> f32 = match approximation {
-        GeluApproximation::None => {
-            |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
-        }
+        GeluApproximation::None => |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
         GeluApproximation::Tanh => |x| {
             let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             0.5 * x * (1.0 + inner.tanh())
         },
     };
-    Ok(Tensor::from_f32(
-        input.dtype,
-        input.shape.clone(),
-        values.iter().map(|&x| f(x)).collect(),
-    ))
+    Ok(Tensor::from_f32(input.dtype, input.shape.clone(), values.iter().map(|&x| f(x)).collect()))
 }
 
 #[cfg(test)]
@@ -364,38 +299,21 @@ mod tests {
         let b = floats(&[3], &[10.0, 20.0, 30.0]);
         let sum = binary(BinaryOp::Add, &a, &b).unwrap();
         assert_eq!(sum.shape, vec![2, 3]);
-        assert_eq!(
-            sum.as_floats().unwrap(),
-            &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]
-        );
+        assert_eq!(sum.as_floats().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
     }
 
     #[test]
     fn rejects_shapes_that_do_not_broadcast() {
-        assert!(binary(
-            BinaryOp::Add,
-            &floats(&[2], &[1.0, 2.0]),
-            &floats(&[3], &[1.0, 2.0, 3.0])
-        )
-        .is_err());
+        assert!(binary(BinaryOp::Add, &floats(&[2], &[1.0, 2.0]), &floats(&[3], &[1.0, 2.0, 3.0])).is_err());
     }
 
     #[test]
     fn bool_logic_is_exact() {
         let p = Tensor::from_bool(vec![4], vec![true, true, false, false]);
         let q = Tensor::from_bool(vec![4], vec![true, false, true, false]);
-        assert_eq!(
-            binary(BinaryOp::And, &p, &q).unwrap().as_bools().unwrap(),
-            &[true, false, false, false]
-        );
-        assert_eq!(
-            binary(BinaryOp::Or, &p, &q).unwrap().as_bools().unwrap(),
-            &[true, true, true, false]
-        );
-        assert_eq!(
-            binary(BinaryOp::Xor, &p, &q).unwrap().as_bools().unwrap(),
-            &[false, true, true, false]
-        );
+        assert_eq!(binary(BinaryOp::And, &p, &q).unwrap().as_bools().unwrap(), &[true, false, false, false]);
+        assert_eq!(binary(BinaryOp::Or, &p, &q).unwrap().as_bools().unwrap(), &[true, true, true, false]);
+        assert_eq!(binary(BinaryOp::Xor, &p, &q).unwrap().as_bools().unwrap(), &[false, true, true, false]);
     }
 
     #[test]

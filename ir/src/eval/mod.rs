@@ -25,11 +25,7 @@ pub enum EvalError {
     #[error("input `{name}`: {problem}")]
     Input { name: String, problem: String },
     #[error("node `{node}` ({op}): {problem}")]
-    Node {
-        node: String,
-        op: &'static str,
-        problem: String,
-    },
+    Node { node: String, op: &'static str, problem: String },
     #[error("the graph is not valid: {0}")]
     Graph(String),
 }
@@ -42,15 +38,22 @@ pub(crate) fn op_error<T>(message: impl Into<String>) -> Result<T, OpError> {
     Err(OpError(message.into()))
 }
 
+/// The most elements one evaluated tensor may hold (16 GiB of f32): larger
+/// results are an error, not an allocation failure.
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
+pub(crate) fn checked_element_count(shape: &[usize]) -> Result<usize, OpError> {
+    crate::tensor::element_count(shape)
+        .filter(|&count| count <= MAX_ELEMENTS)
+        .ok_or_else(|| OpError(format!("a tensor of shape {shape:?} is larger than the evaluator's limit")))
+}
+
 /// Evaluates `graph` on named inputs and returns its outputs in order, named.
 ///
 /// Every graph input must be given, with its dtype and a shape that matches
 /// its symbolic shape under one binding of the symbols (e.g. every `seq` the
 /// same number).
-pub fn evaluate(
-    graph: &Graph,
-    inputs: &HashMap<String, Tensor>,
-) -> Result<Vec<(String, Tensor)>, EvalError> {
+pub fn evaluate(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, EvalError> {
     bind_inputs(graph, inputs)?;
     let order = graph.topological_order();
     if order.len() != graph.node_count() {
@@ -75,12 +78,11 @@ pub fn evaluate(
             Op::Constant(constant) => vec![constant.to_tensor()],
             op => {
                 let arguments: Vec<&Tensor> = input_refs.iter().map(|v| &values[v]).collect();
-                let result =
-                    evaluate_op(op, &arguments).map_err(|OpError(problem)| EvalError::Node {
-                        node: node.name.clone(),
-                        op: op.name(),
-                        problem,
-                    })?;
+                let result = evaluate_op(op, &arguments).map_err(|OpError(problem)| EvalError::Node {
+                    node: node.name.clone(),
+                    op: op.name(),
+                    problem,
+                })?;
                 vec![result]
             }
         };
@@ -98,56 +100,31 @@ pub fn evaluate(
             }
         }
     }
-    Ok(graph
-        .outputs()
-        .iter()
-        .map(|output| (output.name.clone(), values[&output.value].clone()))
-        .collect())
+    Ok(graph.outputs().iter().map(|output| (output.name.clone(), values[&output.value].clone())).collect())
 }
 
 /// Checks inputs against the graph's signature and binds its symbols.
-pub fn bind_inputs(
-    graph: &Graph,
-    inputs: &HashMap<String, Tensor>,
-) -> Result<SymbolBindings, EvalError> {
+pub fn bind_inputs(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<SymbolBindings, EvalError> {
     let mut bindings = SymbolBindings::new();
-    let input_nodes: Vec<_> = graph
-        .inputs()
-        .iter()
-        .map(|&n| &graph.node(n).outputs[0])
-        .collect();
+    let input_nodes: Vec<_> = graph.inputs().iter().map(|&n| &graph.node(n).outputs[0]).collect();
     for given in inputs.keys() {
         if !input_nodes.iter().any(|v| &v.name == given) {
             let expected: Vec<_> = input_nodes.iter().map(|v| v.name.as_str()).collect();
             return Err(EvalError::Input {
                 name: given.clone(),
-                problem: format!(
-                    "the model has no such input (it has {})",
-                    expected.join(", ")
-                ),
+                problem: format!("the model has no such input (it has {})", expected.join(", ")),
             });
         }
     }
     // Plain symbols bind first, then every dim is checked under the bindings.
     for value in &input_nodes {
-        let problem = |problem: String| EvalError::Input {
-            name: value.name.clone(),
-            problem,
-        };
-        let tensor = inputs
-            .get(&value.name)
-            .ok_or_else(|| problem("missing".into()))?;
+        let problem = |problem: String| EvalError::Input { name: value.name.clone(), problem };
+        let tensor = inputs.get(&value.name).ok_or_else(|| problem("missing".into()))?;
         if tensor.dtype != value.ty.dtype {
-            return Err(problem(format!(
-                "dtype {} where the model wants {}",
-                tensor.dtype, value.ty.dtype
-            )));
+            return Err(problem(format!("dtype {} where the model wants {}", tensor.dtype, value.ty.dtype)));
         }
         if tensor.shape.len() != value.ty.rank() {
-            return Err(problem(format!(
-                "shape {:?} where the model wants {}",
-                tensor.shape, value.ty
-            )));
+            return Err(problem(format!("shape {:?} where the model wants {}", tensor.shape, value.ty)));
         }
         for (dim, &size) in value.ty.shape.iter().zip(&tensor.shape) {
             if let Some(symbol) = dim.as_symbol() {
@@ -168,10 +145,7 @@ pub fn bind_inputs(
             if expected != Some(size as i64) {
                 return Err(EvalError::Input {
                     name: value.name.clone(),
-                    problem: format!(
-                        "shape {:?} where the model wants {}",
-                        tensor.shape, value.ty
-                    ),
+                    problem: format!("shape {:?} where the model wants {}", tensor.shape, value.ty),
                 });
             }
         }
@@ -203,24 +177,14 @@ fn evaluate_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
         Op::GatherNd { batch_dims } => movement::gather_nd(inputs[0], inputs[1], *batch_dims),
         Op::Expand => movement::expand(inputs[0], inputs[1]),
         Op::Range => movement::range(inputs[0], inputs[1], inputs[2]),
-        Op::ConstantOfShape { dtype, value } => {
-            movement::constant_of_shape(inputs[0], *dtype, *value)
-        }
+        Op::ConstantOfShape { dtype, value } => movement::constant_of_shape(inputs[0], *dtype, *value),
         Op::Trilu { upper, diagonal } => movement::trilu(inputs[0], *upper, *diagonal),
         Op::MatMul => compute::matmul(inputs[0], inputs[1]),
-        Op::Reduce {
-            kind,
-            axes,
-            keep_dims,
-        } => compute::reduce(inputs[0], *kind, axes, *keep_dims),
+        Op::Reduce { kind, axes, keep_dims } => compute::reduce(inputs[0], *kind, axes, *keep_dims),
         Op::Softmax { axis } => compute::softmax(inputs[0], *axis),
-        Op::LayerNorm { axis, epsilon } => compute::layer_norm(
-            inputs[0],
-            inputs[1],
-            inputs.get(2).copied(),
-            *axis,
-            *epsilon,
-        ),
+        Op::LayerNorm { axis, epsilon } => {
+            compute::layer_norm(inputs[0], inputs[1], inputs.get(2).copied(), *axis, *epsilon)
+        }
         Op::RmsNorm { axis, epsilon } => compute::rms_norm(inputs[0], inputs[1], *axis, *epsilon),
     }
 }

@@ -4,8 +4,8 @@
 use kiln_runtime::DType;
 
 use super::elementwise::{broadcast_offsets, broadcast_shape};
-use super::{op_error, OpError};
-use crate::infer::{clamp_slice_bounds, shape_range};
+use super::{checked_element_count, op_error, OpError};
+use crate::infer::{clamp_slice_bounds, shape_range, slice_count};
 use crate::op::normalize_axis;
 use crate::tensor::{element_count, Tensor, TensorData};
 
@@ -19,11 +19,7 @@ fn take(data: &TensorData, indices: &[usize]) -> TensorData {
 }
 
 fn with_shape(input: &Tensor, shape: Vec<usize>) -> Tensor {
-    Tensor {
-        dtype: input.dtype,
-        shape,
-        data: input.data.clone(),
-    }
+    Tensor { dtype: input.dtype, shape, data: input.data.clone() }
 }
 
 fn axis_of(axis: i64, rank: usize) -> Result<usize, OpError> {
@@ -31,9 +27,7 @@ fn axis_of(axis: i64, rank: usize) -> Result<usize, OpError> {
 }
 
 fn ints<'a>(tensor: &'a Tensor, what: &str) -> Result<&'a [i64], OpError> {
-    tensor
-        .as_ints()
-        .ok_or_else(|| OpError(format!("{what} must be integers, got {}", tensor.dtype)))
+    tensor.as_ints().ok_or_else(|| OpError(format!("{what} must be integers, got {}", tensor.dtype)))
 }
 
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {
@@ -71,27 +65,22 @@ fn strided_indices(shape: &[usize], base: isize, strides: &[isize]) -> Vec<usize
 
 pub fn shape(input: &Tensor, start: i64, end: Option<i64>) -> Tensor {
     let (start, end) = shape_range(start, end, input.shape.len());
-    let dims = input.shape[start..end]
-        .iter()
-        .map(|&d| d as i64)
-        .collect::<Vec<_>>();
+    let dims = input.shape[start..end].iter().map(|&d| d as i64).collect::<Vec<_>>();
     Tensor::from_i64(DType::I64, vec![dims.len()], dims)
 }
 
 /// The target shape of a reshape, with `0` and `-1` resolved.
-pub fn reshape_target(
-    input_shape: &[usize],
-    target: &[i64],
-    allow_zero: bool,
-) -> Result<Vec<usize>, OpError> {
+pub fn reshape_target(input_shape: &[usize], target: &[i64], allow_zero: bool) -> Result<Vec<usize>, OpError> {
     let total = element_count(input_shape).unwrap_or(0);
     let mut shape = Vec::with_capacity(target.len());
     let mut inferred = None;
     for (i, &dim) in target.iter().enumerate() {
         match dim {
-            0 if !allow_zero => shape.push(*input_shape.get(i).ok_or_else(|| {
-                OpError(format!("reshape copies dim {i} of shape {input_shape:?}"))
-            })?),
+            0 if !allow_zero => shape.push(
+                *input_shape
+                    .get(i)
+                    .ok_or_else(|| OpError(format!("reshape copies dim {i} of shape {input_shape:?}")))?,
+            ),
             -1 if inferred.is_none() => {
                 inferred = Some(i);
                 shape.push(1);
@@ -108,9 +97,7 @@ pub fn reshape_target(
         shape[position] = total / known;
     }
     if element_count(&shape) != Some(total) {
-        return op_error(format!(
-            "cannot reshape {input_shape:?} ({total} elements) to {target:?}"
-        ));
+        return op_error(format!("cannot reshape {input_shape:?} ({total} elements) to {target:?}"));
     }
     Ok(shape)
 }
@@ -122,20 +109,13 @@ pub fn reshape(input: &Tensor, target: &Tensor, allow_zero: bool) -> Result<Tens
 
 pub fn transpose(input: &Tensor, permutation: &[usize]) -> Result<Tensor, OpError> {
     if permutation.len() != input.shape.len() {
-        return op_error(format!(
-            "permutation {permutation:?} for shape {:?}",
-            input.shape
-        ));
+        return op_error(format!("permutation {permutation:?} for shape {:?}", input.shape));
     }
     let strides = row_major_strides(&input.shape);
     let shape: Vec<usize> = permutation.iter().map(|&p| input.shape[p]).collect();
     let view_strides: Vec<isize> = permutation.iter().map(|&p| strides[p] as isize).collect();
     let indices = strided_indices(&shape, 0, &view_strides);
-    Ok(Tensor {
-        dtype: input.dtype,
-        shape,
-        data: take(&input.data, &indices),
-    })
+    Ok(Tensor { dtype: input.dtype, shape, data: take(&input.data, &indices) })
 }
 
 pub fn squeeze(input: &Tensor, axes: &[i64]) -> Result<Tensor, OpError> {
@@ -143,38 +123,21 @@ pub fn squeeze(input: &Tensor, axes: &[i64]) -> Result<Tensor, OpError> {
     let axes: Vec<usize> = if axes.is_empty() {
         (0..rank).filter(|&i| input.shape[i] == 1).collect()
     } else {
-        axes.iter()
-            .map(|&a| axis_of(a, rank))
-            .collect::<Result<_, _>>()?
+        axes.iter().map(|&a| axis_of(a, rank)).collect::<Result<_, _>>()?
     };
     if let Some(&bad) = axes.iter().find(|&&a| input.shape[a] != 1) {
         return op_error(format!("squeezes axis {bad} of size {}", input.shape[bad]));
     }
-    let shape = input
-        .shape
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !axes.contains(i))
-        .map(|(_, &d)| d)
-        .collect();
+    let shape = input.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
     Ok(with_shape(input, shape))
 }
 
 pub fn unsqueeze(input: &Tensor, axes: &[i64]) -> Result<Tensor, OpError> {
     let rank = input.shape.len() + axes.len();
-    let axes: Vec<usize> = axes
-        .iter()
-        .map(|&a| axis_of(a, rank))
-        .collect::<Result<_, _>>()?;
+    let axes: Vec<usize> = axes.iter().map(|&a| axis_of(a, rank)).collect::<Result<_, _>>()?;
     let mut rest = input.shape.iter();
     let shape = (0..rank)
-        .map(|i| {
-            if axes.contains(&i) {
-                Some(1)
-            } else {
-                rest.next().copied()
-            }
-        })
+        .map(|i| if axes.contains(&i) { Some(1) } else { rest.next().copied() })
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| OpError("repeated unsqueeze axes".into()))?;
     Ok(with_shape(input, shape))
@@ -187,10 +150,7 @@ pub fn flatten(input: &Tensor, axis: i64) -> Result<Tensor, OpError> {
         return op_error(format!("flatten axis {axis} outside rank {rank}"));
     }
     let (outer, inner) = input.shape.split_at(axis as usize);
-    Ok(with_shape(
-        input,
-        vec![outer.iter().product(), inner.iter().product()],
-    ))
+    Ok(with_shape(input, vec![outer.iter().product(), inner.iter().product()]))
 }
 
 pub fn concat(inputs: &[&Tensor], axis: i64) -> Result<Tensor, OpError> {
@@ -198,17 +158,9 @@ pub fn concat(inputs: &[&Tensor], axis: i64) -> Result<Tensor, OpError> {
     let axis = axis_of(axis, first.shape.len())?;
     for other in &inputs[1..] {
         let same_except_axis = other.shape.len() == first.shape.len()
-            && other
-                .shape
-                .iter()
-                .zip(&first.shape)
-                .enumerate()
-                .all(|(i, (a, b))| i == axis || a == b);
+            && other.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis || a == b);
         if other.dtype != first.dtype || !same_except_axis {
-            return op_error(format!(
-                "concat of {:?} and {:?} on axis {axis}",
-                first.shape, other.shape
-            ));
+            return op_error(format!("concat of {:?} and {:?} on axis {axis}", first.shape, other.shape));
         }
     }
     let outer: usize = first.shape[..axis].iter().product();
@@ -246,24 +198,14 @@ pub fn concat(inputs: &[&Tensor], axis: i64) -> Result<Tensor, OpError> {
                 .ok_or_else(mismatch)?,
         ),
     };
-    Ok(Tensor {
-        dtype: first.dtype,
-        shape,
-        data,
-    })
+    Ok(Tensor { dtype: first.dtype, shape, data })
 }
 
 fn mismatch() -> OpError {
     OpError("inputs of mismatched dtypes".into())
 }
 
-pub fn slice(
-    input: &Tensor,
-    starts: &Tensor,
-    ends: &Tensor,
-    axes: &Tensor,
-    steps: &Tensor,
-) -> Result<Tensor, OpError> {
+pub fn slice(input: &Tensor, starts: &Tensor, ends: &Tensor, axes: &Tensor, steps: &Tensor) -> Result<Tensor, OpError> {
     let (starts, ends) = (ints(starts, "slice starts")?, ints(ends, "slice ends")?);
     let (axes, steps) = (ints(axes, "slice axes")?, ints(steps, "slice steps")?);
     if starts.len() != ends.len() || axes.len() != starts.len() || steps.len() != starts.len() {
@@ -282,23 +224,14 @@ pub fn slice(
         }
         let dim = input.shape[axis] as i64;
         let (start, end) = clamp_slice_bounds(dim, starts[i], ends[i], step);
-        let length = if step > 0 {
-            (end - start + step - 1) / step
-        } else {
-            (start - end - step - 1) / -step
-        };
-        shape[axis] = length.max(0) as usize;
+        shape[axis] = slice_count(start, end, step) as usize;
         if shape[axis] > 0 {
             base += start as isize * strides[axis] as isize;
         }
-        view_strides[axis] = step as isize * strides[axis] as isize;
+        view_strides[axis] = (step as isize).wrapping_mul(strides[axis] as isize);
     }
     let indices = strided_indices(&shape, base, &view_strides);
-    Ok(Tensor {
-        dtype: input.dtype,
-        shape,
-        data: take(&input.data, &indices),
-    })
+    Ok(Tensor { dtype: input.dtype, shape, data: take(&input.data, &indices) })
 }
 
 pub fn gather(data: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor, OpError> {
@@ -310,15 +243,9 @@ pub fn gather(data: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor, OpEr
     let mut sources = Vec::with_capacity(outer * index_values.len() * inner);
     for o in 0..outer {
         for &index in index_values {
-            let normalized = if index < 0 {
-                index + size as i64
-            } else {
-                index
-            };
+            let normalized = if index < 0 { index + size as i64 } else { index };
             if !(0..size as i64).contains(&normalized) {
-                return op_error(format!(
-                    "index {index} out of range for axis {axis} of size {size}"
-                ));
+                return op_error(format!("index {index} out of range for axis {axis} of size {size}"));
             }
             let start = (o * size + normalized as usize) * inner;
             sources.extend(start..start + inner);
@@ -327,25 +254,15 @@ pub fn gather(data: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor, OpEr
     let mut shape = data.shape[..axis].to_vec();
     shape.extend_from_slice(&indices.shape);
     shape.extend_from_slice(&data.shape[axis + 1..]);
-    Ok(Tensor {
-        dtype: data.dtype,
-        shape,
-        data: take(&data.data, &sources),
-    })
+    Ok(Tensor { dtype: data.dtype, shape, data: take(&data.data, &sources) })
 }
 
 pub fn gather_nd(data: &Tensor, indices: &Tensor, batch_dims: i64) -> Result<Tensor, OpError> {
     let index_values = ints(indices, "gather_nd indices")?;
     let batch_dims = batch_dims as usize;
-    let depth = *indices
-        .shape
-        .last()
-        .ok_or_else(|| OpError("gather_nd of scalar indices".into()))?;
+    let depth = *indices.shape.last().ok_or_else(|| OpError("gather_nd of scalar indices".into()))?;
     if batch_dims + depth > data.shape.len() || batch_dims >= indices.shape.len() {
-        return op_error(format!(
-            "gather_nd of {:?} by {:?}",
-            data.shape, indices.shape
-        ));
+        return op_error(format!("gather_nd of {:?} by {:?}", data.shape, indices.shape));
     }
     let batch: usize = data.shape[..batch_dims].iter().product();
     let slice_shape = &data.shape[batch_dims + depth..];
@@ -363,9 +280,7 @@ pub fn gather_nd(data: &Tensor, indices: &Tensor, batch_dims: i64) -> Result<Ten
             let index = index_values[t * depth + k];
             let normalized = if index < 0 { index + size } else { index };
             if !(0..size).contains(&normalized) {
-                return op_error(format!(
-                    "gather_nd index {index} out of range for size {size}"
-                ));
+                return op_error(format!("gather_nd index {index} out of range for size {size}"));
             }
             offset += normalized as usize * strides[k];
         }
@@ -374,11 +289,7 @@ pub fn gather_nd(data: &Tensor, indices: &Tensor, batch_dims: i64) -> Result<Ten
     }
     let mut shape = indices.shape[..indices.shape.len() - 1].to_vec();
     shape.extend_from_slice(slice_shape);
-    Ok(Tensor {
-        dtype: data.dtype,
-        shape,
-        data: take(&data.data, &sources),
-    })
+    Ok(Tensor { dtype: data.dtype, shape, data: take(&data.data, &sources) })
 }
 
 pub fn expand(input: &Tensor, shape: &Tensor) -> Result<Tensor, OpError> {
@@ -388,12 +299,9 @@ pub fn expand(input: &Tensor, shape: &Tensor) -> Result<Tensor, OpError> {
         .collect::<Result<_, _>>()?;
     let shape = broadcast_shape(&[&input.shape, &target])
         .ok_or_else(|| OpError(format!("cannot expand {:?} to {target:?}", input.shape)))?;
+    checked_element_count(&shape)?;
     let offsets = broadcast_offsets(&input.shape, &shape);
-    Ok(Tensor {
-        dtype: input.dtype,
-        shape,
-        data: take(&input.data, &offsets),
-    })
+    Ok(Tensor { dtype: input.dtype, shape, data: take(&input.data, &offsets) })
 }
 
 pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, OpError> {
@@ -405,12 +313,9 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, O
             if d == 0 {
                 return op_error("range with delta 0");
             }
-            let count = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-            Ok(Tensor::from_i64(
-                start.dtype,
-                vec![count],
-                (0..count).map(|i| s + i as i64 * d).collect(),
-            ))
+            let count = ((l as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
+            checked_element_count(&[count])?;
+            Ok(Tensor::from_i64(start.dtype, vec![count], (0..count).map(|i| s + i as i64 * d).collect()))
         }
         (TensorData::Float(s), TensorData::Float(l), TensorData::Float(d))
             if s.len() == 1 && l.len() == 1 && d.len() == 1 =>
@@ -420,11 +325,8 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor, O
                 return op_error("range with delta 0");
             }
             let count = ((l - s) / d).ceil().max(0.0) as usize;
-            Ok(Tensor::from_f32(
-                start.dtype,
-                vec![count],
-                (0..count).map(|i| s + i as f32 * d).collect(),
-            ))
+            checked_element_count(&[count])?;
+            Ok(Tensor::from_f32(start.dtype, vec![count], (0..count).map(|i| s + i as f32 * d).collect()))
         }
         _ => op_error("range takes three scalars of one numeric dtype"),
     }
@@ -435,7 +337,7 @@ pub fn constant_of_shape(shape: &Tensor, dtype: DType, value: f64) -> Result<Ten
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| OpError(format!("negative dim {d}"))))
         .collect::<Result<_, _>>()?;
-    let count = element_count(&shape).ok_or_else(|| OpError("shape overflows".into()))?;
+    let count = checked_element_count(&shape)?;
     Ok(match dtype {
         DType::Bool => Tensor::from_bool(shape, vec![value != 0.0; count]),
         d if d.is_float() => Tensor::from_f32(d, shape, vec![value as f32; count]),
@@ -459,27 +361,15 @@ pub fn trilu(input: &Tensor, upper: bool, diagonal: i64) -> Result<Tensor, OpErr
         }
     };
     let data = match &input.data {
-        TensorData::Float(v) => TensorData::Float(
-            v.iter()
-                .enumerate()
-                .map(|(i, &x)| if keep(i) { x } else { 0.0 })
-                .collect(),
-        ),
-        TensorData::Int(v) => TensorData::Int(
-            v.iter()
-                .enumerate()
-                .map(|(i, &x)| if keep(i) { x } else { 0 })
-                .collect(),
-        ),
-        TensorData::Bool(v) => {
-            TensorData::Bool(v.iter().enumerate().map(|(i, &x)| keep(i) && x).collect())
+        TensorData::Float(v) => {
+            TensorData::Float(v.iter().enumerate().map(|(i, &x)| if keep(i) { x } else { 0.0 }).collect())
         }
+        TensorData::Int(v) => {
+            TensorData::Int(v.iter().enumerate().map(|(i, &x)| if keep(i) { x } else { 0 }).collect())
+        }
+        TensorData::Bool(v) => TensorData::Bool(v.iter().enumerate().map(|(i, &x)| keep(i) && x).collect()),
     };
-    Ok(Tensor {
-        dtype: input.dtype,
-        shape: input.shape.clone(),
-        data,
-    })
+    Ok(Tensor { dtype: input.dtype, shape: input.shape.clone(), data })
 }
 
 #[cfg(test)]
@@ -505,23 +395,9 @@ mod tests {
     #[test]
     fn slices_with_clamping_negative_ends_and_steps() {
         let x = iota(&[2, 5]);
-        let s = slice(
-            &x,
-            &vector(&[1]),
-            &vector(&[i64::MAX]),
-            &vector(&[1]),
-            &vector(&[2]),
-        )
-        .unwrap();
+        let s = slice(&x, &vector(&[1]), &vector(&[i64::MAX]), &vector(&[1]), &vector(&[2])).unwrap();
         assert_eq!(s.as_ints().unwrap(), &[1, 3, 6, 8]);
-        let s = slice(
-            &x,
-            &vector(&[-1]),
-            &vector(&[-100]),
-            &vector(&[1]),
-            &vector(&[-1]),
-        )
-        .unwrap();
+        let s = slice(&x, &vector(&[-1]), &vector(&[-100]), &vector(&[1]), &vector(&[-1])).unwrap();
         assert_eq!(s.as_ints().unwrap(), &[4, 3, 2, 1, 0, 9, 8, 7, 6, 5]);
     }
 
@@ -543,10 +419,7 @@ mod tests {
 
     #[test]
     fn reshape_copies_zero_and_infers_minus_one() {
-        assert_eq!(
-            reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
-            vec![2, 12]
-        );
+        assert_eq!(reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
         assert!(reshape_target(&[2, 3], &[4, -1], false).is_err());
     }
 
