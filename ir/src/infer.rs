@@ -216,12 +216,67 @@ pub fn infer_output_types(graph: &Graph, op: &Op, inputs: &[ValueRef]) -> Result
             }
             single(input.clone())
         }
-        Op::MatMul => {
+        Op::MatMul { transpose_a, transpose_b } => {
             let (a, b) = (ty(0), ty(1));
             if a.dtype != b.dtype {
                 return fail(format!("matmul of different dtypes {} and {}", a.dtype, b.dtype));
             }
-            single(TensorType::new(a.dtype, matmul_shape(&a.shape, &b.shape)?))
+            let a_shape = swap_last_two(&a.shape, *transpose_a)?;
+            let b_shape = swap_last_two(&b.shape, *transpose_b)?;
+            single(TensorType::new(a.dtype, matmul_shape(&a_shape, &b_shape)?))
+        }
+        Op::Dims { values, scalar } => {
+            if *scalar && values.len() != 1 {
+                return fail("a scalar dims node holds one value");
+            }
+            let shape = if *scalar { Vec::new() } else { vec![Dim::constant(values.len() as i64)] };
+            single(TensorType::new(DType::I64, shape))
+        }
+        Op::SwiGlu => {
+            let (gate, up) = (ty(0), ty(1));
+            if gate.dtype != up.dtype || !gate.dtype.is_float() {
+                return fail(format!("swiglu of {} and {}", gate.dtype, up.dtype));
+            }
+            single(TensorType::new(gate.dtype, broadcast_shapes(&gate.shape, &up.shape)?))
+        }
+        Op::Rope => {
+            let x = ty(0);
+            for index in [1, 2] {
+                let table = ty(index);
+                if table.dtype != x.dtype || broadcast_shapes(&x.shape, &table.shape)? != x.shape {
+                    return fail(format!("rope table {table} does not fit {x}"));
+                }
+            }
+            match x.shape.last().and_then(Dim::as_constant) {
+                Some(d) if d % 2 == 0 => single(x.clone()),
+                _ => fail(format!("rope needs an even constant last dim, got {x}")),
+            }
+        }
+        Op::Attention { mask, .. } => {
+            let (q, k, v) = (ty(0), ty(1), ty(2));
+            if q.rank() != 4 || k.rank() != 4 || v.rank() != 4 {
+                return fail(format!("attention takes rank-4 q, k, v; got {q}, {k}, {v}"));
+            }
+            if q.dtype != k.dtype || q.dtype != v.dtype || !q.dtype.is_float() {
+                return fail(format!("attention of {}, {}, {}", q.dtype, k.dtype, v.dtype));
+            }
+            let batch = merge_dims(&merge_dims(&q.shape[0], &k.shape[0])?, &v.shape[0])?;
+            merge_dims(&q.shape[3], &k.shape[3]).map_err(|_| InferError(format!("q {q} and k {k} head dims differ")))?;
+            merge_dims(&k.shape[1], &v.shape[1])?;
+            merge_dims(&k.shape[2], &v.shape[2])?;
+            if let (Some(hq), Some(hkv)) = (q.shape[1].as_constant(), k.shape[1].as_constant()) {
+                if hkv == 0 || hq % hkv != 0 {
+                    return fail(format!("{hkv} key/value heads do not divide {hq} query heads"));
+                }
+            }
+            if mask.has_padding() {
+                let keep = ty(3);
+                if keep.dtype != DType::Bool || keep.rank() != 2 {
+                    return fail(format!("attention's key_keep must be bool [batch, keys], got {keep}"));
+                }
+                merge_dims(&keep.shape[1], &k.shape[2])?;
+            }
+            single(TensorType::new(q.dtype, vec![batch, q.shape[1].clone(), q.shape[2].clone(), v.shape[3].clone()]))
         }
         Op::Reduce { axes, keep_dims, .. } => {
             let input = ty(0);
@@ -322,6 +377,18 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, InferError> {
             merge_dims(da, db)
         })
         .collect()
+}
+
+fn swap_last_two(shape: &[Dim], swap: bool) -> Result<Vec<Dim>, InferError> {
+    let mut shape = shape.to_vec();
+    if swap {
+        if shape.len() < 2 {
+            return fail("a transposed matmul input needs rank 2 or more");
+        }
+        let rank = shape.len();
+        shape.swap(rank - 2, rank - 1);
+    }
+    Ok(shape)
 }
 
 fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, InferError> {
@@ -459,6 +526,7 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
                 _ => constant.to_i64_vec()?.into_iter().map(Dim::constant).collect(),
             }
         }
+        Op::Dims { values, .. } => values.clone(),
         Op::Shape { start, end } => {
             let shape = &graph.value_type(inputs[0]).shape;
             let (start, end) = shape_range(*start, *end, shape.len());

@@ -21,7 +21,7 @@ pub use constant::Constant;
 pub use eval::{evaluate, EvalError};
 pub use graph::{Graph, GraphError, Node, Value, ValueRef};
 pub use kiln_runtime::{DType, Dim, SymbolBindings};
-pub use op::{BinaryOp, GeluApproximation, Op, ReduceKind, UnaryOp};
+pub use op::{BinaryOp, GeluApproximation, MaskKind, Op, ReduceKind, SequenceLayout, UnaryOp};
 pub use tensor::{Tensor, TensorData, TensorType};
 pub use text::{parse_graph, print_graph, print_graph_summary, ParseError};
 pub use verify::{verify, VerifyError};

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use kiln_runtime::DType;
+use kiln_runtime::{DType, Dim};
 
 use crate::constant::Constant;
 
@@ -26,6 +26,8 @@ pub enum UnaryOp {
     Sin,
     Cos,
     Relu,
+    /// `x · sigmoid(x)`.
+    Silu,
     Floor,
     Ceil,
     /// Logical not of a bool tensor.
@@ -142,8 +144,29 @@ pub enum Op {
         upper: bool,
         diagonal: i64,
     },
-    /// NumPy matmul: batched, broadcast over leading dims.
-    MatMul,
+    /// NumPy matmul: batched, broadcast over leading dims, of the inputs with
+    /// their last two dims swapped where `transpose_a`/`transpose_b` say so.
+    MatMul { transpose_a: bool, transpose_b: bool },
+    /// A small i64 tensor whose elements are dim expressions of the graph's
+    /// symbols (a folded shape computation): rank 0 when `scalar`, else 1-D.
+    Dims { values: Vec<Dim>, scalar: bool },
+    /// Inputs: gate, up. `silu(gate) · up`.
+    SwiGlu,
+    /// Inputs: x `[…, seq, d]`, cos `[seq, d]`, sin `[seq, d]` (broadcast over the
+    /// leading dims). Rotate-half RoPE: `x·cos + rotate_half(x)·sin` with
+    /// `rotate_half([x₁, x₂]) = [−x₂, x₁]` over halves of the last dim.
+    Rope,
+    /// Inputs: q `[b, hq, sq, d]`, k `[b, hkv, sk, d]`, v `[b, hkv, sk, dv]`, and
+    /// when `mask` has padding, key_keep (bool `[b, sk]`, true = attend).
+    /// Query head `h` reads key/value head `h / (hq / hkv)` (grouped-query).
+    /// Scores `q·kᵀ·scale`; masked positions (padding keys, and keys after the
+    /// query when causal, aligned at the end: key `j` is visible to query `i`
+    /// when `j ≤ i + sk − sq`) get `score + mask_fill`. Softmax over keys (f32),
+    /// then `·v`. A row with every key masked gives: with a finite
+    /// `mask_fill` at the dtype's lowest value, the mean of v over the keys;
+    /// with `mask_fill = −∞`, NaN — or 0 when `zero_fully_masked_rows` (the
+    /// IsNaN guard exporters write). Output `[b, hq, sq, dv]`.
+    Attention { scale: f32, mask: MaskKind, mask_fill: f32, zero_fully_masked_rows: bool, layout: SequenceLayout },
     /// Reduces over `axes` (all axes when empty).
     Reduce {
         kind: ReduceKind,
@@ -169,6 +192,44 @@ pub enum Op {
     },
 }
 
+/// Which masks an [`Op::Attention`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MaskKind {
+    None,
+    /// Keys marked false in the key_keep input are masked.
+    Padding,
+    Causal,
+    CausalAndPadding,
+}
+
+impl MaskKind {
+    pub const ALL: [MaskKind; 4] = [MaskKind::None, MaskKind::Padding, MaskKind::Causal, MaskKind::CausalAndPadding];
+
+    pub fn has_padding(self) -> bool {
+        matches!(self, MaskKind::Padding | MaskKind::CausalAndPadding)
+    }
+
+    pub fn is_causal(self) -> bool {
+        matches!(self, MaskKind::Causal | MaskKind::CausalAndPadding)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MaskKind::None => "none",
+            MaskKind::Padding => "padding",
+            MaskKind::Causal => "causal",
+            MaskKind::CausalAndPadding => "causal_padding",
+        }
+    }
+}
+
+/// How sequences of a batch lie in memory for attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SequenceLayout {
+    /// `[batch, seq]` with padding at the end of shorter sequences.
+    Padded,
+}
+
 /// How many inputs an op takes: `minimum..=maximum`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arity {
@@ -181,6 +242,9 @@ const fn arity(minimum: usize, maximum: usize) -> Arity {
 }
 
 impl Op {
+    /// A plain matmul (no transposed inputs).
+    pub const MATMUL: Op = Op::MatMul { transpose_a: false, transpose_b: false };
+
     /// The op's name in IR text and histograms.
     pub fn name(&self) -> &'static str {
         match self {
@@ -204,7 +268,11 @@ impl Op {
             Op::Range => "range",
             Op::ConstantOfShape { .. } => "constant_of_shape",
             Op::Trilu { .. } => "trilu",
-            Op::MatMul => "matmul",
+            Op::MatMul { .. } => "matmul",
+            Op::Dims { .. } => "dims",
+            Op::SwiGlu => "swiglu",
+            Op::Rope => "rope",
+            Op::Attention { .. } => "attention",
             Op::Reduce { kind, .. } => kind.name(),
             Op::Softmax { .. } => "softmax",
             Op::LayerNorm { .. } => "layer_norm",
@@ -215,7 +283,11 @@ impl Op {
 
     pub fn input_arity(&self) -> Arity {
         match self {
-            Op::Input | Op::Constant(_) => arity(0, 0),
+            Op::Input | Op::Constant(_) | Op::Dims { .. } => arity(0, 0),
+            Op::SwiGlu => arity(2, 2),
+            Op::Rope => arity(3, 3),
+            Op::Attention { mask, .. } if mask.has_padding() => arity(4, 4),
+            Op::Attention { .. } => arity(3, 3),
             Op::Unary(_)
             | Op::Cast { .. }
             | Op::Shape { .. }
@@ -228,7 +300,7 @@ impl Op {
             | Op::Reduce { .. }
             | Op::Softmax { .. }
             | Op::Gelu { .. } => arity(1, 1),
-            Op::Binary(_) | Op::Reshape { .. } | Op::Gather { .. } | Op::GatherNd { .. } | Op::Expand | Op::MatMul => {
+            Op::Binary(_) | Op::Reshape { .. } | Op::Gather { .. } | Op::GatherNd { .. } | Op::Expand | Op::MatMul { .. } => {
                 arity(2, 2)
             }
             Op::RmsNorm { .. } => arity(2, 2),
@@ -240,7 +312,7 @@ impl Op {
     }
 
     pub fn is_elementwise(&self) -> bool {
-        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. })
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. } | Op::SwiGlu | Op::Rope)
     }
 
     pub fn is_reduction(&self) -> bool {
@@ -267,7 +339,7 @@ impl Op {
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 16] = [
+    pub const ALL: [UnaryOp; 17] = [
         UnaryOp::Neg,
         UnaryOp::Abs,
         UnaryOp::Sqrt,
@@ -280,6 +352,7 @@ impl UnaryOp {
         UnaryOp::Sin,
         UnaryOp::Cos,
         UnaryOp::Relu,
+        UnaryOp::Silu,
         UnaryOp::Floor,
         UnaryOp::Ceil,
         UnaryOp::Not,
@@ -300,6 +373,7 @@ impl UnaryOp {
             UnaryOp::Sin => "sin",
             UnaryOp::Cos => "cos",
             UnaryOp::Relu => "relu",
+            UnaryOp::Silu => "silu",
             UnaryOp::Floor => "floor",
             UnaryOp::Ceil => "ceil",
             UnaryOp::Not => "not",

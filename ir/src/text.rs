@@ -29,7 +29,7 @@ use kiln_runtime::{DType, Dim};
 
 use crate::constant::Constant;
 use crate::graph::{Graph, ValueRef};
-use crate::op::{BinaryOp, GeluApproximation, Op, ReduceKind, UnaryOp};
+use crate::op::{BinaryOp, GeluApproximation, MaskKind, Op, ReduceKind, SequenceLayout, UnaryOp};
 use crate::tensor::{Tensor, TensorData, TensorType};
 
 /// Constants with at most this many elements print inline.
@@ -191,7 +191,32 @@ fn attributes_of(op: &Op) -> Vec<(&'static str, String)> {
         | Op::Slice
         | Op::Expand
         | Op::Range
-        | Op::MatMul => Vec::new(),
+        | Op::SwiGlu
+        | Op::Rope => Vec::new(),
+        Op::MatMul { transpose_a, transpose_b } => {
+            let mut attributes = Vec::new();
+            if *transpose_a {
+                attributes.push(("transpose_a", "true".to_string()));
+            }
+            if *transpose_b {
+                attributes.push(("transpose_b", "true".to_string()));
+            }
+            attributes
+        }
+        Op::Dims { values, scalar } => vec![("values", list(values)), ("scalar", scalar.to_string())],
+        Op::Attention { scale, mask, mask_fill, zero_fully_masked_rows, layout } => vec![
+            ("scale", format!("{scale:?}")),
+            ("mask", mask.name().to_string()),
+            ("mask_fill", format!("{mask_fill:?}")),
+            ("zero_fully_masked_rows", zero_fully_masked_rows.to_string()),
+            (
+                "layout",
+                match layout {
+                    SequenceLayout::Padded => "padded",
+                }
+                .to_string(),
+            ),
+        ],
     }
 }
 
@@ -594,7 +619,36 @@ fn op_from_text(name: &str, attributes: &HashMap<String, String>) -> Result<Op, 
             value: text("value")?.parse::<f64>().map_err(|_| "`value` is not a number".to_string())?,
         },
         "trilu" => Op::Trilu { upper: boolean("upper")?, diagonal: integer("diagonal")? },
-        "matmul" => Op::MatMul,
+        "matmul" => Op::MatMul {
+            transpose_a: attributes.contains_key("transpose_a") && boolean("transpose_a")?,
+            transpose_b: attributes.contains_key("transpose_b") && boolean("transpose_b")?,
+        },
+        "dims" => {
+            let inside = text("values")?
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .ok_or("`values` is not a list")?;
+            let values = split_top_level(inside)
+                .into_iter()
+                .map(|d| Dim::parse(d.trim()).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?;
+            Op::Dims { values, scalar: boolean("scalar")? }
+        }
+        "swiglu" => Op::SwiGlu,
+        "rope" => Op::Rope,
+        "attention" => Op::Attention {
+            scale: float("scale")?,
+            mask: MaskKind::ALL
+                .into_iter()
+                .find(|m| m.name() == text("mask").unwrap_or(""))
+                .ok_or_else(|| format!("unknown attention mask `{}`", text("mask").unwrap_or("")))?,
+            mask_fill: float("mask_fill")?,
+            zero_fully_masked_rows: boolean("zero_fully_masked_rows")?,
+            layout: match text("layout")? {
+                "padded" => SequenceLayout::Padded,
+                other => return Err(format!("unknown sequence layout `{other}`")),
+            },
+        },
         "softmax" => Op::Softmax { axis: integer("axis")? },
         "layer_norm" => Op::LayerNorm { axis: integer("axis")?, epsilon: float("epsilon")? },
         "rms_norm" => Op::RmsNorm { axis: integer("axis")?, epsilon: float("epsilon")? },
@@ -620,7 +674,7 @@ mod tests {
         let weights: Vec<f32> = (0..400).map(|i| i as f32 * 0.25).collect();
         let w = graph.add_constant("w", Constant::from_tensor(&Tensor::from_f32(DType::F32, vec![20, 20], weights)));
         let one = graph.add_constant("one", Constant::scalar_f32(DType::F32, 1.0));
-        let y = graph.add_node("/layer/MatMul", Op::MatMul, &[x, w]).unwrap();
+        let y = graph.add_node("/layer/MatMul", Op::MATMUL, &[x, w]).unwrap();
         let z = graph.add_node("z", Op::Binary(BinaryOp::Add), &[y, one]).unwrap();
         graph.add_output("out put", z);
         graph

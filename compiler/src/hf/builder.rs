@@ -99,7 +99,7 @@ impl<'a> Builder<'a> {
     ) -> Result<ValueRef, HfImportError> {
         let w = self.weight(weight)?;
         let transposed = self.op(Op::Transpose { permutation: vec![1, 0] }, &[w])?;
-        let product = self.op(Op::MatMul, &[x, transposed])?;
+        let product = self.op(Op::MATMUL, &[x, transposed])?;
         match bias {
             Some(names) => {
                 let b = self.weight(names)?;
@@ -152,12 +152,12 @@ impl<'a> Builder<'a> {
         scale: f32,
         additive_mask: ValueRef,
     ) -> Result<ValueRef, HfImportError> {
-        let scores = self.op(Op::MatMul, &[query, key_transposed])?;
+        let scores = self.op(Op::MATMUL, &[query, key_transposed])?;
         let scale = self.scalar(scale);
         let scaled = self.binary(BinaryOp::Mul, scores, scale)?;
         let masked = self.binary(BinaryOp::Add, scaled, additive_mask)?;
         let probabilities = self.op(Op::Softmax { axis: -1 }, &[masked])?;
-        self.op(Op::MatMul, &[probabilities, value])
+        self.op(Op::MATMUL, &[probabilities, value])
     }
 
     /// `0` where `keep` is true and the dtype's lowest finite value elsewhere,

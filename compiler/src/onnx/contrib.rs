@@ -139,7 +139,7 @@ fn attention(n: &mut NodeImport) -> Result<()> {
     if heads <= 0 || sizes.iter().any(|s| s % heads != 0) || sizes[0] != sizes[1] {
         return Err(format!("num_heads {heads} does not divide the hidden sizes {sizes:?}"));
     }
-    let mut packed = n.emit(Op::MatMul, &[input, weights])?;
+    let mut packed = n.emit(Op::MATMUL, &[input, weights])?;
     if let Some(bias) = n.optional_input(2)? {
         packed = n.emit(Op::Binary(BinaryOp::Add), &[packed, bias])?;
     }
@@ -154,7 +154,7 @@ fn attention(n: &mut NodeImport) -> Result<()> {
     let query = heads_of(n, 0, sizes[0], vec![0, 2, 1, 3])?;
     let key_transposed = heads_of(n, sizes[0], sizes[1], vec![0, 2, 3, 1])?;
     let value = heads_of(n, sizes[0] + sizes[1], sizes[2], vec![0, 2, 1, 3])?;
-    let scores = n.emit(Op::MatMul, &[query, key_transposed])?;
+    let scores = n.emit(Op::MATMUL, &[query, key_transposed])?;
     let scale = match n.float("scale", 0.0) {
         0.0 => 1.0 / ((sizes[0] / heads) as f32).sqrt(),
         scale => scale,
@@ -184,7 +184,7 @@ fn attention(n: &mut NodeImport) -> Result<()> {
         scores = n.emit(Op::Binary(BinaryOp::Add), &[scores, additive])?;
     }
     let probabilities = n.emit(Op::Softmax { axis: -1 }, &[scores])?;
-    let context = n.emit(Op::MatMul, &[probabilities, value])?;
+    let context = n.emit(Op::MATMUL, &[probabilities, value])?;
     let context = n.emit(Op::Transpose { permutation: vec![0, 2, 1, 3] }, &[context])?;
     let shape = n.ints_constant(&[0, 0, sizes[2]]);
     n.emit_output(0, Op::Reshape { allow_zero: false }, &[context, shape])?;

@@ -398,7 +398,7 @@ pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str)
         }
         "MatMul" => {
             let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(0, Op::MatMul, &inputs)?;
+            n.emit_output(0, Op::MATMUL, &inputs)?;
         }
         "Gemm" => import_gemm(&mut n)?,
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => import_reduce(&mut n)?,
@@ -497,9 +497,9 @@ fn import_gemm(n: &mut NodeImport) -> Result<()> {
     let c = n.optional_input(2)?;
     let dtype = n.dtype_of(a);
     let mut product = if alpha == 1.0 && c.is_none() {
-        return n.emit_output(0, Op::MatMul, &[a, b]).map(|_| ());
+        return n.emit_output(0, Op::MATMUL, &[a, b]).map(|_| ());
     } else {
-        n.emit(Op::MatMul, &[a, b])?
+        n.emit(Op::MATMUL, &[a, b])?
     };
     if alpha != 1.0 {
         let scale = n.scalar(dtype, alpha);

@@ -2,7 +2,7 @@
 
 use super::elementwise::broadcast_shape;
 use super::{op_error, OpError};
-use crate::op::{normalize_axis, ReduceKind};
+use crate::op::{normalize_axis, MaskKind, ReduceKind};
 use crate::tensor::{Tensor, TensorData};
 
 fn floats<'a>(tensor: &'a Tensor, what: &str) -> Result<&'a [f32], OpError> {
@@ -65,6 +65,98 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
         shape.push(n);
     }
     Ok(Tensor::from_f32(a.dtype, shape, output))
+}
+
+/// Matmul of the inputs with their last two dims swapped where asked.
+pub fn matmul_transposed(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor, OpError> {
+    let swapped = |t: &Tensor, swap: bool| -> Result<Option<Tensor>, OpError> {
+        if !swap {
+            return Ok(None);
+        }
+        let rank = t.shape.len();
+        if rank < 2 {
+            return op_error("a transposed matmul input needs rank 2 or more");
+        }
+        let mut permutation: Vec<usize> = (0..rank).collect();
+        permutation.swap(rank - 2, rank - 1);
+        super::movement::transpose(t, &permutation).map(Some)
+    };
+    let (a_swapped, b_swapped) = (swapped(a, transpose_a)?, swapped(b, transpose_b)?);
+    matmul(a_swapped.as_ref().unwrap_or(a), b_swapped.as_ref().unwrap_or(b))
+}
+
+/// The attributes of an [`crate::Op::Attention`], for the evaluator.
+pub struct AttentionSettings {
+    pub scale: f32,
+    pub mask: MaskKind,
+    pub mask_fill: f32,
+    pub zero_fully_masked_rows: bool,
+}
+
+/// Reference attention; see [`crate::Op::Attention`] for the contract.
+pub fn attention(inputs: &[&Tensor], settings: AttentionSettings) -> Result<Tensor, OpError> {
+    let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+    let (Some(qv), Some(kv), Some(vv)) = (q.as_floats(), k.as_floats(), v.as_floats()) else {
+        return op_error("attention of non-float tensors");
+    };
+    if q.shape.len() != 4 || k.shape.len() != 4 || v.shape.len() != 4 {
+        return op_error("attention takes rank-4 q, k, v");
+    }
+    let [batch, query_heads, queries, depth] = [q.shape[0], q.shape[1], q.shape[2], q.shape[3]];
+    let [_, kv_heads, keys, _] = [k.shape[0], k.shape[1], k.shape[2], k.shape[3]];
+    let value_depth = v.shape[3];
+    if k.shape[0] != batch || v.shape[0] != batch || k.shape[3] != depth || v.shape[1] != kv_heads || v.shape[2] != keys {
+        return op_error(format!("attention of q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape));
+    }
+    if kv_heads == 0 || query_heads % kv_heads != 0 {
+        return op_error(format!("{kv_heads} key/value heads for {query_heads} query heads"));
+    }
+    let keep = if settings.mask.has_padding() {
+        let keep = inputs.get(3).ok_or_else(|| OpError("padding mask without key_keep".into()))?;
+        if keep.shape != [batch, keys] {
+            return op_error(format!("key_keep {:?} for batch {batch} and {keys} keys", keep.shape));
+        }
+        Some(keep.as_bools().ok_or_else(|| OpError("key_keep is not bool".into()))?)
+    } else {
+        None
+    };
+    let group = query_heads / kv_heads;
+    let mut output = vec![0f32; batch * query_heads * queries * value_depth];
+    let mut scores = vec![0f32; keys];
+    for b in 0..batch {
+        for h in 0..query_heads {
+            let kv_head = h / group;
+            for i in 0..queries {
+                let q_row = &qv[((b * query_heads + h) * queries + i) * depth..][..depth];
+                for (j, score) in scores.iter_mut().enumerate() {
+                    let k_row = &kv[((b * kv_heads + kv_head) * keys + j) * depth..][..depth];
+                    let dot: f64 = q_row.iter().zip(k_row).map(|(&x, &y)| x as f64 * y as f64).sum();
+                    let mut s = (dot as f32) * settings.scale;
+                    let padded = keep.is_some_and(|keep| !keep[b * keys + j]);
+                    let future = settings.mask.is_causal() && j + queries > i + keys;
+                    if padded || future {
+                        s += settings.mask_fill;
+                    }
+                    *score = s;
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let weights: Vec<f64> = scores.iter().map(|&s| ((s - max) as f64).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                let out = &mut output[((b * query_heads + h) * queries + i) * value_depth..][..value_depth];
+                if max == f32::NEG_INFINITY && settings.zero_fully_masked_rows {
+                    continue;
+                }
+                for (c, slot) in out.iter_mut().enumerate() {
+                    let mut sum = 0f64;
+                    for (j, weight) in weights.iter().enumerate() {
+                        sum += weight * vv[((b * kv_heads + kv_head) * keys + j) * value_depth + c] as f64;
+                    }
+                    *slot = (sum / total) as f32;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_f32(q.dtype, vec![batch, query_heads, queries, value_depth], output))
 }
 
 pub fn reduce(input: &Tensor, kind: ReduceKind, axes: &[i64], keep_dims: bool) -> Result<Tensor, OpError> {

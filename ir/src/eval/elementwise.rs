@@ -111,6 +111,7 @@ pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
                 UnaryOp::Sin => f32::sin,
                 UnaryOp::Cos => f32::cos,
                 UnaryOp::Relu => |x| if x > 0.0 { x } else { 0.0 },
+                UnaryOp::Silu => silu,
                 UnaryOp::Floor => f32::floor,
                 UnaryOp::Ceil => f32::ceil,
                 UnaryOp::Not | UnaryOp::IsNan => unreachable!("matched above"),
@@ -204,6 +205,44 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
         }
         _ => op_error(format!("{} of mismatched tensors", op.name())),
     }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `silu(gate) · up`, broadcast.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor, OpError> {
+    let (Some(g), Some(u)) = (gate.as_floats(), up.as_floats()) else {
+        return op_error("swiglu of non-float tensors");
+    };
+    let BroadcastPair { shape, offsets_a, offsets_b } = broadcast_pair(gate, up)?;
+    let values = offsets_a.iter().zip(&offsets_b).map(|(&i, &j)| silu(g[i]) * u[j]).collect();
+    Ok(Tensor::from_f32(gate.dtype, shape, values))
+}
+
+/// Rotate-half RoPE over the last dim; `cos` and `sin` broadcast to `x`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, OpError> {
+    let (Some(values), Some(c), Some(s)) = (x.as_floats(), cos.as_floats(), sin.as_floats()) else {
+        return op_error("rope of non-float tensors");
+    };
+    let depth = *x.shape.last().ok_or_else(|| OpError("rope of a scalar".into()))?;
+    if depth % 2 != 0 {
+        return op_error(format!("rope over an odd last dim {depth}"));
+    }
+    if broadcast_shape(&[&x.shape, &cos.shape, &sin.shape]).as_deref() != Some(&x.shape[..]) {
+        return op_error(format!("rope tables {:?} do not broadcast to {:?}", cos.shape, x.shape));
+    }
+    let (oc, os) = (broadcast_offsets(&cos.shape, &x.shape), broadcast_offsets(&sin.shape, &x.shape));
+    let half = depth / 2;
+    let output = (0..values.len())
+        .map(|i| {
+            let position = i % depth;
+            let rotated = if position < half { -values[i + half] } else { values[i - half] };
+            values[i] * c[oc[i]] + rotated * s[os[i]]
+        })
+        .collect();
+    Ok(Tensor::from_f32(x.dtype, x.shape.clone(), output))
 }
 
 /// `x^y` as ONNX defines it, with `x^2` exact (exporters write it for variances).

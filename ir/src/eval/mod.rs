@@ -54,7 +54,7 @@ pub(crate) fn checked_element_count(shape: &[usize]) -> Result<usize, OpError> {
 /// its symbolic shape under one binding of the symbols (e.g. every `seq` the
 /// same number).
 pub fn evaluate(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, EvalError> {
-    bind_inputs(graph, inputs)?;
+    let bindings = bind_inputs(graph, inputs)?;
     let order = graph.topological_order();
     if order.len() != graph.node_count() {
         return Err(EvalError::Graph("the graph has a cycle".into()));
@@ -78,7 +78,7 @@ pub fn evaluate(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<(
             Op::Constant(constant) => vec![constant.to_tensor()],
             op => {
                 let arguments: Vec<&Tensor> = input_refs.iter().map(|v| &values[v]).collect();
-                let result = evaluate_op(op, &arguments).map_err(|OpError(problem)| EvalError::Node {
+                let result = evaluate_op(op, &arguments, &bindings).map_err(|problem| EvalError::Node {
                     node: node.name.clone(),
                     op: op.name(),
                     problem,
@@ -157,7 +157,13 @@ fn evaluate_dim(dim: &Dim, bindings: &SymbolBindings) -> Option<i64> {
     dim.evaluate(bindings).ok()
 }
 
-fn evaluate_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
+/// Applies one op (not `Input` or `Constant`) to concrete inputs, with the
+/// graph's symbols bound to `bindings`. Constant folding uses this too.
+pub fn evaluate_op(op: &Op, inputs: &[&Tensor], bindings: &SymbolBindings) -> Result<Tensor, String> {
+    evaluate_op_inner(op, inputs, bindings).map_err(|OpError(message)| message)
+}
+
+fn evaluate_op_inner(op: &Op, inputs: &[&Tensor], bindings: &SymbolBindings) -> Result<Tensor, OpError> {
     match op {
         Op::Input | Op::Constant(_) => unreachable!("handled by the driver"),
         Op::Unary(unary) => elementwise::unary(*unary, inputs[0]),
@@ -179,7 +185,28 @@ fn evaluate_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
         Op::Range => movement::range(inputs[0], inputs[1], inputs[2]),
         Op::ConstantOfShape { dtype, value } => movement::constant_of_shape(inputs[0], *dtype, *value),
         Op::Trilu { upper, diagonal } => movement::trilu(inputs[0], *upper, *diagonal),
-        Op::MatMul => compute::matmul(inputs[0], inputs[1]),
+        Op::MatMul { transpose_a, transpose_b } => {
+            compute::matmul_transposed(inputs[0], inputs[1], *transpose_a, *transpose_b)
+        }
+        Op::Dims { values, scalar } => {
+            let values = values
+                .iter()
+                .map(|dim| dim.evaluate(bindings).map_err(|e| OpError(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let shape = if *scalar { Vec::new() } else { vec![values.len()] };
+            Ok(Tensor::from_i64(kiln_runtime::DType::I64, shape, values))
+        }
+        Op::SwiGlu => elementwise::swiglu(inputs[0], inputs[1]),
+        Op::Rope => elementwise::rope(inputs[0], inputs[1], inputs[2]),
+        Op::Attention { scale, mask, mask_fill, zero_fully_masked_rows, .. } => compute::attention(
+            inputs,
+            compute::AttentionSettings {
+                scale: *scale,
+                mask: *mask,
+                mask_fill: *mask_fill,
+                zero_fully_masked_rows: *zero_fully_masked_rows,
+            },
+        ),
         Op::Reduce { kind, axes, keep_dims } => compute::reduce(inputs[0], *kind, axes, *keep_dims),
         Op::Softmax { axis } => compute::softmax(inputs[0], *axis),
         Op::LayerNorm { axis, epsilon } => {
