@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kiln_compiler::npy::{read_npy, write_npy};
 use kiln_compiler::{load_model, summary};
-use kiln_ir::{evaluate, print_graph_summary, Tensor};
+use kiln_ir::{evaluate, print_graph_summary, Graph, Tensor};
+use kiln_passes::{Phase, Pipeline, PipelineOptions};
 
 /// kiln: an ahead-of-time compiler for transformer models.
 ///
@@ -33,6 +34,13 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Write the IR text after import and after every pass that changed it
+        /// into DIR (`000-import.ir`, `001-canonicalize-fold_shapes.ir`, …).
+        #[arg(long, value_name = "DIR")]
+        dump_ir: Option<PathBuf>,
+        /// Run the pipeline up to and including this phase before describing the model.
+        #[arg(long, value_name = "PHASE", default_value = "plan")]
+        stop_after: Phase,
     },
     /// Run a model with the reference evaluator and write every output as .npy.
     Eval {
@@ -47,6 +55,10 @@ enum Command {
         /// Replace output files that already exist.
         #[arg(long)]
         force: bool,
+        /// Evaluate the graph after this phase of the pipeline (canonicalize,
+        /// recognize, fuse, layout, precision, plan); default: the imported graph.
+        #[arg(long, value_name = "PHASE")]
+        stop_after: Option<Phase>,
     },
 }
 
@@ -59,8 +71,12 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inspect { model, ir, json } => inspect(&model, ir, json),
-        Command::Eval { model, inputs, output_dir, force } => eval(&model, &inputs, &output_dir, force),
+        Command::Inspect { model, ir, json, dump_ir, stop_after } => {
+            inspect(&model, ir, json, dump_ir.as_deref(), stop_after)
+        }
+        Command::Eval { model, inputs, output_dir, force, stop_after } => {
+            eval(&model, &inputs, &output_dir, force, stop_after)
+        }
     }
 }
 
@@ -71,8 +87,47 @@ fn import(model: &Path) -> Result<kiln_ir::Graph> {
     Ok(graph)
 }
 
-fn inspect(model: &Path, ir: bool, json: bool) -> Result<()> {
-    let graph = import(model)?;
+/// Runs the pipeline up to `stop_after`, reporting each phase's time on stderr
+/// and writing the IR after every changing pass into `dump_ir`.
+fn optimize(graph: &mut Graph, stop_after: Phase, dump_ir: Option<&Path>) -> Result<()> {
+    if let Some(directory) = dump_ir {
+        std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
+        std::fs::write(directory.join("000-import.ir"), print_graph_summary(graph))?;
+    }
+    let mut step = 0;
+    let mut write_error = None;
+    let mut phase_started = Instant::now();
+    let mut current_phase = None;
+    let pipeline = Pipeline::new(PipelineOptions { stop_after, ..PipelineOptions::default() });
+    pipeline.run(graph, &mut |phase, pass, graph| {
+        if current_phase != Some(phase) {
+            if let Some(previous) = current_phase {
+                eprintln!("  {previous:<12} {:.2?}", phase_started.elapsed());
+            }
+            current_phase = Some(phase);
+            phase_started = Instant::now();
+        }
+        if let Some(directory) = dump_ir {
+            step += 1;
+            let path = directory.join(format!("{step:03}-{phase}-{pass}.ir"));
+            if let Err(error) = std::fs::write(&path, print_graph_summary(graph)) {
+                write_error.get_or_insert(anyhow::anyhow!("writing {}: {error}", path.display()));
+            }
+        }
+    })?;
+    if let Some(previous) = current_phase {
+        eprintln!("  {previous:<12} {:.2?}", phase_started.elapsed());
+    }
+    if let Some(error) = write_error {
+        return Err(error);
+    }
+    eprintln!("optimized to {} nodes (through phase {stop_after})", graph.node_count());
+    Ok(())
+}
+
+fn inspect(model: &Path, ir: bool, json: bool, dump_ir: Option<&Path>, stop_after: Phase) -> Result<()> {
+    let mut graph = import(model)?;
+    optimize(&mut graph, stop_after, dump_ir)?;
     let summary = summary::ModelSummary::of(&graph);
     if json {
         println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
@@ -85,8 +140,11 @@ fn inspect(model: &Path, ir: bool, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn eval(model: &Path, input_arguments: &[String], output_dir: &Path, force: bool) -> Result<()> {
-    let graph = import(model)?;
+fn eval(model: &Path, input_arguments: &[String], output_dir: &Path, force: bool, stop_after: Option<Phase>) -> Result<()> {
+    let mut graph = import(model)?;
+    if let Some(phase) = stop_after {
+        optimize(&mut graph, phase, None)?;
+    }
     let mut inputs: HashMap<String, Tensor> = HashMap::new();
     for argument in input_arguments {
         let Some((name, file)) = argument.split_once('=') else {

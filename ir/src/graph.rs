@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use petgraph::stable_graph::{NodeIndex, StableGraph};
+pub use petgraph::stable_graph::NodeIndex;
+use petgraph::stable_graph::StableGraph;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
