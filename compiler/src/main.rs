@@ -140,7 +140,13 @@ fn inspect(model: &Path, ir: bool, json: bool, dump_ir: Option<&Path>, stop_afte
     Ok(())
 }
 
-fn eval(model: &Path, input_arguments: &[String], output_dir: &Path, force: bool, stop_after: Option<Phase>) -> Result<()> {
+fn eval(
+    model: &Path,
+    input_arguments: &[String],
+    output_dir: &Path,
+    force: bool,
+    stop_after: Option<Phase>,
+) -> Result<()> {
     let mut graph = import(model)?;
     if let Some(phase) = stop_after {
         optimize(&mut graph, phase, None)?;

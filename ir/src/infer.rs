@@ -261,7 +261,8 @@ pub fn infer_output_types(graph: &Graph, op: &Op, inputs: &[ValueRef]) -> Result
                 return fail(format!("attention of {}, {}, {}", q.dtype, k.dtype, v.dtype));
             }
             let batch = merge_dims(&merge_dims(&q.shape[0], &k.shape[0])?, &v.shape[0])?;
-            merge_dims(&q.shape[3], &k.shape[3]).map_err(|_| InferError(format!("q {q} and k {k} head dims differ")))?;
+            merge_dims(&q.shape[3], &k.shape[3])
+                .map_err(|_| InferError(format!("q {q} and k {k} head dims differ")))?;
             merge_dims(&k.shape[1], &v.shape[1])?;
             merge_dims(&k.shape[2], &v.shape[2])?;
             if let (Some(hq), Some(hkv)) = (q.shape[1].as_constant(), k.shape[1].as_constant()) {
@@ -271,8 +272,8 @@ pub fn infer_output_types(graph: &Graph, op: &Op, inputs: &[ValueRef]) -> Result
             }
             if mask.has_padding() {
                 let keep = ty(3);
-                if keep.dtype != DType::Bool || keep.rank() != 2 {
-                    return fail(format!("attention's key_keep must be bool [batch, keys], got {keep}"));
+                if !(keep.dtype == DType::Bool || keep.dtype.is_integer()) || keep.rank() != 2 {
+                    return fail(format!("attention's key_keep must be bool or integer [batch, keys], got {keep}"));
                 }
                 merge_dims(&keep.shape[1], &k.shape[2])?;
             }

@@ -146,10 +146,16 @@ pub enum Op {
     },
     /// NumPy matmul: batched, broadcast over leading dims, of the inputs with
     /// their last two dims swapped where `transpose_a`/`transpose_b` say so.
-    MatMul { transpose_a: bool, transpose_b: bool },
+    MatMul {
+        transpose_a: bool,
+        transpose_b: bool,
+    },
     /// A small i64 tensor whose elements are dim expressions of the graph's
     /// symbols (a folded shape computation): rank 0 when `scalar`, else 1-D.
-    Dims { values: Vec<Dim>, scalar: bool },
+    Dims {
+        values: Vec<Dim>,
+        scalar: bool,
+    },
     /// Inputs: gate, up. `silu(gate) · up`.
     SwiGlu,
     /// Inputs: x `[…, seq, d]`, cos `[seq, d]`, sin `[seq, d]` (broadcast over the
@@ -157,7 +163,7 @@ pub enum Op {
     /// `rotate_half([x₁, x₂]) = [−x₂, x₁]` over halves of the last dim.
     Rope,
     /// Inputs: q `[b, hq, sq, d]`, k `[b, hkv, sk, d]`, v `[b, hkv, sk, dv]`, and
-    /// when `mask` has padding, key_keep (bool `[b, sk]`, true = attend).
+    /// when `mask` has padding, key_keep (bool or integer `[b, sk]`, nonzero = attend).
     /// Query head `h` reads key/value head `h / (hq / hkv)` (grouped-query).
     /// Scores `q·kᵀ·scale`; masked positions (padding keys, and keys after the
     /// query when causal, aligned at the end: key `j` is visible to query `i`
@@ -166,7 +172,13 @@ pub enum Op {
     /// `mask_fill` at the dtype's lowest value, the mean of v over the keys;
     /// with `mask_fill = −∞`, NaN — or 0 when `zero_fully_masked_rows` (the
     /// IsNaN guard exporters write). Output `[b, hq, sq, dv]`.
-    Attention { scale: f32, mask: MaskKind, mask_fill: f32, zero_fully_masked_rows: bool, layout: SequenceLayout },
+    Attention {
+        scale: f32,
+        mask: MaskKind,
+        mask_fill: f32,
+        zero_fully_masked_rows: bool,
+        layout: SequenceLayout,
+    },
     /// Reduces over `axes` (all axes when empty).
     Reduce {
         kind: ReduceKind,
@@ -300,9 +312,12 @@ impl Op {
             | Op::Reduce { .. }
             | Op::Softmax { .. }
             | Op::Gelu { .. } => arity(1, 1),
-            Op::Binary(_) | Op::Reshape { .. } | Op::Gather { .. } | Op::GatherNd { .. } | Op::Expand | Op::MatMul { .. } => {
-                arity(2, 2)
-            }
+            Op::Binary(_)
+            | Op::Reshape { .. }
+            | Op::Gather { .. }
+            | Op::GatherNd { .. }
+            | Op::Expand
+            | Op::MatMul { .. } => arity(2, 2),
             Op::RmsNorm { .. } => arity(2, 2),
             Op::LayerNorm { .. } => arity(2, 3),
             Op::Where | Op::Range => arity(3, 3),
@@ -312,7 +327,10 @@ impl Op {
     }
 
     pub fn is_elementwise(&self) -> bool {
-        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. } | Op::SwiGlu | Op::Rope)
+        matches!(
+            self,
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. } | Op::SwiGlu | Op::Rope
+        )
     }
 
     pub fn is_reduction(&self) -> bool {

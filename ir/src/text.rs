@@ -624,10 +624,8 @@ fn op_from_text(name: &str, attributes: &HashMap<String, String>) -> Result<Op, 
             transpose_b: attributes.contains_key("transpose_b") && boolean("transpose_b")?,
         },
         "dims" => {
-            let inside = text("values")?
-                .strip_prefix('[')
-                .and_then(|t| t.strip_suffix(']'))
-                .ok_or("`values` is not a list")?;
+            let inside =
+                text("values")?.strip_prefix('[').and_then(|t| t.strip_suffix(']')).ok_or("`values` is not a list")?;
             let values = split_top_level(inside)
                 .into_iter()
                 .map(|d| Dim::parse(d.trim()).map_err(|e| e.to_string()))

@@ -10,6 +10,7 @@
 pub mod canonicalize;
 pub mod pass;
 pub mod pipeline;
+pub mod recognize;
 pub mod util;
 
 pub use pass::{Pass, PassError};

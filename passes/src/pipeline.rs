@@ -7,11 +7,15 @@ use std::str::FromStr;
 use kiln_ir::{verify, Graph};
 
 use crate::canonicalize::{
-    eliminate_common_subexpressions::EliminateCommonSubexpressions, eliminate_dead_code::EliminateDeadCode,
-    fold_constants::FoldConstants, fold_shapes::FoldShapes, fold_transposes_into_matmul::FoldTransposesIntoMatmul,
-    remove_identities::RemoveIdentities,
+    collapse_view_chains::CollapseViewChains, eliminate_common_subexpressions::EliminateCommonSubexpressions,
+    eliminate_dead_code::EliminateDeadCode, fold_constants::FoldConstants, fold_shapes::FoldShapes,
+    fold_transposes_into_matmul::FoldTransposesIntoMatmul, remove_identities::RemoveIdentities,
 };
 use crate::pass::{Pass, PassError};
+use crate::recognize::{
+    recognize_attention::RecognizeAttention, recognize_gelu::RecognizeGelu, recognize_layer_norm::RecognizeLayerNorm,
+    recognize_rms_norm::RecognizeRmsNorm, recognize_rope::RecognizeRope, recognize_silu::RecognizeSilu,
+};
 
 /// The phases, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,7 +29,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [Phase::Canonicalize, Phase::Recognize, Phase::Fuse, Phase::Layout, Phase::Precision, Phase::Plan];
+    pub const ALL: [Phase; 6] =
+        [Phase::Canonicalize, Phase::Recognize, Phase::Fuse, Phase::Layout, Phase::Precision, Phase::Plan];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -88,10 +93,22 @@ impl Pipeline {
             Box::new(FoldConstants),
             Box::new(RemoveIdentities),
             Box::new(FoldTransposesIntoMatmul),
+            Box::new(CollapseViewChains),
             Box::new(EliminateCommonSubexpressions),
             Box::new(EliminateDeadCode),
         ];
-        Pipeline { phases: vec![(Phase::Canonicalize, canonicalize)], options }
+        let recognize: Vec<Box<dyn Pass>> = vec![
+            Box::new(RecognizeLayerNorm),
+            Box::new(RecognizeRmsNorm),
+            Box::new(RecognizeGelu),
+            Box::new(RecognizeSilu),
+            Box::new(RecognizeRope),
+            Box::new(RecognizeAttention),
+            Box::new(RemoveIdentities),
+            Box::new(EliminateCommonSubexpressions),
+            Box::new(EliminateDeadCode),
+        ];
+        Pipeline { phases: vec![(Phase::Canonicalize, canonicalize), (Phase::Recognize, recognize)], options }
     }
 
     /// Runs every phase up to `stop_after`; `observe(phase, pass, graph)` sees
@@ -108,7 +125,8 @@ impl Pipeline {
                     if pass.run(graph)? {
                         changed = true;
                         if self.options.verify_each_pass || cfg!(debug_assertions) {
-                            verify(graph).map_err(|e| PassError::new(pass.name(), format!("left the graph invalid: {e}")))?;
+                            verify(graph)
+                                .map_err(|e| PassError::new(pass.name(), format!("left the graph invalid: {e}")))?;
                         }
                         observe(*phase, pass.name(), graph);
                     }
@@ -118,7 +136,10 @@ impl Pipeline {
                 }
                 round += 1;
                 if round == MAX_ROUNDS {
-                    return Err(PassError::new("pipeline", format!("phase {phase} did not settle in {MAX_ROUNDS} rounds")));
+                    return Err(PassError::new(
+                        "pipeline",
+                        format!("phase {phase} did not settle in {MAX_ROUNDS} rounds"),
+                    ));
                 }
             }
         }

@@ -105,7 +105,8 @@ pub fn attention(inputs: &[&Tensor], settings: AttentionSettings) -> Result<Tens
     let [batch, query_heads, queries, depth] = [q.shape[0], q.shape[1], q.shape[2], q.shape[3]];
     let [_, kv_heads, keys, _] = [k.shape[0], k.shape[1], k.shape[2], k.shape[3]];
     let value_depth = v.shape[3];
-    if k.shape[0] != batch || v.shape[0] != batch || k.shape[3] != depth || v.shape[1] != kv_heads || v.shape[2] != keys {
+    if k.shape[0] != batch || v.shape[0] != batch || k.shape[3] != depth || v.shape[1] != kv_heads || v.shape[2] != keys
+    {
         return op_error(format!("attention of q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape));
     }
     if kv_heads == 0 || query_heads % kv_heads != 0 {
@@ -116,7 +117,7 @@ pub fn attention(inputs: &[&Tensor], settings: AttentionSettings) -> Result<Tens
         if keep.shape != [batch, keys] {
             return op_error(format!("key_keep {:?} for batch {batch} and {keys} keys", keep.shape));
         }
-        Some(keep.as_bools().ok_or_else(|| OpError("key_keep is not bool".into()))?)
+        Some(keep.to_f64_vec().iter().map(|&v| v != 0.0).collect::<Vec<bool>>())
     } else {
         None
     };
@@ -132,7 +133,7 @@ pub fn attention(inputs: &[&Tensor], settings: AttentionSettings) -> Result<Tens
                     let k_row = &kv[((b * kv_heads + kv_head) * keys + j) * depth..][..depth];
                     let dot: f64 = q_row.iter().zip(k_row).map(|(&x, &y)| x as f64 * y as f64).sum();
                     let mut s = (dot as f32) * settings.scale;
-                    let padded = keep.is_some_and(|keep| !keep[b * keys + j]);
+                    let padded = keep.as_ref().is_some_and(|keep| !keep[b * keys + j]);
                     let future = settings.mask.is_causal() && j + queries > i + keys;
                     if padded || future {
                         s += settings.mask_fill;

@@ -103,6 +103,44 @@ pub fn evaluate(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<(
     Ok(graph.outputs().iter().map(|output| (output.name.clone(), values[&output.value].clone())).collect())
 }
 
+/// Evaluates only what `targets` depend on, with the symbols bound to
+/// `bindings`; `inputs` must hold every graph input those values read.
+pub fn evaluate_values(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    bindings: &SymbolBindings,
+    targets: &[ValueRef],
+) -> Result<Vec<Tensor>, EvalError> {
+    let mut needed = std::collections::HashSet::new();
+    let mut stack: Vec<_> = targets.iter().map(|v| v.node).collect();
+    while let Some(node) = stack.pop() {
+        if needed.insert(node) {
+            stack.extend(graph.inputs_of(node).into_iter().map(|v| v.node));
+        }
+    }
+    let mut values: HashMap<ValueRef, Tensor> = HashMap::new();
+    for index in graph.topological_order().into_iter().filter(|n| needed.contains(n)) {
+        let node = graph.node(index);
+        let result = match &node.op {
+            Op::Input => inputs
+                .get(&node.outputs[0].name)
+                .cloned()
+                .ok_or_else(|| EvalError::Input { name: node.outputs[0].name.clone(), problem: "missing".into() })?,
+            Op::Constant(constant) => constant.to_tensor(),
+            op => {
+                let arguments: Vec<&Tensor> = graph.inputs_of(index).iter().map(|v| &values[v]).collect();
+                evaluate_op(op, &arguments, bindings).map_err(|problem| EvalError::Node {
+                    node: node.name.clone(),
+                    op: op.name(),
+                    problem,
+                })?
+            }
+        };
+        values.insert(ValueRef::new(index, 0), result);
+    }
+    Ok(targets.iter().map(|v| values[v].clone()).collect())
+}
+
 /// Checks inputs against the graph's signature and binds its symbols.
 pub fn bind_inputs(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<SymbolBindings, EvalError> {
     let mut bindings = SymbolBindings::new();

@@ -28,12 +28,15 @@ impl Pass for FoldConstants {
                 continue;
             }
             let inputs = graph.inputs_of(node);
-            let Some(constants) = inputs.iter().map(|v| graph.as_constant(*v)).collect::<Option<Vec<&Constant>>>() else {
+            let Some(constants) = inputs.iter().map(|v| graph.as_constant(*v)).collect::<Option<Vec<&Constant>>>()
+            else {
                 continue;
             };
             let largest_input = constants.iter().map(|c| c.element_count()).max().unwrap_or(0);
             let output_type = &graph.node(node).outputs[0].ty;
-            let Some(output_count) = output_type.constant_shape().map(|s| s.iter().product::<usize>()) else { continue };
+            let Some(output_count) = output_type.constant_shape().map(|s| s.iter().product::<usize>()) else {
+                continue;
+            };
             if output_count > ALWAYS_FOLD_ELEMENTS.max(largest_input) {
                 continue;
             }

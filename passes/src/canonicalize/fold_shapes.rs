@@ -33,7 +33,8 @@ impl Pass for FoldShapes {
                 if graph.consumers(value).is_empty() && !graph.outputs().iter().any(|o| o.value == value) {
                     continue;
                 }
-                let replacement = replacement(graph, value, values).map_err(|message| PassError::new(self.name(), message))?;
+                let replacement =
+                    replacement(graph, value, values).map_err(|message| PassError::new(self.name(), message))?;
                 graph.replace_all_uses(value, replacement);
                 changed = true;
             }
