@@ -16,6 +16,10 @@ pub struct ModelSummary {
     pub parameter_bytes: usize,
     /// Nodes per op name, constants and inputs excluded.
     pub ops: BTreeMap<String, usize>,
+    /// Fusion groups (future kernels), once the fuse phase has run.
+    pub kernels: usize,
+    /// Transformer layers found: attention ops.
+    pub layers: usize,
 }
 
 impl ModelSummary {
@@ -38,7 +42,8 @@ impl ModelSummary {
                 op => *ops.entry(op.name().to_string()).or_insert(0) += 1,
             }
         }
-        ModelSummary { inputs, outputs, parameters, parameter_bytes, ops }
+        let layers = ops.get("attention").copied().unwrap_or(0);
+        ModelSummary { inputs, outputs, parameters, parameter_bytes, ops, kernels: graph.groups().len(), layers }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -60,6 +65,8 @@ impl ModelSummary {
             "params": self.parameters,
             "param_bytes": self.parameter_bytes,
             "ops": self.ops,
+            "kernels": self.kernels,
+            "layers": self.layers,
         })
     }
 }
@@ -75,6 +82,8 @@ impl fmt::Display for ModelSummary {
             writeln!(f, "  {name}: {ty}")?;
         }
         writeln!(f, "parameters: {} ({} bytes)", self.parameters, self.parameter_bytes)?;
+        writeln!(f, "kernels (fusion groups): {}", self.kernels)?;
+        writeln!(f, "transformer layers: {}", self.layers)?;
         writeln!(f, "ops ({} nodes):", self.ops.values().sum::<usize>())?;
         for (op, count) in &self.ops {
             writeln!(f, "  {op:<18} {count}")?;

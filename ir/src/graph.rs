@@ -8,7 +8,7 @@
 //! Building a node infers its output types right away ([`crate::infer`]), so a
 //! graph built through [`Graph::add_node`] is always typed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub use petgraph::stable_graph::NodeIndex;
 use petgraph::stable_graph::StableGraph;
@@ -16,6 +16,7 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
 use crate::constant::Constant;
+use crate::group::{FusionGroup, GroupId};
 use crate::infer::{infer_output_types, InferError};
 use crate::op::Op;
 use crate::tensor::TensorType;
@@ -46,6 +47,8 @@ pub struct Node {
     pub name: String,
     pub op: Op,
     pub outputs: Vec<Value>,
+    /// The fusion group the node belongs to, once the fuse phase has run.
+    pub group: Option<GroupId>,
 }
 
 /// Carries output `output` of the source node into input slot `input`.
@@ -84,6 +87,7 @@ pub struct Graph {
     graph: StableGraph<Node, Edge>,
     inputs: Vec<NodeIndex>,
     outputs: Vec<GraphOutput>,
+    groups: BTreeMap<GroupId, FusionGroup>,
 }
 
 impl Graph {
@@ -97,6 +101,7 @@ impl Graph {
             name: name.to_string(),
             op: Op::Input,
             outputs: vec![Value { name: name.to_string(), ty }],
+            group: None,
         });
         self.inputs.push(node);
         ValueRef::new(node, 0)
@@ -109,6 +114,7 @@ impl Graph {
             name: name.to_string(),
             op: Op::Constant(constant),
             outputs: vec![Value { name: name.to_string(), ty }],
+            group: None,
         });
         ValueRef::new(node, 0)
     }
@@ -156,7 +162,7 @@ impl Graph {
             })
             .collect::<Vec<_>>();
         let count = outputs.len();
-        let node = self.graph.add_node(Node { name: name.to_string(), op, outputs });
+        let node = self.graph.add_node(Node { name: name.to_string(), op, outputs, group: None });
         for (slot, input) in inputs.iter().enumerate() {
             self.graph.add_edge(input.node, node, Edge { output: input.output, input: slot });
         }
@@ -171,6 +177,20 @@ impl Graph {
     /// Declares `value` a graph output named `name`.
     pub fn add_output(&mut self, name: &str, value: ValueRef) {
         self.outputs.push(GraphOutput { name: name.to_string(), value });
+    }
+
+    /// The fusion groups, by id.
+    pub fn groups(&self) -> &BTreeMap<GroupId, FusionGroup> {
+        &self.groups
+    }
+
+    pub fn groups_mut(&mut self) -> &mut BTreeMap<GroupId, FusionGroup> {
+        &mut self.groups
+    }
+
+    /// Nodes of group `group`, in topological order.
+    pub fn group_nodes(&self, group: GroupId) -> Vec<NodeIndex> {
+        self.topological_order().into_iter().filter(|&n| self.graph[n].group == Some(group)).collect()
     }
 
     pub fn inputs(&self) -> &[NodeIndex] {
@@ -377,6 +397,6 @@ impl PartialEq for Graph {
         let graph_inputs_b: Vec<_> = other.inputs.iter().map(|n| position_b[n]).collect();
         let outputs_a: Vec<_> = self.outputs.iter().map(|o| (&o.name, map_a(o.value))).collect();
         let outputs_b: Vec<_> = other.outputs.iter().map(|o| (&o.name, map_b(o.value))).collect();
-        graph_inputs_a == graph_inputs_b && outputs_a == outputs_b
+        graph_inputs_a == graph_inputs_b && outputs_a == outputs_b && self.groups == other.groups
     }
 }

@@ -11,6 +11,7 @@
 pub mod constant;
 pub mod eval;
 pub mod graph;
+pub mod group;
 pub mod infer;
 pub mod op;
 pub mod tensor;
@@ -20,6 +21,7 @@ pub mod verify;
 pub use constant::Constant;
 pub use eval::{evaluate, EvalError};
 pub use graph::{Graph, GraphError, Node, Value, ValueRef};
+pub use group::{FusionGroup, GroupId, KernelKind};
 pub use kiln_runtime::{DType, Dim, SymbolBindings};
 pub use op::{BinaryOp, GeluApproximation, MaskKind, Op, ReduceKind, SequenceLayout, UnaryOp};
 pub use tensor::{Tensor, TensorData, TensorType};

@@ -29,6 +29,7 @@ use kiln_runtime::{DType, Dim};
 
 use crate::constant::Constant;
 use crate::graph::{Graph, ValueRef};
+use crate::group::{FusionGroup, GroupId, KernelKind};
 use crate::op::{BinaryOp, GeluApproximation, MaskKind, Op, ReduceKind, SequenceLayout, UnaryOp};
 use crate::tensor::{Tensor, TensorData, TensorType};
 
@@ -48,6 +49,14 @@ pub fn print_graph_summary(graph: &Graph) -> String {
 
 fn print(graph: &Graph, with_resources: bool) -> String {
     let mut text = String::from("graph {\n");
+    for (id, group) in graph.groups() {
+        let _ = write!(text, "  group g{id} : {}", group.kind);
+        if !group.notes.is_empty() {
+            let notes: Vec<String> = group.notes.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+            let _ = write!(text, " [{}]", notes.join(", "));
+        }
+        text.push('\n');
+    }
     let mut resources: BTreeMap<String, &Constant> = BTreeMap::new();
     for index in graph.canonical_order() {
         let node = graph.node(index);
@@ -87,6 +96,9 @@ fn print(graph: &Graph, with_resources: bool) -> String {
                     types.join(", ")
                 );
             }
+        }
+        if let Some(group) = node.group {
+            let _ = write!(text, " in g{group}");
         }
         if node.outputs.first().is_none_or(|v| v.name != node.name) {
             let _ = write!(text, " @{}", quote(&node.name));
@@ -432,6 +444,32 @@ fn parse_statement(
         let value = graph.add_input(&name, ty);
         return define(values, name, value);
     }
+    if cursor.eat("group ") {
+        cursor.expect("g")?;
+        let id: GroupId = cursor.word()?.parse().map_err(|_| "a group id is a number".to_string())?;
+        cursor.expect(":")?;
+        let kind_name = cursor.word()?;
+        let kind = KernelKind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind_name)
+            .ok_or(format!("unknown kernel kind `{kind_name}`"))?;
+        let mut group = FusionGroup::new(kind);
+        if cursor.eat("[") {
+            loop {
+                let key = cursor.word()?.to_string();
+                cursor.expect("=")?;
+                group.notes.insert(key, cursor.quoted()?);
+                if cursor.eat("]") {
+                    break;
+                }
+                cursor.expect(",")?;
+            }
+        }
+        if graph.groups_mut().insert(id, group).is_some() {
+            return Err(format!("group g{id} is declared twice"));
+        }
+        return Ok(());
+    }
     if cursor.eat("output ") {
         let name = cursor.quoted()?;
         cursor.expect("=")?;
@@ -466,8 +504,10 @@ fn parse_statement(
         } else {
             return Err("expected `dense<` or `blob<`".into());
         };
+        let group = group_of(cursor, graph)?;
         let node_name = node_name(cursor, &names[0])?;
         let value = graph.add_constant(&names[0], constant);
+        graph.node_mut(value.node).group = group;
         graph.node_mut(value.node).name = node_name;
         return define(values, names.swap_remove(0), value);
     }
@@ -501,8 +541,12 @@ fn parse_statement(
     while cursor.eat(",") {
         types.push(cursor.tensor_type()?);
     }
+    let group = group_of(cursor, graph)?;
     let node_name = node_name(cursor, &names[0])?;
     let outputs = graph.add_node_with_output_names(&node_name, op, &inputs, &names).map_err(|e| e.to_string())?;
+    if let Some(first) = outputs.first() {
+        graph.node_mut(first.node).group = group;
+    }
     if outputs.len() != names.len() {
         return Err(format!("{} names for {} outputs", names.len(), outputs.len()));
     }
@@ -513,6 +557,18 @@ fn parse_statement(
         define(values, name, value)?;
     }
     Ok(())
+}
+
+/// The optional ` in gN` of a node line.
+fn group_of(cursor: &mut Cursor, graph: &Graph) -> Result<Option<GroupId>, String> {
+    if !cursor.eat("in g") {
+        return Ok(None);
+    }
+    let id: GroupId = cursor.word()?.parse().map_err(|_| "a group id is a number".to_string())?;
+    if !graph.groups().contains_key(&id) {
+        return Err(format!("group g{id} is not declared"));
+    }
+    Ok(Some(id))
 }
 
 fn node_name(cursor: &mut Cursor, first_output: &str) -> Result<String, String> {

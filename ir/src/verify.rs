@@ -43,6 +43,11 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
         if let Some(bad) = inputs.iter().find(|v| graph.value(**v).is_none()) {
             return error(&node.name, format!("input from missing output {} of a node", bad.output));
         }
+        if let Some(group) = node.group {
+            if !graph.groups().contains_key(&group) {
+                return error(&node.name, format!("group g{group} is not in the group table"));
+            }
+        }
         for value in &node.outputs {
             if !names.insert(value.name.as_str()) {
                 return error(&node.name, format!("value name `{}` is used twice", value.name));

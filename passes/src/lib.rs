@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod canonicalize;
+pub mod fuse;
 pub mod pass;
 pub mod pipeline;
 pub mod recognize;

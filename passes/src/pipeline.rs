@@ -11,6 +11,7 @@ use crate::canonicalize::{
     eliminate_dead_code::EliminateDeadCode, fold_constants::FoldConstants, fold_shapes::FoldShapes,
     fold_transposes_into_matmul::FoldTransposesIntoMatmul, remove_identities::RemoveIdentities,
 };
+use crate::fuse::{form_fusion_groups::FormFusionGroups, merge_projections::MergeProjections};
 use crate::pass::{Pass, PassError};
 use crate::recognize::{
     recognize_attention::RecognizeAttention, recognize_gelu::RecognizeGelu, recognize_layer_norm::RecognizeLayerNorm,
@@ -108,7 +109,16 @@ impl Pipeline {
             Box::new(EliminateCommonSubexpressions),
             Box::new(EliminateDeadCode),
         ];
-        Pipeline { phases: vec![(Phase::Canonicalize, canonicalize), (Phase::Recognize, recognize)], options }
+        let fuse: Vec<Box<dyn Pass>> = vec![
+            Box::new(MergeProjections),
+            Box::new(FoldConstants),
+            Box::new(EliminateDeadCode),
+            Box::new(FormFusionGroups),
+        ];
+        Pipeline {
+            phases: vec![(Phase::Canonicalize, canonicalize), (Phase::Recognize, recognize), (Phase::Fuse, fuse)],
+            options,
+        }
     }
 
     /// Runs every phase up to `stop_after`; `observe(phase, pass, graph)` sees
