@@ -8,8 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kiln_compiler::npy::{read_npy, write_npy};
 use kiln_compiler::{load_model, summary};
+use kiln_ir::SymbolBindings;
 use kiln_ir::{evaluate, print_graph_summary, Graph, Tensor};
-use kiln_passes::{Phase, Pipeline, PipelineOptions};
+use kiln_passes::{default_bounds, MemoryPlan, Phase, Pipeline, PipelineOptions, Precision};
 
 /// kiln: an ahead-of-time compiler for transformer models.
 ///
@@ -41,6 +42,11 @@ enum Command {
         /// Run the pipeline up to and including this phase before describing the model.
         #[arg(long, value_name = "PHASE", default_value = "plan")]
         stop_after: Phase,
+        #[command(flatten)]
+        compile: CompileArguments,
+        /// Report the arena size for these symbol values, e.g. `batch=8,seq=128`.
+        #[arg(long, value_name = "SYMBOL=N,...", value_parser = parse_bindings)]
+        bind: Option<SymbolBindings>,
     },
     /// Run a model with the reference evaluator and write every output as .npy.
     Eval {
@@ -59,7 +65,47 @@ enum Command {
         /// recognize, fuse, layout, precision, plan); default: the imported graph.
         #[arg(long, value_name = "PHASE")]
         stop_after: Option<Phase>,
+        #[command(flatten)]
+        compile: CompileArguments,
     },
+}
+
+/// Options of the optimization pipeline.
+#[derive(clap::Args, Clone)]
+struct CompileArguments {
+    /// Compute precision: f32 (true f32), tf32 (f32 storage, TF32 matmuls),
+    /// f16 or bf16 (f16/bf16 weights and activations, f32 accumulation and statistics).
+    #[arg(long, value_name = "PRECISION", default_value = "f32")]
+    precision: Precision,
+    /// Largest values of the symbols, e.g. `batch=64,seq=512` (the memory plan is sized for them).
+    #[arg(long, value_name = "SYMBOL=N,...", value_parser = parse_bindings)]
+    bound: Option<SymbolBindings>,
+}
+
+impl CompileArguments {
+    fn options(&self, stop_after: Phase) -> PipelineOptions {
+        PipelineOptions {
+            stop_after,
+            precision: self.precision,
+            bounds: self.bound.clone().unwrap_or_else(default_bounds),
+            ..PipelineOptions::default()
+        }
+    }
+}
+
+/// `batch=8,seq=128` → bindings; also accepts ranges `seq=1..512` (their upper end).
+fn parse_bindings(text: &str) -> Result<SymbolBindings, String> {
+    text.split(',')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not SYMBOL=N"))?;
+            let value = value.rsplit("..").next().unwrap_or(value);
+            let value: i64 = value.trim().parse().map_err(|_| format!("`{pair}`: `{value}` is not a number"))?;
+            if value < 1 {
+                return Err(format!("`{pair}`: a dim is at least 1"));
+            }
+            Ok((name.trim().to_string(), value))
+        })
+        .collect()
 }
 
 fn main() {
@@ -71,11 +117,12 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inspect { model, ir, json, dump_ir, stop_after } => {
-            inspect(&model, ir, json, dump_ir.as_deref(), stop_after)
+        Command::Inspect { model, ir, json, dump_ir, stop_after, compile, bind } => {
+            inspect(&model, ir, json, dump_ir.as_deref(), &compile.options(stop_after), bind.as_ref())
         }
-        Command::Eval { model, inputs, output_dir, force, stop_after } => {
-            eval(&model, &inputs, &output_dir, force, stop_after)
+        Command::Eval { model, inputs, output_dir, force, stop_after, compile } => {
+            let options = stop_after.map(|phase| compile.options(phase));
+            eval(&model, &inputs, &output_dir, force, options.as_ref())
         }
     }
 }
@@ -89,7 +136,7 @@ fn import(model: &Path) -> Result<kiln_ir::Graph> {
 
 /// Runs the pipeline up to `stop_after`, reporting each phase's time on stderr
 /// and writing the IR after every changing pass into `dump_ir`.
-fn optimize(graph: &mut Graph, stop_after: Phase, dump_ir: Option<&Path>) -> Result<()> {
+fn optimize(graph: &mut Graph, options: &PipelineOptions, dump_ir: Option<&Path>) -> Result<Option<MemoryPlan>> {
     if let Some(directory) = dump_ir {
         std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
         std::fs::write(directory.join("000-import.ir"), print_graph_summary(graph))?;
@@ -98,8 +145,8 @@ fn optimize(graph: &mut Graph, stop_after: Phase, dump_ir: Option<&Path>) -> Res
     let mut write_error = None;
     let mut phase_started = Instant::now();
     let mut current_phase = None;
-    let pipeline = Pipeline::new(PipelineOptions { stop_after, ..PipelineOptions::default() });
-    pipeline.run(graph, &mut |phase, pass, graph| {
+    let pipeline = Pipeline::new(options.clone());
+    let plan = pipeline.run(graph, &mut |phase, pass, graph| {
         if current_phase != Some(phase) {
             if let Some(previous) = current_phase {
                 eprintln!("  {previous:<12} {:.2?}", phase_started.elapsed());
@@ -121,14 +168,28 @@ fn optimize(graph: &mut Graph, stop_after: Phase, dump_ir: Option<&Path>) -> Res
     if let Some(error) = write_error {
         return Err(error);
     }
-    eprintln!("optimized to {} nodes (through phase {stop_after})", graph.node_count());
-    Ok(())
+    eprintln!("optimized to {} nodes (through phase {})", graph.node_count(), options.stop_after);
+    Ok(plan)
 }
 
-fn inspect(model: &Path, ir: bool, json: bool, dump_ir: Option<&Path>, stop_after: Phase) -> Result<()> {
+fn inspect(
+    model: &Path,
+    ir: bool,
+    json: bool,
+    dump_ir: Option<&Path>,
+    options: &PipelineOptions,
+    bind: Option<&SymbolBindings>,
+) -> Result<()> {
     let mut graph = import(model)?;
-    optimize(&mut graph, stop_after, dump_ir)?;
-    let summary = summary::ModelSummary::of(&graph);
+    let plan = optimize(&mut graph, options, dump_ir)?;
+    let mut summary = summary::ModelSummary::of(&graph);
+    if let Some(bindings) = bind {
+        let plan = plan.as_ref().context("--bind needs the plan phase (drop --stop-after)")?;
+        let bytes =
+            plan.arena_bytes_at(bindings).with_context(|| format!("evaluating the arena size {}", plan.arena_bytes))?;
+        summary.peak_arena_bytes = Some(bytes);
+    }
+    summary.arena_bytes = plan.as_ref().map(|p| p.arena_bytes.to_string());
     if json {
         println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
     } else {
@@ -145,11 +206,11 @@ fn eval(
     input_arguments: &[String],
     output_dir: &Path,
     force: bool,
-    stop_after: Option<Phase>,
+    options: Option<&PipelineOptions>,
 ) -> Result<()> {
     let mut graph = import(model)?;
-    if let Some(phase) = stop_after {
-        optimize(&mut graph, phase, None)?;
+    if let Some(options) = options {
+        optimize(&mut graph, options, None)?;
     }
     let mut inputs: HashMap<String, Tensor> = HashMap::new();
     for argument in input_arguments {

@@ -20,6 +20,10 @@ pub struct ModelSummary {
     pub kernels: usize,
     /// Transformer layers found: attention ops.
     pub layers: usize,
+    /// The arena size as an expression of the symbols, once planned.
+    pub arena_bytes: Option<String>,
+    /// The arena size at the `--bind` values.
+    pub peak_arena_bytes: Option<i64>,
 }
 
 impl ModelSummary {
@@ -43,7 +47,17 @@ impl ModelSummary {
             }
         }
         let layers = ops.get("attention").copied().unwrap_or(0);
-        ModelSummary { inputs, outputs, parameters, parameter_bytes, ops, kernels: graph.groups().len(), layers }
+        ModelSummary {
+            inputs,
+            outputs,
+            parameters,
+            parameter_bytes,
+            ops,
+            kernels: graph.groups().len(),
+            layers,
+            arena_bytes: None,
+            peak_arena_bytes: None,
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -67,6 +81,8 @@ impl ModelSummary {
             "ops": self.ops,
             "kernels": self.kernels,
             "layers": self.layers,
+            "arena_bytes": self.arena_bytes,
+            "peak_arena_bytes": self.peak_arena_bytes,
         })
     }
 }
@@ -84,6 +100,12 @@ impl fmt::Display for ModelSummary {
         writeln!(f, "parameters: {} ({} bytes)", self.parameters, self.parameter_bytes)?;
         writeln!(f, "kernels (fusion groups): {}", self.kernels)?;
         writeln!(f, "transformer layers: {}", self.layers)?;
+        if let Some(arena) = &self.arena_bytes {
+            writeln!(f, "arena bytes: {arena}")?;
+        }
+        if let Some(peak) = self.peak_arena_bytes {
+            writeln!(f, "peak arena bytes at the bindings: {peak}")?;
+        }
         writeln!(f, "ops ({} nodes):", self.ops.values().sum::<usize>())?;
         for (op, count) in &self.ops {
             writeln!(f, "  {op:<18} {count}")?;

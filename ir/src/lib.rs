@@ -22,7 +22,7 @@ pub use constant::Constant;
 pub use eval::{evaluate, EvalError};
 pub use graph::{Graph, GraphError, Node, Value, ValueRef};
 pub use group::{FusionGroup, GroupId, KernelKind};
-pub use kiln_runtime::{DType, Dim, SymbolBindings};
+pub use kiln_runtime::{DType, Dim, DimError, SymbolBindings};
 pub use op::{BinaryOp, GeluApproximation, MaskKind, Op, ReduceKind, SequenceLayout, UnaryOp};
 pub use tensor::{Tensor, TensorData, TensorType};
 pub use text::{parse_graph, print_graph, print_graph_summary, ParseError};

@@ -9,10 +9,15 @@
 
 pub mod canonicalize;
 pub mod fuse;
+pub mod layout;
 pub mod pass;
 pub mod pipeline;
+pub mod plan;
+pub mod precision;
 pub mod recognize;
 pub mod util;
 
 pub use pass::{Pass, PassError};
-pub use pipeline::{Phase, Pipeline, PipelineOptions};
+pub use pipeline::{default_bounds, Phase, Pipeline, PipelineOptions};
+pub use plan::{plan_memory, MemoryPlan};
+pub use precision::lower_precision::Precision;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use kiln_ir::{verify, Graph};
+use kiln_ir::{verify, Graph, SymbolBindings};
 
 use crate::canonicalize::{
     collapse_view_chains::CollapseViewChains, eliminate_common_subexpressions::EliminateCommonSubexpressions,
@@ -12,7 +12,10 @@ use crate::canonicalize::{
     fold_transposes_into_matmul::FoldTransposesIntoMatmul, remove_identities::RemoveIdentities,
 };
 use crate::fuse::{form_fusion_groups::FormFusionGroups, merge_projections::MergeProjections};
+use crate::layout::pack_matmul_weights::PackMatmulWeights;
 use crate::pass::{Pass, PassError};
+use crate::plan::{plan_memory, MemoryPlan};
+use crate::precision::lower_precision::{LowerPrecision, Precision};
 use crate::recognize::{
     recognize_attention::RecognizeAttention, recognize_gelu::RecognizeGelu, recognize_layer_norm::RecognizeLayerNorm,
     recognize_rms_norm::RecognizeRmsNorm, recognize_rope::RecognizeRope, recognize_silu::RecognizeSilu,
@@ -68,11 +71,43 @@ pub struct PipelineOptions {
     pub verify_each_pass: bool,
     /// Stop after this phase (inclusive).
     pub stop_after: Phase,
+    pub precision: Precision,
+    /// The largest value of each symbol (the memory plan is chosen for these;
+    /// symbols not named default to [`DEFAULT_BOUND`]).
+    pub bounds: SymbolBindings,
+}
+
+/// The bound of a symbol that the options do not name.
+pub const DEFAULT_BOUND: i64 = 512;
+
+/// `batch ≤ 64`, `seq ≤ 512`: the bounds when none are given.
+pub fn default_bounds() -> SymbolBindings {
+    [("batch".to_string(), 64), ("seq".to_string(), 512)].into()
 }
 
 impl Default for PipelineOptions {
     fn default() -> PipelineOptions {
-        PipelineOptions { verify_each_pass: cfg!(debug_assertions), stop_after: Phase::Plan }
+        PipelineOptions {
+            verify_each_pass: cfg!(debug_assertions),
+            stop_after: Phase::Plan,
+            precision: Precision::F32,
+            bounds: default_bounds(),
+        }
+    }
+}
+
+impl PipelineOptions {
+    /// The bounds with every symbol of `graph` present.
+    pub fn bounds_for(&self, graph: &Graph) -> SymbolBindings {
+        let mut bounds = self.bounds.clone();
+        for input in graph.input_values() {
+            for dim in &graph.value_type(input).shape {
+                for symbol in dim.symbols() {
+                    bounds.entry(symbol).or_insert(DEFAULT_BOUND);
+                }
+            }
+        }
+        bounds
     }
 }
 
@@ -115,15 +150,29 @@ impl Pipeline {
             Box::new(EliminateDeadCode),
             Box::new(FormFusionGroups),
         ];
+        let layout: Vec<Box<dyn Pass>> = vec![Box::new(PackMatmulWeights), Box::new(EliminateDeadCode)];
+        let precision: Vec<Box<dyn Pass>> =
+            vec![Box::new(LowerPrecision { precision: options.precision }), Box::new(EliminateDeadCode)];
         Pipeline {
-            phases: vec![(Phase::Canonicalize, canonicalize), (Phase::Recognize, recognize), (Phase::Fuse, fuse)],
+            phases: vec![
+                (Phase::Canonicalize, canonicalize),
+                (Phase::Recognize, recognize),
+                (Phase::Fuse, fuse),
+                (Phase::Layout, layout),
+                (Phase::Precision, precision),
+            ],
             options,
         }
     }
 
     /// Runs every phase up to `stop_after`; `observe(phase, pass, graph)` sees
-    /// the graph after every pass that changed it.
-    pub fn run(&self, graph: &mut Graph, observe: &mut dyn FnMut(Phase, &str, &Graph)) -> Result<(), PassError> {
+    /// the graph after every pass that changed it. Returns the memory plan
+    /// when the plan phase ran.
+    pub fn run(
+        &self,
+        graph: &mut Graph,
+        observe: &mut dyn FnMut(Phase, &str, &Graph),
+    ) -> Result<Option<MemoryPlan>, PassError> {
         for (phase, passes) in &self.phases {
             if *phase > self.options.stop_after {
                 break;
@@ -141,7 +190,8 @@ impl Pipeline {
                         observe(*phase, pass.name(), graph);
                     }
                 }
-                if !changed {
+                // The precision phase rewrites dtypes once; the others run to a fixed point.
+                if !changed || *phase == Phase::Precision {
                     break;
                 }
                 round += 1;
@@ -153,6 +203,12 @@ impl Pipeline {
                 }
             }
         }
-        Ok(())
+        if self.options.stop_after < Phase::Plan {
+            return Ok(None);
+        }
+        let plan = plan_memory(graph, &self.options.bounds_for(graph))
+            .map_err(|e| PassError::new("plan_memory", e.to_string()))?;
+        observe(Phase::Plan, "plan_memory", graph);
+        Ok(Some(plan))
     }
 }

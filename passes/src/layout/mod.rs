@@ -1,0 +1,3 @@
+//! The layout phase: weights are stored the way their kernels read them.
+
+pub mod pack_matmul_weights;

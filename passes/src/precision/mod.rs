@@ -1,0 +1,3 @@
+//! The precision phase: the dtype the model computes in.
+
+pub mod lower_precision;
