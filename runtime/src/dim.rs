@@ -96,6 +96,16 @@ impl Dim {
         }
     }
 
+    /// `(c, m)` with `self == c·m` and `m` a product of atoms with coefficient
+    /// 1 (the constant 1 for a constant dim), when the dim is a single term.
+    pub fn as_scaled_monomial(&self) -> Option<(i64, Dim)> {
+        match self.terms.as_slice() {
+            [] => Some((0, Dim::constant(1))),
+            [(monomial, coefficient)] => Some((*coefficient, Dim::from_terms(vec![(monomial.clone(), 1)]))),
+            _ => None,
+        }
+    }
+
     /// The name of a dim that is exactly one symbol.
     pub fn as_symbol(&self) -> Option<&str> {
         match self.terms.as_slice() {
@@ -507,6 +517,13 @@ mod tests {
         assert_eq!(total.divide(&dim("batch*seq*12")), Some(Dim::constant(32)));
         assert_eq!(dim("2*s0*b + 2*b").divide(&dim("s0 + 1")), Some(dim("2*b")));
         assert_eq!(dim("s0").divide(&dim("b")), None);
+    }
+
+    #[test]
+    fn splits_single_terms_into_coefficient_and_monomial() {
+        assert_eq!(dim("256*batch*seq").as_scaled_monomial(), Some((256, dim("batch*seq"))));
+        assert_eq!(dim("12").as_scaled_monomial(), Some((12, Dim::constant(1))));
+        assert_eq!(dim("seq + 1").as_scaled_monomial(), None);
     }
 
     #[test]

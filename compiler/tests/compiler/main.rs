@@ -6,5 +6,6 @@ mod cli;
 mod common;
 mod errors;
 mod evaluation;
+mod pipeline;
 mod round_trip;
 mod snapshots;

@@ -4,7 +4,8 @@
 //! - **inputs**: values the group reads that other groups, graph inputs or
 //!   constants produce — each with the chain of views (reshape, transpose,
 //!   slice, …) between the stored tensor and what the group's ops see. Views
-//!   are strided indexing, never copies.
+//!   are strided indexing, never copies; a view of the group's own values
+//!   (the column slices of a merged projection) is internal indexing.
 //! - **outputs**: values the group writes that other groups or the graph's
 //!   outputs read.
 //! - **anchor**: the one matmul, attention, row reduction or (first) gather
@@ -65,6 +66,9 @@ impl GroupContract {
                 }
                 let mut views = Vec::new();
                 let source = resolve(graph, value, &mut views);
+                if members.contains(&source.node) {
+                    continue;
+                }
                 let input = GroupInput { source, views };
                 if !inputs.contains(&input) {
                     inputs.push(input);

@@ -99,14 +99,12 @@ pub fn group_order(graph: &Graph) -> Vec<GroupId> {
 /// symbols, for choosing slots.
 pub fn plan_memory(graph: &Graph, bounds: &SymbolBindings) -> Result<MemoryPlan, PlanError> {
     let order = group_order(graph);
-    let step_of: HashMap<GroupId, usize> = order.iter().enumerate().map(|(i, g)| (*g, i)).collect();
     let end = order.len();
     let mut buffers: BTreeMap<ValueRef, Buffer> = BTreeMap::new();
+    // Exact sizes here; `place` rounds them up to the alignment.
     let bytes_of = |value: ValueRef| {
-        aligned(
-            &(&graph.value_type(value).element_count()
-                * &Dim::constant(graph.value_type(value).dtype.size_in_bytes() as i64)),
-        )
+        let ty = graph.value_type(value);
+        &ty.element_count() * &Dim::constant(ty.dtype.size_in_bytes() as i64)
     };
     for input in graph.input_values() {
         buffers.insert(
@@ -122,37 +120,48 @@ pub fn plan_memory(graph: &Graph, bounds: &SymbolBindings) -> Result<MemoryPlan,
             },
         );
     }
+    let contracts: Vec<(usize, GroupContract)> = order
+        .iter()
+        .enumerate()
+        .map(|(step, &group)| {
+            GroupContract::of(graph, group)
+                .map(|c| (step, c))
+                .ok_or_else(|| PlanError(format!("group g{group} has no contract")))
+        })
+        .collect::<Result<_, _>>()?;
     let mut scratch = Vec::new();
-    for (&group, &step) in &step_of {
-        let contract =
-            GroupContract::of(graph, group).ok_or_else(|| PlanError(format!("group g{group} has no contract")))?;
+    for (step, contract) in &contracts {
         for output in &contract.outputs {
-            let buffer = buffers.entry(*output).or_insert_with(|| Buffer {
-                name: graph.value_name(*output).into(),
-                value: Some(*output),
-                kind: BufferKind::Activation,
-                bytes: bytes_of(*output),
-                offset: Dim::constant(0),
-                first: step,
-                last: step,
-            });
-            buffer.first = step;
-        }
-        for input in &contract.inputs {
-            if let Some(buffer) = buffers.get_mut(&input.source) {
-                buffer.last = buffer.last.max(step);
-            }
+            buffers.insert(
+                *output,
+                Buffer {
+                    name: graph.value_name(*output).into(),
+                    value: Some(*output),
+                    kind: BufferKind::Activation,
+                    bytes: bytes_of(*output),
+                    offset: Dim::constant(0),
+                    first: *step,
+                    last: *step,
+                },
+            );
         }
         if contract.scratch_bytes != Dim::constant(0) {
             scratch.push(Buffer {
-                name: format!("g{group}.scratch"),
+                name: format!("g{}.scratch", contract.id),
                 value: None,
-                kind: BufferKind::Scratch(group),
-                bytes: aligned(&contract.scratch_bytes),
+                kind: BufferKind::Scratch(contract.id),
+                bytes: contract.scratch_bytes.clone(),
                 offset: Dim::constant(0),
-                first: step,
-                last: step,
+                first: *step,
+                last: *step,
             });
+        }
+    }
+    for (step, contract) in &contracts {
+        for input in &contract.inputs {
+            if let Some(buffer) = buffers.get_mut(&input.source) {
+                buffer.last = buffer.last.max(*step);
+            }
         }
     }
     for output in graph.outputs() {
@@ -163,54 +172,108 @@ pub fn plan_memory(graph: &Graph, bounds: &SymbolBindings) -> Result<MemoryPlan,
         buffer.last = end;
     }
     let mut all: Vec<Buffer> = buffers.into_values().chain(scratch).collect();
-    let size_at_bounds = |d: &Dim| d.evaluate(bounds).map_err(|e| PlanError(format!("at the bounds: {e}")));
-    let mut placement: Vec<(usize, i64)> = Vec::with_capacity(all.len());
-    for (index, buffer) in all.iter().enumerate() {
-        placement.push((index, size_at_bounds(&buffer.bytes)?));
+    let arena_bytes = place(&mut all, bounds)?;
+    Ok(MemoryPlan { order, buffers: all, arena_bytes })
+}
+
+/// Buffers whose sizes are multiples of one monomial (`batch·seq`, `seq`, 1, …).
+struct SizeClass {
+    /// Bytes of one unit: `aligned(g · monomial)` for the gcd `g` of the members' byte coefficients.
+    unit: Dim,
+    /// Members and their sizes in units.
+    members: Vec<(usize, i64)>,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
     }
-    placement.sort_by_key(|&(index, size)| (all[index].first, std::cmp::Reverse(size), index));
-    struct Slot {
-        size: Dim,
-        size_at_bounds: i64,
-        busy_until: Option<usize>,
+}
+
+/// Sets every buffer's `bytes` and `offset` and returns the arena size.
+///
+/// Buffers are grouped into size classes; within a class every size is an
+/// integer number of the class's unit, so packing in units (greedy by size,
+/// lowest gap that fits, among buffers live at the same time) is valid for
+/// every binding of the symbols. Sizes that are not one term get a class of
+/// their own. Classes lie back to back.
+fn place(buffers: &mut [Buffer], bounds: &SymbolBindings) -> Result<Dim, PlanError> {
+    let mut classes: Vec<(Option<Dim>, SizeClass)> = Vec::new();
+    for (index, buffer) in buffers.iter().enumerate() {
+        match buffer.bytes.as_scaled_monomial() {
+            Some((coefficient, monomial)) if coefficient > 0 => {
+                match classes.iter_mut().find(|(key, _)| key.as_ref() == Some(&monomial)) {
+                    Some((_, class)) => class.members.push((index, coefficient)),
+                    None => classes.push((
+                        Some(monomial),
+                        SizeClass { unit: Dim::constant(0), members: vec![(index, coefficient)] },
+                    )),
+                }
+            }
+            _ => classes.push((None, SizeClass { unit: aligned(&buffer.bytes), members: vec![(index, 1)] })),
+        }
     }
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut slot_of = vec![0usize; all.len()];
-    for (index, size) in placement {
-        let buffer = &all[index];
-        let free = |slot: &Slot| slot.busy_until.is_none_or(|until| until < buffer.first);
-        let fitting = slots
+    let mut base = Dim::constant(0);
+    for (monomial, class) in &mut classes {
+        if let Some(monomial) = monomial {
+            let common = class.members.iter().fold(0, |g, &(_, c)| gcd(g, c));
+            class.unit = aligned(&(&Dim::constant(common) * monomial));
+            for member in &mut class.members {
+                member.1 /= common;
+            }
+        }
+        let units = pack(buffers, &class.members)?;
+        for &(index, size) in &class.members {
+            buffers[index].bytes = &Dim::constant(size) * &class.unit;
+        }
+        for (&(index, _), offset) in class.members.iter().zip(&units.offsets) {
+            buffers[index].offset = &base + &(&Dim::constant(*offset) * &class.unit);
+        }
+        base = &base + &(&Dim::constant(units.total) * &class.unit);
+    }
+    base.evaluate(bounds).map_err(|e| PlanError(format!("the arena at the bounds: {e}")))?;
+    Ok(base)
+}
+
+struct Packing {
+    offsets: Vec<i64>,
+    total: i64,
+}
+
+/// Greedy by size: the largest first, each at the lowest offset where it
+/// overlaps no placed buffer that is live at the same time.
+fn pack(buffers: &[Buffer], members: &[(usize, i64)]) -> Result<Packing, PlanError> {
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(members[i].1), buffers[members[i].0].first, i));
+    let mut offsets = vec![0i64; members.len()];
+    let mut placed: Vec<usize> = Vec::new();
+    let mut total = 0;
+    for i in order {
+        let (index, size) = members[i];
+        let (first, last) = (buffers[index].first, buffers[index].last);
+        let mut busy: Vec<(i64, i64)> = placed
             .iter()
-            .enumerate()
-            .filter(|(_, s)| free(s) && s.size_at_bounds >= size)
-            .min_by_key(|(_, s)| s.size_at_bounds);
-        let chosen = match fitting {
-            Some((i, _)) => i,
-            None => match slots.iter().enumerate().filter(|(_, s)| free(s)).max_by_key(|(_, s)| s.size_at_bounds) {
-                Some((i, _)) => {
-                    slots[i].size = slots[i].size.maximum(&buffer.bytes);
-                    slots[i].size_at_bounds = size;
-                    i
-                }
-                None => {
-                    slots.push(Slot { size: buffer.bytes.clone(), size_at_bounds: size, busy_until: None });
-                    slots.len() - 1
-                }
-            },
-        };
-        slots[chosen].busy_until = Some(buffer.last);
-        slot_of[index] = chosen;
+            .filter(|&&j| {
+                let other = &buffers[members[j].0];
+                other.first <= last && first <= other.last
+            })
+            .map(|&j| (offsets[j], offsets[j] + members[j].1))
+            .collect();
+        busy.sort_unstable();
+        let mut offset = 0;
+        for (start, end) in busy {
+            if offset + size <= start {
+                break;
+            }
+            offset = offset.max(end);
+        }
+        offsets[i] = offset;
+        total = total.max(offset + size);
+        placed.push(i);
     }
-    let mut offsets = Vec::with_capacity(slots.len());
-    let mut next = Dim::constant(0);
-    for slot in &slots {
-        offsets.push(next.clone());
-        next = &next + &slot.size;
-    }
-    for (index, buffer) in all.iter_mut().enumerate() {
-        buffer.offset = offsets[slot_of[index]].clone();
-    }
-    Ok(MemoryPlan { order, buffers: all, arena_bytes: next })
+    Ok(Packing { offsets, total })
 }
 
 impl MemoryPlan {
