@@ -441,6 +441,10 @@ fn parse_statement(
         let name = cursor.value_name()?;
         cursor.expect(":")?;
         let ty = cursor.tensor_type()?;
+        cursor.skip_spaces();
+        if !cursor.rest().is_empty() {
+            return Err(format!("unexpected `{}`", cursor.rest()));
+        }
         let value = graph.add_input(&name, ty);
         return define(values, name, value);
     }
@@ -474,6 +478,10 @@ fn parse_statement(
         let name = cursor.quoted()?;
         cursor.expect("=")?;
         let value = lookup(values, &cursor.value_name()?)?;
+        cursor.skip_spaces();
+        if !cursor.rest().is_empty() {
+            return Err(format!("unexpected `{}`", cursor.rest()));
+        }
         graph.add_output(&name, value);
         return Ok(());
     }

@@ -363,8 +363,9 @@ impl fmt::Display for Atom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Atom::Symbol(name) => f.write_str(name),
-            Atom::FloorDiv(inner, divisor) => write!(f, "({inner})/{divisor}"),
-            Atom::Rem(inner, divisor) => write!(f, "({inner})%{divisor}"),
+            // Parenthesized whole, so a coefficient before it binds to the atom.
+            Atom::FloorDiv(inner, divisor) => write!(f, "(({inner})/{divisor})"),
+            Atom::Rem(inner, divisor) => write!(f, "(({inner})%{divisor})"),
             Atom::Min(a, b) => write!(f, "min({a}, {b})"),
             Atom::Max(a, b) => write!(f, "max({a}, {b})"),
         }
@@ -503,6 +504,9 @@ mod tests {
             assert_eq!(dim(&parsed.to_string()), parsed, "{text} printed as {parsed}");
         }
         assert_eq!(dim("1 + s0").to_string(), "s0 + 1");
+        // Found by fuzzing: a coefficient times a floor division.
+        let scaled = &Dim::constant(2) * &dim("(a*b)/7");
+        assert_eq!(dim(&scaled.to_string()), scaled);
     }
 
     #[test]
