@@ -316,6 +316,41 @@ mod tests {
         assert!(s.as_floats().unwrap()[2].is_nan());
     }
 
+    fn attention_over_masked_keys(mask_fill: f32, zero_fully_masked_rows: bool) -> Vec<f32> {
+        // One query over two keys, both padded: the row is fully masked.
+        let q = floats(&[1, 1, 1, 2], &[1.0, 2.0]);
+        let k = floats(&[1, 1, 2, 2], &[0.5, -1.0, 3.0, 0.25]);
+        let v = floats(&[1, 1, 2, 2], &[10.0, 20.0, 30.0, 40.0]);
+        let keep = Tensor::from_i64(DType::I64, vec![1, 2], vec![0, 0]);
+        let settings = AttentionSettings { scale: 1.0, mask: MaskKind::Padding, mask_fill, zero_fully_masked_rows };
+        attention(&[&q, &k, &v, &keep], settings).unwrap().as_floats().unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_fully_masked_row_with_the_lowest_finite_fill_is_the_mean_of_v() {
+        assert_eq!(attention_over_masked_keys(f32::MIN, false), vec![20.0, 30.0]);
+    }
+
+    #[test]
+    fn a_fully_masked_row_with_an_infinite_fill_is_zero_with_the_guard_and_nan_without() {
+        assert_eq!(attention_over_masked_keys(f32::NEG_INFINITY, true), vec![0.0, 0.0]);
+        assert!(attention_over_masked_keys(f32::NEG_INFINITY, false).iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn causal_attention_sees_keys_up_to_the_query() {
+        let q = floats(&[1, 1, 2, 1], &[0.0, 0.0]);
+        let k = floats(&[1, 1, 2, 1], &[0.0, 0.0]);
+        let v = floats(&[1, 1, 2, 1], &[4.0, 8.0]);
+        let settings = AttentionSettings {
+            scale: 1.0,
+            mask: MaskKind::Causal,
+            mask_fill: f32::NEG_INFINITY,
+            zero_fully_masked_rows: false,
+        };
+        assert_eq!(attention(&[&q, &k, &v], settings).unwrap().as_floats().unwrap(), &[4.0, 6.0]);
+    }
+
     #[test]
     fn layer_norm_normalizes_rows() {
         let one = floats(&[2], &[1.0, 1.0]);

@@ -6,7 +6,8 @@
 //!   their statistics in f32 (their op semantics);
 //! - values computed only from integers and constants — positions, RoPE
 //!   tables, mask fills — stay f32 until they meet an activation, where a
-//!   cast joins the consuming kernel;
+//!   cast joins the consuming kernel; float graph inputs are cast by the
+//!   kernels that read them;
 //! - graph outputs are cast back to their f32 type, in the producing kernel.
 //!
 //! `tf32` changes no dtype: it notes `math = "tf32"` on matmul groups, which
@@ -70,6 +71,8 @@ enum Mode {
     Exact,
     /// A float constant: takes the dtype of whatever uses it.
     Flexible,
+    /// A float graph input: an f32 activation that its consumers cast.
+    InputActivation,
 }
 
 fn error(e: impl ToString) -> PassError {
@@ -149,7 +152,7 @@ fn rebuild(old: &Graph, target: DType) -> Result<Graph, PassError> {
         let (value, mode) = match &node.op {
             Op::Input => {
                 let value = r.new.add_input(&node.outputs[0].name, node.outputs[0].ty.clone());
-                (value, if float(&node.outputs[0].ty) { Mode::Exact } else { Mode::NotFloat })
+                (value, if float(&node.outputs[0].ty) { Mode::InputActivation } else { Mode::NotFloat })
             }
             Op::Constant(constant) => {
                 let value = r.new.add_constant(&node.outputs[0].name, constant.clone());
@@ -163,8 +166,9 @@ fn rebuild(old: &Graph, target: DType) -> Result<Graph, PassError> {
                 let mut op = op.clone();
                 let lowered = match &mut op {
                     Op::Cast { to } if to.is_float() => {
-                        let source_lowered =
-                            float_modes.first().is_some_and(|m| matches!(m, Mode::Lowered | Mode::Flexible));
+                        let source_lowered = float_modes
+                            .first()
+                            .is_some_and(|m| matches!(m, Mode::Lowered | Mode::Flexible | Mode::InputActivation));
                         if source_lowered {
                             *to = target;
                         }
@@ -172,14 +176,16 @@ fn rebuild(old: &Graph, target: DType) -> Result<Graph, PassError> {
                     }
                     Op::ConstantOfShape { .. } => false,
                     _ => {
-                        float_modes.contains(&Mode::Lowered)
+                        float_modes.iter().any(|m| matches!(m, Mode::Lowered | Mode::InputActivation))
                             || (!float_modes.is_empty() && float_modes.iter().all(|m| *m == Mode::Flexible))
                     }
                 };
                 let mut new_inputs = Vec::with_capacity(inputs.len());
                 for (input, mode) in inputs.iter().zip(&modes) {
                     let value = match (lowered, mode) {
-                        (true, Mode::Exact | Mode::Flexible) if !matches!(op, Op::Cast { .. }) => {
+                        (true, Mode::Exact | Mode::Flexible | Mode::InputActivation)
+                            if !matches!(op, Op::Cast { .. }) =>
+                        {
                             r.lowered(*input, node.group)?
                         }
                         _ => r.values[input].0,

@@ -19,7 +19,7 @@ fn root_mean_square(graph: &Graph, value: ValueRef) -> Option<(ValueRef, f64)> {
     let Op::Reduce { kind: ReduceKind::Mean, axes, keep_dims: true } = &graph.node(mean.node).op else { return None };
     let squared = graph.inputs_of(mean.node)[0];
     let x = match with_scalar(graph, squared, BinaryOp::Pow) {
-        Some((x, exponent)) if exponent == 2.0 => x,
+        Some((x, 2.0)) => x,
         _ => {
             let (a, b) = binary(graph, squared, BinaryOp::Mul)?;
             (a == b).then_some(a)?
