@@ -105,3 +105,61 @@ fn errors_exit_non_zero_and_name_the_fault() {
     assert!(stderr.contains("input_ids") && stderr.contains("f32"), "{stderr}");
     assert!(!Path::new(&std::env::temp_dir().join("kiln-cli-never")).exists());
 }
+
+#[test]
+fn inspect_json_reports_kernels_layers_and_the_arena_at_the_bindings() {
+    let model = testdata().join("models/llama-dynamo/model.onnx");
+    let output = kiln(&["inspect", "--json", "--bind", "batch=4,seq=100", model.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json["layers"], 2);
+    assert!(json["kernels"].as_u64().expect("kernels") <= 7 * 2 + 4);
+    let peak = json["peak_arena_bytes"].as_i64().expect("peak arena bytes");
+    // At least the logits of 4 × 100 tokens over a 512-word vocabulary in f32.
+    assert!(peak >= 4 * 100 * 512 * 4, "{peak}");
+}
+
+#[test]
+fn dump_ir_writes_the_graph_after_every_pass_and_stop_after_limits_the_pipeline() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-dump-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let model = testdata().join("models/bert-hf4/hf");
+    let output = kiln(&[
+        "inspect",
+        "--stop-after",
+        "recognize",
+        "--dump-ir",
+        directory.to_str().expect("utf-8"),
+        model.to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&directory)
+        .expect("dump dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
+    names.sort();
+    assert_eq!(names[0], "000-import.ir");
+    assert!(names.iter().any(|n| n.contains("-canonicalize-fold_constants.ir")), "{names:?}");
+    assert!(names.iter().any(|n| n.contains("-recognize-recognize_attention.ir")), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("-fuse-")), "{names:?}");
+    let last = std::fs::read_to_string(directory.join(names.last().expect("a dump"))).expect("readable");
+    assert!(last.contains("attention["), "{last}");
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("kernels (fusion groups): 0"), "{stdout}");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let model = testdata().join("models/bert-hf4/hf");
+    let model = model.to_str().expect("utf-8");
+    for arguments in [
+        &["inspect", "--precision", "f64", model][..],
+        &["inspect", "--stop-after", "lowering", model][..],
+        &["inspect", "--bind", "batch=0", model][..],
+        &["inspect", "--bind", "batch", model][..],
+    ] {
+        let output = kiln(arguments);
+        assert!(!output.status.success(), "{arguments:?} was accepted");
+        assert!(!text(&output.stderr).is_empty());
+    }
+}

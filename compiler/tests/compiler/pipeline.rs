@@ -334,3 +334,40 @@ fn check_plan(name: &str, plan: &MemoryPlan, bindings: &SymbolBindings) {
     );
     assert!(plan.buffers.iter().any(|b| b.kind == BufferKind::Output));
 }
+
+/// The kernels of a fused graph — kind and ops of each group — sorted, so
+/// independent groups numbered in another order still compare equal.
+fn group_signature(graph: &Graph) -> Vec<(KernelKind, Vec<&'static str>)> {
+    let mut kernels: Vec<(KernelKind, Vec<&'static str>)> = graph
+        .groups()
+        .keys()
+        .map(|&id| {
+            let ops: Vec<&'static str> = graph.group_nodes(id).iter().map(|&n| graph.node(n).op.name()).collect();
+            (graph.groups()[&id].kind, ops)
+        })
+        .collect();
+    kernels.sort();
+    kernels
+}
+
+#[test]
+fn safetensors_imports_fuse_to_the_same_kernels_as_the_onnx_exports() {
+    let fused = |name: &str| {
+        let model = models().into_iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name}"));
+        let mut graph = load_model(&model.model).expect("imports");
+        Pipeline::new(options(Phase::Fuse, Precision::F32)).run(&mut graph, &mut |_, _, _| {}).expect("fuses");
+        group_signature(&graph)
+    };
+    for (checkpoint, exports) in [
+        ("bert-hf5", &["bert-legacy", "bert-dynamo"][..]),
+        ("cross-encoder-hf5", &["cross-encoder-legacy", "cross-encoder-dynamo"][..]),
+        ("distilbert-hf5", &["distilbert-legacy", "distilbert-dynamo"][..]),
+        ("llama-hf5", &["llama-legacy", "llama-dynamo"][..]),
+        ("qwen2-hf5", &["qwen2-legacy", "qwen2-dynamo"][..]),
+    ] {
+        let expected = fused(checkpoint);
+        for export in exports {
+            assert_eq!(fused(export), expected, "{export} fuses differently from {checkpoint}");
+        }
+    }
+}
