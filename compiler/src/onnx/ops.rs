@@ -62,6 +62,7 @@ const DEFAULT_DOMAIN_OPS: &[&str] = &[
     "Reshape",
     "Shape",
     "Sigmoid",
+    "SimplifiedLayerNormalization",
     "Sin",
     "Slice",
     "Softmax",
@@ -229,7 +230,8 @@ impl NodeImport<'_> {
 /// Imports one node, binding its ONNX outputs to IR values.
 pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str) -> Result<()> {
     let mut n = NodeImport { importer, node, name, emitted: 0 };
-    if node.domain == "com.microsoft" {
+    // ONNX Runtime registers SimplifiedLayerNormalization in the default domain.
+    if node.domain == "com.microsoft" || node.op_type == "SimplifiedLayerNormalization" {
         return super::contrib::import_contrib(&mut n);
     }
     let unary = |op| Some(Op::Unary(op));

@@ -49,3 +49,23 @@ fn safetensors_weights_are_mapped_not_copied() {
     }
     assert!(mapped >= 10, "only {mapped} mapped weights");
 }
+
+/// Every single-op model of `testdata/ops` (contrib and recent-opset ops, made
+/// by `testdata/make_op_testdata.py`) matches ONNX Runtime.
+#[test]
+fn single_op_models_match_onnx_runtime() {
+    let root = testdata().join("ops");
+    let mut directories: Vec<_> =
+        std::fs::read_dir(&root).expect("testdata/ops").map(|e| e.expect("entry").path()).collect();
+    directories.sort();
+    assert!(directories.len() >= 9, "{} op models", directories.len());
+    for directory in directories {
+        let name = directory.file_name().expect("name").to_string_lossy().to_string();
+        let graph = load_model(&directory.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let input_names: Vec<String> = graph.input_values().iter().map(|v| graph.value_name(*v).to_string()).collect();
+        let outputs = evaluate(&graph, &inputs_in(&directory, &input_names)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (output, tensor) in &outputs {
+            assert_close(&format!("{name}/{output}"), tensor, &expected_in(&directory, output), 1e-4);
+        }
+    }
+}
