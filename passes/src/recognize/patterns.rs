@@ -62,6 +62,40 @@ pub fn is_last_axis(axes: &[i64], rank: usize) -> bool {
     axes.len() == 1 && (axes[0] == -1 || axes[0] == rank as i64 - 1)
 }
 
+/// Calls `rewrite` with the first output of every node, in topological
+/// order, skipping nodes that earlier rewrites removed; returns whether any
+/// call rewrote something.
+pub fn rewrite_each(
+    graph: &mut Graph,
+    mut rewrite: impl FnMut(&mut Graph, ValueRef) -> Result<bool, PassError>,
+) -> Result<bool, PassError> {
+    let mut changed = false;
+    for node in graph.topological_order() {
+        if graph.contains(node) {
+            changed |= rewrite(graph, ValueRef::new(node, 0))?;
+        }
+    }
+    Ok(changed)
+}
+
+/// When the single use of `end` is `end <op> p` (either order) with `p` a
+/// constant of `columns` elements along the last axis (a norm's γ or β):
+/// `(p, that use's output)`.
+pub fn trailing_row_parameter(
+    graph: &Graph,
+    end: ValueRef,
+    op: BinaryOp,
+    columns: usize,
+) -> Option<(ValueRef, ValueRef)> {
+    let [(consumer, _)] = graph.consumers(end)[..] else { return None };
+    let output = ValueRef::new(consumer, 0);
+    let (a, b) = binary(graph, output, op)?;
+    let parameter = if a == end { b } else { a };
+    let constant = graph.as_constant(parameter)?;
+    let along_last_axis = constant.element_count() == columns && constant.shape().iter().rev().skip(1).all(|&d| d == 1);
+    along_last_axis.then_some((parameter, output))
+}
+
 /// Adds `op(inputs)` named after `old` and points every use of `old` at it.
 pub fn replace_with(
     graph: &mut Graph,

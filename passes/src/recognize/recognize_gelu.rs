@@ -10,7 +10,7 @@ use std::f64::consts::{FRAC_1_SQRT_2, PI, SQRT_2};
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{BinaryOp, GeluApproximation, Graph, Op, UnaryOp};
 
-use super::patterns::{binary, near, product_leaves, replace_with, with_scalar};
+use super::patterns::{binary, near, product_leaves, replace_with, rewrite_each, with_scalar};
 use crate::pass::{Pass, PassError};
 use crate::util::constant_scalar;
 
@@ -66,26 +66,19 @@ impl Pass for RecognizeGelu {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError> {
-        let mut changed = false;
-        for node in graph.topological_order() {
-            if !graph.contains(node) {
-                continue;
-            }
-            let core = ValueRef::new(node, 0);
-            let Some((x, approximation)) = gelu_core(graph, core) else { continue };
-            let [(add, _)] = graph.consumers(core)[..] else { continue };
+        rewrite_each(graph, |graph, core| {
+            let Some((x, approximation)) = gelu_core(graph, core) else { return Ok(false) };
+            let [(add, _)] = graph.consumers(core)[..] else { return Ok(false) };
             let one_plus = ValueRef::new(add, 0);
-            match with_scalar(graph, one_plus, BinaryOp::Add) {
-                Some((c, one)) if c == core && one == 1.0 => {}
-                _ => continue,
+            if with_scalar(graph, one_plus, BinaryOp::Add) != Some((core, 1.0)) {
+                return Ok(false);
             }
             // Walk up at most two single-use multiplications until the leaves are {x, 1 + core, ½}.
             let mut end = one_plus;
-            let mut found = None;
             for _ in 0..2 {
-                let [(consumer, _)] = graph.consumers(end)[..] else { break };
+                let [(consumer, _)] = graph.consumers(end)[..] else { return Ok(false) };
                 if !matches!(graph.node(consumer).op, Op::Binary(BinaryOp::Mul)) {
-                    break;
+                    return Ok(false);
                 }
                 end = ValueRef::new(consumer, 0);
                 let leaves = product_leaves(graph, end, 2);
@@ -94,14 +87,11 @@ impl Pass for RecognizeGelu {
                 let xs = leaves.iter().filter(|l| **l == x).count();
                 let sums = leaves.iter().filter(|l| **l == one_plus).count();
                 if leaves.len() == 3 && halves == 1 && xs == 1 && sums == 1 {
-                    found = Some(end);
-                    break;
+                    replace_with(graph, "recognize_gelu", end, Op::Gelu { approximation }, &[x])?;
+                    return Ok(true);
                 }
             }
-            let Some(end) = found else { continue };
-            replace_with(graph, self.name(), end, Op::Gelu { approximation }, &[x])?;
-            changed = true;
-        }
-        Ok(changed)
+            Ok(false)
+        })
     }
 }

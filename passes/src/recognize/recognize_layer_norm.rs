@@ -7,7 +7,7 @@
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{BinaryOp, Constant, Graph, Op, ReduceKind, Tensor, UnaryOp};
 
-use super::patterns::{binary, is_last_axis, replace_with, with_scalar};
+use super::patterns::{binary, is_last_axis, replace_with, rewrite_each, trailing_row_parameter, with_scalar};
 use crate::pass::{Pass, PassError};
 
 pub struct RecognizeLayerNorm;
@@ -32,13 +32,6 @@ fn square_of(graph: &Graph, value: ValueRef) -> Option<ValueRef> {
     (a == b).then_some(a)
 }
 
-/// A per-column parameter: a constant whose elements all lie along the last axis.
-fn is_row_parameter(graph: &Graph, value: ValueRef, columns: usize) -> bool {
-    graph
-        .as_constant(value)
-        .is_some_and(|c| c.element_count() == columns && c.shape().iter().rev().skip(1).all(|&d| d == 1))
-}
-
 /// `(x, ε)` when `value` is the normalized `(x − mean) / sqrt(var + ε)`.
 fn normalized(graph: &Graph, value: ValueRef) -> Option<(ValueRef, f64)> {
     let (centered, denominator) = binary(graph, value, BinaryOp::Div)?;
@@ -60,62 +53,48 @@ impl Pass for RecognizeLayerNorm {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError> {
-        let mut changed = false;
-        for node in graph.topological_order() {
-            if !graph.contains(node) {
-                continue;
-            }
-            let value = ValueRef::new(node, 0);
-            let Some((x, epsilon)) = normalized(graph, value) else { continue };
+        rewrite_each(graph, |graph, value| {
+            let Some((x, epsilon)) = normalized(graph, value) else { return Ok(false) };
             let ty = graph.value_type(x).clone();
-            let Some(columns) = ty.shape.last().and_then(|d| d.as_constant()).map(|d| d as usize) else { continue };
-            // Extend over `· γ` and `+ β` when they follow (single use).
+            let Some(columns) = ty.shape.last().and_then(|d| d.as_constant()).map(|d| d as usize) else {
+                return Ok(false);
+            };
+            // Extend over `· γ`, then `+ β`, when they follow.
             let mut end = value;
-            let mut scale = None;
-            let mut bias = None;
-            if let [(consumer, _)] = graph.consumers(end)[..] {
-                if let Some((a, b)) = binary(graph, ValueRef::new(consumer, 0), BinaryOp::Mul) {
-                    let other = if a == end { b } else { a };
-                    if is_row_parameter(graph, other, columns) {
-                        scale = Some(other);
-                        end = ValueRef::new(consumer, 0);
-                    }
-                }
-            }
-            if scale.is_some() {
-                if let [(consumer, _)] = graph.consumers(end)[..] {
-                    if let Some((a, b)) = binary(graph, ValueRef::new(consumer, 0), BinaryOp::Add) {
-                        let other = if a == end { b } else { a };
-                        if is_row_parameter(graph, other, columns) {
-                            bias = Some(other);
-                            end = ValueRef::new(consumer, 0);
-                        }
-                    }
-                }
-            }
-            let flatten = |graph: &mut Graph, parameter: ValueRef| -> ValueRef {
-                let constant = graph.as_constant(parameter).expect("checked").to_tensor();
-                let flat = Tensor { shape: vec![columns], ..constant };
+            let scale = trailing_row_parameter(graph, end, BinaryOp::Mul, columns).map(|(scale, output)| {
+                end = output;
+                scale
+            });
+            let bias = scale.and(trailing_row_parameter(graph, end, BinaryOp::Add, columns)).map(|(bias, output)| {
+                end = output;
+                bias
+            });
+            // γ and β as `[columns]` constants named after the originals.
+            let as_row = |graph: &mut Graph, parameter: ValueRef| -> ValueRef {
+                let tensor = graph.as_constant(parameter).expect("matched a constant").to_tensor();
                 let name = graph.fresh_value_name(&format!("{}.row", graph.value_name(parameter)));
-                graph.add_constant(&name, Constant::from_tensor(&flat))
+                graph.add_constant(&name, Constant::from_tensor(&Tensor { shape: vec![columns], ..tensor }))
             };
             let scale = match scale {
-                Some(s) => flatten(graph, s),
+                Some(s) => as_row(graph, s),
                 None => {
                     let name = graph.fresh_value_name("layer_norm.unit_scale");
-                    graph.add_constant(
-                        &name,
-                        Constant::from_tensor(&Tensor::from_f32(ty.dtype, vec![columns], vec![1.0; columns])),
-                    )
+                    let ones = Tensor::from_f32(ty.dtype, vec![columns], vec![1.0; columns]);
+                    graph.add_constant(&name, Constant::from_tensor(&ones))
                 }
             };
             let mut inputs = vec![x, scale];
             if let Some(b) = bias {
-                inputs.push(flatten(graph, b));
+                inputs.push(as_row(graph, b));
             }
-            replace_with(graph, self.name(), end, Op::LayerNorm { axis: -1, epsilon: epsilon as f32 }, &inputs)?;
-            changed = true;
-        }
-        Ok(changed)
+            replace_with(
+                graph,
+                "recognize_layer_norm",
+                end,
+                Op::LayerNorm { axis: -1, epsilon: epsilon as f32 },
+                &inputs,
+            )?;
+            Ok(true)
+        })
     }
 }

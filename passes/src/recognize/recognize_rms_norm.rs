@@ -7,7 +7,7 @@
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{BinaryOp, Constant, Graph, Op, ReduceKind, Tensor, UnaryOp};
 
-use super::patterns::{binary, is_last_axis, replace_with, unary, with_scalar};
+use super::patterns::{binary, is_last_axis, replace_with, rewrite_each, trailing_row_parameter, unary, with_scalar};
 use crate::pass::{Pass, PassError};
 
 pub struct RecognizeRmsNorm;
@@ -55,38 +55,29 @@ impl Pass for RecognizeRmsNorm {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError> {
-        let mut changed = false;
-        for node in graph.topological_order() {
-            if !graph.contains(node) {
-                continue;
-            }
-            let value = ValueRef::new(node, 0);
-            let Some((x, epsilon)) = normalized(graph, value) else { continue };
+        rewrite_each(graph, |graph, value| {
+            let Some((x, epsilon)) = normalized(graph, value) else { return Ok(false) };
             let ty = graph.value_type(x).clone();
-            let Some(columns) = ty.shape.last().and_then(|d| d.as_constant()).map(|d| d as usize) else { continue };
-            let mut end = value;
-            let mut scale = None;
-            if let [(consumer, _)] = graph.consumers(end)[..] {
-                if let Some((a, b)) = binary(graph, ValueRef::new(consumer, 0), BinaryOp::Mul) {
-                    let other = if a == end { b } else { a };
-                    if graph
-                        .as_constant(other)
-                        .is_some_and(|c| c.element_count() == columns && c.shape().last() == Some(&columns))
-                    {
-                        scale = Some(other);
-                        end = ValueRef::new(consumer, 0);
-                    }
+            let Some(columns) = ty.shape.last().and_then(|d| d.as_constant()).map(|d| d as usize) else {
+                return Ok(false);
+            };
+            let (scale_tensor, end) = match trailing_row_parameter(graph, value, BinaryOp::Mul, columns) {
+                Some((scale, output)) => {
+                    let tensor = graph.as_constant(scale).expect("matched a constant").to_tensor();
+                    (Tensor { shape: vec![columns], ..tensor }, output)
                 }
-            }
-            let scale_tensor = match scale {
-                Some(s) => Tensor { shape: vec![columns], ..graph.as_constant(s).expect("checked").to_tensor() },
-                None => Tensor::from_f32(ty.dtype, vec![columns], vec![1.0; columns]),
+                None => (Tensor::from_f32(ty.dtype, vec![columns], vec![1.0; columns]), value),
             };
             let name = graph.fresh_value_name("rms_norm.scale");
             let scale = graph.add_constant(&name, Constant::from_tensor(&scale_tensor));
-            replace_with(graph, self.name(), end, Op::RmsNorm { axis: -1, epsilon: epsilon as f32 }, &[x, scale])?;
-            changed = true;
-        }
-        Ok(changed)
+            replace_with(
+                graph,
+                "recognize_rms_norm",
+                end,
+                Op::RmsNorm { axis: -1, epsilon: epsilon as f32 },
+                &[x, scale],
+            )?;
+            Ok(true)
+        })
     }
 }

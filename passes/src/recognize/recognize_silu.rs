@@ -6,7 +6,7 @@
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{BinaryOp, Graph, Op, UnaryOp};
 
-use super::patterns::{binary, replace_with, unary};
+use super::patterns::{binary, replace_with, rewrite_each, unary};
 use crate::pass::{Pass, PassError};
 
 pub struct RecognizeSilu;
@@ -17,33 +17,27 @@ impl Pass for RecognizeSilu {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError> {
-        let mut changed = false;
-        for node in graph.topological_order() {
-            if !graph.contains(node) {
-                continue;
-            }
-            let value = ValueRef::new(node, 0);
-            let Some((a, b)) = binary(graph, value, BinaryOp::Mul) else { continue };
-            let is_silu_of = |g: &Graph, candidate: ValueRef| match g.node(candidate.node).op {
-                Op::Unary(UnaryOp::Silu) => Some(g.inputs_of(candidate.node)[0]),
+        rewrite_each(graph, |graph, value| {
+            let Some((a, b)) = binary(graph, value, BinaryOp::Mul) else { return Ok(false) };
+            let silu_input = |candidate: ValueRef| match graph.node(candidate.node).op {
+                Op::Unary(UnaryOp::Silu) => Some(graph.inputs_of(candidate.node)[0]),
                 _ => None,
             };
-            if unary(graph, b, UnaryOp::Sigmoid) == Some(a) || unary(graph, a, UnaryOp::Sigmoid) == Some(b) {
-                let x = if unary(graph, b, UnaryOp::Sigmoid) == Some(a) { a } else { b };
-                replace_with(graph, self.name(), value, Op::Unary(UnaryOp::Silu), &[x])?;
-                changed = true;
-            } else if let Some(gate) = is_silu_of(graph, a) {
-                if graph.value_type(a) == graph.value_type(b) {
-                    replace_with(graph, self.name(), value, Op::SwiGlu, &[gate, b])?;
-                    changed = true;
-                }
-            } else if let Some(gate) = is_silu_of(graph, b) {
-                if graph.value_type(a) == graph.value_type(b) {
-                    replace_with(graph, self.name(), value, Op::SwiGlu, &[gate, a])?;
-                    changed = true;
-                }
-            }
-        }
-        Ok(changed)
+            let (op, inputs) = if unary(graph, b, UnaryOp::Sigmoid) == Some(a) {
+                (Op::Unary(UnaryOp::Silu), vec![a])
+            } else if unary(graph, a, UnaryOp::Sigmoid) == Some(b) {
+                (Op::Unary(UnaryOp::Silu), vec![b])
+            } else if graph.value_type(a) != graph.value_type(b) {
+                return Ok(false);
+            } else if let Some(gate) = silu_input(a) {
+                (Op::SwiGlu, vec![gate, b])
+            } else if let Some(gate) = silu_input(b) {
+                (Op::SwiGlu, vec![gate, a])
+            } else {
+                return Ok(false);
+            };
+            replace_with(graph, "recognize_silu", value, op, &inputs)?;
+            Ok(true)
+        })
     }
 }
