@@ -10,6 +10,8 @@
 
 pub mod dim;
 pub mod dtype;
+pub mod kernel;
+pub mod sim;
 
 pub use dim::{Dim, DimError, DimParseError, SymbolBindings};
 pub use dtype::DType;

@@ -1,3 +1,6 @@
 //! kiln-runtime's integration tests.
 
+#![allow(clippy::unwrap_used)]
+
 mod architecture;
+mod simulator;

@@ -1,0 +1,265 @@
+//! Kernel IR: a structured SIMT program, the portable form of one generated
+//! kernel.
+//!
+//! A kernel runs as a grid of blocks of `block_threads` threads (warps of 32,
+//! or 64 on AMD). Parameters are bare device pointers (element buffers) and
+//! scalar dims — no memref descriptors. The body is structured: `let`/assign
+//! of mutable per-thread variables, loads and stores (global buffers and
+//! block-shared arrays), `if`, counted `for` loops, barriers, warp shuffles
+//! and atomics. Index arithmetic is i64 so bounds past 2³¹ elements are safe.
+//! The grid size is an expression of the model's symbolic dims.
+//!
+//! The same program is printed for snapshots ([`print_kernel`]), executed by
+//! the simulator ([`crate::sim`]) and lowered to MLIR by `kiln-targets`.
+
+mod print;
+
+use crate::{DType, Dim};
+
+pub use print::print_kernel;
+
+/// A per-thread variable (mutable, typed at its `let`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u32);
+
+/// A literal.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Literal {
+    F32(f32),
+    I64(i64),
+    I32(i32),
+    Bool(bool),
+}
+
+impl Literal {
+    pub fn dtype(self) -> DType {
+        match self {
+            Literal::F32(_) => DType::F32,
+            Literal::I64(_) => DType::I64,
+            Literal::I32(_) => DType::I32,
+            Literal::Bool(_) => DType::Bool,
+        }
+    }
+}
+
+/// Thread and launch coordinates (x dimension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Special {
+    ThreadIndex,
+    BlockIndex,
+    BlockThreads,
+    GridBlocks,
+    /// The thread's lane within its warp.
+    Lane,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sqrt,
+    Rsqrt,
+    Exp,
+    Log,
+    Tanh,
+    Erf,
+    Sin,
+    Cos,
+    Not,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    /// Float division; integer division truncates.
+    Div,
+    /// Integer remainder (non-negative operands).
+    Rem,
+    Max,
+    Min,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Lt | BinaryOp::Le | BinaryOp::Eq | BinaryOp::Ne)
+    }
+}
+
+/// A per-thread value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Literal(Literal),
+    Var(Var),
+    /// The value of scalar parameter `n`.
+    Param(usize),
+    Special(Special),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    Cast(DType, Box<Expr>),
+    /// Element `index` of buffer parameter `buffer`, converted to f32 (floats),
+    /// i64 (integers) or bool.
+    Load {
+        buffer: usize,
+        index: Box<Expr>,
+    },
+    /// Element `index` of shared array `array`.
+    SharedLoad {
+        array: usize,
+        index: Box<Expr>,
+    },
+    /// The value of `value` in lane `lane ^ mask` of the same warp.
+    ShuffleXor {
+        value: Box<Expr>,
+        mask: u32,
+    },
+}
+
+/// One statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// Declares `var` with a type and an initial value.
+    Let {
+        var: Var,
+        dtype: DType,
+        value: Expr,
+    },
+    Assign {
+        var: Var,
+        value: Expr,
+    },
+    /// Writes element `index` of buffer parameter `buffer` (rounded to its dtype).
+    Store {
+        buffer: usize,
+        index: Expr,
+        value: Expr,
+    },
+    SharedStore {
+        array: usize,
+        index: Expr,
+        value: Expr,
+    },
+    /// `buffer[index] += value`, atomically.
+    AtomicAdd {
+        buffer: usize,
+        index: Expr,
+        value: Expr,
+    },
+    If {
+        condition: Expr,
+        then: Vec<Stmt>,
+        otherwise: Vec<Stmt>,
+    },
+    /// `for var in start..end by step` (step > 0); the bounds are read once.
+    For {
+        var: Var,
+        start: Expr,
+        end: Expr,
+        step: i64,
+        body: Vec<Stmt>,
+    },
+    /// Block-wide barrier; every thread of the block must reach it (no divergence).
+    Barrier,
+}
+
+/// A kernel parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    /// A device pointer to elements of `dtype`.
+    Buffer { name: String, dtype: DType, writable: bool },
+    /// A scalar (dims are i64).
+    Scalar { name: String, dtype: DType },
+}
+
+impl Param {
+    pub fn name(&self) -> &str {
+        match self {
+            Param::Buffer { name, .. } | Param::Scalar { name, .. } => name,
+        }
+    }
+}
+
+/// A block-shared array.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedArray {
+    pub name: String,
+    pub dtype: DType,
+    pub elements: usize,
+}
+
+/// One kernel variant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    pub params: Vec<Param>,
+    /// Threads per block (a constant per variant; emitted as `reqntid`).
+    pub block_threads: u32,
+    /// Blocks in the grid, as an expression of the model's symbols.
+    pub grid_blocks: Dim,
+    pub shared: Vec<SharedArray>,
+    pub body: Vec<Stmt>,
+}
+
+impl Kernel {
+    /// Bytes of shared memory the kernel declares.
+    pub fn shared_bytes(&self) -> usize {
+        self.shared.iter().map(|a| a.elements * a.dtype.size_in_bytes()).sum()
+    }
+}
+
+/// Shorthands for building expressions.
+pub mod build {
+    use super::*;
+
+    pub fn f32(value: f32) -> Expr {
+        Expr::Literal(Literal::F32(value))
+    }
+    pub fn i64(value: i64) -> Expr {
+        Expr::Literal(Literal::I64(value))
+    }
+    pub fn var(var: Var) -> Expr {
+        Expr::Var(var)
+    }
+    pub fn param(index: usize) -> Expr {
+        Expr::Param(index)
+    }
+    pub fn special(special: Special) -> Expr {
+        Expr::Special(special)
+    }
+    pub fn binary(op: BinaryOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+    pub fn unary(op: UnaryOp, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+    pub fn add(a: Expr, b: Expr) -> Expr {
+        binary(BinaryOp::Add, a, b)
+    }
+    pub fn mul(a: Expr, b: Expr) -> Expr {
+        binary(BinaryOp::Mul, a, b)
+    }
+    pub fn lt(a: Expr, b: Expr) -> Expr {
+        binary(BinaryOp::Lt, a, b)
+    }
+    pub fn load(buffer: usize, index: Expr) -> Expr {
+        Expr::Load { buffer, index: Box::new(index) }
+    }
+    pub fn cast(dtype: DType, value: Expr) -> Expr {
+        Expr::Cast(dtype, Box::new(value))
+    }
+    /// `blockIdx · blockDim + threadIdx` as i64.
+    pub fn global_thread_index() -> Expr {
+        add(
+            mul(cast(DType::I64, special(Special::BlockIndex)), cast(DType::I64, special(Special::BlockThreads))),
+            cast(DType::I64, special(Special::ThreadIndex)),
+        )
+    }
+}

@@ -1,0 +1,734 @@
+//! The kernel simulator: runs kernel IR on the CPU the way a GPU may.
+//!
+//! Within a warp, lanes run in lockstep with masks for divergence. Between
+//! barriers, warps of a block run in a seeded random order, statement by
+//! statement; statements that contain barriers run block-wide and must be
+//! uniform across the block. Blocks run in a seeded random order.
+//!
+//! With checks on ([`SimOptions::check`]), it reports — by happens-before
+//! epochs, not by comparing values — out-of-bounds accesses per buffer,
+//! shared-memory races between barriers, reads of uninitialized shared
+//! memory, barriers under divergent control flow, inactive shuffle sources,
+//! and non-atomic global writes to one element from different blocks.
+//! Without checks it is the `sim` device's fast mode.
+//!
+//! Values are held as f64 per lane: floats are rounded to f32 after every
+//! operation (and to a buffer's dtype on store), integers are exact i64.
+
+use std::collections::HashMap;
+
+use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Param, Special, Stmt, UnaryOp, Var};
+use crate::{DType, SymbolBindings};
+
+/// How to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// 32 (NVIDIA) or 64 (AMD wave64).
+    pub warp_size: usize,
+    /// Seeds the block and warp orders.
+    pub seed: u64,
+    /// Run the sanitizer checks.
+    pub check: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> SimOptions {
+        SimOptions { warp_size: 32, seed: 0x5eed, check: true }
+    }
+}
+
+/// What the sanitizer found, or why the kernel could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    #[error("{kernel}: block {block}, thread {thread}: {access} of `{buffer}` at element {index} is out of bounds (length {length})")]
+    OutOfBounds {
+        kernel: String,
+        block: u64,
+        thread: u64,
+        access: &'static str,
+        buffer: String,
+        index: i64,
+        length: usize,
+    },
+    #[error("{kernel}: block {block}: shared `{array}`[{index}] is accessed by warps {first} and {second} between the same barriers, one of them writing")]
+    SharedRace { kernel: String, block: u64, array: String, index: usize, first: usize, second: usize },
+    #[error("{kernel}: block {block}, thread {thread}: reads uninitialized shared `{array}`[{index}]")]
+    UninitializedShared { kernel: String, block: u64, thread: u64, array: String, index: usize },
+    #[error("{kernel}: block {block}: a barrier is reached under divergent control flow")]
+    DivergentBarrier { kernel: String, block: u64 },
+    #[error("{kernel}: `{buffer}`[{index}] is written by blocks {first} and {second} without atomics")]
+    OverlappingWrites { kernel: String, buffer: String, index: usize, first: u64, second: u64 },
+    #[error("{kernel}: block {block}, thread {thread}: shuffles from inactive lane {source_lane}")]
+    InactiveShuffleSource { kernel: String, block: u64, thread: u64, source_lane: usize },
+    #[error("{kernel}: {message}")]
+    Invalid { kernel: String, message: String },
+}
+
+/// A buffer argument: its dtype and elements (as f64; see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimBuffer {
+    pub dtype: DType,
+    pub data: Vec<f64>,
+}
+
+/// Arguments of one launch, in parameter order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SimArgument {
+    Buffer(SimBuffer),
+    Scalar(f64),
+}
+
+/// Runs `kernel` on `arguments` (buffers are updated in place); the grid size
+/// is evaluated under `bindings`.
+pub fn run_kernel(
+    kernel: &Kernel,
+    arguments: &mut [SimArgument],
+    bindings: &SymbolBindings,
+    options: SimOptions,
+) -> Result<(), SimError> {
+    let invalid = |message: String| SimError::Invalid { kernel: kernel.name.clone(), message };
+    if arguments.len() != kernel.params.len() {
+        return Err(invalid(format!("{} arguments for {} parameters", arguments.len(), kernel.params.len())));
+    }
+    for (param, argument) in kernel.params.iter().zip(arguments.iter()) {
+        let fits = matches!(
+            (param, argument),
+            (Param::Buffer { .. }, SimArgument::Buffer(_)) | (Param::Scalar { .. }, SimArgument::Scalar(_))
+        );
+        if !fits {
+            return Err(invalid(format!("argument for `{}` has the wrong kind", param.name())));
+        }
+    }
+    let blocks = kernel.grid_blocks.evaluate(bindings).map_err(|e| invalid(e.to_string()))?;
+    if blocks < 0 {
+        return Err(invalid(format!("{blocks} blocks")));
+    }
+    let mut order: Vec<u64> = (0..blocks as u64).collect();
+    let mut random = Random(options.seed);
+    shuffle(&mut order, &mut random);
+    let mut writers: HashMap<(usize, usize), u64> = HashMap::new();
+    for block in order {
+        let mut state = BlockState::new(kernel, block, blocks as u64, options, random.next());
+        state.run_block(&kernel.body, arguments, &mut writers)?;
+    }
+    Ok(())
+}
+
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+}
+
+fn shuffle<T>(items: &mut [T], random: &mut Random) {
+    for i in (1..items.len()).rev() {
+        let j = (random.next() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Per-lane values of one expression in one warp.
+type Lanes = Vec<f64>;
+
+/// Shared-memory access history of one element within the current epoch.
+#[derive(Clone, Default)]
+struct SharedCell {
+    initialized: bool,
+    epoch: u64,
+    writer: Option<usize>,
+    readers: Vec<usize>,
+}
+
+struct BlockState<'k> {
+    kernel: &'k Kernel,
+    block: u64,
+    blocks: u64,
+    options: SimOptions,
+    warps: usize,
+    random: Random,
+    /// Registers per warp: variable → (dtype, lanes).
+    registers: Vec<HashMap<Var, (DType, Lanes)>>,
+    shared: Vec<Vec<f64>>,
+    cells: Vec<Vec<SharedCell>>,
+    epoch: u64,
+}
+
+impl<'k> BlockState<'k> {
+    fn new(kernel: &'k Kernel, block: u64, blocks: u64, options: SimOptions, seed: u64) -> BlockState<'k> {
+        let warps = (kernel.block_threads as usize).div_ceil(options.warp_size);
+        BlockState {
+            kernel,
+            block,
+            blocks,
+            options,
+            warps,
+            random: Random(seed),
+            registers: vec![HashMap::new(); warps],
+            shared: kernel.shared.iter().map(|a| vec![0.0; a.elements]).collect(),
+            cells: kernel.shared.iter().map(|a| vec![SharedCell::default(); a.elements]).collect(),
+            epoch: 0,
+        }
+    }
+
+    fn error(&self, message: String) -> SimError {
+        SimError::Invalid { kernel: self.kernel.name.clone(), message }
+    }
+
+    fn thread_of(&self, warp: usize, lane: usize) -> u64 {
+        (warp * self.options.warp_size + lane) as u64
+    }
+
+    /// The lanes of `warp` that exist (the last warp may be partial).
+    fn full_mask(&self, warp: usize) -> Vec<bool> {
+        (0..self.options.warp_size)
+            .map(|lane| warp * self.options.warp_size + lane < self.kernel.block_threads as usize)
+            .collect()
+    }
+
+    fn run_block(
+        &mut self,
+        body: &[Stmt],
+        arguments: &mut [SimArgument],
+        writers: &mut HashMap<(usize, usize), u64>,
+    ) -> Result<(), SimError> {
+        for stmt in body {
+            if contains_barrier(stmt) {
+                self.run_block_wide(stmt, arguments, writers)?;
+            } else {
+                let mut order: Vec<usize> = (0..self.warps).collect();
+                shuffle(&mut order, &mut self.random);
+                for warp in order {
+                    let mask = self.full_mask(warp);
+                    self.run_statement(stmt, warp, &mask, arguments, writers)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A statement containing a barrier: its control flow must be the same in
+    /// every thread of the block.
+    fn run_block_wide(
+        &mut self,
+        stmt: &Stmt,
+        arguments: &mut [SimArgument],
+        writers: &mut HashMap<(usize, usize), u64>,
+    ) -> Result<(), SimError> {
+        let (kernel, block) = (self.kernel.name.clone(), self.block);
+        let divergent = || SimError::DivergentBarrier { kernel: kernel.clone(), block };
+        match stmt {
+            Stmt::Barrier => {
+                self.epoch += 1;
+                Ok(())
+            }
+            Stmt::If { condition, then, otherwise } => {
+                let value = self.uniform(condition, arguments).ok_or_else(divergent)?;
+                self.run_block(if value != 0.0 { then } else { otherwise }, arguments, writers)
+            }
+            Stmt::For { var, start, end, step, body } => {
+                let start = self.uniform(start, arguments).ok_or_else(divergent)? as i64;
+                let end = self.uniform(end, arguments).ok_or_else(divergent)? as i64;
+                if *step <= 0 {
+                    return Err(self.error("a loop step must be positive".into()));
+                }
+                let mut i = start;
+                while i < end {
+                    for warp in 0..self.warps {
+                        let lanes = vec![i as f64; self.options.warp_size];
+                        self.registers[warp].insert(*var, (DType::I64, lanes));
+                    }
+                    self.run_block(body, arguments, writers)?;
+                    i += step;
+                }
+                Ok(())
+            }
+            _ => Err(self.error("only if, for and barrier statements can contain barriers".into())),
+        }
+    }
+
+    /// The value of `expr` when every thread of the block agrees on it.
+    fn uniform(&mut self, expr: &Expr, arguments: &[SimArgument]) -> Option<f64> {
+        let mut value = None;
+        for warp in 0..self.warps {
+            let mask = self.full_mask(warp);
+            let (_, lanes) = self.evaluate(expr, warp, &mask, arguments).ok()?;
+            for (lane, &v) in lanes.iter().enumerate() {
+                if !mask[lane] {
+                    continue;
+                }
+                match value {
+                    None => value = Some(v),
+                    Some(seen) if seen == v => {}
+                    Some(_) => return None,
+                }
+            }
+        }
+        value
+    }
+
+    fn run_statements(
+        &mut self,
+        body: &[Stmt],
+        warp: usize,
+        mask: &[bool],
+        arguments: &mut [SimArgument],
+        writers: &mut HashMap<(usize, usize), u64>,
+    ) -> Result<(), SimError> {
+        for stmt in body {
+            self.run_statement(stmt, warp, mask, arguments, writers)?;
+        }
+        Ok(())
+    }
+
+    fn run_statement(
+        &mut self,
+        stmt: &Stmt,
+        warp: usize,
+        mask: &[bool],
+        arguments: &mut [SimArgument],
+        writers: &mut HashMap<(usize, usize), u64>,
+    ) -> Result<(), SimError> {
+        if !mask.iter().any(|&m| m) {
+            return Ok(());
+        }
+        match stmt {
+            Stmt::Let { var, dtype, value } => {
+                let (_, lanes) = self.evaluate(value, warp, mask, arguments)?;
+                let lanes = lanes.into_iter().map(|v| round_to(*dtype, v)).collect();
+                self.registers[warp].insert(*var, (*dtype, lanes));
+            }
+            Stmt::Assign { var, value } => {
+                let (_, lanes) = self.evaluate(value, warp, mask, arguments)?;
+                let (dtype, current) = self.registers[warp].get_mut(var).ok_or_else(|| SimError::Invalid {
+                    kernel: self.kernel.name.clone(),
+                    message: format!("v{} is assigned before its let", var.0),
+                })?;
+                let dtype = *dtype;
+                for lane in 0..mask.len() {
+                    if mask[lane] {
+                        current[lane] = round_to(dtype, lanes[lane]);
+                    }
+                }
+            }
+            Stmt::Store { buffer, index, value } | Stmt::AtomicAdd { buffer, index, value } => {
+                let atomic = matches!(stmt, Stmt::AtomicAdd { .. });
+                let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
+                let (_, values) = self.evaluate(value, warp, mask, arguments)?;
+                let name = self.kernel.params[*buffer].name().to_string();
+                for lane in 0..mask.len() {
+                    if !mask[lane] {
+                        continue;
+                    }
+                    let SimArgument::Buffer(target) = &mut arguments[*buffer] else {
+                        return Err(self.error(format!("`{name}` is not a buffer")));
+                    };
+                    let element = indices[lane] as i64;
+                    if element < 0 || element as usize >= target.data.len() {
+                        return Err(SimError::OutOfBounds {
+                            kernel: self.kernel.name.clone(),
+                            block: self.block,
+                            thread: self.thread_of(warp, lane),
+                            access: "write",
+                            buffer: name,
+                            index: element,
+                            length: target.data.len(),
+                        });
+                    }
+                    let element = element as usize;
+                    if self.options.check && !atomic {
+                        if let Some(&other) = writers.get(&(*buffer, element)) {
+                            if other != self.block {
+                                return Err(SimError::OverlappingWrites {
+                                    kernel: self.kernel.name.clone(),
+                                    buffer: name,
+                                    index: element,
+                                    first: other,
+                                    second: self.block,
+                                });
+                            }
+                        }
+                        writers.insert((*buffer, element), self.block);
+                    }
+                    let stored = if atomic { target.data[element] + values[lane] } else { values[lane] };
+                    target.data[element] = round_to(target.dtype, stored);
+                }
+            }
+            Stmt::SharedStore { array, index, value } => {
+                let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
+                let (_, values) = self.evaluate(value, warp, mask, arguments)?;
+                for lane in 0..mask.len() {
+                    if mask[lane] {
+                        let element = self.shared_index(*array, indices[lane], warp, lane, "write")?;
+                        self.record_shared(*array, element, warp, true)?;
+                        self.shared[*array][element] = round_to(self.kernel.shared[*array].dtype, values[lane]);
+                    }
+                }
+            }
+            Stmt::If { condition, then, otherwise } => {
+                let (_, conditions) = self.evaluate(condition, warp, mask, arguments)?;
+                let then_mask: Vec<bool> = mask.iter().zip(&conditions).map(|(&m, &c)| m && c != 0.0).collect();
+                let else_mask: Vec<bool> = mask.iter().zip(&conditions).map(|(&m, &c)| m && c == 0.0).collect();
+                self.run_statements(then, warp, &then_mask, arguments, writers)?;
+                self.run_statements(otherwise, warp, &else_mask, arguments, writers)?;
+            }
+            Stmt::For { var, start, end, step, body } => {
+                if *step <= 0 {
+                    return Err(self.error("a loop step must be positive".into()));
+                }
+                let (_, starts) = self.evaluate(start, warp, mask, arguments)?;
+                let (_, ends) = self.evaluate(end, warp, mask, arguments)?;
+                self.registers[warp].insert(*var, (DType::I64, starts.clone()));
+                loop {
+                    let current = self.registers[warp][var].1.clone();
+                    let active: Vec<bool> =
+                        (0..mask.len()).map(|lane| mask[lane] && current[lane] < ends[lane]).collect();
+                    if !active.iter().any(|&a| a) {
+                        break;
+                    }
+                    self.run_statements(body, warp, &active, arguments, writers)?;
+                    let lanes = &mut self.registers[warp].get_mut(var).expect("inserted").1;
+                    for lane in 0..lanes.len() {
+                        if active[lane] {
+                            lanes[lane] += *step as f64;
+                        }
+                    }
+                }
+            }
+            Stmt::Barrier => {
+                return Err(SimError::DivergentBarrier { kernel: self.kernel.name.clone(), block: self.block });
+            }
+        }
+        Ok(())
+    }
+
+    fn shared_index(
+        &self,
+        array: usize,
+        index: f64,
+        warp: usize,
+        lane: usize,
+        access: &'static str,
+    ) -> Result<usize, SimError> {
+        let length = self.shared[array].len();
+        let element = index as i64;
+        if element < 0 || element as usize >= length {
+            return Err(SimError::OutOfBounds {
+                kernel: self.kernel.name.clone(),
+                block: self.block,
+                thread: self.thread_of(warp, lane),
+                access,
+                buffer: self.kernel.shared[array].name.clone(),
+                index: element,
+                length,
+            });
+        }
+        Ok(element as usize)
+    }
+
+    /// Records a shared access for race detection (different warps, same
+    /// epoch, one write).
+    fn record_shared(&mut self, array: usize, element: usize, warp: usize, write: bool) -> Result<(), SimError> {
+        let epoch = self.epoch;
+        let check = self.options.check;
+        let cell = &mut self.cells[array][element];
+        if cell.epoch != epoch {
+            cell.epoch = epoch;
+            cell.writer = None;
+            cell.readers.clear();
+        }
+        let race = |other: usize| SimError::SharedRace {
+            kernel: self.kernel.name.clone(),
+            block: self.block,
+            array: self.kernel.shared[array].name.clone(),
+            index: element,
+            first: other,
+            second: warp,
+        };
+        if check {
+            if let Some(writer) = cell.writer.filter(|&w| w != warp) {
+                return Err(race(writer));
+            }
+            if write {
+                if let Some(&reader) = cell.readers.iter().find(|&&r| r != warp) {
+                    return Err(race(reader));
+                }
+            }
+        }
+        if write {
+            cell.writer = Some(warp);
+            cell.initialized = true;
+        } else if !cell.readers.contains(&warp) {
+            cell.readers.push(warp);
+        }
+        Ok(())
+    }
+
+    fn evaluate(
+        &mut self,
+        expr: &Expr,
+        warp: usize,
+        mask: &[bool],
+        arguments: &[SimArgument],
+    ) -> Result<(DType, Lanes), SimError> {
+        let width = mask.len();
+        Ok(match expr {
+            Expr::Literal(literal) => {
+                let value = match literal {
+                    Literal::F32(v) => *v as f64,
+                    Literal::I64(v) => *v as f64,
+                    Literal::I32(v) => *v as f64,
+                    Literal::Bool(v) => *v as u8 as f64,
+                };
+                (literal.dtype(), vec![value; width])
+            }
+            Expr::Var(var) => {
+                let (dtype, lanes) = self.registers[warp]
+                    .get(var)
+                    .ok_or_else(|| self.error(format!("v{} is read before its let", var.0)))?;
+                (*dtype, lanes.clone())
+            }
+            Expr::Param(index) => match (&self.kernel.params.get(*index), arguments.get(*index)) {
+                (Some(Param::Scalar { dtype, .. }), Some(SimArgument::Scalar(value))) => (*dtype, vec![*value; width]),
+                _ => return Err(self.error(format!("parameter {index} is not a scalar"))),
+            },
+            Expr::Special(special) => {
+                let lanes = (0..width)
+                    .map(|lane| match special {
+                        Special::ThreadIndex => (warp * self.options.warp_size + lane) as f64,
+                        Special::BlockIndex => self.block as f64,
+                        Special::BlockThreads => self.kernel.block_threads as f64,
+                        Special::GridBlocks => self.blocks as f64,
+                        Special::Lane => lane as f64,
+                    })
+                    .collect();
+                (DType::I32, lanes)
+            }
+            Expr::Unary(op, a) => {
+                let (dtype, values) = self.evaluate(a, warp, mask, arguments)?;
+                let lanes = values.iter().map(|&v| unary(*op, dtype, v)).collect();
+                (dtype, lanes)
+            }
+            Expr::Binary(op, a, b) => {
+                let (dtype_a, x) = self.evaluate(a, warp, mask, arguments)?;
+                let (dtype_b, y) = self.evaluate(b, warp, mask, arguments)?;
+                if dtype_a != dtype_b {
+                    return Err(self.error(format!("{op:?} of {dtype_a} and {dtype_b}")));
+                }
+                let lanes = x.iter().zip(&y).map(|(&p, &q)| binary(*op, dtype_a, p, q)).collect();
+                (if op.is_comparison() { DType::Bool } else { dtype_a }, lanes)
+            }
+            Expr::Select(c, a, b) => {
+                let (_, conditions) = self.evaluate(c, warp, mask, arguments)?;
+                let (dtype, x) = self.evaluate(a, warp, mask, arguments)?;
+                let (_, y) = self.evaluate(b, warp, mask, arguments)?;
+                (dtype, (0..width).map(|l| if conditions[l] != 0.0 { x[l] } else { y[l] }).collect())
+            }
+            Expr::Cast(dtype, a) => {
+                let (_, values) = self.evaluate(a, warp, mask, arguments)?;
+                (*dtype, values.into_iter().map(|v| convert(*dtype, v)).collect())
+            }
+            Expr::Load { buffer, index } => {
+                let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
+                let SimArgument::Buffer(source) = &arguments[*buffer] else {
+                    return Err(self.error(format!("parameter {buffer} is not a buffer")));
+                };
+                let mut lanes = vec![0.0; width];
+                for lane in 0..width {
+                    if !mask[lane] {
+                        continue;
+                    }
+                    let element = indices[lane] as i64;
+                    if element < 0 || element as usize >= source.data.len() {
+                        return Err(SimError::OutOfBounds {
+                            kernel: self.kernel.name.clone(),
+                            block: self.block,
+                            thread: self.thread_of(warp, lane),
+                            access: "read",
+                            buffer: self.kernel.params[*buffer].name().to_string(),
+                            index: element,
+                            length: source.data.len(),
+                        });
+                    }
+                    lanes[lane] = source.data[element as usize];
+                }
+                (register_type(source.dtype), lanes)
+            }
+            Expr::SharedLoad { array, index } => {
+                let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
+                let mut lanes = vec![0.0; width];
+                for lane in 0..width {
+                    if mask[lane] {
+                        let element = self.shared_index(*array, indices[lane], warp, lane, "read")?;
+                        if self.options.check && !self.cells[*array][element].initialized {
+                            return Err(SimError::UninitializedShared {
+                                kernel: self.kernel.name.clone(),
+                                block: self.block,
+                                thread: self.thread_of(warp, lane),
+                                array: self.kernel.shared[*array].name.clone(),
+                                index: element,
+                            });
+                        }
+                        self.record_shared(*array, element, warp, false)?;
+                        lanes[lane] = self.shared[*array][element];
+                    }
+                }
+                (register_type(self.kernel.shared[*array].dtype), lanes)
+            }
+            Expr::ShuffleXor { value, mask: xor } => {
+                let (dtype, values) = self.evaluate(value, warp, mask, arguments)?;
+                let mut lanes = vec![0.0; width];
+                for lane in 0..width {
+                    if !mask[lane] {
+                        continue;
+                    }
+                    let source = lane ^ *xor as usize;
+                    if source >= width || (self.options.check && !mask[source]) {
+                        return Err(SimError::InactiveShuffleSource {
+                            kernel: self.kernel.name.clone(),
+                            block: self.block,
+                            thread: self.thread_of(warp, lane),
+                            source_lane: source,
+                        });
+                    }
+                    lanes[lane] = values[source];
+                }
+                (dtype, lanes)
+            }
+        })
+    }
+}
+
+fn contains_barrier(stmt: &Stmt) -> bool {
+    match stmt {
+        Stmt::Barrier => true,
+        Stmt::If { then, otherwise, .. } => then.iter().chain(otherwise).any(contains_barrier),
+        Stmt::For { body, .. } => body.iter().any(contains_barrier),
+        _ => false,
+    }
+}
+
+/// The register type of values loaded from memory of `dtype`.
+fn register_type(dtype: DType) -> DType {
+    match dtype {
+        d if d.is_float() => DType::F32,
+        DType::Bool => DType::Bool,
+        DType::I32 => DType::I32,
+        _ => DType::I64,
+    }
+}
+
+/// `value` as a value of `dtype`, as a GPU conversion gives it.
+fn convert(dtype: DType, value: f64) -> f64 {
+    match dtype {
+        DType::Bool => (value != 0.0) as u8 as f64,
+        d if d.is_integer() => {
+            if value.is_nan() {
+                0.0
+            } else {
+                value.trunc()
+            }
+        }
+        d => round_to(d, value),
+    }
+}
+
+/// Rounds to the precision of `dtype` (memory dtypes round to themselves).
+fn round_to(dtype: DType, value: f64) -> f64 {
+    match dtype {
+        DType::F32 => value as f32 as f64,
+        DType::F16 => half::f16::from_f64(value).to_f64(),
+        DType::BF16 => half::bf16::from_f64(value).to_f64(),
+        _ => value,
+    }
+}
+
+fn unary(op: UnaryOp, dtype: DType, v: f64) -> f64 {
+    let result = match op {
+        UnaryOp::Neg => -v,
+        UnaryOp::Abs => v.abs(),
+        UnaryOp::Sqrt => v.sqrt(),
+        UnaryOp::Rsqrt => 1.0 / v.sqrt(),
+        UnaryOp::Exp => v.exp(),
+        UnaryOp::Log => v.ln(),
+        UnaryOp::Tanh => v.tanh(),
+        UnaryOp::Erf => erf_f64(v),
+        UnaryOp::Sin => v.sin(),
+        UnaryOp::Cos => v.cos(),
+        UnaryOp::Not => (v == 0.0) as u8 as f64,
+    };
+    round_to(dtype, result)
+}
+
+/// erf to about f64 accuracy: the Taylor series below 2.5, a continued
+/// fraction for erfc beyond (ample for results rounded to f32).
+fn erf_f64(x: f64) -> f64 {
+    let a = x.abs();
+    let result = if a < 2.5 {
+        let mut term = a;
+        let mut sum = a;
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -a * a / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // Continued fraction for erfc.
+        let mut fraction = 0.0;
+        for k in (1..60).rev() {
+            fraction = (k as f64 / 2.0) / (a + fraction);
+        }
+        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * (a + fraction))
+    };
+    if x < 0.0 {
+        -result
+    } else {
+        result
+    }
+}
+
+fn binary(op: BinaryOp, dtype: DType, p: f64, q: f64) -> f64 {
+    if dtype.is_integer() {
+        let (a, b) = (p as i64, q as i64);
+        let value = match op {
+            BinaryOp::Add => a.wrapping_add(b),
+            BinaryOp::Sub => a.wrapping_sub(b),
+            BinaryOp::Mul => a.wrapping_mul(b),
+            BinaryOp::Div => a.checked_div(b).unwrap_or(0),
+            BinaryOp::Rem => a.checked_rem(b).unwrap_or(0),
+            BinaryOp::Max => a.max(b),
+            BinaryOp::Min => a.min(b),
+            BinaryOp::Lt => (a < b) as i64,
+            BinaryOp::Le => (a <= b) as i64,
+            BinaryOp::Eq => (a == b) as i64,
+            BinaryOp::Ne => (a != b) as i64,
+            BinaryOp::And => (a != 0 && b != 0) as i64,
+            BinaryOp::Or => (a != 0 || b != 0) as i64,
+        };
+        return value as f64;
+    }
+    let value = match op {
+        BinaryOp::Add => p + q,
+        BinaryOp::Sub => p - q,
+        BinaryOp::Mul => p * q,
+        BinaryOp::Div => p / q,
+        BinaryOp::Rem => p % q,
+        BinaryOp::Max => p.max(q),
+        BinaryOp::Min => p.min(q),
+        BinaryOp::Lt => return (p < q) as u8 as f64,
+        BinaryOp::Le => return (p <= q) as u8 as f64,
+        BinaryOp::Eq => return (p == q) as u8 as f64,
+        BinaryOp::Ne => return (p != q) as u8 as f64,
+        BinaryOp::And => return (p != 0.0 && q != 0.0) as u8 as f64,
+        BinaryOp::Or => return (p != 0.0 || q != 0.0) as u8 as f64,
+    };
+    round_to(dtype, value)
+}

@@ -1,0 +1,243 @@
+//! The simulator runs correct kernels and catches each kind of broken one.
+
+use kiln_runtime::kernel::build::{add, global_thread_index, i64, load, lt, param, special, var};
+use kiln_runtime::kernel::{print_kernel, BinaryOp, Expr, Kernel, Param, SharedArray, Special, Stmt, Var};
+use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimError, SimOptions};
+use kiln_runtime::{DType, Dim, SymbolBindings};
+
+fn buffer(dtype: DType, data: Vec<f64>) -> SimArgument {
+    SimArgument::Buffer(SimBuffer { dtype, data })
+}
+
+fn floats(argument: &SimArgument) -> &[f64] {
+    match argument {
+        SimArgument::Buffer(b) => &b.data,
+        SimArgument::Scalar(_) => panic!("not a buffer"),
+    }
+}
+
+fn bindings(n: i64) -> SymbolBindings {
+    [("n".to_string(), n)].into()
+}
+
+/// `z[i] = x[i] + y[i]` for `i` where `guard(i, n)`.
+fn vector_add(guard: BinaryOp) -> Kernel {
+    let i = Var(0);
+    Kernel {
+        name: "vector_add".into(),
+        params: vec![
+            Param::Buffer { name: "x".into(), dtype: DType::F32, writable: false },
+            Param::Buffer { name: "y".into(), dtype: DType::F32, writable: false },
+            Param::Buffer { name: "z".into(), dtype: DType::F32, writable: true },
+            Param::Scalar { name: "n".into(), dtype: DType::I64 },
+        ],
+        block_threads: 64,
+        grid_blocks: Dim::parse("(n + 63)/64").unwrap(),
+        shared: Vec::new(),
+        body: vec![
+            Stmt::Let { var: i, dtype: DType::I64, value: global_thread_index() },
+            Stmt::If {
+                condition: Expr::Binary(guard, Box::new(var(i)), Box::new(param(3))),
+                then: vec![Stmt::Store { buffer: 2, index: var(i), value: add(load(0, var(i)), load(1, var(i))) }],
+                otherwise: Vec::new(),
+            },
+        ],
+    }
+}
+
+fn add_arguments(n: usize) -> Vec<SimArgument> {
+    vec![
+        buffer(DType::F32, (0..n).map(|i| i as f64).collect()),
+        buffer(DType::F32, (0..n).map(|i| 0.5 * i as f64).collect()),
+        buffer(DType::F32, vec![f64::NAN; n]),
+        SimArgument::Scalar(n as f64),
+    ]
+}
+
+#[test]
+fn a_vector_add_covers_every_element_for_sizes_that_are_not_multiples_of_the_block() {
+    for n in [1, 63, 64, 65, 200] {
+        let mut arguments = add_arguments(n);
+        run_kernel(&vector_add(BinaryOp::Lt), &mut arguments, &bindings(n as i64), SimOptions::default()).unwrap();
+        let expected: Vec<f64> = (0..n).map(|i| 1.5 * i as f64).collect();
+        assert_eq!(floats(&arguments[2]), expected.as_slice(), "n = {n}");
+    }
+}
+
+#[test]
+fn an_off_by_one_bound_is_an_out_of_bounds_read() {
+    let mut arguments = add_arguments(65);
+    let error =
+        run_kernel(&vector_add(BinaryOp::Le), &mut arguments, &bindings(65), SimOptions::default()).unwrap_err();
+    assert!(matches!(error, SimError::OutOfBounds { index: 65, length: 65, access: "read", .. }), "{error}");
+}
+
+#[test]
+fn blocks_writing_the_same_elements_are_caught() {
+    let mut kernel = vector_add(BinaryOp::Lt);
+    // Every block writes z[thread]: blocks overlap.
+    kernel.body[0] = Stmt::Let {
+        var: Var(0),
+        dtype: DType::I64,
+        value: Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex))),
+    };
+    let mut arguments = add_arguments(128);
+    let error = run_kernel(&kernel, &mut arguments, &bindings(128), SimOptions::default()).unwrap_err();
+    assert!(matches!(error, SimError::OverlappingWrites { .. }), "{error}");
+}
+
+/// Block sums: each thread stores its element to shared memory; after the
+/// barrier, thread 0 adds them up.
+fn block_sum(with_barrier: bool) -> Kernel {
+    let (t, total, k) = (Var(0), Var(1), Var(2));
+    let mut body = vec![
+        Stmt::Let { var: t, dtype: DType::I64, value: Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex))) },
+        Stmt::SharedStore { array: 0, index: var(t), value: load(0, global_thread_index()) },
+    ];
+    if with_barrier {
+        body.push(Stmt::Barrier);
+    }
+    body.push(Stmt::If {
+        condition: Expr::Binary(BinaryOp::Eq, Box::new(var(t)), Box::new(i64(0))),
+        then: vec![
+            Stmt::Let { var: total, dtype: DType::F32, value: kiln_runtime::kernel::build::f32(0.0) },
+            Stmt::For {
+                var: k,
+                start: i64(0),
+                end: i64(128),
+                step: 1,
+                body: vec![Stmt::Assign {
+                    var: total,
+                    value: add(var(total), Expr::SharedLoad { array: 0, index: Box::new(var(k)) }),
+                }],
+            },
+            Stmt::Store {
+                buffer: 1,
+                index: Expr::Cast(DType::I64, Box::new(special(Special::BlockIndex))),
+                value: var(total),
+            },
+        ],
+        otherwise: Vec::new(),
+    });
+    Kernel {
+        name: "block_sum".into(),
+        params: vec![
+            Param::Buffer { name: "x".into(), dtype: DType::F32, writable: false },
+            Param::Buffer { name: "sums".into(), dtype: DType::F32, writable: true },
+        ],
+        block_threads: 128,
+        grid_blocks: Dim::constant(3),
+        shared: vec![SharedArray { name: "partial".into(), dtype: DType::F32, elements: 128 }],
+        body,
+    }
+}
+
+fn sum_arguments() -> Vec<SimArgument> {
+    vec![buffer(DType::F32, (0..384).map(|i| (i % 7) as f64).collect()), buffer(DType::F32, vec![0.0; 3])]
+}
+
+#[test]
+fn a_block_reduction_through_shared_memory_is_exact() {
+    let mut arguments = sum_arguments();
+    run_kernel(&block_sum(true), &mut arguments, &SymbolBindings::new(), SimOptions::default()).unwrap();
+    let expected: Vec<f64> = (0..3).map(|b| (b * 128..(b + 1) * 128).map(|i| (i % 7) as f64).sum()).collect();
+    assert_eq!(floats(&arguments[1]), expected.as_slice());
+}
+
+#[test]
+fn a_missing_barrier_is_a_shared_memory_race_whatever_the_warp_order() {
+    for seed in 0..4 {
+        let mut arguments = sum_arguments();
+        let options = SimOptions { seed, ..SimOptions::default() };
+        let error = run_kernel(&block_sum(false), &mut arguments, &SymbolBindings::new(), options).unwrap_err();
+        assert!(
+            matches!(error, SimError::SharedRace { .. } | SimError::UninitializedShared { .. }),
+            "seed {seed}: {error}"
+        );
+    }
+    // The fast mode runs without the checks.
+    let mut arguments = sum_arguments();
+    let fast = SimOptions { check: false, ..SimOptions::default() };
+    run_kernel(&block_sum(false), &mut arguments, &SymbolBindings::new(), fast).unwrap();
+}
+
+#[test]
+fn a_barrier_under_divergent_control_flow_is_caught() {
+    let mut kernel = block_sum(true);
+    kernel.body[2] = Stmt::If {
+        condition: lt(Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex))), i64(32)),
+        then: vec![Stmt::Barrier],
+        otherwise: Vec::new(),
+    };
+    let mut arguments = sum_arguments();
+    let error = run_kernel(&kernel, &mut arguments, &SymbolBindings::new(), SimOptions::default()).unwrap_err();
+    assert!(matches!(error, SimError::DivergentBarrier { .. }), "{error}");
+}
+
+#[test]
+fn reading_shared_memory_nobody_wrote_is_caught() {
+    let mut kernel = block_sum(true);
+    // Only the first warp stores; thread 0 then reads all 128 elements.
+    let store = kernel.body.remove(1);
+    kernel.body.insert(
+        1,
+        Stmt::If {
+            condition: lt(Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex))), i64(32)),
+            then: vec![store],
+            otherwise: Vec::new(),
+        },
+    );
+    let mut arguments = sum_arguments();
+    let error = run_kernel(&kernel, &mut arguments, &SymbolBindings::new(), SimOptions::default()).unwrap_err();
+    assert!(matches!(error, SimError::UninitializedShared { index: 32, .. }), "{error}");
+}
+
+#[test]
+fn warp_shuffles_reduce_within_a_warp_in_wave32_and_wave64() {
+    for warp_size in [32usize, 64] {
+        let value = Var(0);
+        let mut body = vec![Stmt::Let {
+            var: value,
+            dtype: DType::F32,
+            value: load(0, Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex)))),
+        }];
+        let mut offset = warp_size as u32 / 2;
+        while offset > 0 {
+            body.push(Stmt::Assign {
+                var: value,
+                value: add(var(value), Expr::ShuffleXor { value: Box::new(var(value)), mask: offset }),
+            });
+            offset /= 2;
+        }
+        body.push(Stmt::If {
+            condition: Expr::Binary(
+                BinaryOp::Eq,
+                Box::new(Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex)))),
+                Box::new(i64(0)),
+            ),
+            then: vec![Stmt::Store { buffer: 1, index: i64(0), value: var(value) }],
+            otherwise: Vec::new(),
+        });
+        let kernel = Kernel {
+            name: "warp_sum".into(),
+            params: vec![
+                Param::Buffer { name: "x".into(), dtype: DType::F32, writable: false },
+                Param::Buffer { name: "sum".into(), dtype: DType::F32, writable: true },
+            ],
+            block_threads: warp_size as u32,
+            grid_blocks: Dim::constant(1),
+            shared: Vec::new(),
+            body,
+        };
+        let mut arguments =
+            vec![buffer(DType::F32, (0..warp_size).map(|i| i as f64).collect()), buffer(DType::F32, vec![0.0])];
+        let options = SimOptions { warp_size, ..SimOptions::default() };
+        run_kernel(&kernel, &mut arguments, &SymbolBindings::new(), options).unwrap();
+        assert_eq!(floats(&arguments[1])[0], (warp_size * (warp_size - 1) / 2) as f64);
+    }
+}
+
+#[test]
+fn kernels_print_as_readable_text() {
+    insta::assert_snapshot!(print_kernel(&vector_add(BinaryOp::Lt)));
+}
