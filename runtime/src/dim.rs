@@ -56,7 +56,49 @@ pub struct DimParseError {
     pub reason: String,
 }
 
+/// A dim as a tree of operations, for code generation (`Dim` keeps its
+/// canonical form private).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DimNode {
+    Constant(i64),
+    Symbol(String),
+    Add(Box<DimNode>, Box<DimNode>),
+    Mul(Box<DimNode>, Box<DimNode>),
+    /// Floor division by a positive constant.
+    FloorDiv(Box<DimNode>, i64),
+    /// Non-negative remainder by a positive constant.
+    Rem(Box<DimNode>, i64),
+    Min(Box<DimNode>, Box<DimNode>),
+    Max(Box<DimNode>, Box<DimNode>),
+}
+
 impl Dim {
+    /// The dim as a sum of products (see [`DimNode`]).
+    pub fn to_node(&self) -> DimNode {
+        let mut sum: Option<DimNode> = None;
+        for (monomial, coefficient) in &self.terms {
+            let mut product = DimNode::Constant(*coefficient);
+            for atom in monomial {
+                let factor = match atom {
+                    Atom::Symbol(name) => DimNode::Symbol(name.to_string()),
+                    Atom::FloorDiv(inner, divisor) => DimNode::FloorDiv(Box::new(inner.to_node()), *divisor),
+                    Atom::Rem(inner, divisor) => DimNode::Rem(Box::new(inner.to_node()), *divisor),
+                    Atom::Min(a, b) => DimNode::Min(Box::new(a.to_node()), Box::new(b.to_node())),
+                    Atom::Max(a, b) => DimNode::Max(Box::new(a.to_node()), Box::new(b.to_node())),
+                };
+                product = match product {
+                    DimNode::Constant(1) => factor,
+                    other => DimNode::Mul(Box::new(other), Box::new(factor)),
+                };
+            }
+            sum = Some(match sum {
+                None => product,
+                Some(previous) => DimNode::Add(Box::new(previous), Box::new(product)),
+            });
+        }
+        sum.unwrap_or(DimNode::Constant(0))
+    }
+
     /// The constant `value`.
     pub fn constant(value: i64) -> Dim {
         Dim::from_terms(vec![(Vec::new(), value)])

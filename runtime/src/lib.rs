@@ -13,5 +13,5 @@ pub mod dtype;
 pub mod kernel;
 pub mod sim;
 
-pub use dim::{Dim, DimError, DimParseError, SymbolBindings};
+pub use dim::{Dim, DimError, DimNode, DimParseError, SymbolBindings};
 pub use dtype::DType;

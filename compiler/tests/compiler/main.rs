@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod errors;
 mod evaluation;
+mod kernels;
 mod pipeline;
 mod round_trip;
 mod snapshots;

@@ -11,59 +11,7 @@ use kiln_passes::fuse::form_fusion_groups::{role, Role};
 use kiln_passes::plan::{BufferKind, ALIGNMENT};
 use kiln_passes::{MemoryPlan, Phase, Pipeline, PipelineOptions, Precision};
 
-use crate::common::{minilm_directory, models};
-
-/// A deterministic stream of pseudo-random numbers.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
-/// Random model inputs for `batch × seq`: token ids below the vocabulary,
-/// type ids 0/1, and an attention mask with right padding in most rows, no
-/// padding in the first and — when `empty_row` — every key padded in the last.
-fn random_inputs(graph: &Graph, batch: usize, seq: usize, seed: u64, empty_row: bool) -> HashMap<String, Tensor> {
-    let vocabulary = graph
-        .node_indices()
-        .filter_map(|n| match &graph.node(n).op {
-            Op::Gather { axis: 0 } => {
-                let inputs = graph.inputs_of(n);
-                let is_ids =
-                    graph.value_name(inputs[1]) == "input_ids" || graph.value_name(inputs[1]).contains("input_ids");
-                is_ids.then(|| graph.as_constant(inputs[0]).map(|c| c.shape()[0])).flatten()
-            }
-            _ => None,
-        })
-        .next()
-        .unwrap_or(100);
-    let mut random = Random(seed);
-    let mut inputs = HashMap::new();
-    for input in graph.input_values() {
-        let name = graph.value_name(input).to_string();
-        let count = batch * seq;
-        let values: Vec<i64> = match name.as_str() {
-            "attention_mask" => (0..count)
-                .map(|i| {
-                    let (row, column) = (i / seq, i % seq);
-                    let length = match row {
-                        0 => seq,
-                        last if last == batch - 1 && empty_row => 0,
-                        _ => 1 + (random.next() as usize % seq),
-                    };
-                    (column < length) as i64
-                })
-                .collect(),
-            "token_type_ids" => (0..count).map(|i| ((i % seq) >= seq / 2) as i64).collect(),
-            _ => (0..count).map(|_| (random.next() % vocabulary as u64) as i64).collect(),
-        };
-        inputs.insert(name, Tensor::from_i64(DType::I64, vec![batch, seq], values));
-    }
-    inputs
-}
+use crate::common::{minilm_directory, models, random_model_inputs, Random};
 
 /// Equal within `tolerance · max |expected|`, NaN matching NaN.
 fn close(got: &Tensor, expected: &Tensor, tolerance: f64) -> Result<(), String> {
@@ -113,13 +61,13 @@ fn count(graph: &Graph, name: &str) -> usize {
 }
 
 #[test]
-fn every_pass_preserves_every_testdata_model_on_padded_random_inputs() {
+fn every_pass_preserves_every_testdata_model_on_padded_random_model_inputs() {
     for model in models() {
         let mut graph = load_model(&model.model).expect("imports");
         let static_shape = graph.value_type(graph.input_values()[0]).constant_shape();
         let inputs: Vec<_> = match static_shape {
-            Some(shape) => vec![random_inputs(&graph, shape[0], shape[1], 1, true)],
-            None => vec![random_inputs(&graph, 3, 6, 1, true), random_inputs(&graph, 4, 9, 2, true)],
+            Some(shape) => vec![random_model_inputs(&graph, shape[0], shape[1], 1, true)],
+            None => vec![random_model_inputs(&graph, 3, 6, 1, true), random_model_inputs(&graph, 4, 9, 2, true)],
         };
         run_checking_every_pass(&model.name, &mut graph, &inputs);
     }
@@ -128,7 +76,7 @@ fn every_pass_preserves_every_testdata_model_on_padded_random_inputs() {
 #[test]
 fn every_pass_preserves_minilm() {
     let mut graph = load_model(&minilm_directory()).expect("MiniLM imports");
-    let inputs = vec![random_inputs(&graph, 3, 8, 7, true)];
+    let inputs = vec![random_model_inputs(&graph, 3, 8, 7, true)];
     run_checking_every_pass("minilm", &mut graph, &inputs);
     let groups = graph.groups().len();
     assert_eq!(count(&graph, "attention"), 6);
@@ -257,7 +205,7 @@ fn bf16_and_f16_stay_within_cosine_0_999_of_f32() {
             None => (3, 7),
         };
         // No fully padded sequence: its rows carry no meaning to compare.
-        let inputs = random_inputs(&imported, batch, seq, 3, false);
+        let inputs = random_model_inputs(&imported, batch, seq, 3, false);
         let reference = evaluate(&imported, &inputs).expect("f32");
         for precision in [Precision::Bf16, Precision::F16] {
             let mut graph = imported.clone();

@@ -103,6 +103,30 @@ pub fn evaluate(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<(
     Ok(graph.outputs().iter().map(|output| (output.name.clone(), values[&output.value].clone())).collect())
 }
 
+/// Evaluates every node and returns every value (for checking the kernels of
+/// fusion groups against their slice of the graph).
+pub fn evaluate_all(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<HashMap<ValueRef, Tensor>, EvalError> {
+    let bindings = bind_inputs(graph, inputs)?;
+    let mut values: HashMap<ValueRef, Tensor> = HashMap::new();
+    for index in graph.topological_order() {
+        let node = graph.node(index);
+        let result = match &node.op {
+            Op::Input => inputs[&node.outputs[0].name].clone(),
+            Op::Constant(constant) => constant.to_tensor(),
+            op => {
+                let arguments: Vec<&Tensor> = graph.inputs_of(index).iter().map(|v| &values[v]).collect();
+                evaluate_op(op, &arguments, &bindings).map_err(|problem| EvalError::Node {
+                    node: node.name.clone(),
+                    op: op.name(),
+                    problem,
+                })?
+            }
+        };
+        values.insert(ValueRef::new(index, 0), result);
+    }
+    Ok(values)
+}
+
 /// Evaluates only what `targets` depend on, with the symbols bound to
 /// `bindings`; `inputs` must hold every graph input those values read.
 pub fn evaluate_values(

@@ -261,8 +261,18 @@ impl Pass for FormFusionGroups {
                     }
                 }
                 KernelKind::Attention => {
+                    // A prologue only this attention reads (RoPE); an elementwise group
+                    // that other kernels read too (a mask every layer uses) stays apart.
                     for producer in producers {
-                        if groups.kind(producer) == KernelKind::Elementwise {
+                        let root = groups.find(producer);
+                        let only_here = groups.members[&root].iter().all(|member| {
+                            successors
+                                .get(member)
+                                .into_iter()
+                                .flatten()
+                                .all(|&next| next == node || groups.find(next) == root)
+                        });
+                        if groups.kind(producer) == KernelKind::Elementwise && only_here {
                             try_merge(&mut groups, &successors, producer, node);
                         }
                     }

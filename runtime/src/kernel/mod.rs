@@ -77,6 +77,8 @@ pub enum BinaryOp {
     Div,
     /// Integer remainder (non-negative operands).
     Rem,
+    /// Float power.
+    Pow,
     Max,
     Min,
     Lt,
@@ -213,6 +215,37 @@ impl Kernel {
     pub fn shared_bytes(&self) -> usize {
         self.shared.iter().map(|a| a.elements * a.dtype.size_in_bytes()).sum()
     }
+}
+
+/// The i64 value of `dim`, with each symbol read from the scalar parameter
+/// `symbol_param(name)` gives; `None` when a symbol has no parameter.
+pub fn dim_expr(dim: &Dim, symbol_param: &dyn Fn(&str) -> Option<usize>) -> Option<Expr> {
+    use crate::DimNode;
+    fn lower(node: &DimNode, symbol_param: &dyn Fn(&str) -> Option<usize>) -> Option<Expr> {
+        let pair = |op: BinaryOp, a: &DimNode, b: &DimNode| -> Option<Expr> {
+            Some(Expr::Binary(op, Box::new(lower(a, symbol_param)?), Box::new(lower(b, symbol_param)?)))
+        };
+        Some(match node {
+            DimNode::Constant(value) => Expr::Literal(Literal::I64(*value)),
+            DimNode::Symbol(name) => Expr::Param(symbol_param(name)?),
+            DimNode::Add(a, b) => pair(BinaryOp::Add, a, b)?,
+            DimNode::Mul(a, b) => pair(BinaryOp::Mul, a, b)?,
+            // Dims are non-negative, so truncating division and remainder are the floor forms.
+            DimNode::FloorDiv(a, d) => Expr::Binary(
+                BinaryOp::Div,
+                Box::new(lower(a, symbol_param)?),
+                Box::new(Expr::Literal(Literal::I64(*d))),
+            ),
+            DimNode::Rem(a, d) => Expr::Binary(
+                BinaryOp::Rem,
+                Box::new(lower(a, symbol_param)?),
+                Box::new(Expr::Literal(Literal::I64(*d))),
+            ),
+            DimNode::Min(a, b) => pair(BinaryOp::Min, a, b)?,
+            DimNode::Max(a, b) => pair(BinaryOp::Max, a, b)?,
+        })
+    }
+    lower(&dim.to_node(), symbol_param)
 }
 
 /// Shorthands for building expressions.

@@ -167,6 +167,6 @@ fn binary_symbol(op: BinaryOp) -> Option<&'static str> {
         BinaryOp::Ne => "!=",
         BinaryOp::And => "&&",
         BinaryOp::Or => "||",
-        BinaryOp::Max | BinaryOp::Min => return None,
+        BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => return None,
     })
 }

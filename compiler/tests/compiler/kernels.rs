@@ -1,0 +1,133 @@
+//! Every fusion group of every testdata model, generated as a kernel and run
+//! in the simulator (sanitizer on) against the reference evaluator, at random
+//! batch and sequence sizes, with fresh random inputs and poisoned outputs.
+
+use std::collections::HashMap;
+
+use kiln_compiler::load_model;
+use kiln_ir::eval::evaluate_all;
+
+use kiln_ir::{Graph, SymbolBindings, Tensor};
+use kiln_passes::{Phase, Pipeline, PipelineOptions, Precision};
+use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
+use kiln_targets::generate::{generate_kernel, ParamBinding};
+
+use crate::common::{models, random_model_inputs};
+
+/// A seed that differs between runs (printed, so a failure can be replayed
+/// with `KILN_TEST_SEED`).
+fn run_seed() -> u64 {
+    match std::env::var("KILN_TEST_SEED") {
+        Ok(text) => text.parse().expect("KILN_TEST_SEED is a number"),
+        Err(_) => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        }
+    }
+}
+
+fn fused(graph: &mut Graph, precision: Precision) {
+    let options = PipelineOptions { stop_after: Phase::Precision, precision, ..PipelineOptions::default() };
+    Pipeline::new(options).run(graph, &mut |_, _, _| {}).expect("optimizes");
+}
+
+/// Runs every group's kernel in the simulator and compares its outputs with
+/// the evaluator's values; returns the failures.
+pub fn check_every_group(
+    name: &str,
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    bindings: &SymbolBindings,
+    seed: u64,
+    tolerance: f64,
+) -> Vec<String> {
+    let values = evaluate_all(graph, inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut failures = Vec::new();
+    for &group in graph.groups().keys() {
+        let generated = match generate_kernel(graph, group) {
+            Ok(generated) => generated,
+            Err(error) => {
+                failures.push(format!("{name}: {error}"));
+                continue;
+            }
+        };
+        let mut arguments: Vec<SimArgument> = generated
+            .bindings
+            .iter()
+            .map(|binding| match binding {
+                ParamBinding::Input(value) => {
+                    let tensor = &values[value];
+                    SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: tensor.to_f64_vec() })
+                }
+                ParamBinding::Output(value) => {
+                    let tensor = &values[value];
+                    SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: vec![f64::NAN; tensor.element_count()] })
+                }
+                ParamBinding::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
+            })
+            .collect();
+        let options = SimOptions { seed, ..SimOptions::default() };
+        let started = std::time::Instant::now();
+        let result = run_kernel(&generated.kernel, &mut arguments, bindings, options);
+        if std::env::var("KILN_TEST_TIMING").is_ok() {
+            let size = kiln_runtime::kernel::print_kernel(&generated.kernel).len();
+            eprintln!(
+                "{name} g{group} {:?}: {:.2?} ({size} bytes of kernel text)",
+                graph.groups()[&group].kind,
+                started.elapsed()
+            );
+        }
+        if let Err(error) = result {
+            failures.push(format!("{name}: g{group}: {error}"));
+            continue;
+        }
+        for (binding, argument) in generated.bindings.iter().zip(&arguments) {
+            let (ParamBinding::Output(value), SimArgument::Buffer(buffer)) = (binding, argument) else { continue };
+            if let Err(problem) = compare(&buffer.data, &values[value], tolerance) {
+                failures.push(format!("{name}: g{group} output `{}`: {problem}", graph.value_name(*value)));
+            }
+        }
+    }
+    failures
+}
+
+fn compare(got: &[f64], expected: &Tensor, tolerance: f64) -> Result<(), String> {
+    let expected = expected.to_f64_vec();
+    let scale = expected.iter().filter(|v| v.is_finite()).fold(1e-30f64, |m, v| m.max(v.abs()));
+    for (index, (x, y)) in got.iter().zip(&expected).enumerate() {
+        let same = (x.is_nan() && y.is_nan()) || (x - y).abs() <= tolerance * scale || x == y;
+        if !same {
+            return Err(format!("element {index}: kernel {x}, evaluator {y} (scale {scale})"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_group_of_every_model_runs_correctly_in_the_simulator() {
+    let seed = run_seed();
+    eprintln!("kernel test seed {seed} (replay with KILN_TEST_SEED={seed})");
+    let mut failures = Vec::new();
+    let only = std::env::var("KILN_TEST_MODEL").ok();
+    for (index, model) in models().into_iter().enumerate().filter(|(_, m)| only.as_ref().is_none_or(|o| &m.name == o)) {
+        let mut graph = load_model(&model.model).expect("imports");
+        fused(&mut graph, Precision::F32);
+        let mut random = seed.wrapping_add(index as u64 * 7919);
+        let mut next = || {
+            random = random.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (random >> 33) as usize
+        };
+        let static_shape = graph.value_type(graph.input_values()[0]).constant_shape();
+        let (batch, seq) = match &static_shape {
+            Some(shape) => (shape[0], shape[1]),
+            None => (1 + next() % 3, 1 + next() % 13),
+        };
+        let bindings: SymbolBindings = if static_shape.is_some() {
+            SymbolBindings::new()
+        } else {
+            [("batch".into(), batch as i64), ("seq".into(), seq as i64)].into()
+        };
+        let inputs = random_model_inputs(&graph, batch, seq, next() as u64, true);
+        failures.extend(check_every_group(&model.name, &graph, &inputs, &bindings, next() as u64, 1e-4));
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

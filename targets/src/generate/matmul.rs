@@ -1,0 +1,254 @@
+//! Matmul groups: `C = A·B` (either input transposed) over broadcast batch
+//! dims, with the epilogue applied to each accumulator. A block computes a
+//! 32×32 tile of C with 256 threads, each holding a 2×2 register block; A
+//! and B stream through shared memory in 32×16 and 16×32 tiles. This is the
+//! f32 path and every target's fallback; tensor-core kernels replace it where
+//! the hardware allows.
+
+use kiln_ir::graph::{NodeIndex, ValueRef};
+use kiln_ir::{DType, Dim, Op};
+use kiln_runtime::kernel::{self, build, Expr, Special, Stmt};
+
+use super::context::{broadcast_coords, linear_index, unravel, KernelContext, Value};
+
+const TILE: i64 = 32;
+const DEPTH: i64 = 16;
+const THREADS: u32 = 256;
+
+pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<Stmt>, String> {
+    let graph = context.graph;
+    let Op::MatMul { transpose_a, transpose_b } = graph.node(anchor).op else { return Err("not a matmul".into()) };
+    let inputs = graph.inputs_of(anchor);
+    let (a, b) = (inputs[0], inputs[1]);
+    let output = ValueRef::new(anchor, 0);
+    let out_shape = graph.value_type(output).shape.clone();
+    if graph.value_type(a).rank() < 2 || graph.value_type(b).rank() < 2 {
+        return Err("matmul of a vector has no kernel yet".into());
+    }
+    let rank = out_shape.len();
+    let (m_dim, n_dim) = (out_shape[rank - 2].clone(), out_shape[rank - 1].clone());
+    let a_shape = &graph.value_type(a).shape;
+    let k_dim = if transpose_a { a_shape[a_shape.len() - 2].clone() } else { a_shape[a_shape.len() - 1].clone() };
+    let batch_shape = out_shape[..rank - 2].to_vec();
+    let batches = batch_shape.iter().fold(Dim::constant(1), |p, d| &p * d);
+    let tiles = |d: &Dim| (d + &Dim::constant(TILE - 1)).floor_div(TILE).expect("positive");
+    let (tiles_m, tiles_n) = (tiles(&m_dim), tiles(&n_dim));
+    context.block_threads = THREADS;
+    context.grid_blocks = &(&batches * &tiles_m) * &tiles_n;
+    let a_tile = context.add_shared("a_tile", DType::F32, (TILE * DEPTH) as usize);
+    let b_tile = context.add_shared("b_tile", DType::F32, (DEPTH * TILE) as usize);
+
+    let mut body = Vec::new();
+    let i64v = |expr: Expr| Value { expr, dtype: DType::I64 };
+    let (m, n, k) = (context.dim(&m_dim)?, context.dim(&n_dim)?, context.dim(&k_dim)?);
+    let (tm_count, tn_count) = (context.dim(&tiles_m)?, context.dim(&tiles_n)?);
+    let block = context.bind(&mut body, i64v(build::cast(DType::I64, build::special(Special::BlockIndex))));
+    let thread = context.bind(&mut body, i64v(build::cast(DType::I64, build::special(Special::ThreadIndex))));
+    let tile_n =
+        context.bind(&mut body, i64v(build::binary(kernel::BinaryOp::Rem, block.expr.clone(), tn_count.clone())));
+    let tile_m = context.bind(
+        &mut body,
+        i64v(build::binary(
+            kernel::BinaryOp::Rem,
+            build::binary(kernel::BinaryOp::Div, block.expr.clone(), tn_count.clone()),
+            tm_count.clone(),
+        )),
+    );
+    let batch = context.bind(
+        &mut body,
+        i64v(build::binary(kernel::BinaryOp::Div, block.expr.clone(), build::mul(tn_count, tm_count))),
+    );
+    let batch_dims: Vec<Expr> = batch_shape.iter().map(|d| context.dim(d)).collect::<Result<_, _>>()?;
+    let batch_coords: Vec<Expr> =
+        unravel(batch.expr.clone(), &batch_dims).into_iter().map(|c| context.bind(&mut body, i64v(c)).expr).collect();
+    let row_in_tile =
+        context.bind(&mut body, i64v(build::binary(kernel::BinaryOp::Div, thread.expr.clone(), build::i64(16))));
+    let column_in_tile =
+        context.bind(&mut body, i64v(build::binary(kernel::BinaryOp::Rem, thread.expr.clone(), build::i64(16))));
+
+    let accumulators: Vec<kernel::Var> = (0..4).map(|_| context.fresh_var()).collect();
+    for &acc in &accumulators {
+        body.push(Stmt::Let { var: acc, dtype: DType::F32, value: build::f32(0.0) });
+    }
+    // The element of an operand at (row, column) of its matrix, through its transposes and batch broadcast.
+    let operand = |context: &KernelContext,
+                   body: &mut Vec<Stmt>,
+                   value: ValueRef,
+                   transposed: bool,
+                   row: Expr,
+                   column: Expr|
+     -> Result<Value, String> {
+        let shape = &context.graph.value_type(value).shape;
+        let mut full = batch_coords.clone();
+        if transposed {
+            full.push(column);
+            full.push(row);
+        } else {
+            full.push(row);
+            full.push(column);
+        }
+        let mut full_shape = batch_shape.clone();
+        full_shape.extend_from_slice(&shape[shape.len() - 2..]);
+        let coords = broadcast_coords(&full, &full_shape, shape);
+        context.value_at(body, value, &coords)
+    };
+    let k0 = context.fresh_var();
+    let mut tile_loop = Vec::new();
+    // Each thread loads two elements of each tile (512 elements, 256 threads).
+    for part in 0..2 {
+        let element = build::add(thread.expr.clone(), build::i64(part * THREADS as i64));
+        // A tile: 32 rows (m) × 16 columns (k).
+        let (r, c) = (
+            build::binary(kernel::BinaryOp::Div, element.clone(), build::i64(DEPTH)),
+            build::binary(kernel::BinaryOp::Rem, element.clone(), build::i64(DEPTH)),
+        );
+        let row = build::add(build::mul(tile_m.expr.clone(), build::i64(TILE)), r.clone());
+        let column = build::add(build::var(k0), c.clone());
+        tile_loop.extend(guarded_tile_load(
+            context,
+            a_tile,
+            element.clone(),
+            &row,
+            &m,
+            &column,
+            &k,
+            |context, body| operand(context, body, a, transpose_a, row.clone(), column.clone()),
+        )?);
+        // B tile: 16 rows (k) × 32 columns (n).
+        let (r, c) = (
+            build::binary(kernel::BinaryOp::Div, element.clone(), build::i64(TILE)),
+            build::binary(kernel::BinaryOp::Rem, element.clone(), build::i64(TILE)),
+        );
+        let row = build::add(build::var(k0), r);
+        let column = build::add(build::mul(tile_n.expr.clone(), build::i64(TILE)), c);
+        tile_loop.extend(guarded_tile_load(context, b_tile, element, &row, &k, &column, &n, |context, body| {
+            operand(context, body, b, transpose_b, row.clone(), column.clone())
+        })?);
+    }
+    tile_loop.push(Stmt::Barrier);
+    let kk = context.fresh_var();
+    let mut inner = Vec::new();
+    for i in 0..2 {
+        for j in 0..2 {
+            let a_index = build::add(
+                build::mul(
+                    build::add(build::mul(row_in_tile.expr.clone(), build::i64(2)), build::i64(i)),
+                    build::i64(DEPTH),
+                ),
+                build::var(kk),
+            );
+            let b_index = build::add(
+                build::mul(build::var(kk), build::i64(TILE)),
+                build::add(build::mul(column_in_tile.expr.clone(), build::i64(2)), build::i64(j)),
+            );
+            let acc = accumulators[(i * 2 + j) as usize];
+            inner.push(Stmt::Assign {
+                var: acc,
+                value: build::add(
+                    build::var(acc),
+                    build::mul(
+                        Expr::SharedLoad { array: a_tile, index: Box::new(a_index) },
+                        Expr::SharedLoad { array: b_tile, index: Box::new(b_index) },
+                    ),
+                ),
+            });
+        }
+    }
+    tile_loop.push(Stmt::For { var: kk, start: build::i64(0), end: build::i64(DEPTH), step: 1, body: inner });
+    tile_loop.push(Stmt::Barrier);
+    body.push(Stmt::For { var: k0, start: build::i64(0), end: k.clone(), step: DEPTH, body: tile_loop });
+
+    // Epilogue: the matmul's result is this thread's accumulator at its (row, column).
+    let position = |i: i64, j: i64| {
+        let row = build::add(
+            build::mul(tile_m.expr.clone(), build::i64(TILE)),
+            build::add(build::mul(row_in_tile.expr.clone(), build::i64(2)), build::i64(i)),
+        );
+        let column = build::add(
+            build::mul(tile_n.expr.clone(), build::i64(TILE)),
+            build::add(build::mul(column_in_tile.expr.clone(), build::i64(2)), build::i64(j)),
+        );
+        (row, column)
+    };
+    let entries = (0..4)
+        .map(|r| {
+            let (row, column) = position(r / 2, r % 2);
+            let mut coords = batch_coords.clone();
+            coords.push(row);
+            coords.push(column);
+            (coords, Value { expr: build::var(accumulators[r as usize]), dtype: DType::F32 })
+        })
+        .collect();
+    context.overrides.insert(output, entries);
+    for stored in context.contract.outputs.clone() {
+        let dims = context.dims(stored)?;
+        let stored_columns = context.graph.value_type(stored).shape.last().cloned().ok_or("a scalar output")?;
+        if dims.len() != rank {
+            return Err(format!("matmul group output `{}` has another rank", context.graph.value_name(stored)));
+        }
+        // Outputs as wide as the matmul take one element per accumulator; a
+        // SwiGLU over interleaved gate/up columns takes one per column pair.
+        let pairs = if stored_columns == n_dim {
+            false
+        } else if &stored_columns * &Dim::constant(2) == n_dim {
+            true
+        } else {
+            return Err(format!(
+                "matmul group output `{}` is neither as wide as the matmul nor half of it",
+                context.graph.value_name(stored)
+            ));
+        };
+        let stored_n = context.dim(&stored_columns)?;
+        for i in 0..2 {
+            for j in 0..if pairs { 1 } else { 2 } {
+                let (row, column) = position(i, j);
+                let column = if pairs { build::binary(kernel::BinaryOp::Div, column, build::i64(2)) } else { column };
+                let mut coords = batch_coords.clone();
+                coords.push(row.clone());
+                coords.push(column.clone());
+                let mut stores = Vec::new();
+                let value = context.value_at(&mut stores, stored, &coords)?;
+                stores.push(Stmt::Store {
+                    buffer: context.buffer(stored)?,
+                    index: linear_index(&coords, &dims),
+                    value: value.expr,
+                });
+                let inside = build::binary(
+                    kernel::BinaryOp::And,
+                    build::lt(row, m.clone()),
+                    build::lt(column, stored_n.clone()),
+                );
+                body.push(Stmt::If { condition: inside, then: stores, otherwise: Vec::new() });
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// `tile[element] = inside ? operand : 0`, reading the operand only inside.
+#[allow(clippy::too_many_arguments)]
+fn guarded_tile_load(
+    context: &mut KernelContext,
+    tile: usize,
+    element: Expr,
+    row: &Expr,
+    rows: &Expr,
+    column: &Expr,
+    columns: &Expr,
+    operand: impl FnOnce(&KernelContext, &mut Vec<Stmt>) -> Result<Value, String>,
+) -> Result<Vec<Stmt>, String> {
+    let value = context.fresh_var();
+    let mut then = Vec::new();
+    let loaded = operand(context, &mut then)?;
+    then.push(Stmt::Assign { var: value, value: loaded.expr });
+    let inside = build::binary(
+        kernel::BinaryOp::And,
+        build::lt(row.clone(), rows.clone()),
+        build::lt(column.clone(), columns.clone()),
+    );
+    Ok(vec![
+        Stmt::Let { var: value, dtype: DType::F32, value: build::f32(0.0) },
+        Stmt::If { condition: inside, then, otherwise: Vec::new() },
+        Stmt::SharedStore { array: tile, index: element, value: build::var(value) },
+    ])
+}
