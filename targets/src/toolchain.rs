@@ -101,7 +101,7 @@ pub fn parse_pass_pipeline(manager: OperationPassManager, pipeline: &str) -> Res
 }
 
 /// The PTX held in a `gpu.binary` op's `assembly = "..."` attribute, unescaped.
-fn extract_ptx(module_text: &str) -> Option<String> {
+pub fn extract_ptx(module_text: &str) -> Option<String> {
     let start = module_text.find(".version")?;
     let bytes = &module_text.as_bytes()[start..];
     let mut ptx = Vec::new();

@@ -131,3 +131,74 @@ fn every_group_of_every_model_runs_correctly_in_the_simulator() {
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// `.param` entries of each `.entry` in PTX text, by kernel name.
+fn entry_parameters(ptx: &str) -> Vec<(String, usize)> {
+    let mut entries = Vec::new();
+    let mut lines = ptx.lines();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.trim().strip_prefix(".visible .entry ") {
+            let name = rest.split('(').next().unwrap_or_default().to_string();
+            let mut count = 0;
+            for parameter in lines.by_ref() {
+                if parameter.trim().starts_with(".param") {
+                    count += 1;
+                }
+                if parameter.contains(')') {
+                    break;
+                }
+            }
+            entries.push((name, count));
+        }
+    }
+    entries
+}
+
+#[test]
+fn every_kernel_lowers_to_ptx_that_ptxas_accepts_for_sm_80_and_sm_90() {
+    use kiln_targets::lower::nvptx::{assemble, find_libdevice, find_ptxas, lower_to_ptx};
+    let libdevice = find_libdevice();
+    let ptxas = find_ptxas();
+    if std::env::var("KILN_REQUIRE_PTXAS").is_ok() {
+        assert!(
+            ptxas.is_some() && libdevice.is_some(),
+            "KILN_REQUIRE_PTXAS is set but ptxas or libdevice is missing (run scripts/setup.sh)"
+        );
+    }
+    let only = std::env::var("KILN_TEST_MODEL").ok();
+    for model in models().into_iter().filter(|m| only.as_ref().is_none_or(|o| &m.name == o)) {
+        let mut graph = load_model(&model.model).expect("imports");
+        fused(&mut graph, Precision::F32);
+        let generated: Vec<_> =
+            graph.groups().keys().map(|&g| generate_kernel(&graph, g).expect("generates")).collect();
+        let kernels: Vec<_> = generated.iter().map(|g| &g.kernel).collect();
+        for chip in ["sm_80", "sm_90"] {
+            let ptx = lower_to_ptx(&kernels, chip, libdevice.as_deref())
+                .unwrap_or_else(|e| panic!("{}: {chip}: {e}", model.name));
+            assert!(ptx.contains(&format!(".target {chip}")), "{}", model.name);
+            let entries = entry_parameters(&ptx);
+            assert_eq!(entries.len(), kernels.len(), "{}: entries", model.name);
+            for kernel in &kernels {
+                let count = entries.iter().find(|(name, _)| name == &kernel.name).map(|(_, c)| *c);
+                assert_eq!(count, Some(kernel.params.len()), "{}: {} parameters", model.name, kernel.name);
+                let block = format!(".reqntid {}, 1, 1", kernel.block_threads);
+                assert!(ptx.contains(&block), "{}: {} lacks {block}", model.name, kernel.name);
+            }
+            if let Some(ptxas) = &ptxas {
+                let resources =
+                    assemble(ptxas, &ptx, chip).unwrap_or_else(|log| panic!("{}: ptxas {chip}:\n{log}", model.name));
+                for kernel in resources {
+                    eprintln!(
+                        "{} {chip} {}: {} registers, {} B spill stores, {} B spill loads, {} B shared",
+                        model.name,
+                        kernel.name,
+                        kernel.registers,
+                        kernel.spill_stores,
+                        kernel.spill_loads,
+                        kernel.shared_bytes
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! Kernel IR → MLIR text: one `gpu.func` per kernel in a `gpu.module`.
+//!
+//! The lowering is one-to-one: buffer parameters are bare `!llvm.ptr`s
+//! (element addresses by `llvm.getelementptr`), scalars are `i64`/`f32`,
+//! shared arrays are workgroup attributions, per-thread variables are
+//! `llvm.alloca` slots (promoted to registers by LLVM), `if`/`for` are
+//! `scf.if`/`scf.for`, barriers `gpu.barrier`, shuffles `gpu.shuffle xor`,
+//! math functions `math.*` (resolved by linking libdevice). The block size is
+//! `nvvm.reqntid` (NVIDIA) or `rocdl.reqd_work_group_size` (AMD).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Literal, Param, Special, Stmt, UnaryOp, Var};
+use kiln_runtime::DType;
+
+/// Which vendor's attributes the function carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vendor {
+    Nvidia,
+    Amd,
+}
+
+/// The MLIR type of a register of `dtype`.
+fn register_type(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::I64 => "i64",
+        DType::I32 => "i32",
+        DType::Bool => "i1",
+        DType::I8 | DType::U8 | DType::F8E4M3 => "i8",
+    }
+}
+
+/// The MLIR type of one element of a buffer of `dtype` in memory.
+fn memory_type(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bool | DType::I8 | DType::U8 | DType::F8E4M3 => "i8",
+        other => register_type(other),
+    }
+}
+
+/// A value of the function: SSA name and register dtype.
+#[derive(Clone)]
+struct Ssa {
+    name: String,
+    dtype: DType,
+}
+
+struct Emitter<'k> {
+    kernel: &'k Kernel,
+    text: String,
+    depth: usize,
+    counter: usize,
+    variables: BTreeMap<Var, DType>,
+}
+
+/// The `gpu.func` of `kernel` (without the enclosing module).
+pub fn kernel_function(kernel: &Kernel, vendor: Vendor) -> Result<String, String> {
+    let mut variables = BTreeMap::new();
+    collect_variables(&kernel.body, &mut variables);
+    let mut emitter = Emitter { kernel, text: String::new(), depth: 2, counter: 0, variables };
+    emitter.function(vendor)?;
+    Ok(emitter.text)
+}
+
+/// A whole module for `target_attribute` (e.g. `#nvvm.target<…>`) holding `kernels`.
+pub fn kernel_module(kernels: &[&Kernel], target_attribute: &str, vendor: Vendor) -> Result<String, String> {
+    let mut text = String::from("module attributes {gpu.container_module} {\n");
+    let _ = writeln!(text, "  gpu.module @kernels [{target_attribute}] {{");
+    for kernel in kernels {
+        text.push_str(&kernel_function(kernel, vendor)?);
+    }
+    text.push_str("  }\n}\n");
+    Ok(text)
+}
+
+fn collect_variables(body: &[Stmt], variables: &mut BTreeMap<Var, DType>) {
+    for stmt in body {
+        match stmt {
+            Stmt::Let { var, dtype, .. } => {
+                variables.insert(*var, *dtype);
+            }
+            Stmt::If { then, otherwise, .. } => {
+                collect_variables(then, variables);
+                collect_variables(otherwise, variables);
+            }
+            Stmt::For { var, body, .. } => {
+                variables.insert(*var, DType::I64);
+                collect_variables(body, variables);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Emitter<'_> {
+    fn line(&mut self, line: &str) {
+        for _ in 0..self.depth {
+            self.text.push_str("  ");
+        }
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    fn fresh(&mut self) -> String {
+        self.counter += 1;
+        format!("%t{}", self.counter)
+    }
+
+    fn function(&mut self, vendor: Vendor) -> Result<(), String> {
+        let kernel = self.kernel;
+        let params: Vec<String> = kernel
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                Param::Buffer { .. } => format!("%arg{i}: !llvm.ptr"),
+                Param::Scalar { dtype, .. } => format!("%arg{i}: {}", register_type(*dtype)),
+            })
+            .collect();
+        let workgroup: Vec<String> = kernel
+            .shared
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                format!("%shared{i}: memref<{}x{}, #gpu.address_space<workgroup>>", a.elements, memory_type(a.dtype))
+            })
+            .collect();
+        let workgroup =
+            if workgroup.is_empty() { String::new() } else { format!(" workgroup({})", workgroup.join(", ")) };
+        let size = kernel.block_threads;
+        let attributes = match vendor {
+            Vendor::Nvidia => format!("nvvm.reqntid = array<i32: {size}, 1, 1>"),
+            Vendor::Amd => format!(
+                "rocdl.reqd_work_group_size = array<i32: {size}, 1, 1>, rocdl.flat_work_group_size = \"{size},{size}\""
+            ),
+        };
+        self.depth = 2;
+        self.line(&format!(
+            "gpu.func @{}({}){workgroup} kernel attributes {{{attributes}}} {{",
+            kernel.name,
+            params.join(", ")
+        ));
+        self.depth = 3;
+        self.line("%one = arith.constant 1 : i64");
+        let variables: Vec<(Var, DType)> = self.variables.iter().map(|(v, d)| (*v, *d)).collect();
+        for (var, dtype) in variables {
+            self.line(&format!("%v{} = llvm.alloca %one x {} : (i64) -> !llvm.ptr", var.0, register_type(dtype)));
+        }
+        self.block(&kernel.body)?;
+        self.line("gpu.return");
+        self.depth = 2;
+        self.line("}");
+        Ok(())
+    }
+
+    fn block(&mut self, body: &[Stmt]) -> Result<(), String> {
+        for stmt in body {
+            self.statement(stmt)?;
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, stmt: &Stmt) -> Result<(), String> {
+        match stmt {
+            Stmt::Let { var, dtype, value } => {
+                let value = self.expression(value)?;
+                let value = self.convert(value, *dtype)?;
+                self.line(&format!("llvm.store {}, %v{} : {}, !llvm.ptr", value.name, var.0, register_type(*dtype)));
+            }
+            Stmt::Assign { var, value } => {
+                let dtype = *self.variables.get(var).ok_or(format!("v{} has no let", var.0))?;
+                let value = self.expression(value)?;
+                let value = self.convert(value, dtype)?;
+                self.line(&format!("llvm.store {}, %v{} : {}, !llvm.ptr", value.name, var.0, register_type(dtype)));
+            }
+            Stmt::Store { buffer, index, value } | Stmt::AtomicAdd { buffer, index, value } => {
+                let Param::Buffer { dtype, .. } = &self.kernel.params[*buffer] else {
+                    return Err("a store to a scalar".into());
+                };
+                let dtype = *dtype;
+                let address = self.address(*buffer, index)?;
+                let value = self.expression(value)?;
+                let value = self.to_memory(value, dtype)?;
+                if matches!(stmt, Stmt::AtomicAdd { .. }) {
+                    let operation = if dtype.is_float() { "fadd" } else { "add" };
+                    let result = self.fresh();
+                    self.line(&format!(
+                        "{result} = llvm.atomicrmw {operation} {address}, {} monotonic : !llvm.ptr, {}",
+                        value,
+                        memory_type(dtype)
+                    ));
+                } else {
+                    self.line(&format!("llvm.store {value}, {address} : {}, !llvm.ptr", memory_type(dtype)));
+                }
+            }
+            Stmt::SharedStore { array, index, value } => {
+                let dtype = self.kernel.shared[*array].dtype;
+                let index = self.index(index)?;
+                let value = self.expression(value)?;
+                let value = self.to_memory(value, dtype)?;
+                let elements = self.kernel.shared[*array].elements;
+                self.line(&format!(
+                    "memref.store {value}, %shared{array}[{index}] : memref<{elements}x{}, #gpu.address_space<workgroup>>",
+                    memory_type(dtype)
+                ));
+            }
+            Stmt::If { condition, then, otherwise } => {
+                let condition = self.expression(condition)?;
+                let condition = self.convert(condition, DType::Bool)?;
+                self.line(&format!("scf.if {} {{", condition.name));
+                self.depth += 1;
+                self.block(then)?;
+                self.depth -= 1;
+                if otherwise.is_empty() {
+                    self.line("}");
+                } else {
+                    self.line("} else {");
+                    self.depth += 1;
+                    self.block(otherwise)?;
+                    self.depth -= 1;
+                    self.line("}");
+                }
+            }
+            Stmt::For { var, start, end, step, body } => {
+                let start = self.expression(start)?;
+                let start = self.convert(start, DType::I64)?;
+                let end = self.expression(end)?;
+                let end = self.convert(end, DType::I64)?;
+                let step_name = self.fresh();
+                self.line(&format!("{step_name} = arith.constant {step} : i64"));
+                let induction = self.fresh();
+                self.line(&format!("scf.for {induction} = {} to {} step {step_name} : i64 {{", start.name, end.name));
+                self.depth += 1;
+                self.line(&format!("llvm.store {induction}, %v{} : i64, !llvm.ptr", var.0));
+                self.block(body)?;
+                self.depth -= 1;
+                self.line("}");
+            }
+            Stmt::Barrier => self.line("gpu.barrier"),
+        }
+        Ok(())
+    }
+
+    /// `&buffer[index]`.
+    fn address(&mut self, buffer: usize, index: &Expr) -> Result<String, String> {
+        let Param::Buffer { dtype, .. } = &self.kernel.params[buffer] else {
+            return Err("an access to a scalar parameter".into());
+        };
+        let dtype = *dtype;
+        let index = self.expression(index)?;
+        let index = self.convert(index, DType::I64)?;
+        let address = self.fresh();
+        self.line(&format!(
+            "{address} = llvm.getelementptr %arg{buffer}[{}] : (!llvm.ptr, i64) -> !llvm.ptr, {}",
+            index.name,
+            memory_type(dtype)
+        ));
+        Ok(address)
+    }
+
+    /// An `index`-typed value of an i64 expression.
+    fn index(&mut self, index: &Expr) -> Result<String, String> {
+        let value = self.expression(index)?;
+        let value = self.convert(value, DType::I64)?;
+        let name = self.fresh();
+        self.line(&format!("{name} = arith.index_cast {} : i64 to index", value.name));
+        Ok(name)
+    }
+
+    /// A register value as a memory element of `dtype`.
+    fn to_memory(&mut self, value: Ssa, dtype: DType) -> Result<String, String> {
+        Ok(match dtype {
+            DType::Bool | DType::U8 => {
+                let bit = self.convert(value, DType::Bool)?;
+                let name = self.fresh();
+                self.line(&format!("{name} = arith.extui {} : i1 to i8", bit.name));
+                name
+            }
+            DType::I8 => {
+                let wide = self.convert(value, DType::I64)?;
+                let name = self.fresh();
+                self.line(&format!("{name} = arith.trunci {} : i64 to i8", wide.name));
+                name
+            }
+            DType::F8E4M3 => return Err("f8 stores have no lowering yet".into()),
+            other => self.convert(value, other)?.name,
+        })
+    }
+
+    /// Converts between register types as the simulator does.
+    fn convert(&mut self, value: Ssa, to: DType) -> Result<Ssa, String> {
+        if value.dtype == to {
+            return Ok(value);
+        }
+        let name = self.fresh();
+        let (from_type, to_type) = (register_type(value.dtype), register_type(to));
+        let operation = match (value.dtype, to) {
+            (DType::Bool, t) if t.is_float() => format!("arith.uitofp {} : i1 to {to_type}", value.name),
+            (DType::Bool, _) => format!("arith.extui {} : i1 to {to_type}", value.name),
+            (f, DType::Bool) if f.is_float() => {
+                let zero = self.fresh();
+                self.line(&format!("{zero} = arith.constant 0.0 : {from_type}"));
+                format!("arith.cmpf une, {}, {zero} : {from_type}", value.name)
+            }
+            (_, DType::Bool) => {
+                let zero = self.fresh();
+                self.line(&format!("{zero} = arith.constant 0 : {from_type}"));
+                format!("arith.cmpi ne, {}, {zero} : {from_type}", value.name)
+            }
+            (f, t) if f.is_float() && t.is_float() => {
+                let wider = f.size_in_bytes() < t.size_in_bytes() || (f == DType::BF16 && t == DType::F16);
+                if f == DType::BF16 && t == DType::F16 || f == DType::F16 && t == DType::BF16 {
+                    let middle = self.convert(value, DType::F32)?;
+                    return self.convert(middle, to);
+                }
+                format!("arith.{} {} : {from_type} to {to_type}", if wider { "extf" } else { "truncf" }, value.name)
+            }
+            (f, _) if f.is_float() => format!("arith.fptosi {} : {from_type} to {to_type}", value.name),
+            (_, t) if t.is_float() => format!("arith.sitofp {} : {from_type} to {to_type}", value.name),
+            (f, t) if f.size_in_bytes() < t.size_in_bytes() => {
+                format!("arith.extsi {} : {from_type} to {to_type}", value.name)
+            }
+            _ => format!("arith.trunci {} : {from_type} to {to_type}", value.name),
+        };
+        self.line(&format!("{name} = {operation}"));
+        Ok(Ssa { name, dtype: to })
+    }
+
+    fn expression(&mut self, expr: &Expr) -> Result<Ssa, String> {
+        Ok(match expr {
+            Expr::Literal(literal) => {
+                let name = self.fresh();
+                let (text, dtype) = match literal {
+                    Literal::F32(v) => (float_literal(*v), DType::F32),
+                    Literal::I64(v) => (v.to_string(), DType::I64),
+                    Literal::I32(v) => (v.to_string(), DType::I32),
+                    Literal::Bool(v) => (v.to_string(), DType::Bool),
+                };
+                if dtype == DType::Bool {
+                    self.line(&format!("{name} = arith.constant {text}"));
+                } else {
+                    self.line(&format!("{name} = arith.constant {text} : {}", register_type(dtype)));
+                }
+                Ssa { name, dtype }
+            }
+            Expr::Var(var) => {
+                let dtype = *self.variables.get(var).ok_or(format!("v{} has no let", var.0))?;
+                let name = self.fresh();
+                self.line(&format!("{name} = llvm.load %v{} : !llvm.ptr -> {}", var.0, register_type(dtype)));
+                Ssa { name, dtype }
+            }
+            Expr::Param(index) => match &self.kernel.params[*index] {
+                Param::Scalar { dtype, .. } => Ssa { name: format!("%arg{index}"), dtype: *dtype },
+                Param::Buffer { .. } => return Err(format!("parameter {index} is a buffer, not a scalar")),
+            },
+            Expr::Special(special) => {
+                let source = self.fresh();
+                let operation = match special {
+                    Special::ThreadIndex => "gpu.thread_id x",
+                    Special::BlockIndex => "gpu.block_id x",
+                    Special::BlockThreads => "gpu.block_dim x",
+                    Special::GridBlocks => "gpu.grid_dim x",
+                    Special::Lane => "gpu.lane_id",
+                };
+                self.line(&format!("{source} = {operation}"));
+                let name = self.fresh();
+                self.line(&format!("{name} = arith.index_cast {source} : index to i32"));
+                Ssa { name, dtype: DType::I32 }
+            }
+            Expr::Unary(op, a) => {
+                let a = self.expression(a)?;
+                let ty = register_type(a.dtype);
+                let name = self.fresh();
+                let float = a.dtype.is_float();
+                let operation = match op {
+                    UnaryOp::Neg if float => format!("arith.negf {} : {ty}", a.name),
+                    UnaryOp::Neg => {
+                        let zero = self.fresh();
+                        self.line(&format!("{zero} = arith.constant 0 : {ty}"));
+                        format!("arith.subi {zero}, {} : {ty}", a.name)
+                    }
+                    UnaryOp::Abs if float => format!("math.absf {} : {ty}", a.name),
+                    UnaryOp::Abs => format!("math.absi {} : {ty}", a.name),
+                    UnaryOp::Sqrt => format!("math.sqrt {} : {ty}", a.name),
+                    UnaryOp::Rsqrt => format!("math.rsqrt {} : {ty}", a.name),
+                    UnaryOp::Exp => format!("math.exp {} : {ty}", a.name),
+                    UnaryOp::Log => format!("math.log {} : {ty}", a.name),
+                    UnaryOp::Tanh => format!("math.tanh {} : {ty}", a.name),
+                    UnaryOp::Erf => format!("math.erf {} : {ty}", a.name),
+                    UnaryOp::Sin => format!("math.sin {} : {ty}", a.name),
+                    UnaryOp::Cos => format!("math.cos {} : {ty}", a.name),
+                    UnaryOp::Not => {
+                        let bit = self.convert(a, DType::Bool)?;
+                        let one = self.fresh();
+                        self.line(&format!("{one} = arith.constant true"));
+                        self.line(&format!("{name} = arith.xori {}, {one} : i1", bit.name));
+                        return Ok(Ssa { name, dtype: DType::Bool });
+                    }
+                };
+                self.line(&format!("{name} = {operation}"));
+                Ssa { name, dtype: a.dtype }
+            }
+            Expr::Binary(op, a, b) => {
+                let a = self.expression(a)?;
+                let b = self.expression(b)?;
+                let b = self.convert(b, a.dtype)?;
+                let ty = register_type(a.dtype);
+                let float = a.dtype.is_float();
+                let name = self.fresh();
+                let (operation, dtype) = match (op, float) {
+                    (BinaryOp::Add, true) => ("arith.addf", a.dtype),
+                    (BinaryOp::Sub, true) => ("arith.subf", a.dtype),
+                    (BinaryOp::Mul, true) => ("arith.mulf", a.dtype),
+                    (BinaryOp::Div, true) => ("arith.divf", a.dtype),
+                    (BinaryOp::Rem, true) => ("arith.remf", a.dtype),
+                    (BinaryOp::Pow, true) => ("math.powf", a.dtype),
+                    (BinaryOp::Max, true) => ("arith.maxnumf", a.dtype),
+                    (BinaryOp::Min, true) => ("arith.minnumf", a.dtype),
+                    (BinaryOp::Lt, true) => ("arith.cmpf olt,", DType::Bool),
+                    (BinaryOp::Le, true) => ("arith.cmpf ole,", DType::Bool),
+                    (BinaryOp::Eq, true) => ("arith.cmpf oeq,", DType::Bool),
+                    (BinaryOp::Ne, true) => ("arith.cmpf une,", DType::Bool),
+                    (BinaryOp::Add, false) => ("arith.addi", a.dtype),
+                    (BinaryOp::Sub, false) => ("arith.subi", a.dtype),
+                    (BinaryOp::Mul, false) => ("arith.muli", a.dtype),
+                    (BinaryOp::Div, false) => ("arith.divsi", a.dtype),
+                    (BinaryOp::Rem, false) => ("arith.remsi", a.dtype),
+                    (BinaryOp::Max, false) => ("arith.maxsi", a.dtype),
+                    (BinaryOp::Min, false) => ("arith.minsi", a.dtype),
+                    (BinaryOp::Lt, false) => ("arith.cmpi slt,", DType::Bool),
+                    (BinaryOp::Le, false) => ("arith.cmpi sle,", DType::Bool),
+                    (BinaryOp::Eq, false) => ("arith.cmpi eq,", DType::Bool),
+                    (BinaryOp::Ne, false) => ("arith.cmpi ne,", DType::Bool),
+                    (BinaryOp::And, _) | (BinaryOp::Or, _) => {
+                        let (x, y) = (self.convert(a, DType::Bool)?, self.convert(b, DType::Bool)?);
+                        let operation = if *op == BinaryOp::And { "arith.andi" } else { "arith.ori" };
+                        self.line(&format!("{name} = {operation} {}, {} : i1", x.name, y.name));
+                        return Ok(Ssa { name, dtype: DType::Bool });
+                    }
+                    (BinaryOp::Pow, false) => return Err("integer power has no lowering".into()),
+                };
+                self.line(&format!("{name} = {operation} {}, {} : {ty}", a.name, b.name));
+                Ssa { name, dtype }
+            }
+            Expr::Select(c, a, b) => {
+                let c = self.expression(c)?;
+                let c = self.convert(c, DType::Bool)?;
+                let a = self.expression(a)?;
+                let b = self.expression(b)?;
+                let b = self.convert(b, a.dtype)?;
+                let name = self.fresh();
+                self.line(&format!(
+                    "{name} = arith.select {}, {}, {} : {}",
+                    c.name,
+                    a.name,
+                    b.name,
+                    register_type(a.dtype)
+                ));
+                Ssa { name, dtype: a.dtype }
+            }
+            Expr::Cast(dtype, a) => {
+                let a = self.expression(a)?;
+                self.convert(a, *dtype)?
+            }
+            Expr::Load { buffer, index } => {
+                let Param::Buffer { dtype, .. } = &self.kernel.params[*buffer] else {
+                    return Err("a load from a scalar".into());
+                };
+                let dtype = *dtype;
+                let address = self.address(*buffer, index)?;
+                let name = self.fresh();
+                self.line(&format!("{name} = llvm.load {address} : !llvm.ptr -> {}", memory_type(dtype)));
+                self.from_memory(name, dtype)?
+            }
+            Expr::SharedLoad { array, index } => {
+                let dtype = self.kernel.shared[*array].dtype;
+                let elements = self.kernel.shared[*array].elements;
+                let index = self.index(index)?;
+                let name = self.fresh();
+                self.line(&format!(
+                    "{name} = memref.load %shared{array}[{index}] : memref<{elements}x{}, #gpu.address_space<workgroup>>",
+                    memory_type(dtype)
+                ));
+                self.from_memory(name, dtype)?
+            }
+            Expr::ShuffleXor { value, mask } => {
+                let value = self.expression(value)?;
+                let (offset, width) = (self.fresh(), self.fresh());
+                self.line(&format!("{offset} = arith.constant {mask} : i32"));
+                self.line(&format!("{width} = arith.constant 32 : i32"));
+                if value.dtype == DType::I64 {
+                    // 64-bit values shuffle as two 32-bit halves.
+                    let (low, high_shifted, high, thirty_two) =
+                        (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+                    self.line(&format!("{thirty_two} = arith.constant 32 : i64"));
+                    self.line(&format!("{low} = arith.trunci {} : i64 to i32", value.name));
+                    self.line(&format!("{high_shifted} = arith.shrui {}, {thirty_two} : i64", value.name));
+                    self.line(&format!("{high} = arith.trunci {high_shifted} : i64 to i32"));
+                    let (low_s, low_ok, high_s, high_ok) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+                    self.line(&format!("{low_s}, {low_ok} = gpu.shuffle xor {low}, {offset}, {width} : i32"));
+                    self.line(&format!("{high_s}, {high_ok} = gpu.shuffle xor {high}, {offset}, {width} : i32"));
+                    let (low_w, high_w, high_back, name) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+                    self.line(&format!("{low_w} = arith.extui {low_s} : i32 to i64"));
+                    self.line(&format!("{high_w} = arith.extui {high_s} : i32 to i64"));
+                    self.line(&format!("{high_back} = arith.shli {high_w}, {thirty_two} : i64"));
+                    self.line(&format!("{name} = arith.ori {high_back}, {low_w} : i64"));
+                    return Ok(Ssa { name, dtype: DType::I64 });
+                }
+                let value = if value.dtype == DType::F32 || value.dtype == DType::I32 {
+                    value
+                } else {
+                    self.convert(value, DType::F32)?
+                };
+                let (name, valid) = (self.fresh(), self.fresh());
+                self.line(&format!(
+                    "{name}, {valid} = gpu.shuffle xor {}, {offset}, {width} : {}",
+                    value.name,
+                    register_type(value.dtype)
+                ));
+                Ssa { name, dtype: value.dtype }
+            }
+        })
+    }
+
+    /// A memory element of `dtype` as a register value.
+    fn from_memory(&mut self, name: String, dtype: DType) -> Result<Ssa, String> {
+        Ok(match dtype {
+            DType::Bool => {
+                let zero = self.fresh();
+                self.line(&format!("{zero} = arith.constant 0 : i8"));
+                let bit = self.fresh();
+                self.line(&format!("{bit} = arith.cmpi ne, {name}, {zero} : i8"));
+                Ssa { name: bit, dtype: DType::Bool }
+            }
+            DType::U8 | DType::I8 => {
+                let wide = self.fresh();
+                let extend = if dtype == DType::U8 { "extui" } else { "extsi" };
+                self.line(&format!("{wide} = arith.{extend} {name} : i8 to i64"));
+                Ssa { name: wide, dtype: DType::I64 }
+            }
+            DType::I32 => {
+                let wide = self.fresh();
+                self.line(&format!("{wide} = arith.extsi {name} : i32 to i64"));
+                Ssa { name: wide, dtype: DType::I64 }
+            }
+            DType::F16 | DType::BF16 => self.convert(Ssa { name, dtype }, DType::F32)?,
+            DType::F8E4M3 => return Err("f8 loads have no lowering yet".into()),
+            other => Ssa { name, dtype: other },
+        })
+    }
+}
+
+/// An f32 literal MLIR parses exactly (hex for non-finite values).
+fn float_literal(value: f32) -> String {
+    if value.is_finite() {
+        format!("{value:.8e}")
+    } else {
+        format!("0x{:08X}", value.to_bits())
+    }
+}
