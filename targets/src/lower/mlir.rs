@@ -184,7 +184,7 @@ impl Emitter<'_> {
                 let dtype = *dtype;
                 let address = self.address(*buffer, index)?;
                 let value = self.expression(value)?;
-                let value = self.to_memory(value, dtype)?;
+                let value = self.store_form(value, dtype)?;
                 if matches!(stmt, Stmt::AtomicAdd { .. }) {
                     let operation = if dtype.is_float() { "fadd" } else { "add" };
                     let result = self.fresh();
@@ -201,7 +201,7 @@ impl Emitter<'_> {
                 let dtype = self.kernel.shared[*array].dtype;
                 let index = self.index(index)?;
                 let value = self.expression(value)?;
-                let value = self.to_memory(value, dtype)?;
+                let value = self.store_form(value, dtype)?;
                 let elements = self.kernel.shared[*array].elements;
                 self.line(&format!(
                     "memref.store {value}, %shared{array}[{index}] : memref<{elements}x{}, #gpu.address_space<workgroup>>",
@@ -272,7 +272,7 @@ impl Emitter<'_> {
     }
 
     /// A register value as a memory element of `dtype`.
-    fn to_memory(&mut self, value: Ssa, dtype: DType) -> Result<String, String> {
+    fn store_form(&mut self, value: Ssa, dtype: DType) -> Result<String, String> {
         Ok(match dtype {
             DType::Bool | DType::U8 => {
                 let bit = self.convert(value, DType::Bool)?;
@@ -474,7 +474,7 @@ impl Emitter<'_> {
                 let address = self.address(*buffer, index)?;
                 let name = self.fresh();
                 self.line(&format!("{name} = llvm.load {address} : !llvm.ptr -> {}", memory_type(dtype)));
-                self.from_memory(name, dtype)?
+                self.register_form(name, dtype)?
             }
             Expr::SharedLoad { array, index } => {
                 let dtype = self.kernel.shared[*array].dtype;
@@ -485,7 +485,7 @@ impl Emitter<'_> {
                     "{name} = memref.load %shared{array}[{index}] : memref<{elements}x{}, #gpu.address_space<workgroup>>",
                     memory_type(dtype)
                 ));
-                self.from_memory(name, dtype)?
+                self.register_form(name, dtype)?
             }
             Expr::ShuffleXor { value, mask } => {
                 let value = self.expression(value)?;
@@ -527,7 +527,7 @@ impl Emitter<'_> {
     }
 
     /// A memory element of `dtype` as a register value.
-    fn from_memory(&mut self, name: String, dtype: DType) -> Result<Ssa, String> {
+    fn register_form(&mut self, name: String, dtype: DType) -> Result<Ssa, String> {
         Ok(match dtype {
             DType::Bool => {
                 let zero = self.fresh();
