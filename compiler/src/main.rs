@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use kiln_compiler::compile::{compile, emit, Target};
 use kiln_compiler::npy::{read_npy, write_npy};
 use kiln_compiler::{load_model, summary};
 use kiln_ir::SymbolBindings;
@@ -47,6 +48,23 @@ enum Command {
         /// Report the arena size for these symbol values, e.g. `batch=8,seq=128`.
         #[arg(long, value_name = "SYMBOL=N,...", value_parser = parse_bindings)]
         bind: Option<SymbolBindings>,
+    },
+    /// Compile a model: optimize, generate one kernel per fusion group, lower to
+    /// each target; `--emit-dir` writes every kernel's IR, MLIR and PTX.
+    Compile {
+        /// A .onnx file or a safetensors model directory.
+        model: PathBuf,
+        /// Targets, comma-separated: sm_80, sm_90 (PTX); AMD (gfx90a, gfx942) is not lowered yet.
+        #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
+        target: Vec<Target>,
+        #[command(flatten)]
+        compile: CompileArguments,
+        /// Write each kernel's `.kir`, `.mlir` and `.<chip>.ptx` here.
+        #[arg(long, value_name = "DIR")]
+        emit_dir: Option<PathBuf>,
+        /// The artifact to write (the artifact format arrives with the runtime; see the note this prints).
+        #[arg(short = 'o', long = "output", value_name = "OUT.kiln")]
+        output: Option<PathBuf>,
     },
     /// Run a model with the reference evaluator and write every output as .npy.
     Eval {
@@ -119,6 +137,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, ir, json, dump_ir, stop_after, compile, bind } => {
             inspect(&model, ir, json, dump_ir.as_deref(), &compile.options(stop_after), bind.as_ref())
+        }
+        Command::Compile { model, target, compile, emit_dir, output } => {
+            compile_model(&model, &target, &compile.options(Phase::Plan), emit_dir.as_deref(), output.as_deref())
         }
         Command::Eval { model, inputs, output_dir, force, stop_after, compile } => {
             let options = stop_after.map(|phase| compile.options(phase));
@@ -240,6 +261,32 @@ fn eval(
         let path = &output_paths[&name];
         write_npy(path, &tensor)?;
         println!("{name}: {:?} {} -> {}", tensor.shape, tensor.dtype, path.display());
+    }
+    Ok(())
+}
+
+fn compile_model(
+    model: &Path,
+    targets: &[Target],
+    options: &PipelineOptions,
+    emit_dir: Option<&Path>,
+    output: Option<&Path>,
+) -> Result<()> {
+    let graph = import(model)?;
+    let compiled = compile(graph, options, targets, &mut |step| eprintln!("  {step}"))?;
+    if let Some(directory) = emit_dir {
+        let files = emit(&compiled, targets, directory)?;
+        eprintln!("wrote {files} files to {}", directory.display());
+    }
+    let bound = compiled.plan.arena_bytes.evaluate(&options.bounds_for(&compiled.graph)).unwrap_or(-1);
+    println!(
+        "kernels: {}, fusion groups: {}, PTX for: {}, peak arena at the bounds: {bound} bytes",
+        compiled.kernels.len(),
+        compiled.graph.groups().len(),
+        compiled.ptx.iter().map(|(chip, _)| chip.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    if let Some(path) = output {
+        eprintln!("note: -o {}: the artifact format is not implemented yet; nothing was written there", path.display());
     }
     Ok(())
 }

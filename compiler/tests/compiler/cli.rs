@@ -163,3 +163,32 @@ fn bad_options_are_refused() {
         assert!(!text(&output.stderr).is_empty());
     }
 }
+
+#[test]
+fn compile_emits_each_kernels_ir_mlir_and_ptx_and_says_it_wrote_no_artifact() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-compile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let model = testdata().join("models/distilbert-hf5/hf");
+    let artifact = directory.join("model.kiln");
+    let output = kiln(&[
+        "compile",
+        model.to_str().expect("utf-8"),
+        "--target",
+        "sm_80,sm_90",
+        "--emit-dir",
+        directory.to_str().expect("utf-8"),
+        "-o",
+        artifact.to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("kernels: 15"), "{}", text(&output.stdout));
+    for suffix in [".kir", ".mlir", ".sm_80.ptx", ".sm_90.ptx"] {
+        let path = directory.join(format!("g1_matmul{suffix}"));
+        assert!(path.is_file(), "{} is missing", path.display());
+    }
+    assert!(text(&output.stderr).contains("nothing was written"), "{}", text(&output.stderr));
+    assert!(!artifact.exists());
+    let refused = kiln(&["compile", model.to_str().expect("utf-8"), "--target", "sm_80,tpu"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("unknown target `tpu`"), "{}", text(&refused.stderr));
+}

@@ -1,0 +1,134 @@
+//! `kiln compile`: the pipeline, then one kernel per fusion group, lowered to
+//! every requested target.
+
+use std::path::Path;
+use std::time::Instant;
+
+use kiln_ir::Graph;
+use kiln_passes::{MemoryPlan, Pipeline, PipelineOptions};
+use kiln_targets::generate::{generate_kernel, GeneratedKernel};
+use kiln_targets::lower::mlir::{kernel_module, Vendor};
+use kiln_targets::lower::nvptx::{find_libdevice, lower_to_ptx, nvptx_module};
+
+/// A GPU to compile for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An NVIDIA chip, `sm_80`, `sm_90`, …
+    Nvidia(String),
+    /// An AMD chip, `gfx90a`, `gfx942`, …
+    Amd(String),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Target, String> {
+        let digits = |rest: &str| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric());
+        match text {
+            t if t.starts_with("sm_") && digits(&t[3..]) => Ok(Target::Nvidia(t.to_string())),
+            t if t.starts_with("gfx") && digits(&t[3..]) => Ok(Target::Amd(t.to_string())),
+            other => Err(format!("unknown target `{other}` (NVIDIA: sm_80, sm_90, …; AMD: gfx90a, gfx942, …)")),
+        }
+    }
+}
+
+/// Why compilation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Pass(#[from] kiln_passes::PassError),
+    #[error(transparent)]
+    Generate(#[from] kiln_targets::generate::GenerateError),
+    #[error("{target}: {message}")]
+    Lower { target: String, message: String },
+    #[error("{path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A compiled model: the optimized graph, its kernels and their code per target.
+pub struct CompiledModel {
+    pub graph: Graph,
+    pub plan: MemoryPlan,
+    pub kernels: Vec<GeneratedKernel>,
+    /// PTX per NVIDIA chip (one module with every kernel).
+    pub ptx: Vec<(String, String)>,
+}
+
+/// Compiles `graph`; `progress` hears of each step and its time.
+pub fn compile(
+    mut graph: Graph,
+    options: &PipelineOptions,
+    targets: &[Target],
+    progress: &mut dyn FnMut(&str),
+) -> Result<CompiledModel, CompileError> {
+    let started = Instant::now();
+    let plan = Pipeline::new(options.clone()).run(&mut graph, &mut |_, _, _| {})?;
+    let plan = plan.ok_or_else(|| kiln_passes::PassError::new("compile", "the pipeline stopped before the plan"))?;
+    progress(&format!("optimized: {} fusion groups in {:.2?}", graph.groups().len(), started.elapsed()));
+    let started = Instant::now();
+    let kernels: Vec<GeneratedKernel> =
+        graph.groups().keys().map(|&g| generate_kernel(&graph, g)).collect::<Result<_, _>>()?;
+    progress(&format!("generated {} kernels in {:.2?}", kernels.len(), started.elapsed()));
+    let libdevice = find_libdevice();
+    let mut ptx = Vec::new();
+    for target in targets {
+        let started = Instant::now();
+        match target {
+            Target::Nvidia(chip) => {
+                let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
+                let code = lower_to_ptx(&all, chip, libdevice.as_deref())
+                    .map_err(|e| CompileError::Lower { target: chip.clone(), message: e.to_string() })?;
+                progress(&format!("lowered to PTX for {chip} in {:.2?}", started.elapsed()));
+                ptx.push((chip.clone(), code));
+            }
+            Target::Amd(chip) => {
+                return Err(CompileError::Lower {
+                    target: chip.clone(),
+                    message: "AMDGPU lowering is not implemented yet (kernels run on NVIDIA targets and the simulator)"
+                        .into(),
+                })
+            }
+        }
+    }
+    Ok(CompiledModel { graph, plan, kernels, ptx })
+}
+
+/// Writes, per kernel, its kernel IR (`.kir`), its MLIR (`.mlir`) and its PTX
+/// per NVIDIA chip (`.<chip>.ptx`), named by fusion group.
+pub fn emit(compiled: &CompiledModel, targets: &[Target], directory: &Path) -> Result<usize, CompileError> {
+    let write = |name: String, text: &str| -> Result<(), CompileError> {
+        let path = directory.join(name);
+        std::fs::write(&path, text).map_err(|source| CompileError::Write { path: path.display().to_string(), source })
+    };
+    std::fs::create_dir_all(directory)
+        .map_err(|source| CompileError::Write { path: directory.display().to_string(), source })?;
+    let libdevice = find_libdevice();
+    let mut files = 0;
+    for generated in &compiled.kernels {
+        let kernel = &generated.kernel;
+        write(format!("{}.kir", kernel.name), &kiln_runtime::kernel::print_kernel(kernel))?;
+        let first_chip = targets.iter().find_map(|t| match t {
+            Target::Nvidia(chip) => Some(chip.as_str()),
+            Target::Amd(_) => None,
+        });
+        let mlir = match first_chip {
+            Some(chip) => nvptx_module(&[kernel], chip, libdevice.as_deref()).map_err(|e| e.to_string()),
+            None => kernel_module(&[kernel], "", Vendor::Nvidia),
+        }
+        .map_err(|message| CompileError::Lower { target: "mlir".into(), message })?;
+        write(format!("{}.mlir", kernel.name), &mlir)?;
+        files += 2;
+        for target in targets {
+            if let Target::Nvidia(chip) = target {
+                let ptx = lower_to_ptx(&[kernel], chip, libdevice.as_deref())
+                    .map_err(|e| CompileError::Lower { target: chip.clone(), message: e.to_string() })?;
+                write(format!("{}.{chip}.ptx", kernel.name), &ptx)?;
+                files += 1;
+            }
+        }
+    }
+    Ok(files)
+}
