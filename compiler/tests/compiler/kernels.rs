@@ -202,3 +202,29 @@ fn every_kernel_lowers_to_ptx_that_ptxas_accepts_for_sm_80_and_sm_90() {
         }
     }
 }
+
+#[test]
+fn every_group_runs_correctly_in_f16_and_bf16() {
+    let seed = run_seed();
+    eprintln!("kernel test seed {seed} (replay with KILN_TEST_SEED={seed})");
+    let mut failures = Vec::new();
+    for name in ["bert-hf5", "llama-hf5", "qwen2-dynamo", "distilbert-legacy"] {
+        let model = models().into_iter().find(|m| m.name == name).expect("a testdata model");
+        for precision in [Precision::F16, Precision::Bf16] {
+            let mut graph = load_model(&model.model).expect("imports");
+            fused(&mut graph, precision);
+            let bindings: SymbolBindings = [("batch".into(), 2), ("seq".into(), 5)].into();
+            let inputs = random_model_inputs(&graph, 2, 5, seed, true);
+            // The kernels round once per store, the evaluator after every op: compare loosely.
+            failures.extend(check_every_group(
+                &format!("{name} {}", precision.name()),
+                &graph,
+                &inputs,
+                &bindings,
+                seed,
+                3e-2,
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

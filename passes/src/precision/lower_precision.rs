@@ -106,7 +106,9 @@ struct Rebuild {
     new: Graph,
     target: DType,
     values: HashMap<ValueRef, (ValueRef, Mode)>,
-    converted: HashMap<ValueRef, ValueRef>,
+    /// Lowered copies: constants once, computed values once per consuming group
+    /// (each kernel casts what it reads, so no kernel writes another's cast).
+    converted: HashMap<(ValueRef, Option<kiln_ir::GroupId>), ValueRef>,
 }
 
 impl Rebuild {
@@ -117,7 +119,8 @@ impl Rebuild {
         if matches!(mode, Mode::Lowered | Mode::NotFloat) {
             return Ok(value);
         }
-        if let Some(&done) = self.converted.get(&old) {
+        let key = (old, if self.new.as_constant(value).is_some() { None } else { group });
+        if let Some(&done) = self.converted.get(&key) {
             return Ok(done);
         }
         let name = self.new.fresh_value_name(&format!("{}.{}", self.new.value_name(value), self.target));
@@ -137,7 +140,7 @@ impl Rebuild {
                 cast
             }
         };
-        self.converted.insert(old, converted);
+        self.converted.insert(key, converted);
         Ok(converted)
     }
 }
