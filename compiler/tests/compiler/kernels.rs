@@ -228,3 +228,32 @@ fn every_group_runs_correctly_in_f16_and_bf16() {
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The kernels of a small model, fixed shapes, for snapshots.
+fn snapshot_kernels() -> Vec<kiln_targets::generate::GeneratedKernel> {
+    let model = models().into_iter().find(|m| m.name == "llama-dynamo").expect("a model with every kernel kind");
+    let mut graph = load_model(&model.model).expect("imports");
+    fused(&mut graph, Precision::F32);
+    graph.groups().keys().map(|&g| generate_kernel(&graph, g).expect("generates")).collect()
+}
+
+#[test]
+fn snapshots_of_one_kernel_of_each_kind_as_kernel_ir_mlir_and_ptx() {
+    use kiln_targets::lower::nvptx::{lower_to_ptx, nvptx_module};
+    let kernels = snapshot_kernels();
+    let mut seen = std::collections::BTreeSet::new();
+    for generated in &kernels {
+        let kind = generated.kernel.name.split_once('_').map(|(_, kind)| kind.to_string()).expect("g<N>_<kind>");
+        if !seen.insert(kind.clone()) {
+            continue;
+        }
+        let kernel = &generated.kernel;
+        insta::assert_snapshot!(format!("kernel_ir_{kind}"), kiln_runtime::kernel::print_kernel(kernel));
+        // No libdevice path in the snapshot: it differs between machines.
+        insta::assert_snapshot!(format!("mlir_{kind}"), nvptx_module(&[kernel], "sm_90", None).expect("lowers"));
+        let ptx =
+            lower_to_ptx(&[kernel], "sm_90", kiln_targets::lower::nvptx::find_libdevice().as_deref()).expect("PTX");
+        insta::assert_snapshot!(format!("ptx_{kind}"), ptx);
+    }
+    assert_eq!(seen.len(), 5, "kinds seen: {seen:?}");
+}
