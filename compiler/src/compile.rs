@@ -7,6 +7,7 @@ use std::time::Instant;
 use kiln_ir::Graph;
 use kiln_passes::{MemoryPlan, Pipeline, PipelineOptions};
 use kiln_targets::generate::{generate_kernel, GeneratedKernel};
+use kiln_targets::lower::amdgpu::lower_to_amdgpu;
 use kiln_targets::lower::mlir::{kernel_module, Vendor};
 use kiln_targets::lower::nvptx::{find_libdevice, lower_to_ptx, nvptx_module};
 
@@ -55,6 +56,8 @@ pub struct CompiledModel {
     pub kernels: Vec<GeneratedKernel>,
     /// PTX per NVIDIA chip (one module with every kernel).
     pub ptx: Vec<(String, String)>,
+    /// AMDGPU assembly per AMD chip (one module with every kernel).
+    pub amdgpu: Vec<(String, String)>,
 }
 
 /// Compiles `graph`; `progress` hears of each step and its time.
@@ -74,6 +77,7 @@ pub fn compile(
     progress(&format!("generated {} kernels in {:.2?}", kernels.len(), started.elapsed()));
     let libdevice = find_libdevice();
     let mut ptx = Vec::new();
+    let mut amdgpu = Vec::new();
     for target in targets {
         let started = Instant::now();
         match target {
@@ -85,19 +89,20 @@ pub fn compile(
                 ptx.push((chip.clone(), code));
             }
             Target::Amd(chip) => {
-                return Err(CompileError::Lower {
-                    target: chip.clone(),
-                    message: "AMDGPU lowering is not implemented yet (kernels run on NVIDIA targets and the simulator)"
-                        .into(),
-                })
+                let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
+                let code = lower_to_amdgpu(&all, chip)
+                    .map_err(|message| CompileError::Lower { target: chip.clone(), message })?;
+                progress(&format!("lowered to AMDGPU assembly for {chip} in {:.2?}", started.elapsed()));
+                amdgpu.push((chip.clone(), code));
             }
         }
     }
-    Ok(CompiledModel { graph, plan, kernels, ptx })
+    Ok(CompiledModel { graph, plan, kernels, ptx, amdgpu })
 }
 
-/// Writes, per kernel, its kernel IR (`.kir`), its MLIR (`.mlir`) and its PTX
-/// per NVIDIA chip (`.<chip>.ptx`), named by fusion group.
+/// Writes, per kernel, its kernel IR (`.kir`), its MLIR (`.mlir`), its PTX
+/// per NVIDIA chip (`.<chip>.ptx`) and its assembly per AMD chip
+/// (`.<chip>.s`), named by fusion group.
 pub fn emit(compiled: &CompiledModel, targets: &[Target], directory: &Path) -> Result<usize, CompileError> {
     let write = |name: String, text: &str| -> Result<(), CompileError> {
         let path = directory.join(name);
@@ -122,12 +127,19 @@ pub fn emit(compiled: &CompiledModel, targets: &[Target], directory: &Path) -> R
         write(format!("{}.mlir", kernel.name), &mlir)?;
         files += 2;
         for target in targets {
-            if let Target::Nvidia(chip) = target {
-                let ptx = lower_to_ptx(&[kernel], chip, libdevice.as_deref())
-                    .map_err(|e| CompileError::Lower { target: chip.clone(), message: e.to_string() })?;
-                write(format!("{}.{chip}.ptx", kernel.name), &ptx)?;
-                files += 1;
+            match target {
+                Target::Nvidia(chip) => {
+                    let ptx = lower_to_ptx(&[kernel], chip, libdevice.as_deref())
+                        .map_err(|e| CompileError::Lower { target: chip.clone(), message: e.to_string() })?;
+                    write(format!("{}.{chip}.ptx", kernel.name), &ptx)?;
+                }
+                Target::Amd(chip) => {
+                    let assembly = lower_to_amdgpu(&[kernel], chip)
+                        .map_err(|message| CompileError::Lower { target: chip.clone(), message })?;
+                    write(format!("{}.{chip}.s", kernel.name), &assembly)?;
+                }
             }
+            files += 1;
         }
     }
     Ok(files)

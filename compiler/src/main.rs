@@ -54,12 +54,12 @@ enum Command {
     Compile {
         /// A .onnx file or a safetensors model directory.
         model: PathBuf,
-        /// Targets, comma-separated: sm_80, sm_90 (PTX); AMD (gfx90a, gfx942) is not lowered yet.
+        /// Targets, comma-separated: sm_80, sm_90 (PTX), gfx90a, gfx942 (AMDGPU assembly).
         #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
         target: Vec<Target>,
         #[command(flatten)]
         compile: CompileArguments,
-        /// Write each kernel's `.kir`, `.mlir` and `.<chip>.ptx` here.
+        /// Write each kernel's `.kir`, `.mlir`, `.<sm>.ptx` and `.<gfx>.s` here.
         #[arg(long, value_name = "DIR")]
         emit_dir: Option<PathBuf>,
         /// The artifact to write (the artifact format arrives with the runtime; see the note this prints).
@@ -280,10 +280,10 @@ fn compile_model(
     }
     let bound = compiled.plan.arena_bytes.evaluate(&options.bounds_for(&compiled.graph)).unwrap_or(-1);
     println!(
-        "kernels: {}, fusion groups: {}, PTX for: {}, peak arena at the bounds: {bound} bytes",
+        "kernels: {}, fusion groups: {}, code for: {}, peak arena at the bounds: {bound} bytes",
         compiled.kernels.len(),
         compiled.graph.groups().len(),
-        compiled.ptx.iter().map(|(chip, _)| chip.as_str()).collect::<Vec<_>>().join(", ")
+        compiled.ptx.iter().chain(&compiled.amdgpu).map(|(chip, _)| chip.as_str()).collect::<Vec<_>>().join(", ")
     );
     if let Some(path) = output {
         eprintln!("note: -o {}: the artifact format is not implemented yet; nothing was written there", path.display());

@@ -102,7 +102,14 @@ pub fn parse_pass_pipeline(manager: OperationPassManager, pipeline: &str) -> Res
 
 /// The PTX held in a `gpu.binary` op's `assembly = "..."` attribute, unescaped.
 pub fn extract_ptx(module_text: &str) -> Option<String> {
-    let start = module_text.find(".version")?;
+    extract_assembly(module_text).filter(|text| text.contains(".version"))
+}
+
+/// The text of the first `assembly = "..."` attribute of a `gpu.binary` (PTX
+/// or AMDGPU assembly), unescaped.
+pub fn extract_assembly(module_text: &str) -> Option<String> {
+    let marker = "assembly = \"";
+    let start = module_text.find(marker)? + marker.len();
     let bytes = &module_text.as_bytes()[start..];
     let mut ptx = Vec::new();
     let mut index = 0;

@@ -174,7 +174,7 @@ fn compile_emits_each_kernels_ir_mlir_and_ptx_and_says_it_wrote_no_artifact() {
         "compile",
         model.to_str().expect("utf-8"),
         "--target",
-        "sm_80,sm_90",
+        "sm_80,sm_90,gfx942",
         "--emit-dir",
         directory.to_str().expect("utf-8"),
         "-o",
@@ -182,7 +182,7 @@ fn compile_emits_each_kernels_ir_mlir_and_ptx_and_says_it_wrote_no_artifact() {
     ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("kernels: 15"), "{}", text(&output.stdout));
-    for suffix in [".kir", ".mlir", ".sm_80.ptx", ".sm_90.ptx"] {
+    for suffix in [".kir", ".mlir", ".sm_80.ptx", ".sm_90.ptx", ".gfx942.s"] {
         let path = directory.join(format!("g1_matmul{suffix}"));
         assert!(path.is_file(), "{} is missing", path.display());
     }

@@ -40,6 +40,19 @@ pub fn check_every_group(
     seed: u64,
     tolerance: f64,
 ) -> Vec<String> {
+    check_every_group_with_warps(name, graph, inputs, bindings, seed, tolerance, 32)
+}
+
+/// As [`check_every_group`], with warps of `warp_size` lanes (64: AMD wave64).
+pub fn check_every_group_with_warps(
+    name: &str,
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    bindings: &SymbolBindings,
+    seed: u64,
+    tolerance: f64,
+    warp_size: usize,
+) -> Vec<String> {
     let values = evaluate_all(graph, inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut failures = Vec::new();
     for &group in graph.groups().keys() {
@@ -65,7 +78,7 @@ pub fn check_every_group(
                 ParamBinding::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
             })
             .collect();
-        let options = SimOptions { seed, ..SimOptions::default() };
+        let options = SimOptions { seed, warp_size, ..SimOptions::default() };
         let started = std::time::Instant::now();
         let result = run_kernel(&generated.kernel, &mut arguments, bindings, options);
         if std::env::var("KILN_TEST_TIMING").is_ok() {
@@ -256,4 +269,43 @@ fn snapshots_of_one_kernel_of_each_kind_as_kernel_ir_mlir_and_ptx() {
         insta::assert_snapshot!(format!("ptx_{kind}"), ptx);
     }
     assert_eq!(seen.len(), 5, "kinds seen: {seen:?}");
+}
+
+#[test]
+fn every_group_runs_correctly_in_wave64_and_lowers_to_amdgpu_that_llvm_mc_accepts() {
+    use kiln_targets::lower::amdgpu::{assemble_amdgpu, find_llvm_mc, lower_to_amdgpu};
+    let seed = run_seed();
+    eprintln!("kernel test seed {seed} (replay with KILN_TEST_SEED={seed})");
+    let llvm_mc = find_llvm_mc().expect("llvm-mc of LLVM 22 (scripts/setup.sh installs it)");
+    let mut failures = Vec::new();
+    let only = std::env::var("KILN_TEST_MODEL").ok();
+    for model in models().into_iter().filter(|m| only.as_ref().is_none_or(|o| &m.name == o)) {
+        let mut graph = load_model(&model.model).expect("imports");
+        fused(&mut graph, Precision::F32);
+        let static_shape = graph.value_type(graph.input_values()[0]).constant_shape();
+        let (batch, seq, bindings): (usize, usize, SymbolBindings) = match &static_shape {
+            Some(shape) => (shape[0], shape[1], SymbolBindings::new()),
+            None => (2, 6, [("batch".into(), 2), ("seq".into(), 6)].into()),
+        };
+        let inputs = random_model_inputs(&graph, batch, seq, seed, true);
+        failures.extend(check_every_group_with_warps(
+            &format!("{} wave64", model.name),
+            &graph,
+            &inputs,
+            &bindings,
+            seed,
+            1e-4,
+            64,
+        ));
+        let generated: Vec<_> =
+            graph.groups().keys().map(|&g| generate_kernel(&graph, g).expect("generates")).collect();
+        let kernels: Vec<_> = generated.iter().map(|g| &g.kernel).collect();
+        for chip in ["gfx90a", "gfx942"] {
+            let assembly = lower_to_amdgpu(&kernels, chip).unwrap_or_else(|e| panic!("{}: {chip}: {e}", model.name));
+            assert!(assembly.contains(&format!("amdgcn-amd-amdhsa--{chip}")), "{}: {chip}", model.name);
+            assemble_amdgpu(&llvm_mc, &assembly, chip)
+                .unwrap_or_else(|log| panic!("{}: llvm-mc {chip}:\n{log}", model.name));
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }

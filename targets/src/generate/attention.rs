@@ -31,7 +31,8 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let i64v = |expr: Expr| Value { expr, dtype: DType::I64 };
     let f32v = |expr: Expr| Value { expr, dtype: DType::F32 };
     let thread = build::cast(DType::I64, build::special(Special::ThreadIndex));
-    let lane = context.bind(&mut body, i64v(build::cast(DType::I64, build::special(Special::Lane))));
+    // Lanes of 32-thread groups, also inside AMD's 64-wide wavefronts.
+    let lane = context.bind(&mut body, i64v(build::binary(kernel::BinaryOp::Rem, thread.clone(), build::i64(32))));
     let row = context.bind(
         &mut body,
         i64v(build::add(

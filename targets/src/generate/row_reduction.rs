@@ -291,7 +291,12 @@ fn block_reduce(
     if warps <= 1 {
         return Ok(Value { expr: build::var(accumulator), dtype });
     }
-    let lane = build::cast(DType::I64, build::special(Special::Lane));
+    // Lanes of 32-thread groups, also inside AMD's 64-wide wavefronts.
+    let lane = build::binary(
+        kernel::BinaryOp::Rem,
+        build::cast(DType::I64, build::special(Special::ThreadIndex)),
+        build::i64(32),
+    );
     let warp = build::binary(
         kernel::BinaryOp::Div,
         build::cast(DType::I64, build::special(Special::ThreadIndex)),

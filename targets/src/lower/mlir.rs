@@ -51,6 +51,7 @@ struct Ssa {
 
 struct Emitter<'k> {
     kernel: &'k Kernel,
+    vendor: Vendor,
     text: String,
     depth: usize,
     counter: usize,
@@ -61,7 +62,7 @@ struct Emitter<'k> {
 pub fn kernel_function(kernel: &Kernel, vendor: Vendor) -> Result<String, String> {
     let mut variables = BTreeMap::new();
     collect_variables(&kernel.body, &mut variables);
-    let mut emitter = Emitter { kernel, text: String::new(), depth: 2, counter: 0, variables };
+    let mut emitter = Emitter { kernel, vendor, text: String::new(), depth: 2, counter: 0, variables };
     emitter.function(vendor)?;
     Ok(emitter.text)
 }
@@ -357,6 +358,12 @@ impl Emitter<'_> {
                 Param::Scalar { dtype, .. } => Ssa { name: format!("%arg{index}"), dtype: *dtype },
                 Param::Buffer { .. } => return Err(format!("parameter {index} is a buffer, not a scalar")),
             },
+            Expr::Special(Special::BlockThreads) => {
+                // A constant per kernel variant (no device-library call on AMD).
+                let name = self.fresh();
+                self.line(&format!("{name} = arith.constant {} : i32", self.kernel.block_threads));
+                Ssa { name, dtype: DType::I32 }
+            }
             Expr::Special(special) => {
                 let source = self.fresh();
                 let operation = match special {
@@ -370,6 +377,11 @@ impl Emitter<'_> {
                 let name = self.fresh();
                 self.line(&format!("{name} = arith.index_cast {source} : index to i32"));
                 Ssa { name, dtype: DType::I32 }
+            }
+            Expr::Unary(op, a) if self.vendor == Vendor::Amd && a_is_math(*op) => {
+                let a = self.expression(a)?;
+                let a = self.convert(a, DType::F32)?;
+                self.amd_math(*op, a)?
             }
             Expr::Unary(op, a) => {
                 let a = self.expression(a)?;
@@ -417,6 +429,20 @@ impl Emitter<'_> {
                     (BinaryOp::Mul, true) => ("arith.mulf", a.dtype),
                     (BinaryOp::Div, true) => ("arith.divf", a.dtype),
                     (BinaryOp::Rem, true) => ("arith.remf", a.dtype),
+                    (BinaryOp::Pow, true) if self.vendor == Vendor::Amd => {
+                        // x^y = 2^(y·log2 x) with the hardware's exp2 and log2.
+                        let log = self.fresh();
+                        self.line(&format!(
+                            "{log} = llvm.call_intrinsic \"llvm.amdgcn.log\"({}) : (f32) -> f32",
+                            a.name
+                        ));
+                        let product = self.fresh();
+                        self.line(&format!("{product} = arith.mulf {}, {log} : f32", b.name));
+                        self.line(&format!(
+                            "{name} = llvm.call_intrinsic \"llvm.amdgcn.exp2\"({product}) : (f32) -> f32"
+                        ));
+                        return Ok(Ssa { name, dtype: DType::F32 });
+                    }
                     (BinaryOp::Pow, true) => ("math.powf", a.dtype),
                     (BinaryOp::Max, true) => ("arith.maxnumf", a.dtype),
                     (BinaryOp::Min, true) => ("arith.minnumf", a.dtype),
@@ -526,6 +552,129 @@ impl Emitter<'_> {
         })
     }
 
+    /// Math functions from AMDGPU's native instructions (`v_exp_f32`,
+    /// `v_log_f32`, `v_sqrt_f32`, `v_sin_f32`, … through `llvm.amdgcn.*`
+    /// intrinsics, which the ROCDL conversion leaves alone) and polynomials, since the
+    /// ROCm device libraries are not linked: `exp(x) = 2^(x·log2 e)`,
+    /// `tanh(x) = 1 − 2/(e^{2x} + 1)`, erf by Abramowitz–Stegun 7.1.26
+    /// (|error| ≤ 1.5e-7).
+    fn amd_math(&mut self, op: UnaryOp, a: Ssa) -> Result<Ssa, String> {
+        let float = |value: f32| float_literal(value);
+        let mut lines: Vec<String> = Vec::new();
+        let mut counter = self.counter;
+        let mut fresh = || {
+            counter += 1;
+            format!("%t{counter}")
+        };
+        let x = a.name.clone();
+        let constant = |lines: &mut Vec<String>, fresh: &mut dyn FnMut() -> String, value: f32| {
+            let name = fresh();
+            lines.push(format!("{name} = arith.constant {} : f32", float(value)));
+            name
+        };
+        let exp = |lines: &mut Vec<String>, fresh: &mut dyn FnMut() -> String, x: &str| {
+            let log2e = constant(lines, fresh, std::f32::consts::LOG2_E);
+            let scaled = fresh();
+            lines.push(format!("{scaled} = arith.mulf {x}, {log2e} : f32"));
+            let result = fresh();
+            lines.push(format!("{result} = llvm.call_intrinsic \"llvm.amdgcn.exp2\"({scaled}) : (f32) -> f32"));
+            result
+        };
+        let result = match op {
+            UnaryOp::Exp => exp(&mut lines, &mut fresh, &x),
+            UnaryOp::Log => {
+                let log2 = fresh();
+                lines.push(format!("{log2} = llvm.call_intrinsic \"llvm.amdgcn.log\"({x}) : (f32) -> f32"));
+                let ln2 = constant(&mut lines, &mut fresh, std::f32::consts::LN_2);
+                let result = fresh();
+                lines.push(format!("{result} = arith.mulf {log2}, {ln2} : f32"));
+                result
+            }
+            UnaryOp::Sqrt => {
+                let result = fresh();
+                lines.push(format!("{result} = llvm.call_intrinsic \"llvm.amdgcn.sqrt\"({x}) : (f32) -> f32"));
+                result
+            }
+            UnaryOp::Rsqrt => {
+                let root = fresh();
+                lines.push(format!("{root} = llvm.call_intrinsic \"llvm.amdgcn.sqrt\"({x}) : (f32) -> f32"));
+                let one = constant(&mut lines, &mut fresh, 1.0);
+                let result = fresh();
+                lines.push(format!("{result} = arith.divf {one}, {root} : f32"));
+                result
+            }
+            UnaryOp::Sin | UnaryOp::Cos => {
+                // The hardware's sine and cosine take revolutions.
+                let intrinsic = if op == UnaryOp::Sin { "sin" } else { "cos" };
+                let per_turn = constant(&mut lines, &mut fresh, 1.0 / std::f32::consts::TAU);
+                let turns = fresh();
+                lines.push(format!("{turns} = arith.mulf {x}, {per_turn} : f32"));
+                let result = fresh();
+                lines.push(format!(
+                    "{result} = llvm.call_intrinsic \"llvm.amdgcn.{intrinsic}\"({turns}) : (f32) -> f32"
+                ));
+                result
+            }
+            UnaryOp::Tanh => {
+                let two = constant(&mut lines, &mut fresh, 2.0);
+                let doubled = fresh();
+                lines.push(format!("{doubled} = arith.mulf {x}, {two} : f32"));
+                let e = exp(&mut lines, &mut fresh, &doubled);
+                let one = constant(&mut lines, &mut fresh, 1.0);
+                let denominator = fresh();
+                lines.push(format!("{denominator} = arith.addf {e}, {one} : f32"));
+                let fraction = fresh();
+                lines.push(format!("{fraction} = arith.divf {two}, {denominator} : f32"));
+                let result = fresh();
+                lines.push(format!("{result} = arith.subf {one}, {fraction} : f32"));
+                result
+            }
+            UnaryOp::Erf => {
+                let magnitude = fresh();
+                lines.push(format!("{magnitude} = math.absf {x} : f32"));
+                let p = constant(&mut lines, &mut fresh, 0.327_591_1);
+                let one = constant(&mut lines, &mut fresh, 1.0);
+                let scaled = fresh();
+                lines.push(format!("{scaled} = arith.mulf {magnitude}, {p} : f32"));
+                let shifted = fresh();
+                lines.push(format!("{shifted} = arith.addf {scaled}, {one} : f32"));
+                let t = fresh();
+                lines.push(format!("{t} = arith.divf {one}, {shifted} : f32"));
+                // Horner: ((((a5 t + a4) t + a3) t + a2) t + a1) t
+                let coefficients = [1.061_405_4f32, -1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6];
+                let mut polynomial = constant(&mut lines, &mut fresh, coefficients[0]);
+                for &c in &coefficients[1..] {
+                    let product = fresh();
+                    lines.push(format!("{product} = arith.mulf {polynomial}, {t} : f32"));
+                    let next = constant(&mut lines, &mut fresh, c);
+                    let sum = fresh();
+                    lines.push(format!("{sum} = arith.addf {product}, {next} : f32"));
+                    polynomial = sum;
+                }
+                let times_t = fresh();
+                lines.push(format!("{times_t} = arith.mulf {polynomial}, {t} : f32"));
+                let square = fresh();
+                lines.push(format!("{square} = arith.mulf {x}, {x} : f32"));
+                let negated = fresh();
+                lines.push(format!("{negated} = arith.negf {square} : f32"));
+                let gaussian = exp(&mut lines, &mut fresh, &negated);
+                let tail = fresh();
+                lines.push(format!("{tail} = arith.mulf {times_t}, {gaussian} : f32"));
+                let positive = fresh();
+                lines.push(format!("{positive} = arith.subf {one}, {tail} : f32"));
+                let result = fresh();
+                lines.push(format!("{result} = math.copysign {positive}, {x} : f32"));
+                result
+            }
+            other => return Err(format!("{other:?} is not a math function")),
+        };
+        self.counter = counter;
+        for line in lines {
+            self.line(&line);
+        }
+        Ok(Ssa { name: result, dtype: DType::F32 })
+    }
+
     /// A memory element of `dtype` as a register value.
     fn register_form(&mut self, name: String, dtype: DType) -> Result<Ssa, String> {
         Ok(match dtype {
@@ -552,6 +701,21 @@ impl Emitter<'_> {
             other => Ssa { name, dtype: other },
         })
     }
+}
+
+/// Whether a unary op is a math function that AMD targets expand.
+fn a_is_math(op: UnaryOp) -> bool {
+    matches!(
+        op,
+        UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Rsqrt
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Tanh
+            | UnaryOp::Erf
+    )
 }
 
 /// An f32 literal MLIR parses exactly (hex for non-finite values).

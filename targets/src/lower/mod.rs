@@ -1,4 +1,5 @@
 //! Lowering kernel IR through MLIR to GPU code.
 
+pub mod amdgpu;
 pub mod mlir;
 pub mod nvptx;
