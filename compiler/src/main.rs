@@ -285,6 +285,22 @@ fn compile_model(
         compiled.graph.groups().len(),
         compiled.ptx.iter().chain(&compiled.amdgpu).map(|(chip, _)| chip.as_str()).collect::<Vec<_>>().join(", ")
     );
+    // What ptxas makes of each kernel, when ptxas is installed (scripts/setup.sh).
+    if let Some(ptxas) = kiln_targets::lower::nvptx::find_ptxas() {
+        for (chip, ptx) in &compiled.ptx {
+            match kiln_targets::lower::nvptx::assemble(&ptxas, ptx, chip) {
+                Ok(kernels) => {
+                    for kernel in kernels {
+                        println!(
+                            "  {chip} {:<22} {:>3} registers, {:>4} B spill stores, {:>4} B spill loads, {:>6} B shared",
+                            kernel.name, kernel.registers, kernel.spill_stores, kernel.spill_loads, kernel.shared_bytes
+                        );
+                    }
+                }
+                Err(log) => bail!("ptxas rejects the {chip} code:\n{log}"),
+            }
+        }
+    }
     if let Some(path) = output {
         eprintln!("note: -o {}: the artifact format is not implemented yet; nothing was written there", path.display());
     }
