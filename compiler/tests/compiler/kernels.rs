@@ -309,3 +309,21 @@ fn every_group_runs_correctly_in_wave64_and_lowers_to_amdgpu_that_llvm_mc_accept
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+#[test]
+fn every_kernel_of_the_real_minilm_runs_correctly_in_the_simulator_and_assembles() {
+    let mut graph = load_model(&crate::common::minilm_directory()).expect("MiniLM imports");
+    fused(&mut graph, Precision::F32);
+    let seed = run_seed();
+    let bindings: SymbolBindings = [("batch".into(), 2), ("seq".into(), 3)].into();
+    let inputs = random_model_inputs(&graph, 2, 3, seed, false);
+    let failures = check_every_group("minilm", &graph, &inputs, &bindings, seed, 1e-4);
+    assert!(failures.is_empty(), "seed {seed}: {}", failures.join("\n"));
+    let generated: Vec<_> = graph.groups().keys().map(|&g| generate_kernel(&graph, g).expect("generates")).collect();
+    let kernels: Vec<_> = generated.iter().map(|g| &g.kernel).collect();
+    let libdevice = kiln_targets::lower::nvptx::find_libdevice();
+    let ptx = kiln_targets::lower::nvptx::lower_to_ptx(&kernels, "sm_90", libdevice.as_deref()).expect("PTX");
+    if let Some(ptxas) = kiln_targets::lower::nvptx::find_ptxas() {
+        kiln_targets::lower::nvptx::assemble(&ptxas, &ptx, "sm_90").expect("ptxas accepts MiniLM's kernels");
+    }
+}

@@ -75,9 +75,26 @@ impl GroupContract {
                 }
             }
         }
+        // Read outside: by a graph output, or by a node of another group
+        // (directly or through views); views leading back into this group are
+        // its own indexing.
         let read_outside = |value: ValueRef| {
-            graph.outputs().iter().any(|o| o.value == value)
-                || graph.consumers(value).iter().any(|(consumer, _)| !members.contains(consumer))
+            let mut stack = vec![value];
+            while let Some(current) = stack.pop() {
+                if graph.outputs().iter().any(|o| o.value == current) {
+                    return true;
+                }
+                for (consumer, _) in graph.consumers(current) {
+                    if members.contains(&consumer) {
+                        continue;
+                    }
+                    if role(graph, consumer) != Role::View {
+                        return true;
+                    }
+                    stack.push(ValueRef::new(consumer, 0));
+                }
+            }
+            false
         };
         let outputs: Vec<ValueRef> = nodes
             .iter()

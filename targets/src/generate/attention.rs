@@ -193,9 +193,9 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         let mut stores = Vec::new();
         for stored in context.contract.outputs.clone() {
             let dims = context.dims(stored)?;
-            if dims.len() != 4 {
+            if context.graph.value_type(stored).shape != context.graph.value_type(output).shape {
                 return Err(format!(
-                    "attention group output `{}` is not [b, h, s, d]",
+                    "attention group output `{}` is not shaped like the attention",
                     context.graph.value_name(stored)
                 ));
             }
