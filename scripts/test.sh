@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export KILN_MINILM_DIR="$(scripts/minilm-dir.sh)"
 # ptxas and libdevice from .venv; with KILN_REQUIRE_PTXAS a missing ptxas fails the tests.
-export KILN_PTXAS="$(ls .venv/lib/python*/site-packages/nvidia/cu*/bin/ptxas | head -n 1)"
-export KILN_LIBDEVICE="$(ls .venv/lib/python*/site-packages/nvidia/cu*/nvvm/libdevice/libdevice.10.bc | head -n 1)"
+# Absolute paths: test binaries run in their crate's directory.
+export KILN_PTXAS="$(ls "$PWD"/.venv/lib/python*/site-packages/nvidia/cu*/bin/ptxas | head -n 1)"
+export KILN_LIBDEVICE="$(ls "$PWD"/.venv/lib/python*/site-packages/nvidia/cu*/nvvm/libdevice/libdevice.10.bc | head -n 1)"
 export KILN_REQUIRE_PTXAS=1
 export INSTA_UPDATE="${INSTA_UPDATE:-no}"
 cargo test --workspace --locked "$@"
