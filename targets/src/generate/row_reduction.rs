@@ -88,6 +88,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     };
     let inputs = graph.inputs_of(anchor);
     let float = |expr: Expr| Value { expr, dtype: DType::F32 };
+    let row = Row { anchor, thread: &thread, threads, columns: &columns, coords: &row_coords };
     match &op {
         Op::LayerNorm { epsilon, .. } => {
             let sum = reduce_row(context, &mut body, 0.0, kernel::BinaryOp::Add, &|x| x.expr)?;
@@ -105,30 +106,18 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
                 &mut body,
                 float(build::unary(kernel::UnaryOp::Rsqrt, build::add(variance, build::f32(*epsilon)))),
             );
-            write_row(
-                context,
-                &mut body,
-                anchor,
-                &thread,
-                threads,
-                &columns,
-                &row_coords,
-                &|context, loop_body, column| {
-                    let x = context.value_at(loop_body, input, &coords_at(&column))?;
-                    let scale = context.value_at(loop_body, inputs[1], std::slice::from_ref(&column))?;
-                    let mut y = build::mul(
-                        build::mul(
-                            build::binary(kernel::BinaryOp::Sub, x.expr, mean.expr.clone()),
-                            inverse.expr.clone(),
-                        ),
-                        scale.expr,
-                    );
-                    if let Some(&bias) = inputs.get(2) {
-                        y = build::add(y, context.value_at(loop_body, bias, std::slice::from_ref(&column))?.expr);
-                    }
-                    Ok(float(y))
-                },
-            )?;
+            write_row(context, &mut body, &row, &|context, loop_body, column| {
+                let x = context.value_at(loop_body, input, &coords_at(&column))?;
+                let scale = context.value_at(loop_body, inputs[1], std::slice::from_ref(&column))?;
+                let mut y = build::mul(
+                    build::mul(build::binary(kernel::BinaryOp::Sub, x.expr, mean.expr.clone()), inverse.expr.clone()),
+                    scale.expr,
+                );
+                if let Some(&bias) = inputs.get(2) {
+                    y = build::add(y, context.value_at(loop_body, bias, std::slice::from_ref(&column))?.expr);
+                }
+                Ok(float(y))
+            })?;
         }
         Op::RmsNorm { epsilon, .. } => {
             let squares =
@@ -139,20 +128,11 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
                 &mut body,
                 float(build::unary(kernel::UnaryOp::Rsqrt, build::add(mean_square, build::f32(*epsilon)))),
             );
-            write_row(
-                context,
-                &mut body,
-                anchor,
-                &thread,
-                threads,
-                &columns,
-                &row_coords,
-                &|context, loop_body, column| {
-                    let x = context.value_at(loop_body, input, &coords_at(&column))?;
-                    let scale = context.value_at(loop_body, inputs[1], std::slice::from_ref(&column))?;
-                    Ok(float(build::mul(build::mul(x.expr, inverse.expr.clone()), scale.expr)))
-                },
-            )?;
+            write_row(context, &mut body, &row, &|context, loop_body, column| {
+                let x = context.value_at(loop_body, input, &coords_at(&column))?;
+                let scale = context.value_at(loop_body, inputs[1], std::slice::from_ref(&column))?;
+                Ok(float(build::mul(build::mul(x.expr, inverse.expr.clone()), scale.expr)))
+            })?;
         }
         Op::Softmax { .. } => {
             let maximum = reduce_row(context, &mut body, f32::NEG_INFINITY, kernel::BinaryOp::Max, &|x| x.expr)?;
@@ -160,23 +140,14 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
             let total = reduce_row(context, &mut body, 0.0, kernel::BinaryOp::Add, &|x| {
                 build::unary(kernel::UnaryOp::Exp, build::binary(kernel::BinaryOp::Sub, x.expr, maximum_expr.clone()))
             })?;
-            write_row(
-                context,
-                &mut body,
-                anchor,
-                &thread,
-                threads,
-                &columns,
-                &row_coords,
-                &|context, loop_body, column| {
-                    let x = context.value_at(loop_body, input, &coords_at(&column))?;
-                    let shifted = build::unary(
-                        kernel::UnaryOp::Exp,
-                        build::binary(kernel::BinaryOp::Sub, x.expr, maximum.expr.clone()),
-                    );
-                    Ok(float(build::binary(kernel::BinaryOp::Div, shifted, total.expr.clone())))
-                },
-            )?;
+            write_row(context, &mut body, &row, &|context, loop_body, column| {
+                let x = context.value_at(loop_body, input, &coords_at(&column))?;
+                let shifted = build::unary(
+                    kernel::UnaryOp::Exp,
+                    build::binary(kernel::BinaryOp::Sub, x.expr, maximum.expr.clone()),
+                );
+                Ok(float(build::binary(kernel::BinaryOp::Div, shifted, total.expr.clone())))
+            })?;
         }
         Op::Reduce { kind, keep_dims, .. } => {
             let (initial, combine) = match kind {
@@ -228,17 +199,18 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
 type ColumnValue<'a> = dyn Fn(&KernelContext, &mut Vec<Stmt>, Expr) -> Result<Value, String> + 'a;
 
 /// Writes every group output over the row, with the anchor's value from `y`.
-#[allow(clippy::too_many_arguments)]
-fn write_row(
-    context: &mut KernelContext,
-    body: &mut Vec<Stmt>,
+/// Where one block's row is: the anchor, the thread's first column and the
+/// stride between its columns, the row length, the coordinates of the row.
+struct Row<'a> {
     anchor: NodeIndex,
-    thread: &Value,
+    thread: &'a Value,
     threads: u32,
-    columns: &Expr,
-    row_coords: &[Expr],
-    y: &ColumnValue,
-) -> Result<(), String> {
+    columns: &'a Expr,
+    coords: &'a [Expr],
+}
+
+fn write_row(context: &mut KernelContext, body: &mut Vec<Stmt>, row: &Row, y: &ColumnValue) -> Result<(), String> {
+    let Row { anchor, thread, threads, columns, coords: row_coords } = *row;
     let column = context.fresh_var();
     let mut stores = Vec::new();
     let value = y(context, &mut stores, build::var(column))?;
