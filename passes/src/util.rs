@@ -37,11 +37,6 @@ pub fn has_single_use(graph: &Graph, value: ValueRef) -> bool {
     graph.consumers(value).len() == 1 && !graph.outputs().iter().any(|o| o.value == value)
 }
 
-/// The first input of the node producing `value`.
-pub fn first_input(graph: &Graph, value: ValueRef) -> ValueRef {
-    graph.inputs_of(value.node)[0]
-}
-
 /// Whether the value is the output of a constant or a dims node (known at compile time).
 pub fn is_compile_time(graph: &Graph, value: ValueRef) -> bool {
     matches!(producer(graph, value), Op::Constant(_) | Op::Dims { .. })

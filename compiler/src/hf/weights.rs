@@ -65,10 +65,6 @@ impl WeightStore {
         self.entries.contains_key(name)
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-
     /// The tensor `name` as a constant over the mapped file.
     pub fn constant(&self, name: &str) -> Option<Result<Constant, HfImportError>> {
         let entry = self.entries.get(name)?;

@@ -122,6 +122,18 @@ pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
     }
 }
 
+/// The predicate of a comparison `op`; any non-comparison op is treated as
+/// `GreaterOrEqual`, so callers check [`BinaryOp::is_comparison`] first.
+fn comparison<T: PartialOrd>(op: BinaryOp) -> fn(T, T) -> bool {
+    match op {
+        BinaryOp::Equal => |p, q| p == q,
+        BinaryOp::Less => |p, q| p < q,
+        BinaryOp::LessOrEqual => |p, q| p <= q,
+        BinaryOp::Greater => |p, q| p > q,
+        _ => |p, q| p >= q,
+    }
+}
+
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     if a.dtype != b.dtype {
         return op_error(format!("{} of {} and {}", op.name(), a.dtype, b.dtype));
@@ -131,13 +143,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     match (&a.data, &b.data) {
         (TensorData::Float(x), TensorData::Float(y)) => {
             if op.is_comparison() {
-                let f: fn(f32, f32) -> bool = match op {
-                    BinaryOp::Equal => |p, q| p == q,
-                    BinaryOp::Less => |p, q| p < q,
-                    BinaryOp::LessOrEqual => |p, q| p <= q,
-                    BinaryOp::Greater => |p, q| p > q,
-                    _ => |p, q| p >= q,
-                };
+                let f = comparison::<f32>(op);
                 return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
             }
             let f: fn(f32, f32) -> f32 = match op {
@@ -166,13 +172,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
         }
         (TensorData::Int(x), TensorData::Int(y)) => {
             if op.is_comparison() {
-                let f: fn(i64, i64) -> bool = match op {
-                    BinaryOp::Equal => |p, q| p == q,
-                    BinaryOp::Less => |p, q| p < q,
-                    BinaryOp::LessOrEqual => |p, q| p <= q,
-                    BinaryOp::Greater => |p, q| p > q,
-                    _ => |p, q| p >= q,
-                };
+                let f = comparison::<i64>(op);
                 return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
             }
             let mut values = Vec::with_capacity(oa.len());

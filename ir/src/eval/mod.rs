@@ -11,7 +11,7 @@ mod movement;
 
 use std::collections::HashMap;
 
-use kiln_runtime::{Dim, SymbolBindings};
+use kiln_runtime::SymbolBindings;
 
 use crate::graph::{Graph, ValueRef};
 use crate::op::Op;
@@ -203,7 +203,7 @@ pub fn bind_inputs(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Sy
     for value in &input_nodes {
         let tensor = &inputs[&value.name];
         for (dim, &size) in value.ty.shape.iter().zip(&tensor.shape) {
-            let expected = evaluate_dim(dim, &bindings);
+            let expected = dim.evaluate(&bindings).ok();
             if expected != Some(size as i64) {
                 return Err(EvalError::Input {
                     name: value.name.clone(),
@@ -213,10 +213,6 @@ pub fn bind_inputs(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Sy
         }
     }
     Ok(bindings)
-}
-
-fn evaluate_dim(dim: &Dim, bindings: &SymbolBindings) -> Option<i64> {
-    dim.evaluate(bindings).ok()
 }
 
 /// Applies one op (not `Input` or `Constant`) to concrete inputs, with the

@@ -77,24 +77,10 @@ impl<'g> KernelContext<'g> {
             if context.buffer_of.contains_key(&source) || context.scalar_constant(source).is_some() {
                 continue;
             }
-            let ty = graph.value_type(source);
-            context.buffer_of.insert(source, context.params.len());
-            context.params.push(Param::Buffer {
-                name: parameter_name(graph.value_name(source)),
-                dtype: ty.dtype,
-                writable: false,
-            });
-            context.bindings.push(ParamBinding::Input(source));
+            context.add_buffer(source, ParamBinding::Input(source));
         }
         for &output in &contract.outputs {
-            let ty = graph.value_type(output);
-            context.buffer_of.insert(output, context.params.len());
-            context.params.push(Param::Buffer {
-                name: parameter_name(graph.value_name(output)),
-                dtype: ty.dtype,
-                writable: true,
-            });
-            context.bindings.push(ParamBinding::Output(output));
+            context.add_buffer(output, ParamBinding::Output(output));
         }
         let mut symbols: Vec<String> = graph
             .input_values()
@@ -109,6 +95,15 @@ impl<'g> KernelContext<'g> {
             context.bindings.push(ParamBinding::Symbol(symbol));
         }
         context
+    }
+
+    /// A buffer parameter for the stored tensor `value` (written when `binding` is an output).
+    fn add_buffer(&mut self, value: ValueRef, binding: ParamBinding) {
+        let writable = matches!(binding, ParamBinding::Output(_));
+        let name = parameter_name(self.graph.value_name(value));
+        self.buffer_of.insert(value, self.params.len());
+        self.params.push(Param::Buffer { name, dtype: self.graph.value_type(value).dtype, writable });
+        self.bindings.push(binding);
     }
 
     /// The kernel, once its body is built.
