@@ -5,6 +5,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod artifact;
 pub mod compile;
 pub mod hf;
 pub mod npy;

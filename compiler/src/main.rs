@@ -7,8 +7,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kiln_compiler::compile::{compile, emit, Target};
+use kiln_compiler::artifact::{input_symbol_bounds, pack_artifact, write_file_atomically, ArtifactOptions};
 use kiln_compiler::npy::{read_npy, write_npy};
 use kiln_compiler::{load_model, summary};
+use kiln_runtime::cli::file_name_of;
 use kiln_ir::SymbolBindings;
 use kiln_ir::{evaluate, print_graph_summary, Graph, Tensor};
 use kiln_passes::{default_bounds, MemoryPlan, Phase, Pipeline, PipelineOptions, Precision};
@@ -26,9 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Describe a model: inputs and outputs with symbolic shapes, parameters, op histogram.
+    /// Describe a model (inputs and outputs with symbolic shapes, parameters,
+    /// op histogram, kernels) or a compiled `.kiln` artifact.
     Inspect {
-        /// A .onnx file or a safetensors model directory.
+        /// A .onnx file, a safetensors model directory, or a .kiln artifact.
         model: PathBuf,
         /// Print the graph IR text.
         #[arg(long)]
@@ -49,8 +52,9 @@ enum Command {
         #[arg(long, value_name = "SYMBOL=N,...", value_parser = parse_bindings)]
         bind: Option<SymbolBindings>,
     },
-    /// Compile a model: optimize, generate one kernel per fusion group, lower to
-    /// each target; `--emit-dir` writes every kernel's IR, MLIR and PTX.
+    /// Compile a model into one `.kiln` artifact: optimize, generate one kernel
+    /// per fusion group, lower to each target, pack weights, kernels, code and
+    /// memory plan; `--emit-dir` also writes every kernel's IR, MLIR and PTX.
     Compile {
         /// A .onnx file or a safetensors model directory.
         model: PathBuf,
@@ -62,10 +66,16 @@ enum Command {
         /// Write each kernel's `.kir`, `.mlir`, `.<sm>.ptx` and `.<gfx>.s` here.
         #[arg(long, value_name = "DIR")]
         emit_dir: Option<PathBuf>,
-        /// The artifact to write (the artifact format arrives with the runtime; see the note this prints).
+        /// The artifact to write.
         #[arg(short = 'o', long = "output", value_name = "OUT.kiln")]
         output: Option<PathBuf>,
+        /// Replace OUT.kiln if it exists.
+        #[arg(long)]
+        force: bool,
     },
+    /// Run a compiled artifact on CUDA or in the kernel simulator and write
+    /// every output as .npy (the same as the standalone `kiln-run`).
+    Run(kiln_runtime::cli::RunArguments),
     /// Run a model with the reference evaluator and write every output as .npy.
     Eval {
         /// A .onnx file or a safetensors model directory.
@@ -95,28 +105,57 @@ struct CompileArguments {
     /// f16 or bf16 (f16/bf16 weights and activations, f32 accumulation and statistics).
     #[arg(long, value_name = "PRECISION", default_value = "f32")]
     precision: Precision,
-    /// Largest values of the symbols, e.g. `batch=64,seq=512` (the memory plan is sized for them).
-    #[arg(long, value_name = "SYMBOL=N,...", value_parser = parse_bindings)]
-    bound: Option<SymbolBindings>,
+    /// Ranges of the symbols, e.g. `batch=1..64,seq=1..512` (`seq=512` means
+    /// `1..512`): the memory plan is sized for the upper ends and the runtime
+    /// rejects dims outside them. Default: batch=1..64, seq=1..512.
+    #[arg(long, value_name = "SYMBOL=MIN..MAX,...", value_parser = parse_bounds)]
+    bound: Option<BTreeMap<String, (i64, i64)>>,
 }
 
 impl CompileArguments {
     fn options(&self, stop_after: Phase) -> PipelineOptions {
-        PipelineOptions {
-            stop_after,
-            precision: self.precision,
-            bounds: self.bound.clone().unwrap_or_else(default_bounds),
-            ..PipelineOptions::default()
-        }
+        let bounds = match &self.bound {
+            Some(ranges) => ranges.iter().map(|(symbol, &(_, max))| (symbol.clone(), max)).collect(),
+            None => default_bounds(),
+        };
+        PipelineOptions { stop_after, precision: self.precision, bounds, ..PipelineOptions::default() }
+    }
+
+    /// The lower ends of the ranges.
+    fn minima(&self) -> BTreeMap<String, i64> {
+        self.bound.iter().flatten().map(|(symbol, &(min, _))| (symbol.clone(), min)).collect()
     }
 }
 
-/// `batch=8,seq=128` → bindings; also accepts ranges `seq=1..512` (their upper end).
+/// `batch=1..64,seq=512` → `{batch: (1, 64), seq: (1, 512)}`.
+fn parse_bounds(text: &str) -> Result<BTreeMap<String, (i64, i64)>, String> {
+    text.split(',')
+        .map(|pair| {
+            let (name, range) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not SYMBOL=MIN..MAX"))?;
+            let number = |value: &str| -> Result<i64, String> {
+                let value: i64 = value.trim().parse().map_err(|_| format!("`{pair}`: `{value}` is not a number"))?;
+                if value < 1 {
+                    return Err(format!("`{pair}`: a dim is at least 1"));
+                }
+                Ok(value)
+            };
+            let (min, max) = match range.split_once("..") {
+                Some((min, max)) => (number(min)?, number(max.trim_start_matches('='))?),
+                None => (1, number(range)?),
+            };
+            if min > max {
+                return Err(format!("`{pair}`: the range is empty"));
+            }
+            Ok((name.trim().to_string(), (min, max)))
+        })
+        .collect()
+}
+
+/// `batch=8,seq=128` → bindings.
 fn parse_bindings(text: &str) -> Result<SymbolBindings, String> {
     text.split(',')
         .map(|pair| {
             let (name, value) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not SYMBOL=N"))?;
-            let value = value.rsplit("..").next().unwrap_or(value);
             let value: i64 = value.trim().parse().map_err(|_| format!("`{pair}`: `{value}` is not a number"))?;
             if value < 1 {
                 return Err(format!("`{pair}`: a dim is at least 1"));
@@ -135,12 +174,19 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Inspect { model, .. } if is_artifact(&model) => {
+            let artifact = kiln_runtime::Artifact::open(&model).with_context(|| model.display().to_string())?;
+            print!("{}", kiln_runtime::cli::describe_artifact(&model, &artifact));
+            Ok(())
+        }
         Command::Inspect { model, ir, json, dump_ir, stop_after, compile, bind } => {
             inspect(&model, ir, json, dump_ir.as_deref(), &compile.options(stop_after), bind.as_ref())
         }
-        Command::Compile { model, target, compile, emit_dir, output } => {
-            compile_model(&model, &target, &compile.options(Phase::Plan), emit_dir.as_deref(), output.as_deref())
+        Command::Compile { model, target, compile, emit_dir, output, force } => {
+            let output = output.as_deref().map(|path| (path, force));
+            compile_model(&model, &target, &compile, emit_dir.as_deref(), output)
         }
+        Command::Run(arguments) => kiln_runtime::cli::run_artifact(&arguments),
         Command::Eval { model, inputs, output_dir, force, stop_after, compile } => {
             let options = stop_after.map(|phase| compile.options(phase));
             eval(&model, &inputs, &output_dir, force, options.as_ref())
@@ -265,26 +311,65 @@ fn eval(
     Ok(())
 }
 
+/// Whether `path` is a file that starts with the artifact magic.
+fn is_artifact(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == kiln_runtime::artifact::MAGIC
+}
+
 fn compile_model(
     model: &Path,
     targets: &[Target],
-    options: &PipelineOptions,
+    arguments: &CompileArguments,
     emit_dir: Option<&Path>,
-    output: Option<&Path>,
+    output: Option<(&Path, bool)>,
 ) -> Result<()> {
+    let options = arguments.options(Phase::Plan);
+    if let Some((path, false)) = output {
+        if path.exists() {
+            bail!("{} exists; pass --force to replace it", path.display());
+        }
+    }
+    let started = Instant::now();
     let graph = import(model)?;
-    let compiled = compile(graph, options, targets, &mut |step| eprintln!("  {step}"))?;
+    eprintln!("  imported {} in {:.2?}", model.display(), started.elapsed());
+    let compiled = compile(graph, &options, targets, &mut |step| eprintln!("  {step}"))?;
     if let Some(directory) = emit_dir {
         let files = emit(&compiled, targets, directory)?;
-        eprintln!("wrote {files} files to {}", directory.display());
+        eprintln!("  wrote {files} files to {}", directory.display());
     }
-    let bound = compiled.plan.arena_bytes.evaluate(&options.bounds_for(&compiled.graph)).unwrap_or(-1);
+    let bounds = input_symbol_bounds(&compiled.graph, &options.bounds, &arguments.minima());
+    let maxima: SymbolBindings = bounds.iter().map(|(s, &(_, max))| (s.clone(), max)).collect();
+    let peak = compiled.plan.arena_bytes.evaluate(&maxima).unwrap_or(-1);
+    let mut packed = None;
+    if let Some((path, force)) = output {
+        let started = Instant::now();
+        let model_name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let artifact_options =
+            ArtifactOptions { model_name: &model_name, precision: options.precision.name(), bounds: &bounds };
+        let artifact = pack_artifact(&compiled, &artifact_options)?;
+        write_file_atomically(path, &artifact.bytes, force)?;
+        eprintln!("  wrote {} in {:.2?}", path.display(), started.elapsed());
+        packed = Some(artifact);
+    }
+    let bound_text: Vec<String> = bounds.iter().map(|(s, (min, max))| format!("{s}={min}..{max}")).collect();
+    println!("kernels: {}", compiled.kernels.len());
+    println!("fusion groups: {}", compiled.graph.groups().len());
     println!(
-        "kernels: {}, fusion groups: {}, code for: {}, peak arena at the bounds: {bound} bytes",
-        compiled.kernels.len(),
-        compiled.graph.groups().len(),
+        "code for: {}",
         compiled.ptx.iter().chain(&compiled.amdgpu).map(|(chip, _)| chip.as_str()).collect::<Vec<_>>().join(", ")
     );
+    println!("peak arena at the bounds ({}): {peak} bytes", bound_text.join(", "));
+    match (&packed, output) {
+        (Some(artifact), Some((path, _))) => {
+            println!("launches: {}", artifact.launches);
+            println!("weight bytes: {}", artifact.weight_bytes);
+            println!("artifact: {} ({} bytes)", path.display(), artifact.bytes.len());
+        }
+        _ => println!("artifact: none written (pass -o OUT.kiln)"),
+    }
+    println!("total time: {:.2?}", started.elapsed());
     // What ptxas makes of each kernel, when ptxas is installed (scripts/setup.sh).
     if let Some(ptxas) = kiln_targets::lower::nvptx::find_ptxas() {
         for (chip, ptx) in &compiled.ptx {
@@ -301,13 +386,5 @@ fn compile_model(
             }
         }
     }
-    if let Some(path) = output {
-        eprintln!("note: -o {}: the artifact format is not implemented yet; nothing was written there", path.display());
-    }
     Ok(())
-}
-
-/// An output name made safe as a file name (`/` and other separators become `_`).
-fn file_name_of(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect()
 }

@@ -1,129 +1,28 @@
-//! NumPy `.npy` files: reading model inputs and writing outputs.
+//! `.npy` files as graph-IR tensors (the format itself is `kiln_runtime::npy`).
 
 use std::path::Path;
 
-use kiln_ir::{DType, Tensor};
+use kiln_ir::Tensor;
+use kiln_runtime::HostTensor;
 
-/// A file that is not a `.npy` kiln can read, or could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum NpyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not a .npy file kiln reads: {message}")]
-    Format { path: String, message: String },
-}
+pub use kiln_runtime::npy::NpyError;
 
-/// Reads a C-order `.npy` array of f32, f16, i64, i32, i8, u8 or bool (f64
-/// arrays are read as f32).
+/// Reads a `.npy` file as a graph-IR tensor.
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.display().to_string(), source })?;
-    parse_npy(&bytes).map_err(|message| NpyError::Format { path: path.display().to_string(), message })
+    Ok(host_to_tensor(&kiln_runtime::npy::read_npy(path)?))
 }
 
-/// Parses the bytes of a `.npy` file.
-pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err("missing the NUMPY magic".into());
-    }
-    let major = bytes[6];
-    let (header_length, header_start): (usize, usize) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-        _ => return Err(format!("format version {major} is not supported")),
-    };
-    let header_end =
-        header_start.checked_add(header_length).filter(|&end| end <= bytes.len()).ok_or("truncated header")?;
-    let header = std::str::from_utf8(&bytes[header_start..header_end]).map_err(|_| "header is not text")?;
-    let field = |key: &str| -> Result<&str, String> {
-        let start = header.find(&format!("'{key}':")).ok_or(format!("header has no '{key}'"))? + key.len() + 3;
-        Ok(header[start..].trim_start())
-    };
-    let descr = field("descr")?;
-    let descr = descr.strip_prefix('\'').and_then(|d| d.split('\'').next()).ok_or("bad descr")?;
-    if field("fortran_order")?.starts_with("True") {
-        return Err("Fortran-order arrays are not supported".into());
-    }
-    let shape_text = field("shape")?;
-    let shape_text = shape_text.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or("bad shape")?;
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad dim `{s}`")))
-        .collect::<Result<_, _>>()?;
-    let data = &bytes[header_end..];
-    let (dtype, wide_float) = match descr {
-        "<f4" => (DType::F32, false),
-        "<f8" => (DType::F32, true),
-        "<f2" => (DType::F16, false),
-        "<i8" => (DType::I64, false),
-        "<i4" => (DType::I32, false),
-        "|i1" => (DType::I8, false),
-        "|u1" => (DType::U8, false),
-        "|b1" => (DType::Bool, false),
-        other => return Err(format!("dtype `{other}` is not supported")),
-    };
-    if wide_float {
-        let count = shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d)).ok_or("shape overflows")?;
-        if data.len() != count * 8 {
-            return Err(format!("{} data bytes for {count} f64 elements", data.len()));
-        }
-        let values = data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect();
-        return Ok(Tensor::from_f32(DType::F32, shape, values));
-    }
-    Tensor::from_le_bytes(dtype, shape, data).map_err(|e| e.to_string())
-}
-
-/// Writes `tensor` as a `.npy` file (bf16 and f8 values are written as f32).
+/// Writes a graph-IR tensor as a `.npy` file.
 pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), NpyError> {
-    let (descr, data) = match tensor.dtype {
-        DType::F32 | DType::BF16 | DType::F8E4M3 => {
-            ("<f4", tensor.as_floats().unwrap_or(&[]).iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
-        }
-        DType::F16 => ("<f2", tensor.to_le_bytes()),
-        DType::I64 => ("<i8", tensor.to_le_bytes()),
-        DType::I32 => ("<i4", tensor.to_le_bytes()),
-        DType::I8 => ("|i1", tensor.to_le_bytes()),
-        DType::U8 => ("|u1", tensor.to_le_bytes()),
-        DType::Bool => ("|b1", tensor.to_le_bytes()),
-    };
-    let shape = match tensor.shape.len() {
-        1 => format!("({},)", tensor.shape[0]),
-        _ => format!("({})", tensor.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).map_err(|source| NpyError::Io { path: path.display().to_string(), source })
+    kiln_runtime::npy::write_npy(path, &tensor_to_host(tensor))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The graph-IR tensor holding a host tensor's elements.
+pub fn host_to_tensor(host: &HostTensor) -> Tensor {
+    Tensor::from_le_bytes(host.dtype, host.shape.clone(), &host.bytes).expect("a HostTensor's bytes fit its shape")
+}
 
-    #[test]
-    fn round_trips_through_bytes() {
-        let tensor = Tensor::from_i64(DType::I64, vec![2, 3], vec![1, 2, 3, 4, 5, 6]);
-        let path = std::env::temp_dir().join(format!("kiln-npy-{}.npy", std::process::id()));
-        write_npy(&path, &tensor).unwrap();
-        assert_eq!(read_npy(&path).unwrap(), tensor);
-        std::fs::remove_file(path).unwrap();
-    }
-
-    #[test]
-    fn rejects_truncated_and_foreign_files() {
-        assert!(parse_npy(b"").is_err());
-        assert!(parse_npy(b"\x93NUMPY\x01\x00\xff\x00{").is_err());
-        assert!(parse_npy(b"PK\x03\x04 not numpy at all").is_err());
-    }
+/// The host tensor holding a graph-IR tensor's elements.
+pub fn tensor_to_host(tensor: &Tensor) -> HostTensor {
+    HostTensor { dtype: tensor.dtype, shape: tensor.shape.clone(), bytes: tensor.to_le_bytes() }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use half::{bf16, f16};
 use kiln_runtime::{DType, Dim};
+pub use kiln_runtime::dtype::{f32_to_f8e4m3, f8e4m3_to_f32};
 
 /// The static type of a graph value: dtype and symbolic shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -234,42 +235,6 @@ pub fn wrap_integers_to(dtype: DType, values: &mut [i64]) {
         DType::U8 => values.iter_mut().for_each(|x| *x = *x as u8 as i64),
         _ => {}
     }
-}
-
-/// Decodes an OCP E4M3FN byte (bias 7, no infinities, `S.1111.111` is NaN).
-pub fn f8e4m3_to_f32(byte: u8) -> f32 {
-    let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
-    let exponent = ((byte >> 3) & 0x0f) as i32;
-    let mantissa = (byte & 0x07) as f32;
-    if exponent == 0x0f && byte & 0x07 == 0x07 {
-        return f32::NAN;
-    }
-    if exponent == 0 {
-        sign * mantissa / 8.0 * 2f32.powi(-6)
-    } else {
-        sign * (1.0 + mantissa / 8.0) * 2f32.powi(exponent - 7)
-    }
-}
-
-/// Encodes f32 as OCP E4M3FN with round-to-nearest-even, saturating to ±448
-/// (ONNX `Cast` with `saturate=1`); NaN becomes `0x7f`.
-pub fn f32_to_f8e4m3(value: f32) -> u8 {
-    if value.is_nan() {
-        return 0x7f;
-    }
-    let sign = if value.is_sign_negative() { 0x80u8 } else { 0 };
-    let magnitude = value.abs().min(448.0);
-    // Scan the 127 finite non-negative codes for the nearest; ties go to the even code.
-    let mut best = 0u8;
-    let mut best_distance = f32::INFINITY;
-    for code in 0u8..=0x7e {
-        let distance = (f8e4m3_to_f32(code) - magnitude).abs();
-        if distance < best_distance || (distance == best_distance && code % 2 == 0) {
-            best = code;
-            best_distance = distance;
-        }
-    }
-    sign | best
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! The same program is printed for snapshots ([`print_kernel`]), executed by
 //! the simulator ([`crate::sim`]) and lowered to MLIR by `kiln-targets`.
 
+pub mod codec;
 mod print;
 
 use crate::{DType, Dim};

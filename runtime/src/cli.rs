@@ -1,0 +1,138 @@
+//! What `kiln run` and `kiln-run` share: their arguments, the run itself,
+//! and the description `kiln inspect ARTIFACT` prints.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::artifact::{Artifact, BufferRole};
+use crate::npy::{read_npy, write_npy};
+use crate::{Device, HostTensor, Model, Session};
+
+/// Arguments of a run.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArguments {
+    /// A `.kiln` artifact written by `kiln compile -o`.
+    pub artifact: PathBuf,
+    /// Where to run: auto (CUDA device 0 when a GPU and driver are present,
+    /// else the simulator), cuda, cuda:N, or sim.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// Turn the simulator's sanitizer checks on (out-of-bounds accesses,
+    /// shared-memory races, divergent barriers, …); implies nothing on CUDA.
+    #[arg(long)]
+    pub check: bool,
+    /// A model input: NAME=FILE.npy (repeat for each input).
+    #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
+    pub inputs: Vec<String>,
+    /// Where `<output name>.npy` files are written (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// Replace output files that already exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Run this many times and report the median time (the first run warms up).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+}
+
+/// An output name made safe as a file name (`/` and other separators become `_`).
+pub fn file_name_of(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Reads `NAME=FILE.npy` arguments.
+pub fn read_inputs(arguments: &[String]) -> Result<Vec<(String, HostTensor)>> {
+    let mut inputs: Vec<(String, HostTensor)> = Vec::new();
+    for argument in arguments {
+        let Some((name, file)) = argument.split_once('=') else {
+            bail!("--input `{argument}` is not NAME=FILE.npy");
+        };
+        if inputs.iter().any(|(n, _)| n == name) {
+            bail!("input `{name}` is given twice");
+        }
+        let tensor = read_npy(Path::new(file)).with_context(|| format!("input `{name}`"))?;
+        inputs.push((name.to_string(), tensor));
+    }
+    Ok(inputs)
+}
+
+/// Opens the artifact, runs it on the inputs and writes every output as `.npy`.
+pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
+    let started = Instant::now();
+    let model = Arc::new(Model::open(&arguments.artifact).with_context(|| arguments.artifact.display().to_string())?);
+    eprintln!("opened {} in {:.2?}", arguments.artifact.display(), started.elapsed());
+    let inputs = read_inputs(&arguments.inputs)?;
+    let artifact = &model.artifact;
+    let entry = artifact.entry_point("forward").context("the artifact has no `forward` entry point")?;
+    let output_paths: Vec<PathBuf> = entry
+        .outputs
+        .iter()
+        .map(|&slot| arguments.output_dir.join(format!("{}.npy", file_name_of(&artifact.slots[slot].tensor.name))))
+        .collect();
+    if !arguments.force {
+        if let Some(existing) = output_paths.iter().find(|p| p.exists()) {
+            bail!("{} exists; pass --force to replace it", existing.display());
+        }
+    }
+    let device = match (&arguments.device, arguments.check) {
+        (Device::Sim { .. }, check) => Device::Sim { check },
+        (other, _) => other.clone(),
+    };
+    let started = Instant::now();
+    let mut session = Session::new(model.clone(), device)?;
+    eprintln!("device: {} (ready in {:.2?})", session.device_description(), started.elapsed());
+    let mut times = Vec::new();
+    let mut outputs = Vec::new();
+    for _ in 0..arguments.repeat.max(1) {
+        let started = Instant::now();
+        outputs = session.run(&inputs)?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    eprintln!("ran in {:.2?} (median of {})", times[times.len() / 2], times.len());
+    std::fs::create_dir_all(&arguments.output_dir)
+        .with_context(|| format!("creating {}", arguments.output_dir.display()))?;
+    for ((name, tensor), path) in outputs.iter().zip(&output_paths) {
+        write_npy(path, tensor)?;
+        println!("{name}: {:?} {} -> {}", tensor.shape, tensor.dtype, path.display());
+    }
+    Ok(())
+}
+
+/// A human-readable description of an artifact.
+pub fn describe_artifact(path: &Path, artifact: &Artifact) -> String {
+    let manifest = &artifact.manifest;
+    let mut text = String::new();
+    let signature = |slot: usize| {
+        let tensor = &artifact.slots[slot].tensor;
+        let shape = tensor.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+        format!("{}: {}[{shape}]", tensor.name, tensor.dtype)
+    };
+    let _ = writeln!(text, "artifact {} ({} bytes, format version {})", path.display(), artifact.file_bytes(), crate::artifact::FORMAT_VERSION);
+    let _ = writeln!(text, "model: {} (compiled by {}, precision {})", manifest.model_name, manifest.producer, manifest.precision);
+    let bounds: Vec<String> = artifact.bounds.iter().map(|(s, (min, max))| format!("{s}={min}..{max}")).collect();
+    let _ = writeln!(text, "bounds: {}", if bounds.is_empty() { "none (static shapes)".into() } else { bounds.join(", ") });
+    for entry in &artifact.entry_points {
+        let _ = writeln!(text, "entry point `{}`: {} launches", entry.name, entry.launches.len());
+        for &slot in &entry.inputs {
+            let _ = writeln!(text, "  input  {}", signature(slot));
+        }
+        for &slot in &entry.outputs {
+            let _ = writeln!(text, "  output {}", signature(slot));
+        }
+    }
+    let _ = writeln!(text, "kernels: {}", artifact.kernels.len());
+    let _ = writeln!(text, "weights: {} tensors, {} bytes", artifact.weights.len(), artifact.weight_total_bytes());
+    let scratch = artifact.slots.iter().filter(|s| s.role == BufferRole::Scratch).count();
+    let _ = writeln!(text, "arena: {} bytes ({} buffers, {scratch} scratch)", artifact.arena_bytes, artifact.slots.len());
+    let bounds_max = artifact.bounds.iter().map(|(s, &(_, max))| (s.clone(), max)).collect();
+    if let Ok(bytes) = artifact.arena_bytes.evaluate(&bounds_max) {
+        let _ = writeln!(text, "peak arena at the bounds: {bytes} bytes");
+    }
+    let _ = writeln!(text, "code: {}", if artifact.targets().is_empty() { "none (simulator only)".into() } else { artifact.targets().join(", ") });
+    text
+}

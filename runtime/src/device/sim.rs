@@ -1,0 +1,99 @@
+//! The simulator device: runs an artifact's kernel IR on the CPU.
+//!
+//! The arena is real bytes laid out exactly as the memory plan says, so a
+//! plan that overlaps two live tensors corrupts results here as it would on
+//! a GPU. Before each launch the kernel's arena arguments are decoded from
+//! their byte ranges; after it, the buffers it may write are encoded back.
+//! The arena starts poisoned (every byte 0xFF: NaN for floats), so a kernel
+//! that reads what nothing wrote shows up in the outputs.
+
+use crate::artifact::{ArgumentSpec, EntrySpec};
+use crate::kernel::Param;
+use crate::session::{choose_variant, concrete_shape, Model, RunError};
+use crate::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
+use crate::tensor::{decode_elements, encode_elements};
+use crate::{HostTensor, SymbolBindings};
+
+/// Runs kernels in the simulator: fast mode, or with the sanitizer's checks.
+pub struct SimExecutor {
+    options: SimOptions,
+    arena: Vec<u8>,
+}
+
+impl SimExecutor {
+    pub fn new(check: bool) -> SimExecutor {
+        SimExecutor { options: SimOptions { check, ..SimOptions::default() }, arena: Vec::new() }
+    }
+
+    pub fn description(&self) -> String {
+        let mode = if self.options.check { "sanitizer on" } else { "fast mode" };
+        format!("kernel simulator ({mode}, warps of {})", self.options.warp_size)
+    }
+
+    /// Runs `entry` on inputs already checked against its signature.
+    pub fn run(
+        &mut self,
+        model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>, RunError> {
+        let artifact = &model.artifact;
+        let arena_bytes = artifact.arena_bytes.evaluate(bindings)?.max(0) as usize;
+        self.arena.clear();
+        self.arena.resize(arena_bytes, 0xff);
+        let range = |slot: usize| -> Result<std::ops::Range<usize>, RunError> {
+            let slot = &artifact.slots[slot];
+            let offset = slot.offset.evaluate(bindings)? as usize;
+            let elements: usize = concrete_shape(&slot.tensor.shape, bindings)?.iter().product();
+            let end = offset + elements * slot.tensor.dtype.size_in_bytes();
+            if end > arena_bytes {
+                return Err(RunError::Plan(format!("`{}` ends at byte {end}, past the arena's {arena_bytes}", slot.tensor.name)));
+            }
+            Ok(offset..end)
+        };
+        for (&slot, input) in entry.inputs.iter().zip(inputs) {
+            self.arena[range(slot)?].copy_from_slice(&input.bytes);
+        }
+        let weights = model.sim_weights();
+        for launch in &entry.launches {
+            let variant = choose_variant(launch, bindings)?;
+            let kernel = &artifact.kernel_ir[variant.kernel];
+            let mut arguments = Vec::with_capacity(variant.arguments.len());
+            for argument in &variant.arguments {
+                arguments.push(match argument {
+                    ArgumentSpec::Weight(index) => SimArgument::Buffer(weights[*index].clone()),
+                    ArgumentSpec::Arena(slot) => {
+                        let dtype = artifact.slots[*slot].tensor.dtype;
+                        SimArgument::Buffer(SimBuffer { dtype, data: decode_elements(dtype, &self.arena[range(*slot)?]) })
+                    }
+                    ArgumentSpec::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
+                    ArgumentSpec::State(_) => {
+                        return Err(RunError::Sim(crate::sim::SimError::Invalid {
+                            kernel: kernel.name.clone(),
+                            message: "state tensors are not supported by this runtime yet".into(),
+                        }))
+                    }
+                });
+            }
+            run_kernel(kernel, &mut arguments, bindings, self.options)?;
+            for ((argument, param), value) in variant.arguments.iter().zip(&kernel.params).zip(&arguments) {
+                if let (ArgumentSpec::Arena(slot), Param::Buffer { writable: true, dtype, .. }, SimArgument::Buffer(buffer)) =
+                    (argument, param, value)
+                {
+                    let bytes = range(*slot)?;
+                    encode_elements(*dtype, &buffer.data, &mut self.arena[bytes]);
+                }
+            }
+        }
+        entry
+            .outputs
+            .iter()
+            .map(|&slot| {
+                let spec = &artifact.slots[slot].tensor;
+                let shape = concrete_shape(&spec.shape, bindings)?;
+                Ok(HostTensor { dtype: spec.dtype, shape, bytes: self.arena[range(slot)?].to_vec() })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,267 @@
+//! Running an artifact: [`Model`] (shared, immutable) and [`Session`] (one
+//! caller's stream, arena and caches).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kiln_runtime::{Device, HostTensor, Model, Session};
+//! let model = Arc::new(Model::open("minilm.kiln".as_ref())?);
+//! let mut session = Session::new(model, Device::Auto)?;
+//! let ids = HostTensor::from_i64(vec![1, 4], &[101, 7592, 2088, 102]);
+//! let outputs = session.run(&[("input_ids".into(), ids)])?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use crate::artifact::{Artifact, ArtifactError, EntrySpec};
+use crate::device::cuda::{CudaError, CudaExecutor, CudaWeights};
+use crate::device::sim::SimExecutor;
+use crate::sim::{SimBuffer, SimError};
+use crate::tensor::decode_elements;
+use crate::{HostTensor, SymbolBindings};
+
+/// Where a session runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// CUDA device 0 when a driver and a GPU are present, else the simulator.
+    Auto,
+    /// CUDA device `N`.
+    Cuda(usize),
+    /// The kernel simulator; `check` turns the sanitizer on.
+    Sim { check: bool },
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Device, String> {
+        match text {
+            "auto" => Ok(Device::Auto),
+            "sim" => Ok(Device::Sim { check: false }),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(ordinal)) => Ok(Device::Cuda(ordinal)),
+                _ => Err(format!("unknown device `{other}` (auto, cuda, cuda:N or sim)")),
+            },
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("missing input `{0}`")]
+    MissingInput(String),
+    #[error("unknown input `{name}` (the model's inputs: {expected})")]
+    UnknownInput { name: String, expected: String },
+    #[error("input `{name}`: dtype {found}, the model expects {expected}")]
+    InputDType { name: String, expected: String, found: String },
+    #[error("input `{name}`: shape {found:?} does not match the model's [{expected}]")]
+    InputShape { name: String, expected: String, found: Vec<usize> },
+    #[error("{symbol} = {value} is outside the bounds {min}..={max} this artifact was compiled for")]
+    OutOfBounds { symbol: String, value: i64, min: i64, max: i64 },
+    #[error("symbol `{0}` is not fixed by any input's shape")]
+    UnboundSymbol(String),
+    #[error("launch {group}: no kernel variant covers these dims")]
+    NoVariant { group: String },
+    #[error("the artifact has no entry point `{0}`")]
+    NoEntryPoint(String),
+    #[error("{0}")]
+    Dim(#[from] crate::DimError),
+    #[error("memory plan: {0}")]
+    Plan(String),
+    #[error("simulator: {0}")]
+    Sim(#[from] SimError),
+    #[error("cuda: {0}")]
+    Cuda(#[from] CudaError),
+}
+
+/// A compiled model, opened and validated; share it between threads with `Arc`.
+pub struct Model {
+    pub artifact: Artifact,
+    /// Weights decoded for the simulator, made on first use.
+    sim_weights: OnceLock<Vec<SimBuffer>>,
+    /// Weights uploaded per CUDA device, made on first use.
+    cuda_weights: std::sync::Mutex<Vec<(usize, Arc<CudaWeights>)>>,
+}
+
+impl Model {
+    /// Opens and validates an artifact (nothing runs before it is fully checked).
+    pub fn open(path: &Path) -> Result<Model, ArtifactError> {
+        Ok(Model::from_artifact(Artifact::open(path)?))
+    }
+
+    pub fn from_artifact(artifact: Artifact) -> Model {
+        Model { artifact, sim_weights: OnceLock::new(), cuda_weights: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    pub(crate) fn sim_weights(&self) -> &[SimBuffer] {
+        self.sim_weights.get_or_init(|| {
+            (0..self.artifact.weights.len())
+                .map(|index| {
+                    let dtype = self.artifact.weights[index].dtype;
+                    SimBuffer { dtype, data: decode_elements(dtype, self.artifact.weight_bytes(index)) }
+                })
+                .collect()
+        })
+    }
+
+    /// The weights on CUDA device `ordinal`, uploaded once.
+    pub(crate) fn cuda_weights(
+        &self,
+        ordinal: usize,
+        upload: impl FnOnce(&Artifact) -> Result<CudaWeights, CudaError>,
+    ) -> Result<Arc<CudaWeights>, CudaError> {
+        let mut uploaded = self.cuda_weights.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, weights)) = uploaded.iter().find(|(o, _)| *o == ordinal) {
+            return Ok(weights.clone());
+        }
+        let weights = Arc::new(upload(&self.artifact)?);
+        uploaded.push((ordinal, weights.clone()));
+        Ok(weights)
+    }
+}
+
+enum Executor {
+    Sim(SimExecutor),
+    Cuda(Box<CudaExecutor>),
+}
+
+/// One caller's execution context: its stream, arena and caches.
+pub struct Session {
+    model: Arc<Model>,
+    executor: Executor,
+}
+
+impl Session {
+    /// A session on `device` (`Auto` picks CUDA when a driver and a GPU are present).
+    pub fn new(model: Arc<Model>, device: Device) -> Result<Session, RunError> {
+        let device = match device {
+            Device::Auto if crate::device::cuda::device_count() > 0 => Device::Cuda(0),
+            Device::Auto => Device::Sim { check: false },
+            other => other,
+        };
+        let executor = match device {
+            Device::Cuda(ordinal) => Executor::Cuda(Box::new(CudaExecutor::new(model.clone(), ordinal)?)),
+            Device::Sim { check } => Executor::Sim(SimExecutor::new(check)),
+            Device::Auto => unreachable!("resolved above"),
+        };
+        Ok(Session { model, executor })
+    }
+
+    /// The device this session runs on, in words.
+    pub fn device_description(&self) -> String {
+        match &self.executor {
+            Executor::Sim(sim) => sim.description(),
+            Executor::Cuda(cuda) => cuda.description(),
+        }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Runs the `forward` entry point on host inputs; returns the outputs in
+    /// the model's order.
+    pub fn run(&mut self, inputs: &[(String, HostTensor)]) -> Result<Vec<(String, HostTensor)>, RunError> {
+        self.run_entry("forward", inputs)
+    }
+
+    /// Runs entry point `entry`.
+    pub fn run_entry(
+        &mut self,
+        entry: &str,
+        inputs: &[(String, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, RunError> {
+        let artifact = &self.model.artifact;
+        let spec = artifact.entry_point(entry).ok_or_else(|| RunError::NoEntryPoint(entry.into()))?;
+        let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
+        let outputs = match &mut self.executor {
+            Executor::Sim(sim) => sim.run(&self.model, spec, &bindings, &ordered)?,
+            Executor::Cuda(cuda) => cuda.run(spec, &bindings, &ordered)?,
+        };
+        Ok(spec.outputs.iter().map(|&slot| artifact.slots[slot].tensor.name.clone()).zip(outputs).collect())
+    }
+}
+
+/// Checks every input against the entry point's signature and the bounds;
+/// returns the symbol values and the inputs in signature order.
+pub fn bind_inputs<'a>(
+    artifact: &Artifact,
+    entry: &EntrySpec,
+    inputs: &'a [(String, HostTensor)],
+) -> Result<(SymbolBindings, Vec<&'a HostTensor>), RunError> {
+    let specs: Vec<_> = entry.inputs.iter().map(|&slot| &artifact.slots[slot].tensor).collect();
+    for (name, _) in inputs {
+        if !specs.iter().any(|s| &s.name == name) {
+            let expected = specs.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ");
+            return Err(RunError::UnknownInput { name: name.clone(), expected });
+        }
+    }
+    let mut ordered = Vec::new();
+    let mut bindings = SymbolBindings::new();
+    for spec in &specs {
+        let (_, tensor) =
+            inputs.iter().find(|(name, _)| name == &spec.name).ok_or_else(|| RunError::MissingInput(spec.name.clone()))?;
+        if tensor.dtype != spec.dtype {
+            return Err(RunError::InputDType {
+                name: spec.name.clone(),
+                expected: spec.dtype.to_string(),
+                found: tensor.dtype.to_string(),
+            });
+        }
+        if tensor.shape.len() != spec.shape.len() {
+            return Err(shape_mismatch(spec, tensor));
+        }
+        for (dim, &size) in spec.shape.iter().zip(&tensor.shape) {
+            if let Some(symbol) = dim.as_symbol() {
+                match bindings.get(symbol) {
+                    Some(&bound) if bound != size as i64 => return Err(shape_mismatch(spec, tensor)),
+                    Some(_) => {}
+                    None => {
+                        bindings.insert(symbol.to_string(), size as i64);
+                    }
+                }
+            }
+        }
+        ordered.push(tensor);
+    }
+    for (symbol, &(min, max)) in &artifact.bounds {
+        let value = *bindings.get(symbol).ok_or_else(|| RunError::UnboundSymbol(symbol.clone()))?;
+        if value < min || value > max {
+            return Err(RunError::OutOfBounds { symbol: symbol.clone(), value, min, max });
+        }
+    }
+    // Compound dims (`seq+1`, constants) are checked once every symbol is bound.
+    for (spec, tensor) in specs.iter().zip(&ordered) {
+        for (dim, &size) in spec.shape.iter().zip(&tensor.shape) {
+            if dim.evaluate(&bindings)? != size as i64 {
+                return Err(shape_mismatch(spec, tensor));
+            }
+        }
+    }
+    Ok((bindings, ordered))
+}
+
+fn shape_mismatch(spec: &crate::artifact::TensorSpec, tensor: &HostTensor) -> RunError {
+    RunError::InputShape {
+        name: spec.name.clone(),
+        expected: spec.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        found: tensor.shape.clone(),
+    }
+}
+
+/// The concrete shape of `dims` under `bindings`.
+pub(crate) fn concrete_shape(dims: &[crate::Dim], bindings: &SymbolBindings) -> Result<Vec<usize>, RunError> {
+    dims.iter().map(|d| Ok(d.evaluate(bindings)?.max(0) as usize)).collect()
+}
+
+/// The variant of each launch for `bindings`.
+pub(crate) fn choose_variant<'a>(
+    launch: &'a crate::artifact::LaunchSpec,
+    bindings: &SymbolBindings,
+) -> Result<&'a crate::artifact::VariantSpec, RunError> {
+    launch.variants.iter().find(|v| v.accepts(bindings)).ok_or_else(|| RunError::NoVariant { group: launch.group.clone() })
+}
