@@ -165,7 +165,7 @@ fn bad_options_are_refused() {
 }
 
 #[test]
-fn compile_emits_each_kernels_ir_mlir_and_ptx_and_says_it_wrote_no_artifact() {
+fn compile_writes_an_artifact_and_each_kernels_ir_mlir_and_ptx() {
     let directory = std::env::temp_dir().join(format!("kiln-cli-compile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&directory);
     let model = testdata().join("models/distilbert-hf5/hf");
@@ -175,20 +175,122 @@ fn compile_emits_each_kernels_ir_mlir_and_ptx_and_says_it_wrote_no_artifact() {
         model.to_str().expect("utf-8"),
         "--target",
         "sm_80,sm_90,gfx942",
+        "--bound",
+        "batch=1..8,seq=2..128",
         "--emit-dir",
         directory.to_str().expect("utf-8"),
         "-o",
         artifact.to_str().expect("utf-8"),
     ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("kernels: 15"), "{}", text(&output.stdout));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("kernels: 15"), "{stdout}");
+    assert!(stdout.contains("launches: 15"), "{stdout}");
+    assert!(stdout.contains("(batch=1..8, seq=2..128)"), "{stdout}");
     for suffix in [".kir", ".mlir", ".sm_80.ptx", ".sm_90.ptx", ".gfx942.s"] {
         let path = directory.join(format!("g1_matmul{suffix}"));
         assert!(path.is_file(), "{} is missing", path.display());
     }
-    assert!(text(&output.stderr).contains("nothing was written"), "{}", text(&output.stderr));
-    assert!(!artifact.exists());
+    let described = kiln(&["inspect", artifact.to_str().expect("utf-8")]);
+    assert!(described.status.success(), "{}", text(&described.stderr));
+    let description = text(&described.stdout);
+    assert!(description.contains("bounds: batch=1..8, seq=2..128"), "{description}");
+    assert!(description.contains("input  input_ids: i64[batch, seq]"), "{description}");
+    assert!(description.contains("code: sm_80, sm_90, gfx942"), "{description}");
+
+    let again = kiln(&["compile", model.to_str().expect("utf-8"), "-o", artifact.to_str().expect("utf-8")]);
+    assert!(!again.status.success(), "an existing artifact was replaced without --force");
+    assert!(text(&again.stderr).contains("--force"), "{}", text(&again.stderr));
     let refused = kiln(&["compile", model.to_str().expect("utf-8"), "--target", "sm_80,tpu"]);
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("unknown target `tpu`"), "{}", text(&refused.stderr));
+    std::fs::remove_dir_all(&directory).expect("cleans up");
+}
+
+#[test]
+fn the_artifact_has_one_launch_per_kernel_that_inspect_counts() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-launches-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    for name in ["bert-hf5", "llama-dynamo", "qwen2-hf4"] {
+        let entry = std::fs::read_dir(testdata().join("models").join(name)).expect("model dir");
+        let model = entry
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "onnx") || p.join("config.json").exists())
+            .expect("a model");
+        let inspected = kiln(&["inspect", "--json", model.to_str().expect("utf-8")]);
+        let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).expect("JSON");
+        let path = directory.join(format!("{name}.kiln"));
+        let compiled = kiln(&["compile", model.to_str().expect("utf-8"), "--target", "sm_80", "-o", path.to_str().expect("utf-8")]);
+        assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+        let artifact = kiln_runtime::Artifact::open(&path).expect("opens");
+        let launches = artifact.entry_point("forward").expect("forward").launches.len();
+        assert_eq!(Some(launches as u64), json["kernels"].as_u64(), "{name}");
+    }
+    std::fs::remove_dir_all(&directory).expect("cleans up");
+}
+
+#[test]
+fn compiling_twice_in_two_processes_gives_identical_bytes() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-determinism-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let model = testdata().join("models/llama-hf5/hf");
+    let mut files = Vec::new();
+    // The thread-count variables are read by the libraries kiln links (MLIR,
+    // rayon if ever added); neither may change a byte.
+    for (index, threads) in ["1", "2"].iter().enumerate() {
+        let path = directory.join(format!("{index}.kiln"));
+        let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["compile", model.to_str().expect("utf-8"), "--target", "sm_80,gfx90a", "-o", path.to_str().expect("utf-8")])
+            .env("RAYON_NUM_THREADS", threads)
+            .env("OMP_NUM_THREADS", threads)
+            .output()
+            .expect("kiln runs");
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        files.push(std::fs::read(&path).expect("written"));
+    }
+    assert!(files[0] == files[1], "two compilations differ");
+    std::fs::remove_dir_all(&directory).expect("cleans up");
+}
+
+#[test]
+fn run_writes_outputs_from_an_artifact_on_the_simulator_and_refuses_bad_inputs() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let model_dir = testdata().join("models/bert-hf5");
+    let artifact = directory.join("bert.kiln");
+    let compiled = kiln(&["compile", model_dir.join("hf").to_str().expect("utf-8"), "-o", artifact.to_str().expect("utf-8")]);
+    assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+    let input = |name: &str| format!("{name}={}", model_dir.join("inputs").join(format!("{name}.npy")).display());
+    let outputs = directory.join("out");
+    let mut arguments = vec!["run".to_string(), artifact.display().to_string(), "--device".into(), "sim".into()];
+    for name in ["input_ids", "attention_mask", "token_type_ids"] {
+        arguments.extend(["--input".to_string(), input(name)]);
+    }
+    arguments.extend(["--output-dir".to_string(), outputs.display().to_string()]);
+    let borrowed: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    let ran = kiln(&borrowed);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let got = kiln_compiler::npy::read_npy(&outputs.join("last_hidden_state.npy")).expect("written");
+    let expected = crate::common::expected_in(&model_dir, "last_hidden_state");
+    crate::common::assert_close("kiln run bert-hf5", &got, &expected, 1e-3);
+
+    let again = kiln(&borrowed);
+    assert!(!again.status.success(), "outputs were replaced without --force");
+    let mut wrong = borrowed.clone();
+    let bad_input = format!("token_type_ids={}", model_dir.join("expected/pooler_output.npy").display());
+    let position = wrong.iter().position(|a| a.starts_with("token_type_ids=")).expect("present");
+    wrong[position] = &bad_input;
+    wrong.push("--force");
+    let refused = kiln(&wrong);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("input `token_type_ids`: dtype f32, the model expects i64"), "{}", text(&refused.stderr));
+    let mut corrupt = std::fs::read(&artifact).expect("artifact");
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 1;
+    std::fs::write(&artifact, corrupt).expect("rewritten");
+    let refused = kiln(&["inspect", artifact.to_str().expect("utf-8")]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("corrupt"), "{}", text(&refused.stderr));
+    std::fs::remove_dir_all(&directory).expect("cleans up");
 }

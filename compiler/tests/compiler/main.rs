@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod artifact;
 mod cli;
 mod common;
 mod errors;

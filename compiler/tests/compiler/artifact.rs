@@ -1,0 +1,179 @@
+//! End to end: every testdata model and the real MiniLM compiled to an
+//! artifact, opened by the runtime and run on the simulator device against
+//! the stored ONNX Runtime / PyTorch outputs; and every way an artifact or
+//! its inputs can be wrong, rejected with a clear error.
+
+use std::sync::Arc;
+
+use kiln_compiler::artifact::{input_symbol_bounds, pack_artifact, ArtifactOptions};
+use kiln_compiler::compile::{compile, Target};
+use kiln_compiler::load_model;
+use kiln_compiler::npy::{host_to_tensor, tensor_to_host};
+use kiln_passes::{PipelineOptions, Precision};
+use kiln_runtime::artifact::Artifact;
+use kiln_runtime::{ArtifactError, DType, Device, HostTensor, Model, RunError, Session};
+
+use crate::common::{assert_close, expected_in, inputs_in, minilm_directory, models, testdata};
+
+/// Compiles the model at `path` into artifact bytes.
+pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[Target]) -> Vec<u8> {
+    let graph = load_model(path).expect("imports");
+    let options = PipelineOptions { precision, ..PipelineOptions::default() };
+    let compiled = compile(graph, &options, targets, &mut |_| {}).expect("compiles");
+    let bounds = input_symbol_bounds(&compiled.graph, &options.bounds, &Default::default());
+    let options = ArtifactOptions { model_name: "test", precision: precision.name(), bounds: &bounds };
+    pack_artifact(&compiled, &options).expect("packs").bytes
+}
+
+fn session_for(bytes: Vec<u8>) -> Session {
+    let model = Arc::new(Model::from_artifact(Artifact::from_bytes(bytes).expect("the artifact opens")));
+    Session::new(model, Device::Sim { check: false }).expect("a simulator session")
+}
+
+fn host_inputs(directory: &std::path::Path, names: &[String]) -> Vec<(String, HostTensor)> {
+    let tensors = inputs_in(directory, names);
+    names.iter().map(|name| (name.clone(), tensor_to_host(&tensors[name]))).collect()
+}
+
+/// The smallest cosine similarity between matching rows (last axis) of two tensors.
+fn minimum_row_cosine(got: &[f64], expected: &[f64], row: usize) -> f64 {
+    got.chunks(row)
+        .zip(expected.chunks(row))
+        .map(|(a, b)| {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm(a) == 0.0 && norm(b) == 0.0 {
+                1.0
+            } else {
+                dot / (norm(a) * norm(b))
+            }
+        })
+        .fold(1.0, f64::min)
+}
+
+#[test]
+fn every_testdata_model_runs_from_its_artifact_on_the_simulator_device() {
+    for model in models() {
+        let mut session = session_for(artifact_bytes(&model.model, Precision::F32, &[]));
+        let outputs = session.run(&host_inputs(&model.directory, &model.inputs)).expect("runs");
+        assert_eq!(outputs.len(), model.outputs.len(), "{}", model.name);
+        for ((name, got), expected_name) in outputs.iter().zip(&model.outputs) {
+            assert_eq!(name, expected_name, "{}: output order", model.name);
+            let expected = expected_in(&model.directory, name);
+            assert_close(&format!("{}/{name}", model.name), &host_to_tensor(got), &expected, 1e-3);
+        }
+    }
+}
+
+#[test]
+fn bf16_artifacts_keep_every_row_within_cosine_0_999_of_the_reference() {
+    for model in models() {
+        let mut session = session_for(artifact_bytes(&model.model, Precision::Bf16, &[]));
+        let outputs = session.run(&host_inputs(&model.directory, &model.inputs)).expect("runs");
+        for (name, got) in &outputs {
+            let expected = expected_in(&model.directory, name);
+            assert_eq!(got.shape, expected.shape, "{}/{name}", model.name);
+            let row = *got.shape.last().expect("rank ≥ 1");
+            let cosine = minimum_row_cosine(&got.to_f64_vec(), &expected.to_f64_vec(), row);
+            eprintln!("{}/{name} bf16: minimum row cosine {cosine:.6}", model.name);
+            assert!(cosine >= 0.999, "{}/{name}: minimum row cosine {cosine}", model.name);
+        }
+    }
+}
+
+#[test]
+fn the_real_minilm_runs_from_its_artifact_with_ptx_inside() {
+    let directory = testdata().join("minilm");
+    let bytes = artifact_bytes(&minilm_directory(), Precision::F32, &[Target::Nvidia("sm_80".into())]);
+    let artifact = Artifact::from_bytes(bytes.clone()).expect("opens");
+    assert_eq!(artifact.targets(), ["sm_80"]);
+    assert!(artifact.code("sm_80").expect("PTX").contains(".entry"));
+    let mut session = session_for(bytes);
+    let started = std::time::Instant::now();
+    let outputs =
+        session.run(&host_inputs(&directory, &["input_ids".into(), "attention_mask".into(), "token_type_ids".into()]));
+    eprintln!("MiniLM ran on the simulator device in {:.2?}", started.elapsed());
+    let outputs = outputs.expect("runs");
+    let (name, hidden) = &outputs[0];
+    assert_close(&format!("minilm/{name}"), &host_to_tensor(hidden), &expected_in(&directory, name), 1e-3);
+}
+
+#[test]
+fn the_sanitizer_finds_nothing_wrong_when_a_whole_model_runs_with_checks_on() {
+    let model = models().into_iter().find(|m| m.name == "llama-hf5").expect("llama-hf5");
+    let artifact = Artifact::from_bytes(artifact_bytes(&model.model, Precision::F32, &[])).expect("opens");
+    let mut session = Session::new(Arc::new(Model::from_artifact(artifact)), Device::Sim { check: true }).expect("session");
+    let outputs = session.run(&host_inputs(&model.directory, &model.inputs)).expect("runs clean");
+    let expected = expected_in(&model.directory, &outputs[0].0);
+    assert_close("llama-hf5 (checked)", &host_to_tensor(&outputs[0].1), &expected, 1e-3);
+}
+
+fn bert() -> (Vec<u8>, Vec<(String, HostTensor)>) {
+    let model = models().into_iter().find(|m| m.name == "bert-hf5").expect("bert-hf5");
+    (artifact_bytes(&model.model, Precision::F32, &[]), host_inputs(&model.directory, &model.inputs))
+}
+
+#[test]
+fn every_truncation_and_every_flipped_section_byte_is_rejected_without_panicking() {
+    let (bytes, _) = bert();
+    let step = (bytes.len() / 97).max(1);
+    for length in (0..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
+        let result = Artifact::from_bytes(bytes[..length].to_vec());
+        assert!(result.is_err(), "a file truncated to {length} bytes opened");
+    }
+    for position in (0..bytes.len()).step_by(step) {
+        let mut corrupted = bytes.clone();
+        corrupted[position] ^= 0x5a;
+        match Artifact::from_bytes(corrupted) {
+            Err(ArtifactError::Corrupt(_) | ArtifactError::Truncated(_) | ArtifactError::NotAnArtifact) => {}
+            Err(ArtifactError::Version { .. }) if (8..12).contains(&position) => {}
+            // Only the zero padding between sections lies outside every checksum.
+            Ok(_) if bytes[position] == 0 => {}
+            other => panic!("flipping byte {position}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_inputs_are_rejected_with_errors_that_name_them() {
+    let (bytes, inputs) = bert();
+    let mut session = session_for(bytes);
+    let renamed: Vec<_> = inputs.iter().map(|(n, t)| (if n == "input_ids" { "ids".into() } else { n.clone() }, t.clone())).collect();
+    let error = session.run(&renamed).expect_err("unknown name");
+    assert!(matches!(&error, RunError::UnknownInput { name, .. } if name == "ids"), "{error}");
+
+    let missing: Vec<_> = inputs.iter().filter(|(n, _)| n != "attention_mask").cloned().collect();
+    let error = session.run(&missing).expect_err("missing input");
+    assert!(matches!(&error, RunError::MissingInput(name) if name == "attention_mask"), "{error}");
+
+    let mut wrong_dtype = inputs.clone();
+    let ids = &wrong_dtype[0].1;
+    wrong_dtype[0].1 = HostTensor::from_f64(DType::I32, ids.shape.clone(), &ids.to_f64_vec());
+    let error = session.run(&wrong_dtype).expect_err("wrong dtype");
+    assert!(matches!(&error, RunError::InputDType { found, .. } if found == "i32"), "{error}");
+
+    let mut wrong_shape = inputs.clone();
+    let mask = &wrong_shape[1].1;
+    let (batch, seq) = (mask.shape[0], mask.shape[1]);
+    wrong_shape[1].1 = HostTensor::from_i64(vec![batch, seq - 1], &vec![1; batch * (seq - 1)]);
+    let error = session.run(&wrong_shape).expect_err("mismatched seq");
+    assert!(matches!(&error, RunError::InputShape { name, .. } if name == "attention_mask"), "{error}");
+
+    let too_long: Vec<_> =
+        inputs.iter().map(|(n, _)| (n.clone(), HostTensor::from_i64(vec![1, 513], &vec![1; 513]))).collect();
+    let error = session.run(&too_long).expect_err("seq beyond the bound");
+    assert!(matches!(&error, RunError::OutOfBounds { symbol, value: 513, max: 512, .. } if symbol == "seq"), "{error}");
+    eprintln!("{error}");
+}
+
+#[test]
+fn a_cuda_session_without_a_driver_says_so() {
+    if kiln_runtime::device::cuda::device_count() > 0 {
+        return; // A machine with a GPU runs this path for real (scripts/gpu/).
+    }
+    let (bytes, _) = bert();
+    let model = Arc::new(Model::from_artifact(Artifact::from_bytes(bytes).expect("opens")));
+    let error = Session::new(model, Device::Cuda(0)).err().expect("no CUDA here");
+    let text = error.to_string();
+    assert!(text.contains("CUDA") && (text.contains("driver") || text.contains("does not exist")), "{text}");
+}
