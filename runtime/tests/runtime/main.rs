@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod architecture;
+mod artifact;
 mod simulator;
