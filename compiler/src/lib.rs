@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod compile;
+pub mod embed;
 pub mod hf;
 pub mod npy;
 pub mod onnx;

@@ -76,6 +76,25 @@ enum Command {
     /// Run a compiled artifact on CUDA or in the kernel simulator and write
     /// every output as .npy (the same as the standalone `kiln-run`).
     Run(kiln_runtime::cli::RunArguments),
+    /// Embed texts with a compiled sentence encoder (tokenizer.json, mean
+    /// pooling and normalization as modules.json says) and print the cosine
+    /// similarity of every query with every document.
+    Embed {
+        /// A `.kiln` artifact of a BERT-style encoder.
+        artifact: PathBuf,
+        /// The model's directory: tokenizer.json, modules.json and the pooling config.
+        #[arg(long, value_name = "DIR")]
+        model_dir: PathBuf,
+        /// A query (repeat).
+        #[arg(long = "query", value_name = "TEXT", required = true)]
+        queries: Vec<String>,
+        /// A document, e.g. an ad title (repeat).
+        #[arg(long = "document", value_name = "TEXT", required = true)]
+        documents: Vec<String>,
+        /// auto (CUDA when present, else the simulator), cuda, cuda:N or sim.
+        #[arg(long, default_value = "auto")]
+        device: kiln_runtime::Device,
+    },
     /// Run a model with the reference evaluator and write every output as .npy.
     Eval {
         /// A .onnx file or a safetensors model directory.
@@ -187,6 +206,9 @@ fn run(cli: Cli) -> Result<()> {
             compile_model(&model, &target, &compile, emit_dir.as_deref(), output)
         }
         Command::Run(arguments) => kiln_runtime::cli::run_artifact(&arguments),
+        Command::Embed { artifact, model_dir, queries, documents, device } => {
+            similarity_table(&artifact, &model_dir, &queries, &documents, device)
+        }
         Command::Eval { model, inputs, output_dir, force, stop_after, compile } => {
             let options = stop_after.map(|phase| compile.options(phase));
             eval(&model, &inputs, &output_dir, force, options.as_ref())
@@ -385,6 +407,48 @@ fn compile_model(
                 Err(log) => bail!("ptxas rejects the {chip} code:\n{log}"),
             }
         }
+    }
+    Ok(())
+}
+
+fn similarity_table(
+    artifact: &Path,
+    model_dir: &Path,
+    queries: &[String],
+    documents: &[String],
+    device: kiln_runtime::Device,
+) -> Result<()> {
+    use kiln_compiler::embed::{cosine, embed};
+    let model = std::sync::Arc::new(
+        kiln_runtime::Model::open(artifact).with_context(|| artifact.display().to_string())?,
+    );
+    let mut session = kiln_runtime::Session::new(model, device)?;
+    eprintln!("device: {}", session.device_description());
+    let texts: Vec<String> = queries.iter().chain(documents).cloned().collect();
+    let started = Instant::now();
+    let vectors = embed(&mut session, model_dir, &texts)?;
+    eprintln!("embedded {} texts in {:.2?}", texts.len(), started.elapsed());
+    let width = queries.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
+    let short = |text: &str, n: usize| -> String {
+        let cut: String = text.chars().take(n).collect();
+        if cut.chars().count() < text.chars().count() { format!("{}…", cut.chars().take(n - 1).collect::<String>()) } else { cut }
+    };
+    println!("cosine similarity (rows: queries, columns: documents)");
+    for (index, document) in documents.iter().enumerate() {
+        println!("  [{}] {document}", index + 1);
+    }
+    print!("{:width$}", "");
+    for index in 0..documents.len() {
+        print!("  {:>6}", format!("[{}]", index + 1));
+    }
+    println!();
+    for (query_index, query) in queries.iter().enumerate() {
+        print!("{:width$}", short(query, width));
+        for document_index in 0..documents.len() {
+            let similarity = cosine(&vectors[query_index], &vectors[queries.len() + document_index]);
+            print!("  {similarity:>6.3}");
+        }
+        println!();
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::kernel::codec::encode_kernels;
 use crate::kernel::Kernel;
 use crate::{DType, Dim};
 
-pub use container::{SectionKind, FORMAT_VERSION, MAGIC, SECTION_ALIGNMENT};
+pub use container::{write_container, SectionKind, FORMAT_VERSION, MAGIC, SECTION_ALIGNMENT};
 pub use manifest::Manifest;
 
 /// Why an artifact could not be opened.
