@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# The main job: import the real all-MiniLM-L6-v2 checkpoint, compile it to one
-# kernel per fusion group (PTX for sm_80/sm_90, AMDGPU assembly for gfx942,
-# with ptxas's register report), and evaluate it on three tokenized ad
-# queries/titles (testdata/minilm) with kiln's reference evaluator. Later
-# issues grow this into compile → artifact → run on CUDA or the simulator.
+# The main job: compile the real all-MiniLM-L6-v2 checkpoint into one .kiln
+# artifact (PTX for sm_80/sm_90, AMDGPU assembly for gfx942, the portable
+# kernel IR, weights and memory plan), then run it on the best device present
+# — CUDA when a GPU and driver are there, else kiln's kernel simulator — on a
+# few ad-style queries and ad titles: tokenized with the model's own
+# tokenizer.json, mean-pooled and L2-normalized as its modules.json says,
+# compared by cosine similarity.
+#
+# Usage: scripts/demo.sh [--device auto|cuda|cuda:N|sim]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+device="auto"
+if [[ "${1:-}" == "--device" && -n "${2:-}" ]]; then device="$2"; fi
 scripts/setup.sh
-cargo build --release --locked -p kiln-compiler --bin kiln
+cargo build --release --locked -p kiln-compiler --bin kiln -p kiln-runtime --bin kiln-run
 model="$(scripts/minilm-dir.sh)"
-inputs=testdata/minilm/inputs
-echo "== kiln inspect $model"
-target/release/kiln inspect "$model"
-echo "== kiln compile $model --target sm_80,sm_90,gfx942 --emit-dir out/minilm-kernels"
-target/release/kiln compile "$model" --target sm_80,sm_90,gfx942 --emit-dir out/minilm-kernels
-echo "== kiln eval (sentences: $(tr -d '\n' < testdata/minilm/sentences.json))"
-target/release/kiln eval "$model" --force \
-  --input input_ids=$inputs/input_ids.npy \
-  --input attention_mask=$inputs/attention_mask.npy \
-  --input token_type_ids=$inputs/token_type_ids.npy \
-  --output-dir out/minilm
+mkdir -p out
+echo "== kiln compile $model -o out/minilm.kiln"
+target/release/kiln compile "$model" --force -o out/minilm.kiln \
+  --target sm_80,sm_90,gfx942 --bound batch=1..64,seq=1..128
+echo "== kiln inspect out/minilm.kiln"
+target/release/kiln inspect out/minilm.kiln
+echo "== kiln embed out/minilm.kiln --device $device"
+target/release/kiln embed out/minilm.kiln --model-dir "$model" --device "$device" \
+  --query "cheap flights to paris" \
+  --query "running shoes for women" \
+  --query "best pizza near me" \
+  --document "Paris airfare deals from \$199, book now" \
+  --document "Women's trail running shoes, free shipping" \
+  --document "Order pizza online: hot delivery in 30 minutes"

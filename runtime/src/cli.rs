@@ -34,8 +34,9 @@ pub struct RunArguments {
     /// Replace output files that already exist.
     #[arg(long)]
     pub force: bool,
-    /// Run this many times and report the median time (the first run warms up).
-    #[arg(long, default_value_t = 1)]
+    /// After the run, time this many more executions and print the median
+    /// (on CUDA: the launches alone, inputs resident on the device).
+    #[arg(long, default_value_t = 0)]
     pub repeat: usize,
 }
 
@@ -85,15 +86,19 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
     let started = Instant::now();
     let mut session = Session::new(model.clone(), device)?;
     eprintln!("device: {} (ready in {:.2?})", session.device_description(), started.elapsed());
-    let mut times = Vec::new();
-    let mut outputs = Vec::new();
-    for _ in 0..arguments.repeat.max(1) {
-        let started = Instant::now();
-        outputs = session.run(&inputs)?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    eprintln!("ran in {:.2?} (median of {})", times[times.len() / 2], times.len());
+    let started = Instant::now();
+    let outputs = if arguments.repeat == 0 {
+        let outputs = session.run(&inputs)?;
+        eprintln!("ran in {:.2?}", started.elapsed());
+        outputs
+    } else {
+        let (outputs, mut times) = session.benchmark(&inputs, arguments.repeat)?;
+        times.sort();
+        let median = times[times.len() / 2];
+        // One line a script can parse.
+        println!("median_ms {:.4} runs {}", median.as_secs_f64() * 1e3, times.len());
+        outputs
+    };
     std::fs::create_dir_all(&arguments.output_dir)
         .with_context(|| format!("creating {}", arguments.output_dir.display()))?;
     for ((name, tensor), path) in outputs.iter().zip(&output_paths) {

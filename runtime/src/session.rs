@@ -186,6 +186,35 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Runs `forward` once on `inputs`, then times `repeats` more executions:
+    /// on CUDA the launches alone with the inputs resident on the device (what
+    /// a serving loop with device-resident inputs pays), on the simulator
+    /// whole runs. Returns the outputs of the first run and the times.
+    pub fn benchmark(
+        &mut self,
+        inputs: &[(String, HostTensor)],
+        repeats: usize,
+    ) -> Result<(Vec<(String, HostTensor)>, Vec<std::time::Duration>), RunError> {
+        let outputs = self.run(inputs)?;
+        let artifact = &self.model.artifact;
+        let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
+        let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
+        let mut times = Vec::with_capacity(repeats);
+        match &mut self.executor {
+            Executor::Cuda(cuda) => times = cuda.time_launches(spec, &bindings, repeats)?,
+            Executor::Sim(sim) => {
+                for _ in 0..repeats {
+                    let started = std::time::Instant::now();
+                    sim.run(&self.model, spec, &bindings, &ordered)?;
+                    times.push(started.elapsed());
+                }
+            }
+        }
+        Ok((outputs, times))
+    }
+}
+
 /// Checks every input against the entry point's signature and the bounds;
 /// returns the symbol values and the inputs in signature order.
 pub fn bind_inputs<'a>(

@@ -431,8 +431,11 @@ impl<'k> BlockState<'k> {
     /// Records a shared access for race detection (different warps, same
     /// epoch, one write).
     fn record_shared(&mut self, array: usize, element: usize, warp: usize, write: bool) -> Result<(), SimError> {
-        let epoch = self.epoch;
         let check = self.options.check;
+        if !check {
+            return Ok(()); // Epochs only serve the checks.
+        }
+        let epoch = self.epoch;
         let cell = &mut self.cells[array][element];
         if cell.epoch != epoch {
             cell.epoch = epoch;
@@ -517,7 +520,8 @@ impl<'k> BlockState<'k> {
                 if dtype_a != dtype_b {
                     return Err(self.error(format!("{op:?} of {dtype_a} and {dtype_b}")));
                 }
-                let lanes = x.iter().zip(&y).map(|(&p, &q)| binary(*op, dtype_a, p, q)).collect();
+                let mut lanes = x;
+                binary_lanes(*op, dtype_a, &mut lanes, &y);
                 (if op.is_comparison() { DType::Bool } else { dtype_a }, lanes)
             }
             Expr::Select(c, a, b) => {
@@ -692,6 +696,32 @@ fn erf_f64(x: f64) -> f64 {
         -result
     } else {
         result
+    }
+}
+
+/// [`binary`] over whole warps: `x[lane] = x[lane] op y[lane]`, with the op
+/// chosen once per warp rather than per lane (the simulator's hottest loop).
+fn binary_lanes(op: BinaryOp, dtype: DType, x: &mut [f64], y: &[f64]) {
+    macro_rules! integers {
+        ($f:expr) => {
+            x.iter_mut().zip(y).for_each(|(p, &q)| *p = $f(*p as i64, q as i64) as f64)
+        };
+    }
+    macro_rules! floats {
+        ($f:expr) => {
+            x.iter_mut().zip(y).for_each(|(p, &q)| *p = $f(*p, q))
+        };
+    }
+    match (op, dtype) {
+        (BinaryOp::Add, DType::I64) => integers!(|a: i64, b: i64| a.wrapping_add(b)),
+        (BinaryOp::Sub, DType::I64) => integers!(|a: i64, b: i64| a.wrapping_sub(b)),
+        (BinaryOp::Mul, DType::I64) => integers!(|a: i64, b: i64| a.wrapping_mul(b)),
+        (BinaryOp::Lt, DType::I64) => integers!(|a: i64, b: i64| (a < b) as i64),
+        (BinaryOp::Add, DType::F32) => floats!(|p: f64, q: f64| (p + q) as f32 as f64),
+        (BinaryOp::Sub, DType::F32) => floats!(|p: f64, q: f64| (p - q) as f32 as f64),
+        (BinaryOp::Mul, DType::F32) => floats!(|p: f64, q: f64| (p * q) as f32 as f64),
+        (BinaryOp::Max, DType::F32) => floats!(|p: f64, q: f64| p.max(q)),
+        _ => floats!(|p: f64, q: f64| binary(op, dtype, p, q)),
     }
 }
 

@@ -276,6 +276,24 @@ impl CudaExecutor {
         Ok(placed.into_iter().map(|(dtype, shape, range)| HostTensor { dtype, shape, bytes: staging[range].to_vec() }).collect())
     }
 
+    /// Times `repeats` executions of `entry`'s launches alone (inputs already
+    /// in the arena from a run with the same bindings): enqueue, then wait.
+    pub fn time_launches(
+        &mut self,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        repeats: usize,
+    ) -> Result<Vec<std::time::Duration>, RunError> {
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let started = std::time::Instant::now();
+            self.launch_all(entry, bindings)?;
+            self.stream.synchronize().map_err(driver("running the model"))?;
+            times.push(started.elapsed());
+        }
+        Ok(times)
+    }
+
     /// Enqueues every launch of `entry`, through a cached CUDA graph when enabled.
     fn launch_all(&mut self, entry: &EntrySpec, bindings: &SymbolBindings) -> Result<(), RunError> {
         if !self.use_graphs {
