@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds what scripts/gpu/run.sh needs on a GPU machine that has no Rust:
+# out/gpu/bin/kiln-run, every testdata model as an f32 artifact, and the two
+# benchmark models (MiniLM-L6 at batch ≤ 256 × seq ≤ 64 and BERT-base at
+# batch ≤ 32 × seq ≤ 128, pseudo-random weights from scripts/gpu/bert_weights.py)
+# as bf16 artifacts, gzip-compressed so out/gpu stays small enough to carry.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+scripts/setup.sh
+cargo build --release --locked -p kiln-compiler --bin kiln -p kiln-runtime --bin kiln-run
+out=out/gpu
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/artifacts" "$out/work"
+cp target/release/kiln-run "$out/bin/"
+python3 - <<'PY' > "$out/work/models.txt"
+import json
+for m in json.load(open("testdata/models.json"))["models"]:
+    print(m["name"], m["model"])
+PY
+while read -r name model; do
+  target/release/kiln compile "testdata/models/$name/$model" --target sm_80,sm_90 \
+    -o "$out/artifacts/$name.kiln" > /dev/null
+  echo "compiled $name"
+done < "$out/work/models.txt"
+for spec in "minilm-l6 1..256 1..64" "bert-base 1..32 1..128"; do
+  read -r name batch seq <<< "$spec"
+  python3 scripts/gpu/bert_weights.py "$name" "$out/work/$name"
+  target/release/kiln compile "$out/work/$name" --precision bf16 --target sm_80,sm_90 \
+    --bound "batch=$batch,seq=$seq" -o "$out/artifacts/$name.bf16.kiln" | grep -E "^(kernels|artifact)"
+  gzip -f "$out/artifacts/$name.bf16.kiln"
+done
+rm -rf "$out/work"
+du -sh "$out"
