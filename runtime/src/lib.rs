@@ -24,5 +24,6 @@ pub mod tensor;
 pub use artifact::{Artifact, ArtifactError};
 pub use dim::{Dim, DimError, DimNode, DimParseError, SymbolBindings};
 pub use dtype::DType;
+pub use device::cuda::DeviceTensor;
 pub use session::{Device, Model, RunError, Session};
 pub use tensor::HostTensor;

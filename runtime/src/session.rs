@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use crate::artifact::{Artifact, ArtifactError, EntrySpec};
-use crate::device::cuda::{CudaError, CudaExecutor, CudaWeights};
+use crate::device::cuda::{CudaError, CudaExecutor, CudaWeights, DeviceTensor};
 use crate::device::sim::SimExecutor;
 use crate::sim::{SimBuffer, SimError};
 use crate::tensor::decode_elements;
@@ -76,6 +76,8 @@ pub enum RunError {
     Sim(#[from] SimError),
     #[error("cuda: {0}")]
     Cuda(#[from] CudaError),
+    #[error("device-resident tensors need a CUDA session")]
+    NotOnDevice,
 }
 
 /// A compiled model, opened and validated; share it between threads with `Arc`.
@@ -187,6 +189,31 @@ impl Session {
 }
 
 impl Session {
+    /// Copies a host tensor to this session's GPU (CUDA sessions only).
+    pub fn upload(&self, tensor: &HostTensor) -> Result<DeviceTensor, RunError> {
+        match &self.executor {
+            Executor::Cuda(cuda) => Ok(cuda.upload(tensor)?),
+            Executor::Sim(_) => Err(RunError::NotOnDevice),
+        }
+    }
+
+    /// Runs `forward` on device-resident inputs and leaves the outputs on the
+    /// device: no host round trip (CUDA sessions only). The inputs are checked
+    /// against the signature and bounds exactly as in [`Session::run`].
+    pub fn run_device(&mut self, inputs: &[(String, &DeviceTensor)]) -> Result<Vec<(String, DeviceTensor)>, RunError> {
+        let artifact = &self.model.artifact;
+        let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
+        let described: Vec<(String, TensorShape)> =
+            inputs.iter().map(|(name, t)| (name.clone(), TensorShape { dtype: t.dtype, shape: t.shape.clone() })).collect();
+        let (bindings, order) = bind_signature(artifact, spec, &described)?;
+        let ordered: Vec<&DeviceTensor> = order.iter().map(|&i| inputs[i].1).collect();
+        let Executor::Cuda(cuda) = &mut self.executor else {
+            return Err(RunError::NotOnDevice);
+        };
+        let outputs = cuda.run_device(spec, &bindings, &ordered)?;
+        Ok(spec.outputs.iter().map(|&slot| artifact.slots[slot].tensor.name.clone()).zip(outputs).collect())
+    }
+
     /// Runs `forward` once on `inputs`, then times `repeats` more executions:
     /// on CUDA the launches alone with the inputs resident on the device (what
     /// a serving loop with device-resident inputs pays), on the simulator
@@ -195,7 +222,7 @@ impl Session {
         &mut self,
         inputs: &[(String, HostTensor)],
         repeats: usize,
-    ) -> Result<(Vec<(String, HostTensor)>, Vec<std::time::Duration>), RunError> {
+    ) -> Result<(NamedTensors, Vec<std::time::Duration>), RunError> {
         let outputs = self.run(inputs)?;
         let artifact = &self.model.artifact;
         let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
@@ -215,6 +242,16 @@ impl Session {
     }
 }
 
+/// Tensors by name, in the model's order.
+pub type NamedTensors = Vec<(String, HostTensor)>;
+
+/// A tensor's dtype and shape, wherever its elements live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorShape {
+    pub dtype: crate::DType,
+    pub shape: Vec<usize>,
+}
+
 /// Checks every input against the entry point's signature and the bounds;
 /// returns the symbol values and the inputs in signature order.
 pub fn bind_inputs<'a>(
@@ -222,6 +259,21 @@ pub fn bind_inputs<'a>(
     entry: &EntrySpec,
     inputs: &'a [(String, HostTensor)],
 ) -> Result<(SymbolBindings, Vec<&'a HostTensor>), RunError> {
+    let described: Vec<(String, TensorShape)> = inputs
+        .iter()
+        .map(|(name, t)| (name.clone(), TensorShape { dtype: t.dtype, shape: t.shape.clone() }))
+        .collect();
+    let (bindings, order) = bind_signature(artifact, entry, &described)?;
+    Ok((bindings, order.into_iter().map(|i| &inputs[i].1).collect()))
+}
+
+/// [`bind_inputs`] over dtypes and shapes: returns the symbol values and, per
+/// signature input, the index of the given input that fills it.
+pub fn bind_signature(
+    artifact: &Artifact,
+    entry: &EntrySpec,
+    inputs: &[(String, TensorShape)],
+) -> Result<(SymbolBindings, Vec<usize>), RunError> {
     let specs: Vec<_> = entry.inputs.iter().map(|&slot| &artifact.slots[slot].tensor).collect();
     for (name, _) in inputs {
         if !specs.iter().any(|s| &s.name == name) {
@@ -229,11 +281,12 @@ pub fn bind_inputs<'a>(
             return Err(RunError::UnknownInput { name: name.clone(), expected });
         }
     }
-    let mut ordered = Vec::new();
+    let mut order = Vec::new();
     let mut bindings = SymbolBindings::new();
     for spec in &specs {
-        let (_, tensor) =
-            inputs.iter().find(|(name, _)| name == &spec.name).ok_or_else(|| RunError::MissingInput(spec.name.clone()))?;
+        let index =
+            inputs.iter().position(|(name, _)| name == &spec.name).ok_or_else(|| RunError::MissingInput(spec.name.clone()))?;
+        let tensor = &inputs[index].1;
         if tensor.dtype != spec.dtype {
             return Err(RunError::InputDType {
                 name: spec.name.clone(),
@@ -255,7 +308,7 @@ pub fn bind_inputs<'a>(
                 }
             }
         }
-        ordered.push(tensor);
+        order.push(index);
     }
     for (symbol, &(min, max)) in &artifact.bounds {
         let value = *bindings.get(symbol).ok_or_else(|| RunError::UnboundSymbol(symbol.clone()))?;
@@ -264,17 +317,18 @@ pub fn bind_inputs<'a>(
         }
     }
     // Compound dims (`seq+1`, constants) are checked once every symbol is bound.
-    for (spec, tensor) in specs.iter().zip(&ordered) {
+    for (spec, &index) in specs.iter().zip(&order) {
+        let tensor = &inputs[index].1;
         for (dim, &size) in spec.shape.iter().zip(&tensor.shape) {
             if dim.evaluate(&bindings)? != size as i64 {
                 return Err(shape_mismatch(spec, tensor));
             }
         }
     }
-    Ok((bindings, ordered))
+    Ok((bindings, order))
 }
 
-fn shape_mismatch(spec: &crate::artifact::TensorSpec, tensor: &HostTensor) -> RunError {
+fn shape_mismatch(spec: &crate::artifact::TensorSpec, tensor: &TensorShape) -> RunError {
     RunError::InputShape {
         name: spec.name.clone(),
         expected: spec.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),

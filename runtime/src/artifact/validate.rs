@@ -37,7 +37,7 @@ fn tensor(signature: Option<&manifest::TensorSignature>, what: &str) -> Result<T
     })
 }
 
-fn section<'a>(sections: &[Section], index: u32, kind: SectionKind, what: &str) -> Result<Section, ArtifactError> {
+fn section(sections: &[Section], index: u32, kind: SectionKind, what: &str) -> Result<Section, ArtifactError> {
     let found = sections.get(index as usize).filter(|s| s.kind == kind);
     found.cloned().ok_or_else(|| corrupt(format!("{what} names section {index}, which is not a {kind:?} section")))
 }

@@ -114,6 +114,41 @@ impl CudaWeights {
     }
 }
 
+/// A tensor in device memory, for runs without a host round trip
+/// ([`crate::Session::run_device`]).
+pub struct DeviceTensor {
+    pub dtype: crate::DType,
+    pub shape: Vec<usize>,
+    buffer: CudaSlice<u8>,
+    stream: Arc<CudaStream>,
+}
+
+// SAFETY: the buffer is a device allocation; every use goes through its own stream.
+unsafe impl Send for DeviceTensor {}
+
+impl DeviceTensor {
+    /// The device address of the first element.
+    pub fn device_address(&self) -> u64 {
+        let (address, _sync) = self.buffer.device_ptr(&self.stream);
+        address
+    }
+
+    /// Bytes of the tensor.
+    pub fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size_in_bytes()
+    }
+
+    /// Copies the tensor to the host.
+    pub fn to_host(&self) -> Result<HostTensor, CudaError> {
+        let mut bytes = vec![0u8; self.bytes()];
+        if !bytes.is_empty() {
+            self.stream.memcpy_dtoh(&self.buffer.slice(..bytes.len()), &mut bytes).map_err(driver("downloading a tensor"))?;
+        }
+        self.stream.synchronize().map_err(driver("downloading a tensor"))?;
+        Ok(HostTensor { dtype: self.dtype, shape: self.shape.clone(), bytes })
+    }
+}
+
 /// An instantiated CUDA graph.
 struct GraphExec(sys::CUgraphExec);
 
@@ -274,6 +309,52 @@ impl CudaExecutor {
         }
         self.stream.synchronize().map_err(driver("running the model"))?;
         Ok(placed.into_iter().map(|(dtype, shape, range)| HostTensor { dtype, shape, bytes: staging[range].to_vec() }).collect())
+    }
+
+    /// Copies a host tensor to this session's device.
+    pub fn upload(&self, tensor: &HostTensor) -> Result<DeviceTensor, CudaError> {
+        let mut buffer = self.stream.alloc_zeros::<u8>(tensor.bytes.len().max(1)).map_err(driver("allocating a tensor"))?;
+        if !tensor.bytes.is_empty() {
+            self.stream.memcpy_htod(&tensor.bytes, &mut buffer).map_err(driver("uploading a tensor"))?;
+        }
+        self.stream.synchronize().map_err(driver("uploading a tensor"))?;
+        Ok(DeviceTensor { dtype: tensor.dtype, shape: tensor.shape.clone(), buffer, stream: self.stream.clone() })
+    }
+
+    /// Runs `entry` on device-resident inputs (already checked against the
+    /// signature); outputs are new device tensors. Nothing crosses to the host.
+    pub fn run_device(
+        &mut self,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        inputs: &[&DeviceTensor],
+    ) -> Result<Vec<DeviceTensor>, RunError> {
+        let model = self.model.clone();
+        let artifact = &model.artifact;
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
+        let stream = self.stream.cu_stream();
+        for (&slot, input) in entry.inputs.iter().zip(inputs) {
+            let destination = self.arena_base + artifact.slots[slot].offset.evaluate(bindings)?.max(0) as u64;
+            // SAFETY: both ranges are device allocations of at least `bytes()` bytes.
+            unsafe { result::memcpy_dtod_async(destination, input.device_address(), input.bytes(), stream) }
+                .map_err(driver("copying inputs into the arena"))?;
+        }
+        self.launch_all(entry, bindings)?;
+        let mut outputs = Vec::new();
+        for &slot in &entry.outputs {
+            let spec = &artifact.slots[slot].tensor;
+            let shape = concrete_shape(&spec.shape, bindings)?;
+            let bytes = shape.iter().product::<usize>() * spec.dtype.size_in_bytes();
+            let buffer = self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(driver("allocating an output"))?;
+            let output = DeviceTensor { dtype: spec.dtype, shape, buffer, stream: self.stream.clone() };
+            let source = self.arena_base + artifact.slots[slot].offset.evaluate(bindings)?.max(0) as u64;
+            // SAFETY: as above.
+            unsafe { result::memcpy_dtod_async(output.device_address(), source, bytes, stream) }
+                .map_err(driver("copying outputs out of the arena"))?;
+            outputs.push(output);
+        }
+        self.stream.synchronize().map_err(driver("running the model"))?;
+        Ok(outputs)
     }
 
     /// Times `repeats` executions of `entry`'s launches alone (inputs already

@@ -156,6 +156,9 @@ fn a_hand_built_artifact_runs_through_a_simulator_session() {
     assert!(matches!(error, RunError::OutOfBounds { value: 101, .. }), "{error}");
     let error = session.run(&[("x".into(), HostTensor::from_f32(vec![2, 3], &[0.0; 6]))]).unwrap_err();
     assert!(matches!(error, RunError::InputShape { .. }), "{error}");
+    // Device-resident tensors belong to CUDA sessions.
+    let error = session.upload(&HostTensor::from_f32(vec![1, 4], &[0.0; 4])).err().unwrap();
+    assert!(matches!(error, RunError::NotOnDevice), "{error}");
     // The session is Send and the model Sync: another thread can run its own session.
     let other = std::thread::spawn(move || {
         let mut session = Session::new(model, Device::Sim { check: false }).unwrap();
