@@ -60,6 +60,8 @@ pub enum SimError {
     OverlappingWrites { kernel: String, buffer: String, index: usize, first: u64, second: u64 },
     #[error("{kernel}: block {block}, thread {thread}: shuffles from inactive lane {source_lane}")]
     InactiveShuffleSource { kernel: String, block: u64, thread: u64, source_lane: usize },
+    #[error("{kernel}: block {block}, thread {thread}: a vector access of {width} elements of `{buffer}` at element {index} is not aligned to its size")]
+    Misaligned { kernel: String, block: u64, thread: u64, buffer: String, index: i64, width: usize },
     #[error("{kernel}: {message}")]
     Invalid { kernel: String, message: String },
 }
@@ -317,43 +319,28 @@ impl<'k> BlockState<'k> {
                 let atomic = matches!(stmt, Stmt::AtomicAdd { .. });
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
                 let (_, values) = self.evaluate(value, warp, mask, arguments)?;
-                let name = self.kernel.params[*buffer].name().to_string();
-                for lane in 0..mask.len() {
-                    if !mask[lane] {
-                        continue;
-                    }
-                    let SimArgument::Buffer(target) = &mut arguments[*buffer] else {
-                        return Err(self.error(format!("`{name}` is not a buffer")));
-                    };
-                    let element = indices[lane] as i64;
-                    if element < 0 || element as usize >= target.data.len() {
-                        return Err(SimError::OutOfBounds {
-                            kernel: self.kernel.name.clone(),
-                            block: self.block,
-                            thread: self.thread_of(warp, lane),
-                            access: "write",
-                            buffer: name,
-                            index: element,
-                            length: target.data.len(),
-                        });
-                    }
-                    let element = element as usize;
-                    if self.options.check && !atomic {
-                        if let Some(&other) = writers.get(&(*buffer, element)) {
-                            if other != self.block {
-                                return Err(SimError::OverlappingWrites {
-                                    kernel: self.kernel.name.clone(),
-                                    buffer: name,
-                                    index: element,
-                                    first: other,
-                                    second: self.block,
-                                });
-                            }
-                        }
-                        writers.insert((*buffer, element), self.block);
-                    }
-                    let stored = if atomic { target.data[element] + values[lane] } else { values[lane] };
-                    target.data[element] = round_to(target.dtype, stored);
+                self.store_lanes(*buffer, &indices, &values, warp, mask, arguments, writers, atomic)?;
+            }
+            Stmt::VectorStore { buffer, index, values } => {
+                let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
+                self.check_vector_alignment(*buffer, &indices, values.len(), warp, mask)?;
+                let mut lanes = Vec::with_capacity(values.len());
+                for value in values {
+                    lanes.push(self.evaluate(value, warp, mask, arguments)?.1);
+                }
+                for (offset, values) in lanes.iter().enumerate() {
+                    let shifted: Vec<f64> = indices.iter().map(|i| i + offset as f64).collect();
+                    self.store_lanes(*buffer, &shifted, values, warp, mask, arguments, writers, false)?;
+                }
+            }
+            Stmt::VectorLoad { vars, dtype, buffer, index } => {
+                let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
+                self.check_vector_alignment(*buffer, &indices, vars.len(), warp, mask)?;
+                for (offset, var) in vars.iter().enumerate() {
+                    let shifted: Vec<f64> = indices.iter().map(|i| i + offset as f64).collect();
+                    let (_, lanes) = self.load_lanes(*buffer, &shifted, warp, mask, arguments)?;
+                    let lanes = lanes.into_iter().map(|v| round_to(*dtype, v)).collect();
+                    self.registers[warp].insert(*var, (*dtype, lanes));
                 }
             }
             Stmt::SharedStore { array, index, value } => {
@@ -469,6 +456,120 @@ impl<'k> BlockState<'k> {
         Ok(())
     }
 
+    /// Elements `indices[lane]` of buffer parameter `buffer` for the active lanes.
+    fn load_lanes(
+        &self,
+        buffer: usize,
+        indices: &[f64],
+        warp: usize,
+        mask: &[bool],
+        arguments: &[SimArgument],
+    ) -> Result<(DType, Lanes), SimError> {
+        let SimArgument::Buffer(source) = &arguments[buffer] else {
+            return Err(self.error(format!("parameter {buffer} is not a buffer")));
+        };
+        let mut lanes = vec![0.0; mask.len()];
+        for lane in 0..mask.len() {
+            if !mask[lane] {
+                continue;
+            }
+            let element = indices[lane] as i64;
+            if element < 0 || element as usize >= source.data.len() {
+                return Err(SimError::OutOfBounds {
+                    kernel: self.kernel.name.clone(),
+                    block: self.block,
+                    thread: self.thread_of(warp, lane),
+                    access: "read",
+                    buffer: self.kernel.params[buffer].name().to_string(),
+                    index: element,
+                    length: source.data.len(),
+                });
+            }
+            lanes[lane] = source.data[element as usize];
+        }
+        Ok((register_type(source.dtype), lanes))
+    }
+
+    /// Writes (or atomically adds) `values[lane]` to `buffer[indices[lane]]` for the active lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn store_lanes(
+        &mut self,
+        buffer: usize,
+        indices: &[f64],
+        values: &[f64],
+        warp: usize,
+        mask: &[bool],
+        arguments: &mut [SimArgument],
+        writers: &mut HashMap<(usize, usize), u64>,
+        atomic: bool,
+    ) -> Result<(), SimError> {
+        let name = self.kernel.params[buffer].name().to_string();
+        for lane in 0..mask.len() {
+            if !mask[lane] {
+                continue;
+            }
+            let SimArgument::Buffer(target) = &mut arguments[buffer] else {
+                return Err(self.error(format!("`{name}` is not a buffer")));
+            };
+            let element = indices[lane] as i64;
+            if element < 0 || element as usize >= target.data.len() {
+                return Err(SimError::OutOfBounds {
+                    kernel: self.kernel.name.clone(),
+                    block: self.block,
+                    thread: self.thread_of(warp, lane),
+                    access: "write",
+                    buffer: name,
+                    index: element,
+                    length: target.data.len(),
+                });
+            }
+            let element = element as usize;
+            if self.options.check && !atomic {
+                if let Some(&other) = writers.get(&(buffer, element)) {
+                    if other != self.block {
+                        return Err(SimError::OverlappingWrites {
+                            kernel: self.kernel.name.clone(),
+                            buffer: name,
+                            index: element,
+                            first: other,
+                            second: self.block,
+                        });
+                    }
+                }
+                writers.insert((buffer, element), self.block);
+            }
+            let stored = if atomic { target.data[element] + values[lane] } else { values[lane] };
+            target.data[element] = round_to(target.dtype, stored);
+        }
+        Ok(())
+    }
+
+    /// A vector access of `width` elements must start at a multiple of its width
+    /// (buffers are 256-byte aligned, so the address is then aligned to the access size).
+    fn check_vector_alignment(
+        &self,
+        buffer: usize,
+        indices: &[f64],
+        width: usize,
+        warp: usize,
+        mask: &[bool],
+    ) -> Result<(), SimError> {
+        for lane in (0..mask.len()).filter(|&lane| mask[lane]) {
+            let element = indices[lane] as i64;
+            if element.rem_euclid(width as i64) != 0 {
+                return Err(SimError::Misaligned {
+                    kernel: self.kernel.name.clone(),
+                    block: self.block,
+                    thread: self.thread_of(warp, lane),
+                    buffer: self.kernel.params[buffer].name().to_string(),
+                    index: element,
+                    width,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn evaluate(
         &mut self,
         expr: &Expr,
@@ -536,29 +637,7 @@ impl<'k> BlockState<'k> {
             }
             Expr::Load { buffer, index } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
-                let SimArgument::Buffer(source) = &arguments[*buffer] else {
-                    return Err(self.error(format!("parameter {buffer} is not a buffer")));
-                };
-                let mut lanes = vec![0.0; width];
-                for lane in 0..width {
-                    if !mask[lane] {
-                        continue;
-                    }
-                    let element = indices[lane] as i64;
-                    if element < 0 || element as usize >= source.data.len() {
-                        return Err(SimError::OutOfBounds {
-                            kernel: self.kernel.name.clone(),
-                            block: self.block,
-                            thread: self.thread_of(warp, lane),
-                            access: "read",
-                            buffer: self.kernel.params[*buffer].name().to_string(),
-                            index: element,
-                            length: source.data.len(),
-                        });
-                    }
-                    lanes[lane] = source.data[element as usize];
-                }
-                (register_type(source.dtype), lanes)
+                self.load_lanes(*buffer, &indices, warp, mask, arguments)?
             }
             Expr::SharedLoad { array, index } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;

@@ -186,6 +186,21 @@ impl Writer {
                 self.block(body);
             }
             Stmt::Barrier => self.u8(7),
+            Stmt::VectorLoad { vars, dtype, buffer, index } => {
+                self.u8(8);
+                self.u32(vars.len() as u32);
+                vars.iter().for_each(|v| self.u32(v.0));
+                self.dtype(*dtype);
+                self.u32(*buffer as u32);
+                self.expr(index);
+            }
+            Stmt::VectorStore { buffer, index, values } => {
+                self.u8(9);
+                self.u32(*buffer as u32);
+                self.expr(index);
+                self.u32(values.len() as u32);
+                values.iter().for_each(|v| self.expr(v));
+            }
         }
     }
 
@@ -275,6 +290,8 @@ struct Reader<'a> {
 struct Declared {
     params: usize,
     buffers: Vec<bool>,
+    /// Each parameter's dtype.
+    dtypes: Vec<DType>,
     shared: usize,
 }
 
@@ -356,6 +373,12 @@ impl<'a> Reader<'a> {
         let declared = Declared {
             params: params.len(),
             buffers: params.iter().map(|p| matches!(p, Param::Buffer { .. })).collect(),
+            dtypes: params
+                .iter()
+                .map(|p| match p {
+                    Param::Buffer { dtype, .. } | Param::Scalar { dtype, .. } => *dtype,
+                })
+                .collect(),
             shared: shared.len(),
         };
         let body = self.block(&declared)?;
@@ -377,6 +400,13 @@ impl<'a> Reader<'a> {
         match declared.buffers.get(index) {
             Some(true) => Ok(index),
             _ => Err(self.error(format!("parameter {index} is not a buffer parameter"))),
+        }
+    }
+
+    fn vector_width(&self, declared: &Declared, buffer: usize, count: usize) -> Result<(), DecodeError> {
+        match declared.dtypes[buffer] {
+            dtype if crate::kernel::is_vector_width(dtype, count) => Ok(()),
+            dtype => Err(self.error(format!("a vector of {count} {dtype} elements"))),
         }
     }
 
@@ -419,6 +449,22 @@ impl<'a> Reader<'a> {
                 Stmt::For { var, start, end, step, body: self.block(declared)? }
             }
             7 => Stmt::Barrier,
+            8 => {
+                let count = self.length()?;
+                let vars = (0..count).map(|_| self.u32().map(Var)).collect::<Result<Vec<_>, _>>()?;
+                let dtype = self.dtype()?;
+                let buffer = self.buffer(declared)?;
+                self.vector_width(declared, buffer, count)?;
+                Stmt::VectorLoad { vars, dtype, buffer, index: self.expr(declared)? }
+            }
+            9 => {
+                let buffer = self.buffer(declared)?;
+                let index = self.expr(declared)?;
+                let count = self.length()?;
+                self.vector_width(declared, buffer, count)?;
+                let values = (0..count).map(|_| self.expr(declared)).collect::<Result<Vec<_>, _>>()?;
+                Stmt::VectorStore { buffer, index, values }
+            }
             tag => return Err(self.error(format!("unknown statement tag {tag}"))),
         })
     }

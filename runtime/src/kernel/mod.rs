@@ -5,8 +5,8 @@
 //! or 64 on AMD). Parameters are bare device pointers (element buffers) and
 //! scalar dims — no memref descriptors. The body is structured: `let`/assign
 //! of mutable per-thread variables, loads and stores (global buffers and
-//! block-shared arrays), `if`, counted `for` loops, barriers, warp shuffles
-//! and atomics. Index arithmetic is i64 so bounds past 2³¹ elements are safe.
+//! block-shared arrays; global accesses also as aligned vectors of up to 16
+//! bytes), `if`, counted `for` loops, barriers, warp shuffles and atomics. Index arithmetic is i64 so bounds past 2³¹ elements are safe.
 //! The grid size is an expression of the model's symbolic dims.
 //!
 //! The same program is printed for snapshots ([`print_kernel`]), executed by
@@ -171,6 +171,29 @@ pub enum Stmt {
     },
     /// Block-wide barrier; every thread of the block must reach it (no divergence).
     Barrier,
+    /// Declares `vars` (typed `dtype`) from `vars.len()` consecutive elements of
+    /// buffer parameter `buffer` starting at `index`, in one access of at most
+    /// 16 bytes (a power of two). `index` must be a multiple of the width: the
+    /// access is aligned to its size (buffers start 256-byte aligned).
+    VectorLoad {
+        vars: Vec<Var>,
+        dtype: DType,
+        buffer: usize,
+        index: Expr,
+    },
+    /// Writes `values` to consecutive elements of `buffer` from `index`, in one
+    /// aligned access of at most 16 bytes (as [`Stmt::VectorLoad`]).
+    VectorStore {
+        buffer: usize,
+        index: Expr,
+        values: Vec<Expr>,
+    },
+}
+
+/// Whether `count` elements of `dtype` form one vector access kernel IR allows:
+/// a power of two of at least 2 elements, at most 16 bytes.
+pub fn is_vector_width(dtype: DType, count: usize) -> bool {
+    count >= 2 && count.is_power_of_two() && count * dtype.size_in_bytes() <= 16
 }
 
 /// A kernel parameter.

@@ -68,6 +68,28 @@ fn print_block(kernel: &Kernel, body: &[Stmt], depth: usize, text: &mut String) 
                     expr(kernel, value)
                 );
             }
+            Stmt::VectorLoad { vars, dtype, buffer, index } => {
+                let names: Vec<String> = vars.iter().map(|v| format!("v{}", v.0)).collect();
+                let _ = writeln!(
+                    text,
+                    "{indent}let {}: {dtype} = {}.v{}[{}]",
+                    names.join(", "),
+                    kernel.params[*buffer].name(),
+                    vars.len(),
+                    expr(kernel, index)
+                );
+            }
+            Stmt::VectorStore { buffer, index, values } => {
+                let values: Vec<String> = values.iter().map(|v| expr(kernel, v)).collect();
+                let _ = writeln!(
+                    text,
+                    "{indent}{}.v{}[{}] = ({})",
+                    kernel.params[*buffer].name(),
+                    values.len(),
+                    expr(kernel, index),
+                    values.join(", ")
+                );
+            }
             Stmt::AtomicAdd { buffer, index, value } => {
                 let _ = writeln!(
                     text,

@@ -241,3 +241,49 @@ fn warp_shuffles_reduce_within_a_warp_in_wave32_and_wave64() {
 fn kernels_print_as_readable_text() {
     insta::assert_snapshot!(print_kernel(&vector_add(BinaryOp::Lt)));
 }
+
+/// `y[4i..4i+4] = x[4i+offset..4i+offset+4]` as one vector load and one vector store per thread.
+fn vector_copy(offset: i64) -> Kernel {
+    let (i, a, b, c, d) = (Var(0), Var(1), Var(2), Var(3), Var(4));
+    Kernel {
+        name: "vector_copy".into(),
+        params: vec![
+            Param::Buffer { name: "x".into(), dtype: DType::F32, writable: false },
+            Param::Buffer { name: "y".into(), dtype: DType::F32, writable: true },
+            Param::Scalar { name: "n".into(), dtype: DType::I64 },
+        ],
+        block_threads: 64,
+        grid_blocks: Dim::parse("(n + 255)/256").unwrap(),
+        shared: Vec::new(),
+        body: vec![
+            Stmt::Let { var: i, dtype: DType::I64, value: kiln_runtime::kernel::build::mul(global_thread_index(), i64(4)) },
+            Stmt::If {
+                condition: lt(var(i), param(2)),
+                then: vec![
+                    Stmt::VectorLoad { vars: vec![a, b, c, d], dtype: DType::F32, buffer: 0, index: add(var(i), i64(offset)) },
+                    Stmt::VectorStore { buffer: 1, index: var(i), values: vec![var(a), var(b), var(c), var(d)] },
+                ],
+                otherwise: Vec::new(),
+            },
+        ],
+    }
+}
+
+#[test]
+fn vector_accesses_move_whole_aligned_vectors_and_misalignment_is_caught() {
+    let n = 256 + 16;
+    let run = |offset: i64, source_length: usize| {
+        let mut arguments = vec![
+            buffer(DType::F32, (0..source_length).map(|i| i as f64).collect()),
+            buffer(DType::F32, vec![f64::NAN; n]),
+            SimArgument::Scalar(n as f64),
+        ];
+        run_kernel(&vector_copy(offset), &mut arguments, &bindings(n as i64), SimOptions::default()).map(|_| arguments)
+    };
+    let copied = run(0, n).unwrap();
+    assert_eq!(floats(&copied[1]), (0..n).map(|i| i as f64).collect::<Vec<_>>().as_slice());
+    let shifted = run(4, n + 4).unwrap();
+    assert_eq!(floats(&shifted[1]), (4..n + 4).map(|i| i as f64).collect::<Vec<_>>().as_slice());
+    assert!(matches!(run(2, n + 4), Err(SimError::Misaligned { width: 4, .. })), "a 4-wide access at element 2");
+    assert!(matches!(run(4, n + 2), Err(SimError::OutOfBounds { access: "read", .. })), "the last vector overruns x");
+}

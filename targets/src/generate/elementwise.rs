@@ -1,11 +1,41 @@
-//! Elementwise and gather groups: one thread per output element.
+//! Elementwise and gather groups: each thread computes one output element,
+//! or — when every output has the same element count and a constant
+//! innermost dim that a 16-byte vector divides — one 16-byte vector of
+//! consecutive elements per output, written with one aligned vector store.
 
-use kiln_ir::Dim;
-use kiln_runtime::kernel::{build, Expr, Stmt};
+use kiln_ir::{DType, Dim};
+use kiln_runtime::kernel::{build, is_vector_width, Expr, Stmt};
 
-use super::context::{linear_index, unravel, KernelContext};
+use super::context::{linear_index, unravel, KernelContext, Value};
 
 pub const THREADS: u32 = 256;
+
+/// Elements per thread: the widest vector (≤ 16 bytes) that every output's
+/// innermost dim is a multiple of, when all outputs have one element count;
+/// else 1.
+fn vector_width(context: &KernelContext) -> usize {
+    let outputs = &context.contract.outputs;
+    let Some(first) = outputs.first() else { return 1 };
+    let count = context.graph.value_type(*first).element_count();
+    let mut width = 16;
+    for output in outputs {
+        let ty = context.graph.value_type(*output);
+        if ty.element_count() != count {
+            return 1;
+        }
+        width = width.min(16 / ty.dtype.size_in_bytes().max(1));
+        let innermost = ty.shape.last().and_then(Dim::as_constant).unwrap_or(1);
+        while width > 1 && innermost % width as i64 != 0 {
+            width /= 2;
+        }
+    }
+    let fits = outputs.iter().all(|o| is_vector_width(context.graph.value_type(*o).dtype, width));
+    if fits {
+        width
+    } else {
+        1
+    }
+}
 
 pub fn generate(context: &mut KernelContext) -> Result<Vec<Stmt>, String> {
     let outputs = context.contract.outputs.clone();
@@ -13,25 +43,37 @@ pub fn generate(context: &mut KernelContext) -> Result<Vec<Stmt>, String> {
     for output in &outputs {
         largest = largest.maximum(&context.graph.value_type(*output).element_count());
     }
+    let width = vector_width(context);
     context.block_threads = THREADS;
-    context.grid_blocks = (&largest + &Dim::constant(THREADS as i64 - 1)).floor_div(THREADS as i64).expect("positive");
+    let per_block = THREADS as i64 * width as i64;
+    context.grid_blocks = (&largest + &Dim::constant(per_block - 1)).floor_div(per_block).expect("positive");
     let mut body = Vec::new();
-    let index = context
-        .bind(&mut body, super::context::Value { expr: build::global_thread_index(), dtype: kiln_ir::DType::I64 });
+    let first = build::mul(build::global_thread_index(), build::i64(width as i64));
+    let index = context.bind(&mut body, Value { expr: first, dtype: DType::I64 });
     for output in outputs {
         let dims = context.dims(output)?;
         let count = context.dim(&context.graph.value_type(output).element_count())?;
         let mut then = Vec::new();
         let coords: Vec<Expr> = unravel(index.expr.clone(), &dims)
             .into_iter()
-            .map(|c| context.bind(&mut then, super::context::Value { expr: c, dtype: kiln_ir::DType::I64 }).expr)
+            .map(|c| context.bind(&mut then, Value { expr: c, dtype: DType::I64 }).expr)
             .collect();
-        let value = context.value_at(&mut then, output, &coords)?;
-        then.push(Stmt::Store {
-            buffer: context.buffer(output)?,
-            index: linear_index(&coords, &dims),
-            value: value.expr,
-        });
+        let buffer = context.buffer(output)?;
+        if width == 1 {
+            let value = context.value_at(&mut then, output, &coords)?;
+            then.push(Stmt::Store { buffer, index: linear_index(&coords, &dims), value: value.expr });
+        } else {
+            // The innermost dim is a multiple of the width and the first index
+            // is too, so the vector's elements differ only in the last coordinate.
+            let mut values = Vec::with_capacity(width);
+            for offset in 0..width {
+                let mut shifted = coords.clone();
+                let last = shifted.len() - 1;
+                shifted[last] = build::add(shifted[last].clone(), build::i64(offset as i64));
+                values.push(context.value_at(&mut then, output, &shifted)?.expr);
+            }
+            then.push(Stmt::VectorStore { buffer, index: index.expr.clone(), values });
+        }
         body.push(Stmt::If { condition: build::lt(index.expr.clone(), count), then, otherwise: Vec::new() });
     }
     Ok(body)

@@ -84,6 +84,11 @@ fn collect_variables(body: &[Stmt], variables: &mut BTreeMap<Var, DType>) {
             Stmt::Let { var, dtype, .. } => {
                 variables.insert(*var, *dtype);
             }
+            Stmt::VectorLoad { vars, dtype, .. } => {
+                vars.iter().for_each(|var| {
+                    variables.insert(*var, *dtype);
+                });
+            }
             Stmt::If { then, otherwise, .. } => {
                 collect_variables(then, variables);
                 collect_variables(otherwise, variables);
@@ -198,6 +203,37 @@ impl Emitter<'_> {
                     self.line(&format!("llvm.store {value}, {address} : {}, !llvm.ptr", memory_type(dtype)));
                 }
             }
+            Stmt::VectorLoad { vars, dtype: var_dtype, buffer, index } => {
+                let (element, vector) = self.vector_type(*buffer, vars.len())?;
+                let address = self.address(*buffer, index)?;
+                let loaded = self.fresh();
+                let alignment = vars.len() * element.size_in_bytes();
+                self.line(&format!("{loaded} = llvm.load {address} {{alignment = {alignment} : i64}} : !llvm.ptr -> {vector}"));
+                for (position, var) in vars.iter().enumerate() {
+                    let (lane, value) = (self.fresh(), self.fresh());
+                    self.line(&format!("{lane} = llvm.mlir.constant({position} : i32) : i32"));
+                    self.line(&format!("{value} = llvm.extractelement {loaded}[{lane} : i32] : {vector}"));
+                    let value = self.register_form(value, element)?;
+                    let value = self.convert(value, *var_dtype)?;
+                    self.line(&format!("llvm.store {}, %v{} : {}, !llvm.ptr", value.name, var.0, register_type(*var_dtype)));
+                }
+            }
+            Stmt::VectorStore { buffer, index, values } => {
+                let (element, vector) = self.vector_type(*buffer, values.len())?;
+                let address = self.address(*buffer, index)?;
+                let mut assembled = self.fresh();
+                self.line(&format!("{assembled} = llvm.mlir.poison : {vector}"));
+                for (position, value) in values.iter().enumerate() {
+                    let value = self.expression(value)?;
+                    let value = self.store_form(value, element)?;
+                    let (lane, next) = (self.fresh(), self.fresh());
+                    self.line(&format!("{lane} = llvm.mlir.constant({position} : i32) : i32"));
+                    self.line(&format!("{next} = llvm.insertelement {value}, {assembled}[{lane} : i32] : {vector}"));
+                    assembled = next;
+                }
+                let alignment = values.len() * element.size_in_bytes();
+                self.line(&format!("llvm.store {assembled}, {address} {{alignment = {alignment} : i64}} : {vector}, !llvm.ptr"));
+            }
             Stmt::SharedStore { array, index, value } => {
                 let dtype = self.kernel.shared[*array].dtype;
                 let index = self.index(index)?;
@@ -244,6 +280,17 @@ impl Emitter<'_> {
             Stmt::Barrier => self.line("gpu.barrier"),
         }
         Ok(())
+    }
+
+    /// The element dtype of buffer `buffer` and the MLIR type of `count` of them.
+    fn vector_type(&self, buffer: usize, count: usize) -> Result<(DType, String), String> {
+        let Param::Buffer { dtype, .. } = &self.kernel.params[buffer] else {
+            return Err("a vector access to a scalar parameter".into());
+        };
+        if !kiln_runtime::kernel::is_vector_width(*dtype, count) {
+            return Err(format!("a vector of {count} {dtype} elements"));
+        }
+        Ok((*dtype, format!("vector<{count}x{}>", memory_type(*dtype))))
     }
 
     /// `&buffer[index]`.
