@@ -104,8 +104,8 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
             name: kernel.name.clone(),
             block_threads: kernel.block_threads,
             grid_blocks: kernel.grid_blocks.to_string(),
-            static_shared_bytes: kernel.shared_bytes() as u64,
-            dynamic_shared_bytes: 0,
+            static_shared_bytes: (kernel.shared_bytes() - kernel.dynamic_shared_bytes()) as u64,
+            dynamic_shared_bytes: kernel.dynamic_shared_bytes() as u64,
             scratch_bytes: "0".into(),
             params: kernel
                 .params

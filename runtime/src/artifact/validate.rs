@@ -161,6 +161,9 @@ fn check_kernel(info: &manifest::KernelInfo, kernel: &Kernel) -> Result<(), Arti
     if info.name != kernel.name || info.block_threads != kernel.block_threads {
         return Err(corrupt(format!("{what}: the manifest and the kernel IR (`{}`) disagree", kernel.name)));
     }
+    if info.dynamic_shared_bytes != kernel.dynamic_shared_bytes() as u64 {
+        return Err(corrupt(format!("{what}: {} bytes of dynamic shared memory recorded, the IR needs {}", info.dynamic_shared_bytes, kernel.dynamic_shared_bytes())));
+    }
     if info.params.len() != kernel.params.len() {
         return Err(corrupt(format!("{what}: {} parameters in the manifest, {} in the IR", info.params.len(), kernel.params.len())));
     }

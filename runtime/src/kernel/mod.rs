@@ -234,10 +234,46 @@ pub struct Kernel {
     pub body: Vec<Stmt>,
 }
 
+/// Static shared memory a kernel may declare (CUDA's limit without opt-in).
+pub const STATIC_SHARED_LIMIT: usize = 48 * 1024;
+
 impl Kernel {
     /// Bytes of shared memory the kernel declares.
     pub fn shared_bytes(&self) -> usize {
-        self.shared.iter().map(|a| a.elements * a.dtype.size_in_bytes()).sum()
+        self.shared_offsets().last().map_or(0, |&last| {
+            let array = &self.shared[self.shared.len() - 1];
+            last + array.elements * array.dtype.size_in_bytes()
+        })
+    }
+
+    /// Whether the shared arrays exceed [`STATIC_SHARED_LIMIT`] and so live in
+    /// dynamic shared memory, sized at launch (with the opt-in attribute above
+    /// 48 KiB, which the CUDA executor sets).
+    pub fn uses_dynamic_shared(&self) -> bool {
+        self.shared_bytes() > STATIC_SHARED_LIMIT
+    }
+
+    /// Dynamic shared memory bytes each launch must provide.
+    pub fn dynamic_shared_bytes(&self) -> usize {
+        if self.uses_dynamic_shared() {
+            self.shared_bytes()
+        } else {
+            0
+        }
+    }
+
+    /// Byte offset of each shared array when they are laid out back to back,
+    /// each aligned to 16 bytes (the layout in dynamic shared memory).
+    pub fn shared_offsets(&self) -> Vec<usize> {
+        let mut offset = 0usize;
+        self.shared
+            .iter()
+            .map(|array| {
+                let start = offset.div_ceil(16) * 16;
+                offset = start + array.elements * array.dtype.size_in_bytes();
+                start
+            })
+            .collect()
     }
 }
 

@@ -127,10 +127,12 @@ impl Emitter<'_> {
                 Param::Scalar { dtype, .. } => format!("%arg{i}: {}", register_type(*dtype)),
             })
             .collect();
+        let dynamic = kernel.uses_dynamic_shared();
         let workgroup: Vec<String> = kernel
             .shared
             .iter()
             .enumerate()
+            .filter(|_| !dynamic)
             .map(|(i, a)| {
                 format!("%shared{i}: memref<{}x{}, #gpu.address_space<workgroup>>", a.elements, memory_type(a.dtype))
             })
@@ -152,6 +154,19 @@ impl Emitter<'_> {
         ));
         self.depth = 3;
         self.line("%one = arith.constant 1 : i64");
+        if dynamic {
+            // Beyond the static limit, the arrays are views into the dynamic
+            // shared memory the launch provides (`Kernel::dynamic_shared_bytes`).
+            self.line("%dynamic = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>");
+            for (index, (array, offset)) in kernel.shared.iter().zip(kernel.shared_offsets()).enumerate() {
+                self.line(&format!("%offset{index} = arith.constant {offset} : index"));
+                self.line(&format!(
+                    "%shared{index} = memref.view %dynamic[%offset{index}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<{}x{}, #gpu.address_space<workgroup>>",
+                    array.elements,
+                    memory_type(array.dtype)
+                ));
+            }
+        }
         let variables: Vec<(Var, DType)> = self.variables.iter().map(|(v, d)| (*v, *d)).collect();
         for (var, dtype) in variables {
             self.line(&format!("%v{} = llvm.alloca %one x {} : (i64) -> !llvm.ptr", var.0, register_type(dtype)));

@@ -113,3 +113,34 @@ fn amd_kernels_carry_their_work_group_size() {
     let text = kernel_function(&kernel_with(vec![store(f32(1.0))]), Vendor::Amd).unwrap();
     assert!(text.contains("rocdl.reqd_work_group_size = array<i32: 32, 1, 1>"), "{text}");
 }
+
+#[test]
+fn shared_arrays_beyond_48_kib_live_in_dynamic_shared_memory() {
+    let mut kernel = kernel_with(vec![
+        Stmt::SharedStore { array: 1, index: i64(16383), value: f32(1.0) },
+        Stmt::SharedStore { array: 0, index: i64(0), value: f32(2.0) },
+        Stmt::Barrier,
+        store(add(
+            Expr::SharedLoad { array: 1, index: Box::new(i64(16383)) },
+            Expr::SharedLoad { array: 0, index: Box::new(i64(0)) },
+        )),
+    ]);
+    kernel.shared.push(SharedArray { name: "big".into(), dtype: DType::F32, elements: 16384 });
+    assert!(kernel.uses_dynamic_shared());
+    assert_eq!(kernel.shared_offsets(), vec![0, 128]);
+    assert_eq!(kernel.dynamic_shared_bytes(), 128 + 65536);
+    let mlir = kernel_function(&kernel, Vendor::Nvidia).unwrap();
+    assert!(mlir.contains("gpu.dynamic_shared_memory"), "{mlir}");
+    assert!(mlir.contains("memref.view %dynamic[%offset1][]"), "{mlir}");
+    let ptx = lower_to_ptx(&[&kernel], "sm_90", find_libdevice().as_deref()).unwrap();
+    // MLIR's dynamic shared memory: a zero-length shared symbol that the
+    // launch's dynamic bytes lie behind (the form MLIR's own GPU tests run on H100).
+    assert!(ptx.contains(".shared .align 16 .b8 __dynamic_shmem__0"), "{ptx}");
+    if let Some(ptxas) = kiln_targets::lower::nvptx::find_ptxas() {
+        let reports = kiln_targets::lower::nvptx::assemble(&ptxas, &ptx, "sm_90").unwrap();
+        // Only the one-byte marker symbol stays static; the 64 KiB are dynamic.
+        assert!(reports[0].shared_bytes <= 16, "{} bytes of static shared memory", reports[0].shared_bytes);
+    }
+    // A small kernel keeps its static arrays.
+    assert!(!kernel_with(Vec::new()).uses_dynamic_shared());
+}
