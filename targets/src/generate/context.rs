@@ -34,6 +34,26 @@ pub fn register_type(dtype: DType) -> DType {
     }
 }
 
+/// A thread's run of consecutive output elements (see the elementwise
+/// generator): the coordinates of each lane of the run over `shape`. A stored
+/// tensor of the same shape read at exactly those coordinates is read with one
+/// vector load per run instead of one load per element.
+pub struct VectorLanes {
+    pub shape: Vec<Dim>,
+    /// Coordinates of element `j` of the run; element 0 sits at a multiple of the run length.
+    pub lanes: Vec<Vec<Expr>>,
+    /// The linear index of element 0.
+    pub first: Expr,
+    /// Buffers already loaded, with the variable of each element.
+    loaded: std::cell::RefCell<HashMap<usize, Vec<Var>>>,
+}
+
+impl VectorLanes {
+    pub fn new(shape: Vec<Dim>, lanes: Vec<Vec<Expr>>, first: Expr) -> VectorLanes {
+        VectorLanes { shape, lanes, first, loaded: Default::default() }
+    }
+}
+
 pub struct KernelContext<'g> {
     pub graph: &'g Graph,
     pub contract: GroupContract,
@@ -49,6 +69,8 @@ pub struct KernelContext<'g> {
     /// applies everywhere).
     pub overrides: HashMap<ValueRef, Vec<(Vec<Expr>, Value)>>,
     next_var: Cell<u32>,
+    /// When set, loads of whole vectors replace per-element loads where they can.
+    pub vector: Option<VectorLanes>,
     pub block_threads: u32,
     pub grid_blocks: Dim,
     pub shared: Vec<SharedArray>,
@@ -68,6 +90,7 @@ impl<'g> KernelContext<'g> {
             symbol_param: HashMap::new(),
             overrides: HashMap::new(),
             next_var: Cell::new(0),
+            vector: None,
             block_threads: 256,
             grid_blocks: Dim::constant(1),
             shared: Vec::new(),
@@ -133,6 +156,28 @@ impl<'g> KernelContext<'g> {
         let var = self.fresh_var();
         body.push(Stmt::Let { var, dtype: value.dtype, value: value.expr });
         Value { expr: build::var(var), dtype: value.dtype }
+    }
+
+    /// Element `coords` of stored tensor `value` from a vector load, when
+    /// [`KernelContext::vector`] is set, the tensor has the run's shape, a run
+    /// of its dtype fits one vector access, and `coords` are one lane's
+    /// coordinates. The load is emitted into `body` at the first such read.
+    fn vector_element(&self, body: &mut Vec<Stmt>, value: ValueRef, buffer: usize, coords: &[Expr]) -> Option<Value> {
+        let vector = self.vector.as_ref()?;
+        let ty = self.graph.value_type(value);
+        let width = vector.lanes.len();
+        if ty.shape != vector.shape || !kernel::is_vector_width(ty.dtype, width) {
+            return None;
+        }
+        let lane = vector.lanes.iter().position(|lane| lane.as_slice() == coords)?;
+        let dtype = register_type(ty.dtype);
+        let mut loaded = vector.loaded.borrow_mut();
+        let vars = loaded.entry(buffer).or_insert_with(|| {
+            let vars: Vec<Var> = (0..width).map(|_| self.fresh_var()).collect();
+            body.push(Stmt::VectorLoad { vars: vars.clone(), dtype, buffer, index: vector.first.clone() });
+            vars
+        });
+        Some(Value { expr: build::var(vars[lane]), dtype })
     }
 
     fn bind_coords(&self, body: &mut Vec<Stmt>, coords: Vec<Expr>) -> Vec<Expr> {
@@ -210,6 +255,9 @@ impl<'g> KernelContext<'g> {
             == kiln_passes::fuse::form_fusion_groups::Role::View;
         if !is_member && !is_view {
             let buffer = self.buffer(value)?;
+            if let Some(loaded) = self.vector_element(body, value, buffer, coords) {
+                return Ok(loaded);
+            }
             let index = linear_index(coords, &self.dims(value)?);
             let dtype = register_type(self.graph.value_type(value).dtype);
             return Ok(Value { expr: build::load(buffer, index), dtype });

@@ -1,12 +1,14 @@
 //! Elementwise and gather groups: each thread computes one output element,
 //! or — when every output has the same element count and a constant
 //! innermost dim that a 16-byte vector divides — one 16-byte vector of
-//! consecutive elements per output, written with one aligned vector store.
+//! consecutive elements per output, written with one aligned vector store;
+//! inputs of the output's shape read at the same elements (no view between)
+//! come in with one vector load each.
 
 use kiln_ir::{DType, Dim};
 use kiln_runtime::kernel::{build, is_vector_width, Expr, Stmt};
 
-use super::context::{linear_index, unravel, KernelContext, Value};
+use super::context::{linear_index, unravel, KernelContext, Value, VectorLanes};
 
 pub const THREADS: u32 = 256;
 
@@ -65,13 +67,21 @@ pub fn generate(context: &mut KernelContext) -> Result<Vec<Stmt>, String> {
         } else {
             // The innermost dim is a multiple of the width and the first index
             // is too, so the vector's elements differ only in the last coordinate.
+            let lanes: Vec<Vec<Expr>> = (0..width)
+                .map(|offset| {
+                    let mut shifted = coords.clone();
+                    let last = shifted.len() - 1;
+                    shifted[last] = build::add(shifted[last].clone(), build::i64(offset as i64));
+                    shifted
+                })
+                .collect();
+            let shape = context.graph.value_type(output).shape.clone();
+            context.vector = Some(VectorLanes::new(shape, lanes.clone(), index.expr.clone()));
             let mut values = Vec::with_capacity(width);
-            for offset in 0..width {
-                let mut shifted = coords.clone();
-                let last = shifted.len() - 1;
-                shifted[last] = build::add(shifted[last].clone(), build::i64(offset as i64));
-                values.push(context.value_at(&mut then, output, &shifted)?.expr);
+            for lane in &lanes {
+                values.push(context.value_at(&mut then, output, lane)?.expr);
             }
+            context.vector = None;
             then.push(Stmt::VectorStore { buffer, index: index.expr.clone(), values });
         }
         body.push(Stmt::If { condition: build::lt(index.expr.clone(), count), then, otherwise: Vec::new() });
