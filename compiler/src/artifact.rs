@@ -11,11 +11,10 @@ use kiln_ir::graph::ValueRef;
 use kiln_ir::{Dim, Graph, Op, TensorType};
 use kiln_passes::plan::BufferKind;
 use kiln_runtime::artifact::manifest::{
-    self, ArenaBuffer, Argument, ArgumentSource, EntryPoint, KernelInfo, KernelParam, Launch, Manifest, SymbolBound,
+    self, ArenaBuffer, Argument, ArgumentSource, EntryPoint, KernelInfo, Launch, Manifest, SymbolBound,
     TensorSignature, Variant, WeightInfo,
 };
 use kiln_runtime::artifact::{write_artifact, ArtifactParts, WeightsBlob};
-use kiln_runtime::kernel::Param;
 use kiln_targets::generate::ParamBinding;
 
 use crate::compile::{CompileError, CompiledModel};
@@ -41,7 +40,11 @@ fn packing_error(message: String) -> CompileError {
 }
 
 /// The symbols of the model's inputs with their bounds (`min` defaults to 1).
-pub fn input_symbol_bounds(graph: &Graph, maxima: &kiln_ir::SymbolBindings, minima: &BTreeMap<String, i64>) -> BTreeMap<String, (i64, i64)> {
+pub fn input_symbol_bounds(
+    graph: &Graph,
+    maxima: &kiln_ir::SymbolBindings,
+    minima: &BTreeMap<String, i64>,
+) -> BTreeMap<String, (i64, i64)> {
     let mut bounds = BTreeMap::new();
     for input in graph.input_values() {
         for symbol in graph.value_type(input).shape.iter().flat_map(Dim::symbols) {
@@ -69,9 +72,14 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
     let mut buffers = Vec::with_capacity(plan.buffers.len());
     for (index, buffer) in plan.buffers.iter().enumerate() {
         let (kind, tensor) = match (&buffer.kind, buffer.value) {
-            (BufferKind::Scratch(_), _) | (_, None) => {
-                ("scratch", TensorSignature { name: buffer.name.clone(), dtype: "u8".into(), shape: vec![buffer.bytes.to_string()] })
-            }
+            (BufferKind::Scratch(_), _) | (_, None) => (
+                "scratch",
+                TensorSignature {
+                    name: buffer.name.clone(),
+                    dtype: "u8".into(),
+                    shape: vec![buffer.bytes.to_string()],
+                },
+            ),
             (kind, Some(value)) => {
                 slot_of.insert(value, index as u32);
                 let kind = match kind {
@@ -99,34 +107,13 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
     let mut kernels = Vec::with_capacity(compiled.kernels.len());
     for (index, generated) in compiled.kernels.iter().enumerate() {
         kernel_of.insert(generated.group, index);
-        let kernel = &generated.kernel;
-        kernels.push(KernelInfo {
-            name: kernel.name.clone(),
-            block_threads: kernel.block_threads,
-            grid_blocks: kernel.grid_blocks.to_string(),
-            static_shared_bytes: (kernel.shared_bytes() - kernel.dynamic_shared_bytes()) as u64,
-            dynamic_shared_bytes: kernel.dynamic_shared_bytes() as u64,
-            scratch_bytes: "0".into(),
-            params: kernel
-                .params
-                .iter()
-                .map(|param| match param {
-                    Param::Buffer { name, dtype, writable } => {
-                        KernelParam { name: name.clone(), pointer: true, dtype: dtype.name().into(), writable: *writable }
-                    }
-                    Param::Scalar { name, dtype } => {
-                        KernelParam { name: name.clone(), pointer: false, dtype: dtype.name().into(), writable: false }
-                    }
-                })
-                .collect(),
-        });
+        kernels.push(KernelInfo::describe(&generated.kernel));
     }
 
     let mut launches = Vec::with_capacity(plan.order.len());
     for group in &plan.order {
-        let kernel_index = *kernel_of
-            .get(group)
-            .ok_or_else(|| packing_error(format!("fusion group g{group} has no kernel")))?;
+        let kernel_index =
+            *kernel_of.get(group).ok_or_else(|| packing_error(format!("fusion group g{group} has no kernel")))?;
         let generated = &compiled.kernels[kernel_index];
         let mut arguments = Vec::with_capacity(generated.bindings.len());
         for binding in &generated.bindings {
@@ -166,7 +153,10 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
     }
 
     let slot = |value: ValueRef| {
-        slot_of.get(&value).copied().ok_or_else(|| packing_error(format!("`{}` has no arena slot", graph.value_name(value))))
+        slot_of
+            .get(&value)
+            .copied()
+            .ok_or_else(|| packing_error(format!("`{}` has no arena slot", graph.value_name(value))))
     };
     let inputs = graph.input_values().into_iter().map(slot).collect::<Result<_, _>>()?;
     let outputs = graph.outputs().iter().map(|o| slot(o.value)).collect::<Result<_, _>>()?;

@@ -69,7 +69,8 @@ pub fn tokenize(tokenizer_path: &Path, texts: &[String], max_tokens: usize) -> R
         .map_err(|e| anyhow::anyhow!("tokenizing with {}: {e}", tokenizer_path.display()))?;
     let seq = encodings.first().map(|e| e.get_ids().len()).unwrap_or(0);
     let batch = encodings.len();
-    let gather = |field: &dyn Fn(&tokenizers::Encoding) -> Vec<i64>| -> Vec<i64> { encodings.iter().flat_map(field).collect() };
+    let gather =
+        |field: &dyn Fn(&tokenizers::Encoding) -> Vec<i64>| -> Vec<i64> { encodings.iter().flat_map(field).collect() };
     let ids = gather(&|e| e.get_ids().iter().map(|&v| v as i64).collect());
     let mask = gather(&|e| e.get_attention_mask().iter().map(|&v| v as i64).collect());
     let types = gather(&|e| e.get_type_ids().iter().map(|&v| v as i64).collect());
@@ -128,7 +129,8 @@ pub fn embed(session: &mut Session, model_dir: &Path, texts: &[String]) -> Resul
     let entry = artifact.entry_point("forward").context("no `forward` entry point")?;
     let wanted: Vec<String> = entry.inputs.iter().map(|&slot| artifact.slots[slot].tensor.name.clone()).collect();
     let batch = tokenize(&model_dir.join("tokenizer.json"), texts, max_tokens)?;
-    let inputs: Vec<(String, HostTensor)> = batch.inputs.into_iter().filter(|(name, _)| wanted.contains(name)).collect();
+    let inputs: Vec<(String, HostTensor)> =
+        batch.inputs.into_iter().filter(|(name, _)| wanted.contains(name)).collect();
     if inputs.len() != wanted.len() {
         bail!("the artifact's inputs {wanted:?} are not the tokenizer's input_ids/attention_mask/token_type_ids");
     }

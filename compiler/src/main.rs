@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use kiln_compiler::compile::{compile, emit, Target};
 use kiln_compiler::artifact::{input_symbol_bounds, pack_artifact, write_file_atomically, ArtifactOptions};
+use kiln_compiler::compile::{compile, emit, Target};
 use kiln_compiler::npy::{read_npy, write_npy};
 use kiln_compiler::{load_model, summary};
-use kiln_runtime::cli::file_name_of;
 use kiln_ir::SymbolBindings;
 use kiln_ir::{evaluate, print_graph_summary, Graph, Tensor};
 use kiln_passes::{default_bounds, MemoryPlan, Phase, Pipeline, PipelineOptions, Precision};
+use kiln_runtime::cli::file_name_of;
 
 /// kiln: an ahead-of-time compiler for transformer models.
 ///
@@ -337,7 +337,8 @@ fn eval(
 fn is_artifact(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 8];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == kiln_runtime::artifact::MAGIC
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && &magic == kiln_runtime::artifact::MAGIC
 }
 
 fn compile_model(
@@ -419,9 +420,8 @@ fn similarity_table(
     device: kiln_runtime::Device,
 ) -> Result<()> {
     use kiln_compiler::embed::{cosine, embed};
-    let model = std::sync::Arc::new(
-        kiln_runtime::Model::open(artifact).with_context(|| artifact.display().to_string())?,
-    );
+    let model =
+        std::sync::Arc::new(kiln_runtime::Model::open(artifact).with_context(|| artifact.display().to_string())?);
     let mut session = kiln_runtime::Session::new(model, device)?;
     eprintln!("device: {}", session.device_description());
     let texts: Vec<String> = queries.iter().chain(documents).cloned().collect();
@@ -431,7 +431,11 @@ fn similarity_table(
     let width = queries.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
     let short = |text: &str, n: usize| -> String {
         let cut: String = text.chars().take(n).collect();
-        if cut.chars().count() < text.chars().count() { format!("{}…", cut.chars().take(n - 1).collect::<String>()) } else { cut }
+        if cut.chars().count() < text.chars().count() {
+            format!("{}…", cut.chars().take(n - 1).collect::<String>())
+        } else {
+            cut
+        }
     };
     println!("cosine similarity (rows: queries, columns: documents)");
     for (index, document) in documents.iter().enumerate() {

@@ -10,8 +10,8 @@
 use std::fmt;
 
 use half::{bf16, f16};
-use kiln_runtime::{DType, Dim};
 pub use kiln_runtime::dtype::{f32_to_f8e4m3, f8e4m3_to_f32};
+use kiln_runtime::{DType, Dim};
 
 /// The static type of a graph value: dtype and symbolic shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -117,10 +117,21 @@ pub fn describe_artifact(path: &Path, artifact: &Artifact) -> String {
         let shape = tensor.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
         format!("{}: {}[{shape}]", tensor.name, tensor.dtype)
     };
-    let _ = writeln!(text, "artifact {} ({} bytes, format version {})", path.display(), artifact.file_bytes(), crate::artifact::FORMAT_VERSION);
-    let _ = writeln!(text, "model: {} (compiled by {}, precision {})", manifest.model_name, manifest.producer, manifest.precision);
+    let _ = writeln!(
+        text,
+        "artifact {} ({} bytes, format version {})",
+        path.display(),
+        artifact.file_bytes(),
+        crate::artifact::FORMAT_VERSION
+    );
+    let _ = writeln!(
+        text,
+        "model: {} (compiled by {}, precision {})",
+        manifest.model_name, manifest.producer, manifest.precision
+    );
     let bounds: Vec<String> = artifact.bounds.iter().map(|(s, (min, max))| format!("{s}={min}..{max}")).collect();
-    let _ = writeln!(text, "bounds: {}", if bounds.is_empty() { "none (static shapes)".into() } else { bounds.join(", ") });
+    let _ =
+        writeln!(text, "bounds: {}", if bounds.is_empty() { "none (static shapes)".into() } else { bounds.join(", ") });
     for entry in &artifact.entry_points {
         let _ = writeln!(text, "entry point `{}`: {} launches", entry.name, entry.launches.len());
         for &slot in &entry.inputs {
@@ -133,11 +144,16 @@ pub fn describe_artifact(path: &Path, artifact: &Artifact) -> String {
     let _ = writeln!(text, "kernels: {}", artifact.kernels.len());
     let _ = writeln!(text, "weights: {} tensors, {} bytes", artifact.weights.len(), artifact.weight_total_bytes());
     let scratch = artifact.slots.iter().filter(|s| s.role == BufferRole::Scratch).count();
-    let _ = writeln!(text, "arena: {} bytes ({} buffers, {scratch} scratch)", artifact.arena_bytes, artifact.slots.len());
+    let _ =
+        writeln!(text, "arena: {} bytes ({} buffers, {scratch} scratch)", artifact.arena_bytes, artifact.slots.len());
     let bounds_max = artifact.bounds.iter().map(|(s, &(_, max))| (s.clone(), max)).collect();
     if let Ok(bytes) = artifact.arena_bytes.evaluate(&bounds_max) {
         let _ = writeln!(text, "peak arena at the bounds: {bytes} bytes");
     }
-    let _ = writeln!(text, "code: {}", if artifact.targets().is_empty() { "none (simulator only)".into() } else { artifact.targets().join(", ") });
+    let _ = writeln!(
+        text,
+        "code: {}",
+        if artifact.targets().is_empty() { "none (simulator only)".into() } else { artifact.targets().join(", ") }
+    );
     text
 }

@@ -22,8 +22,8 @@ pub mod sim;
 pub mod tensor;
 
 pub use artifact::{Artifact, ArtifactError};
+pub use device::cuda::DeviceTensor;
 pub use dim::{Dim, DimError, DimNode, DimParseError, SymbolBindings};
 pub use dtype::DType;
-pub use device::cuda::DeviceTensor;
 pub use session::{Device, Model, RunError, Session};
 pub use tensor::HostTensor;

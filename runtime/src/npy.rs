@@ -74,7 +74,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostTensor, String> {
         if data.len() != count * 8 {
             return Err(format!("{} data bytes for {count} f64 elements", data.len()));
         }
-        let values: Vec<f64> = data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let values: Vec<f64> =
+            data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
         return Ok(HostTensor::from_f64(DType::F32, shape, &values));
     }
     HostTensor::new(dtype, shape, data.to_vec()).map_err(|e| e.to_string())

@@ -203,8 +203,10 @@ impl Session {
     pub fn run_device(&mut self, inputs: &[(String, &DeviceTensor)]) -> Result<Vec<(String, DeviceTensor)>, RunError> {
         let artifact = &self.model.artifact;
         let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
-        let described: Vec<(String, TensorShape)> =
-            inputs.iter().map(|(name, t)| (name.clone(), TensorShape { dtype: t.dtype, shape: t.shape.clone() })).collect();
+        let described: Vec<(String, TensorShape)> = inputs
+            .iter()
+            .map(|(name, t)| (name.clone(), TensorShape { dtype: t.dtype, shape: t.shape.clone() }))
+            .collect();
         let (bindings, order) = bind_signature(artifact, spec, &described)?;
         let ordered: Vec<&DeviceTensor> = order.iter().map(|&i| inputs[i].1).collect();
         let Executor::Cuda(cuda) = &mut self.executor else {
@@ -259,10 +261,8 @@ pub fn bind_inputs<'a>(
     entry: &EntrySpec,
     inputs: &'a [(String, HostTensor)],
 ) -> Result<(SymbolBindings, Vec<&'a HostTensor>), RunError> {
-    let described: Vec<(String, TensorShape)> = inputs
-        .iter()
-        .map(|(name, t)| (name.clone(), TensorShape { dtype: t.dtype, shape: t.shape.clone() }))
-        .collect();
+    let described: Vec<(String, TensorShape)> =
+        inputs.iter().map(|(name, t)| (name.clone(), TensorShape { dtype: t.dtype, shape: t.shape.clone() })).collect();
     let (bindings, order) = bind_signature(artifact, entry, &described)?;
     Ok((bindings, order.into_iter().map(|i| &inputs[i].1).collect()))
 }
@@ -284,8 +284,10 @@ pub fn bind_signature(
     let mut order = Vec::new();
     let mut bindings = SymbolBindings::new();
     for spec in &specs {
-        let index =
-            inputs.iter().position(|(name, _)| name == &spec.name).ok_or_else(|| RunError::MissingInput(spec.name.clone()))?;
+        let index = inputs
+            .iter()
+            .position(|(name, _)| name == &spec.name)
+            .ok_or_else(|| RunError::MissingInput(spec.name.clone()))?;
         let tensor = &inputs[index].1;
         if tensor.dtype != spec.dtype {
             return Err(RunError::InputDType {
@@ -346,5 +348,9 @@ pub(crate) fn choose_variant<'a>(
     launch: &'a crate::artifact::LaunchSpec,
     bindings: &SymbolBindings,
 ) -> Result<&'a crate::artifact::VariantSpec, RunError> {
-    launch.variants.iter().find(|v| v.accepts(bindings)).ok_or_else(|| RunError::NoVariant { group: launch.group.clone() })
+    launch
+        .variants
+        .iter()
+        .find(|v| v.accepts(bindings))
+        .ok_or_else(|| RunError::NoVariant { group: launch.group.clone() })
 }

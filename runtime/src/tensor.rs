@@ -24,8 +24,10 @@ pub struct ShapeMismatch {
 impl HostTensor {
     /// A tensor from raw little-endian bytes; their length must fit.
     pub fn new(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<HostTensor, ShapeMismatch> {
-        let expected =
-            shape.iter().try_fold(dtype.size_in_bytes(), |product, &d| product.checked_mul(d)).filter(|&n| n == bytes.len());
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size_in_bytes(), |product, &d| product.checked_mul(d))
+            .filter(|&n| n == bytes.len());
         match expected {
             Some(_) => Ok(HostTensor { dtype, shape, bytes }),
             None => Err(ShapeMismatch { dtype, shape, bytes: bytes.len() }),

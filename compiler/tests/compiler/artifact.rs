@@ -102,7 +102,8 @@ fn the_real_minilm_runs_from_its_artifact_with_ptx_inside() {
 fn the_sanitizer_finds_nothing_wrong_when_a_whole_model_runs_with_checks_on() {
     let model = models().into_iter().find(|m| m.name == "llama-hf5").expect("llama-hf5");
     let artifact = Artifact::from_bytes(artifact_bytes(&model.model, Precision::F32, &[])).expect("opens");
-    let mut session = Session::new(Arc::new(Model::from_artifact(artifact)), Device::Sim { check: true }).expect("session");
+    let mut session =
+        Session::new(Arc::new(Model::from_artifact(artifact)), Device::Sim { check: true }).expect("session");
     let outputs = session.run(&host_inputs(&model.directory, &model.inputs)).expect("runs clean");
     let expected = expected_in(&model.directory, &outputs[0].0);
     assert_close("llama-hf5 (checked)", &host_to_tensor(&outputs[0].1), &expected, 1e-3);
@@ -138,7 +139,8 @@ fn every_truncation_and_every_flipped_section_byte_is_rejected_without_panicking
 fn wrong_inputs_are_rejected_with_errors_that_name_them() {
     let (bytes, inputs) = bert();
     let mut session = session_for(bytes);
-    let renamed: Vec<_> = inputs.iter().map(|(n, t)| (if n == "input_ids" { "ids".into() } else { n.clone() }, t.clone())).collect();
+    let renamed: Vec<_> =
+        inputs.iter().map(|(n, t)| (if n == "input_ids" { "ids".into() } else { n.clone() }, t.clone())).collect();
     let error = session.run(&renamed).expect_err("unknown name");
     assert!(matches!(&error, RunError::UnknownInput { name, .. } if name == "ids"), "{error}");
 

@@ -220,7 +220,14 @@ fn the_artifact_has_one_launch_per_kernel_that_inspect_counts() {
         let inspected = kiln(&["inspect", "--json", model.to_str().expect("utf-8")]);
         let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).expect("JSON");
         let path = directory.join(format!("{name}.kiln"));
-        let compiled = kiln(&["compile", model.to_str().expect("utf-8"), "--target", "sm_80", "-o", path.to_str().expect("utf-8")]);
+        let compiled = kiln(&[
+            "compile",
+            model.to_str().expect("utf-8"),
+            "--target",
+            "sm_80",
+            "-o",
+            path.to_str().expect("utf-8"),
+        ]);
         assert!(compiled.status.success(), "{}", text(&compiled.stderr));
         let artifact = kiln_runtime::Artifact::open(&path).expect("opens");
         let launches = artifact.entry_point("forward").expect("forward").launches.len();
@@ -240,7 +247,14 @@ fn compiling_twice_in_two_processes_gives_identical_bytes() {
     for (index, threads) in ["1", "2"].iter().enumerate() {
         let path = directory.join(format!("{index}.kiln"));
         let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["compile", model.to_str().expect("utf-8"), "--target", "sm_80,gfx90a", "-o", path.to_str().expect("utf-8")])
+            .args([
+                "compile",
+                model.to_str().expect("utf-8"),
+                "--target",
+                "sm_80,gfx90a",
+                "-o",
+                path.to_str().expect("utf-8"),
+            ])
             .env("RAYON_NUM_THREADS", threads)
             .env("OMP_NUM_THREADS", threads)
             .output()
@@ -259,7 +273,8 @@ fn run_writes_outputs_from_an_artifact_on_the_simulator_and_refuses_bad_inputs()
     std::fs::create_dir_all(&directory).expect("temp dir");
     let model_dir = testdata().join("models/bert-hf5");
     let artifact = directory.join("bert.kiln");
-    let compiled = kiln(&["compile", model_dir.join("hf").to_str().expect("utf-8"), "-o", artifact.to_str().expect("utf-8")]);
+    let compiled =
+        kiln(&["compile", model_dir.join("hf").to_str().expect("utf-8"), "-o", artifact.to_str().expect("utf-8")]);
     assert!(compiled.status.success(), "{}", text(&compiled.stderr));
     let input = |name: &str| format!("{name}={}", model_dir.join("inputs").join(format!("{name}.npy")).display());
     let outputs = directory.join("out");
@@ -284,7 +299,11 @@ fn run_writes_outputs_from_an_artifact_on_the_simulator_and_refuses_bad_inputs()
     wrong.push("--force");
     let refused = kiln(&wrong);
     assert!(!refused.status.success());
-    assert!(text(&refused.stderr).contains("input `token_type_ids`: dtype f32, the model expects i64"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("input `token_type_ids`: dtype f32, the model expects i64"),
+        "{}",
+        text(&refused.stderr)
+    );
     let mut corrupt = std::fs::read(&artifact).expect("artifact");
     let middle = corrupt.len() / 2;
     corrupt[middle] ^= 1;

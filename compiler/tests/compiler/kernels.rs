@@ -353,14 +353,14 @@ fn elementwise_kernels_move_whole_vectors_where_the_layout_allows() {
     assert!(!printed.contains("t.v4["), "{printed}");
     assert!(printed.contains("z.v4["), "{printed}");
     let libdevice = kiln_targets::lower::nvptx::find_libdevice();
-    let ptx = kiln_targets::lower::nvptx::lower_to_ptx(&[&generated.kernel], "sm_80", libdevice.as_deref()).expect("lowers");
+    let ptx =
+        kiln_targets::lower::nvptx::lower_to_ptx(&[&generated.kernel], "sm_80", libdevice.as_deref()).expect("lowers");
     assert_eq!(ptx.matches("ld.global.v4").count(), 2, "{ptx}");
     assert_eq!(ptx.matches("st.global.v4").count(), 1, "{ptx}");
     for (batch, seq) in [(1usize, 1usize), (3, 5), (2, 17)] {
         let mut random = crate::common::Random(batch as u64 * 31 + seq as u64);
-        let mut values = |count: usize| -> Vec<f32> {
-            (0..count).map(|_| (random.next() % 2000) as f32 / 1000.0 - 1.0).collect()
-        };
+        let mut values =
+            |count: usize| -> Vec<f32> { (0..count).map(|_| (random.next() % 2000) as f32 / 1000.0 - 1.0).collect() };
         let count = batch * seq * 8;
         let inputs: HashMap<String, Tensor> = [
             ("x".to_string(), Tensor::from_f32(kiln_ir::DType::F32, vec![batch, seq, 8], values(count))),

@@ -39,9 +39,15 @@ pub enum SectionKind {
 
 impl SectionKind {
     fn from_u32(value: u32) -> Option<SectionKind> {
-        [SectionKind::Manifest, SectionKind::Weights, SectionKind::KernelIr, SectionKind::Ptx, SectionKind::AmdgpuAssembly]
-            .into_iter()
-            .find(|kind| *kind as u32 == value)
+        [
+            SectionKind::Manifest,
+            SectionKind::Weights,
+            SectionKind::KernelIr,
+            SectionKind::Ptx,
+            SectionKind::AmdgpuAssembly,
+        ]
+        .into_iter()
+        .find(|kind| *kind as u32 == value)
     }
 }
 
@@ -58,10 +64,7 @@ fn align_up(value: usize) -> usize {
 }
 
 /// Writes `sections` (kind and bytes, the manifest first) into `out`.
-pub fn write_container(
-    sections: &[(SectionKind, &[u8])],
-    out: &mut dyn std::io::Write,
-) -> std::io::Result<()> {
+pub fn write_container(sections: &[(SectionKind, &[u8])], out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut offset = align_up(HEADER_BYTES + ENTRY_BYTES * sections.len());
     let mut table = Vec::with_capacity(ENTRY_BYTES * sections.len());
     let mut offsets = Vec::new();

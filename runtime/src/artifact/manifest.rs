@@ -106,6 +106,37 @@ pub struct KernelInfo {
     pub params: Vec<KernelParam>,
 }
 
+impl KernelInfo {
+    /// The launch contract of `kernel` (no scratch; dynamic shared memory as
+    /// the kernel needs it).
+    pub fn describe(kernel: &crate::kernel::Kernel) -> KernelInfo {
+        use crate::kernel::Param;
+        KernelInfo {
+            name: kernel.name.clone(),
+            block_threads: kernel.block_threads,
+            grid_blocks: kernel.grid_blocks.to_string(),
+            static_shared_bytes: (kernel.shared_bytes() - kernel.dynamic_shared_bytes()) as u64,
+            dynamic_shared_bytes: kernel.dynamic_shared_bytes() as u64,
+            scratch_bytes: "0".into(),
+            params: kernel
+                .params
+                .iter()
+                .map(|param| match param {
+                    Param::Buffer { name, dtype, writable } => KernelParam {
+                        name: name.clone(),
+                        pointer: true,
+                        dtype: dtype.name().into(),
+                        writable: *writable,
+                    },
+                    Param::Scalar { name, dtype } => {
+                        KernelParam { name: name.clone(), pointer: false, dtype: dtype.name().into(), writable: false }
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct KernelParam {
     #[prost(string, tag = "1")]

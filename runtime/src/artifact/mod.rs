@@ -257,8 +257,11 @@ pub fn write_artifact(mut parts: ArtifactParts<'_>, out: &mut dyn std::io::Write
         .collect();
     let manifest = parts.manifest.encode_to_vec();
     let kernel_ir = encode_kernels(&parts.kernels);
-    let mut sections: Vec<(SectionKind, &[u8])> =
-        vec![(SectionKind::Manifest, &manifest), (SectionKind::Weights, parts.weights), (SectionKind::KernelIr, &kernel_ir)];
+    let mut sections: Vec<(SectionKind, &[u8])> = vec![
+        (SectionKind::Manifest, &manifest),
+        (SectionKind::Weights, parts.weights),
+        (SectionKind::KernelIr, &kernel_ir),
+    ];
     for (_, format, text) in &parts.code {
         let kind = if format == "ptx" { SectionKind::Ptx } else { SectionKind::AmdgpuAssembly };
         sections.push((kind, text.as_bytes()));

@@ -68,17 +68,29 @@ pub(super) fn validate(storage: Storage) -> Result<Artifact, ArtifactError> {
         }
         let end = weight.offset.checked_add(weight.bytes).filter(|&end| end <= weights_section.length as u64);
         if end.is_none() || weight.offset % SECTION_ALIGNMENT as u64 != 0 {
-            return Err(corrupt(format!("{what}: bytes {}+{} lie outside the weights section", weight.offset, weight.bytes)));
+            return Err(corrupt(format!(
+                "{what}: bytes {}+{} lie outside the weights section",
+                weight.offset, weight.bytes
+            )));
         }
         let start = weights_section.offset + weight.offset as usize;
-        weights.push(WeightSpec { name: weight.name.clone(), dtype, shape, file_range: start..start + weight.bytes as usize });
+        weights.push(WeightSpec {
+            name: weight.name.clone(),
+            dtype,
+            shape,
+            file_range: start..start + weight.bytes as usize,
+        });
     }
 
     let ir_section = section(&sections, manifest.kernel_ir_section, SectionKind::KernelIr, "the manifest")?;
     let kernel_ir = decode_kernels(&file[ir_section.offset..ir_section.offset + ir_section.length])
         .map_err(|e| corrupt(e.to_string()))?;
     if kernel_ir.len() != manifest.kernels.len() {
-        return Err(corrupt(format!("{} kernels in the IR section, {} in the manifest", kernel_ir.len(), manifest.kernels.len())));
+        return Err(corrupt(format!(
+            "{} kernels in the IR section, {} in the manifest",
+            kernel_ir.len(),
+            manifest.kernels.len()
+        )));
     }
     let mut kernels = Vec::with_capacity(kernel_ir.len());
     for (info, kernel) in manifest.kernels.iter().zip(&kernel_ir) {
@@ -162,20 +174,36 @@ fn check_kernel(info: &manifest::KernelInfo, kernel: &Kernel) -> Result<(), Arti
         return Err(corrupt(format!("{what}: the manifest and the kernel IR (`{}`) disagree", kernel.name)));
     }
     if info.dynamic_shared_bytes != kernel.dynamic_shared_bytes() as u64 {
-        return Err(corrupt(format!("{what}: {} bytes of dynamic shared memory recorded, the IR needs {}", info.dynamic_shared_bytes, kernel.dynamic_shared_bytes())));
+        return Err(corrupt(format!(
+            "{what}: {} bytes of dynamic shared memory recorded, the IR needs {}",
+            info.dynamic_shared_bytes,
+            kernel.dynamic_shared_bytes()
+        )));
     }
     if info.params.len() != kernel.params.len() {
-        return Err(corrupt(format!("{what}: {} parameters in the manifest, {} in the IR", info.params.len(), kernel.params.len())));
+        return Err(corrupt(format!(
+            "{what}: {} parameters in the manifest, {} in the IR",
+            info.params.len(),
+            kernel.params.len()
+        )));
     }
     for (recorded, param) in info.params.iter().zip(&kernel.params) {
         let matches = match param {
             Param::Buffer { name, dtype, writable } => {
-                recorded.pointer && &recorded.name == name && recorded.dtype == dtype.name() && recorded.writable == *writable
+                recorded.pointer
+                    && &recorded.name == name
+                    && recorded.dtype == dtype.name()
+                    && recorded.writable == *writable
             }
-            Param::Scalar { name, dtype } => !recorded.pointer && &recorded.name == name && recorded.dtype == dtype.name(),
+            Param::Scalar { name, dtype } => {
+                !recorded.pointer && &recorded.name == name && recorded.dtype == dtype.name()
+            }
         };
         if !matches {
-            return Err(corrupt(format!("{what}: parameter `{}` differs between the manifest and the IR", recorded.name)));
+            return Err(corrupt(format!(
+                "{what}: parameter `{}` differs between the manifest and the IR",
+                recorded.name
+            )));
         }
     }
     Ok(())
@@ -210,13 +238,18 @@ fn check_entry(
                 .get(variant.kernel as usize)
                 .ok_or_else(|| corrupt(format!("{what}: kernel {} does not exist", variant.kernel)))?;
             if variant.arguments.len() != kernel.params.len() {
-                return Err(corrupt(format!("{what}: {} arguments for {} parameters", variant.arguments.len(), kernel.params.len())));
+                return Err(corrupt(format!(
+                    "{what}: {} arguments for {} parameters",
+                    variant.arguments.len(),
+                    kernel.params.len()
+                )));
             }
             let mut arguments = Vec::new();
             for (argument, param) in variant.arguments.iter().zip(&kernel.params) {
-                arguments.push(check_argument(argument, param, slots, weights, bounds, states).map_err(|message| {
-                    corrupt(format!("{what}: parameter `{}`: {message}", param.name()))
-                })?);
+                arguments.push(
+                    check_argument(argument, param, slots, weights, bounds, states)
+                        .map_err(|message| corrupt(format!("{what}: parameter `{}`: {message}", param.name())))?,
+                );
             }
             let ranges = variant.ranges.iter().map(|r| (r.symbol.clone(), r.min, r.max)).collect();
             variants.push(VariantSpec { ranges, kernel: variant.kernel as usize, arguments });

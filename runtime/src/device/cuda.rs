@@ -142,11 +142,18 @@ impl DeviceTensor {
     pub fn to_host(&self) -> Result<HostTensor, CudaError> {
         let mut bytes = vec![0u8; self.bytes()];
         if !bytes.is_empty() {
-            self.stream.memcpy_dtoh(&self.buffer.slice(..bytes.len()), &mut bytes).map_err(driver("downloading a tensor"))?;
+            self.stream
+                .memcpy_dtoh(&self.buffer.slice(..bytes.len()), &mut bytes)
+                .map_err(driver("downloading a tensor"))?;
         }
         self.stream.synchronize().map_err(driver("downloading a tensor"))?;
         Ok(HostTensor { dtype: self.dtype, shape: self.shape.clone(), bytes })
     }
+}
+
+/// The device address of arena buffer `slot` under `bindings`.
+fn slot_address(arena_base: u64, artifact: &Artifact, slot: usize, bindings: &SymbolBindings) -> Result<u64, RunError> {
+    Ok(arena_base + artifact.slots[slot].offset.evaluate(bindings)?.max(0) as u64)
 }
 
 /// An instantiated CUDA graph.
@@ -200,10 +207,8 @@ impl CudaExecutor {
         let (major, minor) = ctx.compute_capability().map_err(driver("reading the compute capability"))?;
         let artifact = &model.artifact;
         let device = format!("sm_{major}{minor}");
-        let target = choose_target(&artifact.targets(), major, minor).ok_or_else(|| CudaError::NoKernels {
-            device: device.clone(),
-            available: artifact.targets().join(", "),
-        })?;
+        let target = choose_target(&artifact.targets(), major, minor)
+            .ok_or_else(|| CudaError::NoKernels { device: device.clone(), available: artifact.targets().join(", ") })?;
         let ptx = artifact.code(target).expect("validated code object");
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
@@ -224,10 +229,10 @@ impl CudaExecutor {
         let stream = ctx.new_stream().map_err(driver("creating a stream"))?;
         let weights = model.cuda_weights(ordinal, |artifact| CudaWeights::upload(artifact, &stream))?;
         let bounds: SymbolBindings = artifact.bounds.iter().map(|(s, &(_, max))| (s.clone(), max)).collect();
-        let arena_bytes = artifact.arena_bytes.evaluate(&bounds).map_err(|e| CudaError::Driver {
-            context: "sizing the arena".into(),
-            message: e.to_string(),
-        })?;
+        let arena_bytes = artifact
+            .arena_bytes
+            .evaluate(&bounds)
+            .map_err(|e| CudaError::Driver { context: "sizing the arena".into(), message: e.to_string() })?;
         let arena = stream.alloc_zeros::<u8>(arena_bytes.max(1) as usize).map_err(driver("allocating the arena"))?;
         let (arena_base, sync) = arena.device_ptr(&stream);
         drop(sync);
@@ -272,9 +277,6 @@ impl CudaExecutor {
     ) -> Result<Vec<HostTensor>, RunError> {
         let model = self.model.clone();
         let artifact = &model.artifact;
-        let slot_offset = |slot: usize| -> Result<u64, RunError> {
-            Ok(artifact.slots[slot].offset.evaluate(bindings)?.max(0) as u64)
-        };
         self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
         let stream = self.stream.cu_stream();
         // Inputs: host → pinned staging → the inputs' arena slots.
@@ -284,7 +286,7 @@ impl CudaExecutor {
             for (&slot, input) in entry.inputs.iter().zip(inputs) {
                 let length = input.bytes.len();
                 staging[at..at + length].copy_from_slice(&input.bytes);
-                let destination = self.arena_base + slot_offset(slot)?;
+                let destination = slot_address(self.arena_base, artifact, slot, bindings)?;
                 // SAFETY: the slot lies inside the arena (planned at the bounds the
                 // inputs were checked against); pinned memory outlives the copy.
                 unsafe { result::memcpy_htod_async(destination, &staging[at..at + length], stream) }
@@ -300,7 +302,7 @@ impl CudaExecutor {
             let spec = &artifact.slots[slot].tensor;
             let shape = concrete_shape(&spec.shape, bindings)?;
             let length = shape.iter().product::<usize>() * spec.dtype.size_in_bytes();
-            let source = self.arena_base + slot_offset(slot)?;
+            let source = slot_address(self.arena_base, artifact, slot, bindings)?;
             // SAFETY: as above; the staging range is disjoint from the inputs'.
             unsafe { result::memcpy_dtoh_async(&mut staging[at..at + length], source, stream) }
                 .map_err(driver("copying outputs to the host"))?;
@@ -308,12 +310,16 @@ impl CudaExecutor {
             at += length;
         }
         self.stream.synchronize().map_err(driver("running the model"))?;
-        Ok(placed.into_iter().map(|(dtype, shape, range)| HostTensor { dtype, shape, bytes: staging[range].to_vec() }).collect())
+        Ok(placed
+            .into_iter()
+            .map(|(dtype, shape, range)| HostTensor { dtype, shape, bytes: staging[range].to_vec() })
+            .collect())
     }
 
     /// Copies a host tensor to this session's device.
     pub fn upload(&self, tensor: &HostTensor) -> Result<DeviceTensor, CudaError> {
-        let mut buffer = self.stream.alloc_zeros::<u8>(tensor.bytes.len().max(1)).map_err(driver("allocating a tensor"))?;
+        let mut buffer =
+            self.stream.alloc_zeros::<u8>(tensor.bytes.len().max(1)).map_err(driver("allocating a tensor"))?;
         if !tensor.bytes.is_empty() {
             self.stream.memcpy_htod(&tensor.bytes, &mut buffer).map_err(driver("uploading a tensor"))?;
         }
@@ -334,7 +340,7 @@ impl CudaExecutor {
         self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
         let stream = self.stream.cu_stream();
         for (&slot, input) in entry.inputs.iter().zip(inputs) {
-            let destination = self.arena_base + artifact.slots[slot].offset.evaluate(bindings)?.max(0) as u64;
+            let destination = slot_address(self.arena_base, artifact, slot, bindings)?;
             // SAFETY: both ranges are device allocations of at least `bytes()` bytes.
             unsafe { result::memcpy_dtod_async(destination, input.device_address(), input.bytes(), stream) }
                 .map_err(driver("copying inputs into the arena"))?;
@@ -347,7 +353,7 @@ impl CudaExecutor {
             let bytes = shape.iter().product::<usize>() * spec.dtype.size_in_bytes();
             let buffer = self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(driver("allocating an output"))?;
             let output = DeviceTensor { dtype: spec.dtype, shape, buffer, stream: self.stream.clone() };
-            let source = self.arena_base + artifact.slots[slot].offset.evaluate(bindings)?.max(0) as u64;
+            let source = slot_address(self.arena_base, artifact, slot, bindings)?;
             // SAFETY: as above.
             unsafe { result::memcpy_dtod_async(output.device_address(), source, bytes, stream) }
                 .map_err(driver("copying outputs out of the arena"))?;
@@ -443,9 +449,7 @@ impl CudaExecutor {
             for (argument, param) in variant.arguments.iter().zip(&ir.params) {
                 values.push(match (argument, param) {
                     (ArgumentSpec::Weight(index), _) => self.weights.addresses[*index],
-                    (ArgumentSpec::Arena(slot), _) => {
-                        self.arena_base + artifact.slots[*slot].offset.evaluate(bindings)?.max(0) as u64
-                    }
+                    (ArgumentSpec::Arena(slot), _) => slot_address(self.arena_base, artifact, *slot, bindings)?,
                     (ArgumentSpec::Symbol(symbol), Param::Scalar { .. }) => bindings[symbol] as u64,
                     (ArgumentSpec::Symbol(_), Param::Buffer { .. }) => unreachable!("validated at open"),
                     (ArgumentSpec::State(_), _) => return Err(CudaError::StateUnsupported.into()),

@@ -48,7 +48,10 @@ impl SimExecutor {
             let elements: usize = concrete_shape(&slot.tensor.shape, bindings)?.iter().product();
             let end = offset + elements * slot.tensor.dtype.size_in_bytes();
             if end > arena_bytes {
-                return Err(RunError::Plan(format!("`{}` ends at byte {end}, past the arena's {arena_bytes}", slot.tensor.name)));
+                return Err(RunError::Plan(format!(
+                    "`{}` ends at byte {end}, past the arena's {arena_bytes}",
+                    slot.tensor.name
+                )));
             }
             Ok(offset..end)
         };
@@ -65,7 +68,10 @@ impl SimExecutor {
                     ArgumentSpec::Weight(index) => SimArgument::Buffer(weights[*index].clone()),
                     ArgumentSpec::Arena(slot) => {
                         let dtype = artifact.slots[*slot].tensor.dtype;
-                        SimArgument::Buffer(SimBuffer { dtype, data: decode_elements(dtype, &self.arena[range(*slot)?]) })
+                        SimArgument::Buffer(SimBuffer {
+                            dtype,
+                            data: decode_elements(dtype, &self.arena[range(*slot)?]),
+                        })
                     }
                     ArgumentSpec::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
                     ArgumentSpec::State(_) => {
@@ -78,8 +84,11 @@ impl SimExecutor {
             }
             run_kernel(kernel, &mut arguments, bindings, self.options)?;
             for ((argument, param), value) in variant.arguments.iter().zip(&kernel.params).zip(&arguments) {
-                if let (ArgumentSpec::Arena(slot), Param::Buffer { writable: true, dtype, .. }, SimArgument::Buffer(buffer)) =
-                    (argument, param, value)
+                if let (
+                    ArgumentSpec::Arena(slot),
+                    Param::Buffer { writable: true, dtype, .. },
+                    SimArgument::Buffer(buffer),
+                ) = (argument, param, value)
                 {
                     let bytes = range(*slot)?;
                     encode_elements(*dtype, &buffer.data, &mut self.arena[bytes]);

@@ -422,7 +422,9 @@ impl<'a> Reader<'a> {
         Ok(match self.u8()? {
             0 => Stmt::Let { var: Var(self.u32()?), dtype: self.dtype()?, value: self.expr(declared)? },
             1 => Stmt::Assign { var: Var(self.u32()?), value: self.expr(declared)? },
-            2 => Stmt::Store { buffer: self.buffer(declared)?, index: self.expr(declared)?, value: self.expr(declared)? },
+            2 => {
+                Stmt::Store { buffer: self.buffer(declared)?, index: self.expr(declared)?, value: self.expr(declared)? }
+            }
             3 => Stmt::SharedStore {
                 array: self.array(declared)?,
                 index: self.expr(declared)?,

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use kiln_runtime::artifact::manifest::{
-    ArenaBuffer, Argument, ArgumentSource, EntryPoint, KernelInfo, KernelParam, Launch, Manifest, MemoryPlan,
-    SymbolBound, TensorSignature, Variant, WeightInfo,
+    ArenaBuffer, Argument, ArgumentSource, EntryPoint, KernelInfo, Launch, Manifest, MemoryPlan, SymbolBound,
+    TensorSignature, Variant, WeightInfo,
 };
 use kiln_runtime::artifact::{write_artifact, ArtifactParts, WeightsBlob};
 use kiln_runtime::kernel::build::{add, f32, global_thread_index, load, mul, param, var};
@@ -71,26 +71,7 @@ fn scale_artifact() -> Vec<u8> {
         precision: "f32".into(),
         bounds: vec![SymbolBound { symbol: "batch".into(), min: 1, max: 100 }],
         weights: vec![WeightInfo { name: "w".into(), dtype: "f32".into(), shape: vec![4], offset, bytes: 16 }],
-        kernels: vec![KernelInfo {
-            name: kernel.name.clone(),
-            block_threads: 64,
-            grid_blocks: kernel.grid_blocks.to_string(),
-            static_shared_bytes: 0,
-            dynamic_shared_bytes: 0,
-            scratch_bytes: "0".into(),
-            params: kernel
-                .params
-                .iter()
-                .map(|p| match p {
-                    Param::Buffer { name, dtype, writable } => {
-                        KernelParam { name: name.clone(), pointer: true, dtype: dtype.name().into(), writable: *writable }
-                    }
-                    Param::Scalar { name, dtype } => {
-                        KernelParam { name: name.clone(), pointer: false, dtype: dtype.name().into(), writable: false }
-                    }
-                })
-                .collect(),
-        }],
+        kernels: vec![KernelInfo::describe(&kernel)],
         memory: Some(MemoryPlan {
             arena_bytes: "512*((16*batch + 255)/256)".into(),
             buffers: vec![arena("x", "input", "0"), arena("y", "output", "256*((16*batch + 255)/256)")],
@@ -225,4 +206,13 @@ fn kiln_run_runs_an_artifact_and_stays_small() {
     eprintln!("kiln-run: {:.1} MiB", size as f64 / (1 << 20) as f64);
     assert!(size < 40 << 20, "kiln-run is {size} bytes");
     std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn models_are_shared_across_threads_and_sessions_move_between_them() {
+    fn send_and_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_and_sync::<Model>();
+    send_and_sync::<Arc<Model>>();
+    send::<Session>();
 }

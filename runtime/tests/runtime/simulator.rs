@@ -256,11 +256,20 @@ fn vector_copy(offset: i64) -> Kernel {
         grid_blocks: Dim::parse("(n + 255)/256").unwrap(),
         shared: Vec::new(),
         body: vec![
-            Stmt::Let { var: i, dtype: DType::I64, value: kiln_runtime::kernel::build::mul(global_thread_index(), i64(4)) },
+            Stmt::Let {
+                var: i,
+                dtype: DType::I64,
+                value: kiln_runtime::kernel::build::mul(global_thread_index(), i64(4)),
+            },
             Stmt::If {
                 condition: lt(var(i), param(2)),
                 then: vec![
-                    Stmt::VectorLoad { vars: vec![a, b, c, d], dtype: DType::F32, buffer: 0, index: add(var(i), i64(offset)) },
+                    Stmt::VectorLoad {
+                        vars: vec![a, b, c, d],
+                        dtype: DType::F32,
+                        buffer: 0,
+                        index: add(var(i), i64(offset)),
+                    },
                     Stmt::VectorStore { buffer: 1, index: var(i), values: vec![var(a), var(b), var(c), var(d)] },
                 ],
                 otherwise: Vec::new(),

@@ -223,14 +223,21 @@ impl Emitter<'_> {
                 let address = self.address(*buffer, index)?;
                 let loaded = self.fresh();
                 let alignment = vars.len() * element.size_in_bytes();
-                self.line(&format!("{loaded} = llvm.load {address} {{alignment = {alignment} : i64}} : !llvm.ptr -> {vector}"));
+                self.line(&format!(
+                    "{loaded} = llvm.load {address} {{alignment = {alignment} : i64}} : !llvm.ptr -> {vector}"
+                ));
                 for (position, var) in vars.iter().enumerate() {
                     let (lane, value) = (self.fresh(), self.fresh());
                     self.line(&format!("{lane} = llvm.mlir.constant({position} : i32) : i32"));
                     self.line(&format!("{value} = llvm.extractelement {loaded}[{lane} : i32] : {vector}"));
                     let value = self.register_form(value, element)?;
                     let value = self.convert(value, *var_dtype)?;
-                    self.line(&format!("llvm.store {}, %v{} : {}, !llvm.ptr", value.name, var.0, register_type(*var_dtype)));
+                    self.line(&format!(
+                        "llvm.store {}, %v{} : {}, !llvm.ptr",
+                        value.name,
+                        var.0,
+                        register_type(*var_dtype)
+                    ));
                 }
             }
             Stmt::VectorStore { buffer, index, values } => {
@@ -247,7 +254,9 @@ impl Emitter<'_> {
                     assembled = next;
                 }
                 let alignment = values.len() * element.size_in_bytes();
-                self.line(&format!("llvm.store {assembled}, {address} {{alignment = {alignment} : i64}} : {vector}, !llvm.ptr"));
+                self.line(&format!(
+                    "llvm.store {assembled}, {address} {{alignment = {alignment} : i64}} : {vector}, !llvm.ptr"
+                ));
             }
             Stmt::SharedStore { array, index, value } => {
                 let dtype = self.kernel.shared[*array].dtype;

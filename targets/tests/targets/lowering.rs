@@ -90,11 +90,25 @@ fn each_construct_lowers_to_its_own_mlir() {
         (
             "vector_load_and_store",
             vec![
-                Stmt::VectorLoad { vars: vec![Var(2), Var(3), Var(4), Var(5)], dtype: DType::F32, buffer: 0, index: i64(4) },
+                Stmt::VectorLoad {
+                    vars: vec![Var(2), Var(3), Var(4), Var(5)],
+                    dtype: DType::F32,
+                    buffer: 0,
+                    index: i64(4),
+                },
                 Stmt::VectorStore {
                     buffer: 1,
                     index: i64(8),
-                    values: vec![var(Var(2)), var(Var(3)), var(Var(4)), var(Var(5)), f32(0.0), f32(0.0), f32(0.0), f32(1.0)],
+                    values: vec![
+                        var(Var(2)),
+                        var(Var(3)),
+                        var(Var(4)),
+                        var(Var(5)),
+                        f32(0.0),
+                        f32(0.0),
+                        f32(0.0),
+                        f32(1.0),
+                    ],
                 },
             ],
         ),
