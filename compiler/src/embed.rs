@@ -143,3 +143,37 @@ pub fn embed(session: &mut Session, model_dir: &Path, texts: &[String]) -> Resul
     };
     pool(&hidden, &batch.mask, &read_pooling(model_dir)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_pooling_skips_padding_and_normalization_gives_unit_vectors() {
+        // Two texts, three token slots, two dims; the second text has one real token.
+        let hidden = HostTensor::from_f32(vec![2, 3, 2], &[1.0, 2.0, 3.0, 4.0, 100.0, 100.0, 6.0, 8.0, 50.0, 50.0, 50.0, 50.0]);
+        let mask = vec![vec![1, 1, 0], vec![1, 0, 0]];
+        let mean = pool(&hidden, &mask, &Pooling { mean: true, normalize: false }).unwrap();
+        assert_eq!(mean, vec![vec![2.0, 3.0], vec![6.0, 8.0]]);
+        let unit = pool(&hidden, &mask, &Pooling { mean: true, normalize: true }).unwrap();
+        assert_eq!(unit[1], vec![0.6, 0.8]);
+        let cls = pool(&hidden, &mask, &Pooling { mean: false, normalize: false }).unwrap();
+        assert_eq!(cls, vec![vec![1.0, 2.0], vec![6.0, 8.0]]);
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pooling_follows_modules_json() {
+        let directory = std::env::temp_dir().join(format!("kiln-pooling-{}", std::process::id()));
+        std::fs::create_dir_all(directory.join("1_Pooling")).unwrap();
+        std::fs::write(
+            directory.join("modules.json"),
+            r#"[{"path": "", "type": "sentence_transformers.models.Transformer"},
+                {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#,
+        )
+        .unwrap();
+        std::fs::write(directory.join("1_Pooling/config.json"), r#"{"pooling_mode_cls_token": true}"#).unwrap();
+        assert_eq!(read_pooling(&directory).unwrap(), Pooling { mean: false, normalize: false });
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}
