@@ -168,6 +168,8 @@ impl Drop for GraphExec {
 
 /// Runs artifacts on one CUDA device.
 pub struct CudaExecutor {
+    /// First, so executable graphs are destroyed before the module and arena they use.
+    graphs: Vec<(SymbolBindings, GraphExec)>,
     model: Arc<Model>,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -178,7 +180,6 @@ pub struct CudaExecutor {
     _arena: CudaSlice<u8>,
     arena_base: u64,
     staging: cudarc::driver::PinnedHostSlice<u8>,
-    graphs: Vec<(SymbolBindings, GraphExec)>,
     use_graphs: bool,
     description: String,
 }
