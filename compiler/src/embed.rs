@@ -151,7 +151,8 @@ mod tests {
     #[test]
     fn mean_pooling_skips_padding_and_normalization_gives_unit_vectors() {
         // Two texts, three token slots, two dims; the second text has one real token.
-        let hidden = HostTensor::from_f32(vec![2, 3, 2], &[1.0, 2.0, 3.0, 4.0, 100.0, 100.0, 6.0, 8.0, 50.0, 50.0, 50.0, 50.0]);
+        let hidden =
+            HostTensor::from_f32(vec![2, 3, 2], &[1.0, 2.0, 3.0, 4.0, 100.0, 100.0, 6.0, 8.0, 50.0, 50.0, 50.0, 50.0]);
         let mask = vec![vec![1, 1, 0], vec![1, 0, 0]];
         let mean = pool(&hidden, &mask, &Pooling { mean: true, normalize: false }).unwrap();
         assert_eq!(mean, vec![vec![2.0, 3.0], vec![6.0, 8.0]]);

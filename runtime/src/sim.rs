@@ -108,10 +108,81 @@ pub fn run_kernel(
     let mut order: Vec<u64> = (0..blocks as u64).collect();
     let mut random = Random(options.seed);
     shuffle(&mut order, &mut random);
+    let work: Vec<(u64, u64)> = order.into_iter().map(|block| (block, random.next())).collect();
+    let workers = worker_count(kernel, &options, work.len());
+    if workers > 1 {
+        return run_blocks_in_parallel(kernel, arguments, &work, blocks as u64, options, workers);
+    }
     let mut writers: HashMap<(usize, usize), u64> = HashMap::new();
-    for block in order {
-        let mut state = BlockState::new(kernel, block, blocks as u64, options, random.next());
+    for &(block, seed) in &work {
+        let mut state = BlockState::new(kernel, block, blocks as u64, options, seed, false);
         state.run_block(&kernel.body, arguments, &mut writers)?;
+    }
+    Ok(())
+}
+
+/// Threads for the fast mode: blocks are independent (a kernel may not
+/// depend on another block's writes), so they can run on several cores.
+/// Checked runs, kernels with atomics and small grids stay on one thread.
+/// `KILN_SIM_THREADS` caps the count.
+fn worker_count(kernel: &Kernel, options: &SimOptions, blocks: usize) -> usize {
+    if options.check || kernel.body.iter().any(contains_atomic) {
+        return 1;
+    }
+    let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cap = std::env::var("KILN_SIM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(available);
+    available.min(cap).min(blocks / 4).max(1)
+}
+
+fn contains_atomic(stmt: &Stmt) -> bool {
+    match stmt {
+        Stmt::AtomicAdd { .. } => true,
+        Stmt::If { then, otherwise, .. } => then.iter().chain(otherwise).any(contains_atomic),
+        Stmt::For { body, .. } => body.iter().any(contains_atomic),
+        _ => false,
+    }
+}
+
+/// Runs `work` (block, seed) split over `workers` threads, each on its own
+/// copy of the arguments and logging the elements its blocks write; the
+/// logged elements are then copied back. Blocks write disjoint elements (the
+/// checked mode enforces it), so the result equals a sequential run.
+fn run_blocks_in_parallel(
+    kernel: &Kernel,
+    arguments: &mut [SimArgument],
+    work: &[(u64, u64)],
+    blocks: u64,
+    options: SimOptions,
+    workers: usize,
+) -> Result<(), SimError> {
+    let shared: &[SimArgument] = arguments;
+    let chunk = work.len().div_ceil(workers);
+    let results: Vec<Result<(Vec<SimArgument>, HashMap<(usize, usize), u64>), SimError>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut local = shared.to_vec();
+                        let mut written = HashMap::new();
+                        for &(block, seed) in part {
+                            let mut state = BlockState::new(kernel, block, blocks, options, seed, true);
+                            state.run_block(&kernel.body, &mut local, &mut written)?;
+                        }
+                        Ok((local, written))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a simulator thread panicked")).collect()
+        });
+    for result in results {
+        let (local, written) = result?;
+        for (buffer, element) in written.into_keys() {
+            if let (SimArgument::Buffer(target), SimArgument::Buffer(source)) = (&mut arguments[buffer], &local[buffer])
+            {
+                target.data[element] = source.data[element];
+            }
+        }
     }
     Ok(())
 }
@@ -156,10 +227,20 @@ struct BlockState<'k> {
     shared: Vec<Vec<f64>>,
     cells: Vec<Vec<SharedCell>>,
     epoch: u64,
+    log_writes: bool,
 }
 
 impl<'k> BlockState<'k> {
-    fn new(kernel: &'k Kernel, block: u64, blocks: u64, options: SimOptions, seed: u64) -> BlockState<'k> {
+    /// `log_writes`: record every written element in the writers map (for
+    /// merging a parallel run), without the checks.
+    fn new(
+        kernel: &'k Kernel,
+        block: u64,
+        blocks: u64,
+        options: SimOptions,
+        seed: u64,
+        log_writes: bool,
+    ) -> BlockState<'k> {
         let warps = (kernel.block_threads as usize).div_ceil(options.warp_size);
         BlockState {
             kernel,
@@ -172,6 +253,7 @@ impl<'k> BlockState<'k> {
             shared: kernel.shared.iter().map(|a| vec![0.0; a.elements]).collect(),
             cells: kernel.shared.iter().map(|a| vec![SharedCell::default(); a.elements]).collect(),
             epoch: 0,
+            log_writes,
         }
     }
 
@@ -536,6 +618,8 @@ impl<'k> BlockState<'k> {
                         });
                     }
                 }
+                writers.insert((buffer, element), self.block);
+            } else if self.log_writes {
                 writers.insert((buffer, element), self.block);
             }
             let stored = if atomic { target.data[element] + values[lane] } else { values[lane] };

@@ -196,8 +196,10 @@ fn a_cuda_session_without_a_driver_says_so() {
 fn kiln_embed_tokenizes_like_the_model_s_own_python_tokenizer() {
     let directory = testdata().join("minilm");
     let sentences: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string(directory.join("sentences.json")).expect("sentences")).expect("JSON");
-    let batch = kiln_compiler::embed::tokenize(&minilm_directory().join("tokenizer.json"), &sentences, 128).expect("tokenizes");
+        serde_json::from_str(&std::fs::read_to_string(directory.join("sentences.json")).expect("sentences"))
+            .expect("JSON");
+    let batch =
+        kiln_compiler::embed::tokenize(&minilm_directory().join("tokenizer.json"), &sentences, 128).expect("tokenizes");
     // testdata/minilm/inputs were written by transformers' AutoTokenizer (testdata/make_testdata.py).
     let expected = host_inputs(&directory, &["input_ids".into(), "attention_mask".into(), "token_type_ids".into()]);
     for ((name, got), (expected_name, want)) in batch.inputs.iter().zip(&expected) {

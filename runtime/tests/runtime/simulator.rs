@@ -296,3 +296,15 @@ fn vector_accesses_move_whole_aligned_vectors_and_misalignment_is_caught() {
     assert!(matches!(run(2, n + 4), Err(SimError::Misaligned { width: 4, .. })), "a 4-wide access at element 2");
     assert!(matches!(run(4, n + 2), Err(SimError::OutOfBounds { access: "read", .. })), "the last vector overruns x");
 }
+
+#[test]
+fn the_fast_mode_spreads_blocks_over_threads_with_the_same_results() {
+    let n = 64 * 97 + 5;
+    let mut fast = add_arguments(n);
+    let options = SimOptions { check: false, ..SimOptions::default() };
+    run_kernel(&vector_add(BinaryOp::Lt), &mut fast, &bindings(n as i64), options).unwrap();
+    let mut checked = add_arguments(n);
+    run_kernel(&vector_add(BinaryOp::Lt), &mut checked, &bindings(n as i64), SimOptions::default()).unwrap();
+    assert_eq!(floats(&fast[2]), floats(&checked[2]));
+    assert!(floats(&fast[2]).iter().enumerate().all(|(i, &v)| v == 1.5 * i as f64));
+}
