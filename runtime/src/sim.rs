@@ -143,6 +143,9 @@ fn contains_atomic(stmt: &Stmt) -> bool {
     }
 }
 
+/// A worker's copy of the arguments and the elements its blocks wrote.
+type WorkerResult = (Vec<SimArgument>, HashMap<(usize, usize), u64>);
+
 /// Runs `work` (block, seed) split over `workers` threads, each on its own
 /// copy of the arguments and logging the elements its blocks write; the
 /// logged elements are then copied back. Blocks write disjoint elements (the
