@@ -160,24 +160,23 @@ fn run_blocks_in_parallel(
 ) -> Result<(), SimError> {
     let shared: &[SimArgument] = arguments;
     let chunk = work.len().div_ceil(workers);
-    let results: Vec<Result<(Vec<SimArgument>, HashMap<(usize, usize), u64>), SimError>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut local = shared.to_vec();
-                        let mut written = HashMap::new();
-                        for &(block, seed) in part {
-                            let mut state = BlockState::new(kernel, block, blocks, options, seed, true);
-                            state.run_block(&kernel.body, &mut local, &mut written)?;
-                        }
-                        Ok((local, written))
-                    })
+    let results: Vec<Result<WorkerResult, SimError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut local = shared.to_vec();
+                    let mut written = HashMap::new();
+                    for &(block, seed) in part {
+                        let mut state = BlockState::new(kernel, block, blocks, options, seed, true);
+                        state.run_block(&kernel.body, &mut local, &mut written)?;
+                    }
+                    Ok((local, written))
                 })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("a simulator thread panicked")).collect()
-        });
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a simulator thread panicked")).collect()
+    });
     for result in results {
         let (local, written) = result?;
         for (buffer, element) in written.into_keys() {
