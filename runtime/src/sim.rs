@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Param, Special, Stmt, UnaryOp, Var};
+use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
 use crate::{DType, SymbolBindings};
 
 /// How to run.
@@ -405,24 +405,32 @@ impl<'k> BlockState<'k> {
                 let (_, values) = self.evaluate(value, warp, mask, arguments)?;
                 self.store_lanes(*buffer, &indices, &values, warp, mask, arguments, writers, atomic)?;
             }
-            Stmt::VectorStore { buffer, index, values } => {
+            Stmt::VectorStore { memory, index, values } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
-                self.check_vector_alignment(*buffer, &indices, values.len(), warp, mask)?;
+                self.check_vector_alignment(*memory, &indices, values.len(), warp, mask)?;
                 let mut lanes = Vec::with_capacity(values.len());
                 for value in values {
                     lanes.push(self.evaluate(value, warp, mask, arguments)?.1);
                 }
                 for (offset, values) in lanes.iter().enumerate() {
                     let shifted: Vec<f64> = indices.iter().map(|i| i + offset as f64).collect();
-                    self.store_lanes(*buffer, &shifted, values, warp, mask, arguments, writers, false)?;
+                    match *memory {
+                        Memory::Buffer(buffer) => {
+                            self.store_lanes(buffer, &shifted, values, warp, mask, arguments, writers, false)?
+                        }
+                        Memory::Shared(array) => self.shared_write_lanes(array, &shifted, values, warp, mask)?,
+                    }
                 }
             }
-            Stmt::VectorLoad { vars, dtype, buffer, index } => {
+            Stmt::VectorLoad { vars, dtype, memory, index } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
-                self.check_vector_alignment(*buffer, &indices, vars.len(), warp, mask)?;
+                self.check_vector_alignment(*memory, &indices, vars.len(), warp, mask)?;
                 for (offset, var) in vars.iter().enumerate() {
                     let shifted: Vec<f64> = indices.iter().map(|i| i + offset as f64).collect();
-                    let (_, lanes) = self.load_lanes(*buffer, &shifted, warp, mask, arguments)?;
+                    let (_, lanes) = match *memory {
+                        Memory::Buffer(buffer) => self.load_lanes(buffer, &shifted, warp, mask, arguments)?,
+                        Memory::Shared(array) => self.shared_read_lanes(array, &shifted, warp, mask)?,
+                    };
                     let lanes = lanes.into_iter().map(|v| round_to(*dtype, v)).collect();
                     self.registers[warp].insert(*var, (*dtype, lanes));
                 }
@@ -430,13 +438,7 @@ impl<'k> BlockState<'k> {
             Stmt::SharedStore { array, index, value } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
                 let (_, values) = self.evaluate(value, warp, mask, arguments)?;
-                for lane in 0..mask.len() {
-                    if mask[lane] {
-                        let element = self.shared_index(*array, indices[lane], warp, lane, "write")?;
-                        self.record_shared(*array, element, warp, true)?;
-                        self.shared[*array][element] = round_to(self.kernel.shared[*array].dtype, values[lane]);
-                    }
-                }
+                self.shared_write_lanes(*array, &indices, &values, warp, mask)?;
             }
             Stmt::If { condition, then, otherwise } => {
                 let (_, conditions) = self.evaluate(condition, warp, mask, arguments)?;
@@ -470,6 +472,54 @@ impl<'k> BlockState<'k> {
             }
             Stmt::Barrier => {
                 return Err(SimError::DivergentBarrier { kernel: self.kernel.name.clone(), block: self.block });
+            }
+        }
+        Ok(())
+    }
+
+    /// Elements `indices[lane]` of shared array `array` for the active lanes
+    /// (checked: bounds, initialization, races).
+    fn shared_read_lanes(
+        &mut self,
+        array: usize,
+        indices: &[f64],
+        warp: usize,
+        mask: &[bool],
+    ) -> Result<(DType, Lanes), SimError> {
+        let mut lanes = vec![0.0; mask.len()];
+        for lane in 0..mask.len() {
+            if mask[lane] {
+                let element = self.shared_index(array, indices[lane], warp, lane, "read")?;
+                if self.options.check && !self.cells[array][element].initialized {
+                    return Err(SimError::UninitializedShared {
+                        kernel: self.kernel.name.clone(),
+                        block: self.block,
+                        thread: self.thread_of(warp, lane),
+                        array: self.kernel.shared[array].name.clone(),
+                        index: element,
+                    });
+                }
+                self.record_shared(array, element, warp, false)?;
+                lanes[lane] = self.shared[array][element];
+            }
+        }
+        Ok((register_type(self.kernel.shared[array].dtype), lanes))
+    }
+
+    /// Writes `values[lane]` to shared `array[indices[lane]]` for the active lanes.
+    fn shared_write_lanes(
+        &mut self,
+        array: usize,
+        indices: &[f64],
+        values: &[f64],
+        warp: usize,
+        mask: &[bool],
+    ) -> Result<(), SimError> {
+        for lane in 0..mask.len() {
+            if mask[lane] {
+                let element = self.shared_index(array, indices[lane], warp, lane, "write")?;
+                self.record_shared(array, element, warp, true)?;
+                self.shared[array][element] = round_to(self.kernel.shared[array].dtype, values[lane]);
             }
         }
         Ok(())
@@ -634,7 +684,7 @@ impl<'k> BlockState<'k> {
     /// (buffers are 256-byte aligned, so the address is then aligned to the access size).
     fn check_vector_alignment(
         &self,
-        buffer: usize,
+        memory: Memory,
         indices: &[f64],
         width: usize,
         warp: usize,
@@ -647,7 +697,10 @@ impl<'k> BlockState<'k> {
                     kernel: self.kernel.name.clone(),
                     block: self.block,
                     thread: self.thread_of(warp, lane),
-                    buffer: self.kernel.params[buffer].name().to_string(),
+                    buffer: match memory {
+                        Memory::Buffer(buffer) => self.kernel.params[buffer].name().to_string(),
+                        Memory::Shared(array) => self.kernel.shared[array].name.clone(),
+                    },
                     index: element,
                     width,
                 });
@@ -727,24 +780,7 @@ impl<'k> BlockState<'k> {
             }
             Expr::SharedLoad { array, index } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
-                let mut lanes = vec![0.0; width];
-                for lane in 0..width {
-                    if mask[lane] {
-                        let element = self.shared_index(*array, indices[lane], warp, lane, "read")?;
-                        if self.options.check && !self.cells[*array][element].initialized {
-                            return Err(SimError::UninitializedShared {
-                                kernel: self.kernel.name.clone(),
-                                block: self.block,
-                                thread: self.thread_of(warp, lane),
-                                array: self.kernel.shared[*array].name.clone(),
-                                index: element,
-                            });
-                        }
-                        self.record_shared(*array, element, warp, false)?;
-                        lanes[lane] = self.shared[*array][element];
-                    }
-                }
-                (register_type(self.kernel.shared[*array].dtype), lanes)
+                self.shared_read_lanes(*array, &indices, warp, mask)?
             }
             Expr::ShuffleXor { value, mask: xor } => {
                 let (dtype, values) = self.evaluate(value, warp, mask, arguments)?;

@@ -9,7 +9,7 @@
 //! against the kernel's declarations, so a corrupted kernel is an error,
 //! never a panic or an out-of-bounds access in the simulator.
 
-use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Param, SharedArray, Special, Stmt, UnaryOp, Var};
+use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, SharedArray, Special, Stmt, UnaryOp, Var};
 use crate::{DType, Dim};
 
 /// Deepest nesting of expressions and statements that decoding accepts.
@@ -103,6 +103,18 @@ impl Writer {
     fn dtype(&mut self, dtype: DType) {
         self.u8(position(&DTYPES, &dtype));
     }
+    fn memory(&mut self, memory: Memory) {
+        match memory {
+            Memory::Buffer(index) => {
+                self.u8(0);
+                self.u32(index as u32);
+            }
+            Memory::Shared(index) => {
+                self.u8(1);
+                self.u32(index as u32);
+            }
+        }
+    }
 
     fn kernel(&mut self, kernel: &Kernel) {
         self.string(&kernel.name);
@@ -186,19 +198,19 @@ impl Writer {
                 self.block(body);
             }
             Stmt::Barrier => self.u8(7),
-            Stmt::VectorLoad { vars, dtype, buffer, index } => {
+            Stmt::VectorLoad { vars, dtype, memory, index } => {
                 self.u8(8);
                 self.u32(vars.len() as u32);
                 vars.iter().for_each(|v| self.u32(v.0));
                 self.dtype(*dtype);
-                self.u32(*buffer as u32);
+                self.memory(*memory);
                 self.expr(index);
             }
-            Stmt::VectorStore { buffer, index, values } => {
+            Stmt::VectorStore { memory, index, values } => {
                 self.u8(9);
-                self.u32(*buffer as u32);
-                self.expr(index);
                 self.u32(values.len() as u32);
+                self.memory(*memory);
+                self.expr(index);
                 values.iter().for_each(|v| self.expr(v));
             }
         }
@@ -293,6 +305,7 @@ struct Declared {
     /// Each parameter's dtype.
     dtypes: Vec<DType>,
     shared: usize,
+    shared_dtypes: Vec<DType>,
 }
 
 impl<'a> Reader<'a> {
@@ -380,6 +393,7 @@ impl<'a> Reader<'a> {
                 })
                 .collect(),
             shared: shared.len(),
+            shared_dtypes: shared.iter().map(|a| a.dtype).collect(),
         };
         let body = self.block(&declared)?;
         Ok(Kernel { name, params, block_threads, grid_blocks, shared, body })
@@ -403,11 +417,23 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn vector_width(&self, declared: &Declared, buffer: usize, count: usize) -> Result<(), DecodeError> {
-        match declared.dtypes[buffer] {
-            dtype if crate::kernel::is_vector_width(dtype, count) => Ok(()),
-            dtype => Err(self.error(format!("a vector of {count} {dtype} elements"))),
+    /// A vector access's memory, checked to exist and to take `count` elements at once.
+    fn memory(&mut self, declared: &Declared, count: usize) -> Result<Memory, DecodeError> {
+        let (memory, dtype) = match self.u8()? {
+            0 => {
+                let index = self.buffer(declared)?;
+                (Memory::Buffer(index), declared.dtypes[index])
+            }
+            1 => {
+                let index = self.array(declared)?;
+                (Memory::Shared(index), declared.shared_dtypes[index])
+            }
+            tag => return Err(self.error(format!("unknown memory tag {tag}"))),
+        };
+        if !crate::kernel::is_vector_width(dtype, count) {
+            return Err(self.error(format!("a vector of {count} {dtype} elements")));
         }
+        Ok(memory)
     }
 
     fn array(&mut self, declared: &Declared) -> Result<usize, DecodeError> {
@@ -455,17 +481,15 @@ impl<'a> Reader<'a> {
                 let count = self.length()?;
                 let vars = (0..count).map(|_| self.u32().map(Var)).collect::<Result<Vec<_>, _>>()?;
                 let dtype = self.dtype()?;
-                let buffer = self.buffer(declared)?;
-                self.vector_width(declared, buffer, count)?;
-                Stmt::VectorLoad { vars, dtype, buffer, index: self.expr(declared)? }
+                let memory = self.memory(declared, count)?;
+                Stmt::VectorLoad { vars, dtype, memory, index: self.expr(declared)? }
             }
             9 => {
-                let buffer = self.buffer(declared)?;
-                let index = self.expr(declared)?;
                 let count = self.length()?;
-                self.vector_width(declared, buffer, count)?;
+                let memory = self.memory(declared, count)?;
+                let index = self.expr(declared)?;
                 let values = (0..count).map(|_| self.expr(declared)).collect::<Result<Vec<_>, _>>()?;
-                Stmt::VectorStore { buffer, index, values }
+                Stmt::VectorStore { memory, index, values }
             }
             tag => return Err(self.error(format!("unknown statement tag {tag}"))),
         })

@@ -172,22 +172,44 @@ pub enum Stmt {
     /// Block-wide barrier; every thread of the block must reach it (no divergence).
     Barrier,
     /// Declares `vars` (typed `dtype`) from `vars.len()` consecutive elements of
-    /// buffer parameter `buffer` starting at `index`, in one access of at most
-    /// 16 bytes (a power of two). `index` must be a multiple of the width: the
-    /// access is aligned to its size (buffers start 256-byte aligned).
+    /// `memory` starting at `index`, in one access of at most 16 bytes (a
+    /// power of two). `index` must be a multiple of the width: the access is
+    /// aligned to its size (buffers start 256-byte aligned, shared arrays 16).
     VectorLoad {
         vars: Vec<Var>,
         dtype: DType,
-        buffer: usize,
+        memory: Memory,
         index: Expr,
     },
-    /// Writes `values` to consecutive elements of `buffer` from `index`, in one
+    /// Writes `values` to consecutive elements of `memory` from `index`, in one
     /// aligned access of at most 16 bytes (as [`Stmt::VectorLoad`]).
     VectorStore {
-        buffer: usize,
+        memory: Memory,
         index: Expr,
         values: Vec<Expr>,
     },
+}
+
+/// What a vector access reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Memory {
+    /// Buffer parameter `n` (global memory).
+    Buffer(usize),
+    /// Shared array `n`.
+    Shared(usize),
+}
+
+impl Kernel {
+    /// The element dtype of `memory`, when it names a buffer parameter or a shared array.
+    pub fn memory_dtype(&self, memory: Memory) -> Option<DType> {
+        match memory {
+            Memory::Buffer(index) => match self.params.get(index)? {
+                Param::Buffer { dtype, .. } => Some(*dtype),
+                Param::Scalar { .. } => None,
+            },
+            Memory::Shared(index) => Some(self.shared.get(index)?.dtype),
+        }
+    }
 }
 
 /// Whether `count` elements of `dtype` form one vector access kernel IR allows:

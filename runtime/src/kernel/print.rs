@@ -40,6 +40,13 @@ pub fn print_kernel(kernel: &Kernel) -> String {
     text
 }
 
+fn memory_name(kernel: &Kernel, memory: crate::kernel::Memory) -> &str {
+    match memory {
+        crate::kernel::Memory::Buffer(index) => kernel.params[index].name(),
+        crate::kernel::Memory::Shared(index) => &kernel.shared[index].name,
+    }
+}
+
 fn print_block(kernel: &Kernel, body: &[Stmt], depth: usize, text: &mut String) {
     let indent = "  ".repeat(depth);
     for stmt in body {
@@ -68,23 +75,23 @@ fn print_block(kernel: &Kernel, body: &[Stmt], depth: usize, text: &mut String) 
                     expr(kernel, value)
                 );
             }
-            Stmt::VectorLoad { vars, dtype, buffer, index } => {
+            Stmt::VectorLoad { vars, dtype, memory, index } => {
                 let names: Vec<String> = vars.iter().map(|v| format!("v{}", v.0)).collect();
                 let _ = writeln!(
                     text,
                     "{indent}let {}: {dtype} = {}.v{}[{}]",
                     names.join(", "),
-                    kernel.params[*buffer].name(),
+                    memory_name(kernel, *memory),
                     vars.len(),
                     expr(kernel, index)
                 );
             }
-            Stmt::VectorStore { buffer, index, values } => {
+            Stmt::VectorStore { memory, index, values } => {
                 let values: Vec<String> = values.iter().map(|v| expr(kernel, v)).collect();
                 let _ = writeln!(
                     text,
                     "{indent}{}.v{}[{}] = ({})",
-                    kernel.params[*buffer].name(),
+                    memory_name(kernel, *memory),
                     values.len(),
                     expr(kernel, index),
                     values.join(", ")

@@ -1,7 +1,7 @@
 //! The simulator runs correct kernels and catches each kind of broken one.
 
 use kiln_runtime::kernel::build::{add, global_thread_index, i64, load, lt, param, special, var};
-use kiln_runtime::kernel::{print_kernel, BinaryOp, Expr, Kernel, Param, SharedArray, Special, Stmt, Var};
+use kiln_runtime::kernel::{print_kernel, BinaryOp, Expr, Kernel, Memory, Param, SharedArray, Special, Stmt, Var};
 use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimError, SimOptions};
 use kiln_runtime::{DType, Dim, SymbolBindings};
 
@@ -267,10 +267,14 @@ fn vector_copy(offset: i64) -> Kernel {
                     Stmt::VectorLoad {
                         vars: vec![a, b, c, d],
                         dtype: DType::F32,
-                        buffer: 0,
+                        memory: Memory::Buffer(0),
                         index: add(var(i), i64(offset)),
                     },
-                    Stmt::VectorStore { buffer: 1, index: var(i), values: vec![var(a), var(b), var(c), var(d)] },
+                    Stmt::VectorStore {
+                        memory: Memory::Buffer(1),
+                        index: var(i),
+                        values: vec![var(a), var(b), var(c), var(d)],
+                    },
                 ],
                 otherwise: Vec::new(),
             },
@@ -307,4 +311,61 @@ fn the_fast_mode_spreads_blocks_over_threads_with_the_same_results() {
     run_kernel(&vector_add(BinaryOp::Lt), &mut checked, &bindings(n as i64), SimOptions::default()).unwrap();
     assert_eq!(floats(&fast[2]), floats(&checked[2]));
     assert!(floats(&fast[2]).iter().enumerate().all(|(i, &v)| v == 1.5 * i as f64));
+}
+
+/// Each of 64 threads writes 4 values to shared memory as one vector, then —
+/// after the barrier, or without it when `barrier` is false — reads its
+/// neighbour's 4 as one vector.
+fn shared_vector_rotation(barrier: bool) -> Kernel {
+    let (t, a, b, c, d) = (Var(0), Var(1), Var(2), Var(3), Var(4));
+    let neighbour = Expr::Binary(BinaryOp::Rem, Box::new(add(var(t), i64(1))), Box::new(i64(64)));
+    let mut body = vec![
+        Stmt::Let { var: t, dtype: DType::I64, value: Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex))) },
+        Stmt::VectorStore {
+            memory: Memory::Shared(0),
+            index: kiln_runtime::kernel::build::mul(var(t), i64(4)),
+            values: (0..4)
+                .map(|j| {
+                    kiln_runtime::kernel::build::cast(
+                        DType::F32,
+                        add(kiln_runtime::kernel::build::mul(var(t), i64(4)), i64(j)),
+                    )
+                })
+                .collect(),
+        },
+    ];
+    if barrier {
+        body.push(Stmt::Barrier);
+    }
+    body.push(Stmt::VectorLoad {
+        vars: vec![a, b, c, d],
+        dtype: DType::F32,
+        memory: Memory::Shared(0),
+        index: kiln_runtime::kernel::build::mul(neighbour, i64(4)),
+    });
+    body.push(Stmt::VectorStore {
+        memory: Memory::Buffer(0),
+        index: kiln_runtime::kernel::build::mul(var(t), i64(4)),
+        values: vec![var(a), var(b), var(c), var(d)],
+    });
+    Kernel {
+        name: "shared_vector_rotation".into(),
+        params: vec![Param::Buffer { name: "y".into(), dtype: DType::F32, writable: true }],
+        block_threads: 64,
+        grid_blocks: Dim::constant(1),
+        shared: vec![SharedArray { name: "stage".into(), dtype: DType::F32, elements: 256 }],
+        body,
+    }
+}
+
+#[test]
+fn shared_memory_vectors_are_race_checked_like_scalars() {
+    let mut arguments = vec![buffer(DType::F32, vec![f64::NAN; 256])];
+    run_kernel(&shared_vector_rotation(true), &mut arguments, &SymbolBindings::new(), SimOptions::default()).unwrap();
+    let expected: Vec<f64> = (0..256).map(|i| ((i + 4) % 256) as f64).collect();
+    assert_eq!(floats(&arguments[0]), expected.as_slice());
+    let mut arguments = vec![buffer(DType::F32, vec![f64::NAN; 256])];
+    let error =
+        run_kernel(&shared_vector_rotation(false), &mut arguments, &SymbolBindings::new(), SimOptions::default());
+    assert!(matches!(error, Err(SimError::SharedRace { .. }) | Err(SimError::UninitializedShared { .. })), "{error:?}");
 }

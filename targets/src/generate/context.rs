@@ -174,7 +174,12 @@ impl<'g> KernelContext<'g> {
         let mut loaded = vector.loaded.borrow_mut();
         let vars = loaded.entry(buffer).or_insert_with(|| {
             let vars: Vec<Var> = (0..width).map(|_| self.fresh_var()).collect();
-            body.push(Stmt::VectorLoad { vars: vars.clone(), dtype, buffer, index: vector.first.clone() });
+            body.push(Stmt::VectorLoad {
+                vars: vars.clone(),
+                dtype,
+                memory: kernel::Memory::Buffer(buffer),
+                index: vector.first.clone(),
+            });
             vars
         });
         Some(Value { expr: build::var(vars[lane]), dtype })

@@ -6,7 +6,7 @@
 //! come in with one vector load each.
 
 use kiln_ir::{DType, Dim};
-use kiln_runtime::kernel::{build, is_vector_width, Expr, Stmt};
+use kiln_runtime::kernel::{build, is_vector_width, Expr, Memory, Stmt};
 
 use super::context::{linear_index, unravel, KernelContext, Value, VectorLanes};
 
@@ -82,7 +82,7 @@ pub fn generate(context: &mut KernelContext) -> Result<Vec<Stmt>, String> {
                 values.push(context.value_at(&mut then, output, lane)?.expr);
             }
             context.vector = None;
-            then.push(Stmt::VectorStore { buffer, index: index.expr.clone(), values });
+            then.push(Stmt::VectorStore { memory: Memory::Buffer(buffer), index: index.expr.clone(), values });
         }
         body.push(Stmt::If { condition: build::lt(index.expr.clone(), count), then, otherwise: Vec::new() });
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Literal, Param, Special, Stmt, UnaryOp, Var};
+use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
 use kiln_runtime::DType;
 
 /// Which vendor's attributes the function carries.
@@ -218,14 +218,28 @@ impl Emitter<'_> {
                     self.line(&format!("llvm.store {value}, {address} : {}, !llvm.ptr", memory_type(dtype)));
                 }
             }
-            Stmt::VectorLoad { vars, dtype: var_dtype, buffer, index } => {
-                let (element, vector) = self.vector_type(*buffer, vars.len())?;
-                let address = self.address(*buffer, index)?;
-                let loaded = self.fresh();
+            Stmt::VectorLoad { vars, dtype: var_dtype, memory, index } => {
+                let (element, vector) = self.vector_type(*memory, vars.len())?;
                 let alignment = vars.len() * element.size_in_bytes();
-                self.line(&format!(
-                    "{loaded} = llvm.load {address} {{alignment = {alignment} : i64}} : !llvm.ptr -> {vector}"
-                ));
+                let loaded = match *memory {
+                    Memory::Buffer(buffer) => {
+                        let address = self.address(buffer, index)?;
+                        let loaded = self.fresh();
+                        self.line(&format!(
+                            "{loaded} = llvm.load {address} {{alignment = {alignment} : i64}} : !llvm.ptr -> {vector}"
+                        ));
+                        loaded
+                    }
+                    Memory::Shared(array) => {
+                        let index = self.index(index)?;
+                        let memref = self.shared_memref(array);
+                        let loaded = self.fresh();
+                        self.line(&format!(
+                            "{loaded} = vector.load %shared{array}[{index}] {{alignment = {alignment} : i64}} : {memref}, {vector}"
+                        ));
+                        loaded
+                    }
+                };
                 for (position, var) in vars.iter().enumerate() {
                     let (lane, value) = (self.fresh(), self.fresh());
                     self.line(&format!("{lane} = llvm.mlir.constant({position} : i32) : i32"));
@@ -240,9 +254,8 @@ impl Emitter<'_> {
                     ));
                 }
             }
-            Stmt::VectorStore { buffer, index, values } => {
-                let (element, vector) = self.vector_type(*buffer, values.len())?;
-                let address = self.address(*buffer, index)?;
+            Stmt::VectorStore { memory, index, values } => {
+                let (element, vector) = self.vector_type(*memory, values.len())?;
                 let mut assembled = self.fresh();
                 self.line(&format!("{assembled} = llvm.mlir.poison : {vector}"));
                 for (position, value) in values.iter().enumerate() {
@@ -254,9 +267,21 @@ impl Emitter<'_> {
                     assembled = next;
                 }
                 let alignment = values.len() * element.size_in_bytes();
-                self.line(&format!(
-                    "llvm.store {assembled}, {address} {{alignment = {alignment} : i64}} : {vector}, !llvm.ptr"
-                ));
+                match *memory {
+                    Memory::Buffer(buffer) => {
+                        let address = self.address(buffer, index)?;
+                        self.line(&format!(
+                            "llvm.store {assembled}, {address} {{alignment = {alignment} : i64}} : {vector}, !llvm.ptr"
+                        ));
+                    }
+                    Memory::Shared(array) => {
+                        let index = self.index(index)?;
+                        let memref = self.shared_memref(array);
+                        self.line(&format!(
+                            "vector.store {assembled}, %shared{array}[{index}] {{alignment = {alignment} : i64}} : {memref}, {vector}"
+                        ));
+                    }
+                }
             }
             Stmt::SharedStore { array, index, value } => {
                 let dtype = self.kernel.shared[*array].dtype;
@@ -306,15 +331,19 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    /// The element dtype of buffer `buffer` and the MLIR type of `count` of them.
-    fn vector_type(&self, buffer: usize, count: usize) -> Result<(DType, String), String> {
-        let Param::Buffer { dtype, .. } = &self.kernel.params[buffer] else {
-            return Err("a vector access to a scalar parameter".into());
-        };
-        if !kiln_runtime::kernel::is_vector_width(*dtype, count) {
+    /// The element dtype of `memory` and the MLIR type of `count` of its elements.
+    fn vector_type(&self, memory: Memory, count: usize) -> Result<(DType, String), String> {
+        let dtype = self.kernel.memory_dtype(memory).ok_or("a vector access to a scalar parameter")?;
+        if !kiln_runtime::kernel::is_vector_width(dtype, count) {
             return Err(format!("a vector of {count} {dtype} elements"));
         }
-        Ok((*dtype, format!("vector<{count}x{}>", memory_type(*dtype))))
+        Ok((dtype, format!("vector<{count}x{}>", memory_type(dtype))))
+    }
+
+    /// The memref type of shared array `array`.
+    fn shared_memref(&self, array: usize) -> String {
+        let shared = &self.kernel.shared[array];
+        format!("memref<{}x{}, #gpu.address_space<workgroup>>", shared.elements, memory_type(shared.dtype))
     }
 
     /// `&buffer[index]`.

@@ -2,7 +2,7 @@
 //! a change in the lowering of one op is visible on its own.
 
 use kiln_runtime::kernel::build::{add, f32, i64, load, var};
-use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Param, SharedArray, Special, Stmt, UnaryOp, Var};
+use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Memory, Param, SharedArray, Special, Stmt, UnaryOp, Var};
 use kiln_runtime::{DType, Dim};
 use kiln_targets::lower::mlir::{kernel_function, Vendor};
 use kiln_targets::lower::nvptx::{find_libdevice, lower_to_ptx};
@@ -93,11 +93,11 @@ fn each_construct_lowers_to_its_own_mlir() {
                 Stmt::VectorLoad {
                     vars: vec![Var(2), Var(3), Var(4), Var(5)],
                     dtype: DType::F32,
-                    buffer: 0,
+                    memory: Memory::Buffer(0),
                     index: i64(4),
                 },
                 Stmt::VectorStore {
-                    buffer: 1,
+                    memory: Memory::Buffer(1),
                     index: i64(8),
                     values: vec![
                         var(Var(2)),
@@ -110,6 +110,24 @@ fn each_construct_lowers_to_its_own_mlir() {
                         f32(1.0),
                     ],
                 },
+            ],
+        ),
+        (
+            "shared_vector_load_and_store",
+            vec![
+                Stmt::VectorStore {
+                    memory: Memory::Shared(0),
+                    index: i64(4),
+                    values: vec![f32(1.0), f32(2.0), f32(3.0), f32(4.0)],
+                },
+                Stmt::Barrier,
+                Stmt::VectorLoad {
+                    vars: vec![Var(2), Var(3)],
+                    dtype: DType::F32,
+                    memory: Memory::Shared(0),
+                    index: i64(6),
+                },
+                store(add(var(Var(2)), var(Var(3)))),
             ],
         ),
     ];
