@@ -22,7 +22,7 @@ pub struct RunArguments {
     #[arg(long, default_value = "auto")]
     pub device: Device,
     /// Turn the simulator's sanitizer checks on (out-of-bounds accesses,
-    /// shared-memory races, divergent barriers, …); implies nothing on CUDA.
+    /// shared-memory races, divergent barriers, …); ignored on CUDA.
     #[arg(long)]
     pub check: bool,
     /// A model input: NAME=FILE.npy (repeat for each input).
@@ -81,6 +81,7 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
     }
     let device = match (&arguments.device, arguments.check) {
         (Device::Sim { .. }, check) => Device::Sim { check },
+        (Device::Auto, true) if crate::device::cuda::device_count() == 0 => Device::Sim { check: true },
         (other, _) => other.clone(),
     };
     let started = Instant::now();
