@@ -372,6 +372,7 @@ impl CudaExecutor {
         bindings: &SymbolBindings,
         repeats: usize,
     ) -> Result<Vec<std::time::Duration>, RunError> {
+        self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
         let mut times = Vec::with_capacity(repeats);
         for _ in 0..repeats {
             let started = std::time::Instant::now();
