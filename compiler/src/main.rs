@@ -194,7 +194,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, .. } if is_artifact(&model) => {
-            let artifact = kiln_runtime::Artifact::open(&model).with_context(|| model.display().to_string())?;
+            let artifact = kiln_runtime::cli::open_artifact(&model)?;
             print!("{}", kiln_runtime::cli::describe_artifact(&model, &artifact));
             Ok(())
         }
@@ -420,8 +420,7 @@ fn similarity_table(
     device: kiln_runtime::Device,
 ) -> Result<()> {
     use kiln_compiler::embed::{cosine, embed};
-    let model =
-        std::sync::Arc::new(kiln_runtime::Model::open(artifact).with_context(|| artifact.display().to_string())?);
+    let model = std::sync::Arc::new(kiln_runtime::Model::from_artifact(kiln_runtime::cli::open_artifact(artifact)?));
     let mut session = kiln_runtime::Session::new(model, device)?;
     eprintln!("device: {}", session.device_description());
     let texts: Vec<String> = queries.iter().chain(documents).cloned().collect();

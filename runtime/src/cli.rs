@@ -45,6 +45,14 @@ pub fn file_name_of(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
+/// Opens and validates an artifact; errors name the file once.
+pub fn open_artifact(path: &Path) -> Result<Artifact> {
+    Artifact::open(path).map_err(|error| match error {
+        crate::ArtifactError::Io { .. } => anyhow::Error::new(error),
+        other => anyhow::Error::new(other).context(path.display().to_string()),
+    })
+}
+
 /// Reads `NAME=FILE.npy` arguments.
 pub fn read_inputs(arguments: &[String]) -> Result<Vec<(String, HostTensor)>> {
     let mut inputs: Vec<(String, HostTensor)> = Vec::new();
@@ -64,7 +72,7 @@ pub fn read_inputs(arguments: &[String]) -> Result<Vec<(String, HostTensor)>> {
 /// Opens the artifact, runs it on the inputs and writes every output as `.npy`.
 pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
     let started = Instant::now();
-    let model = Arc::new(Model::open(&arguments.artifact).with_context(|| arguments.artifact.display().to_string())?);
+    let model = Arc::new(Model::from_artifact(open_artifact(&arguments.artifact)?));
     eprintln!("opened {} in {:.2?}", arguments.artifact.display(), started.elapsed());
     let inputs = read_inputs(&arguments.inputs)?;
     let artifact = &model.artifact;

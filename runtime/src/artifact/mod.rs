@@ -28,13 +28,13 @@ pub use manifest::Manifest;
 /// Why an artifact could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("not a kiln artifact (the file does not start with the kiln magic)")]
+    #[error("not a kiln artifact (it does not start with the kiln magic; `kiln compile MODEL -o OUT.kiln` makes one)")]
     NotAnArtifact,
     #[error("artifact format version {found}; this runtime reads version {supported} (recompile the model with a matching kiln)")]
     Version { found: u32, supported: u32 },
@@ -176,6 +176,10 @@ impl Artifact {
     pub fn open(path: &Path) -> Result<Artifact, ArtifactError> {
         let io = |source| ArtifactError::Io { path: path.display().to_string(), source };
         let file = std::fs::File::open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.is_dir() {
+            let message = "a directory, not an artifact file (a model directory is compiled with `kiln compile`)";
+            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, message)));
+        }
         // SAFETY: the map is read-only; kiln never writes an artifact in place
         // (the compiler writes a temporary file and renames it).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;

@@ -2,8 +2,7 @@
 //! driver (or nothing: the simulator), with no compiler inside.
 
 use clap::{Parser, Subcommand};
-use kiln_runtime::cli::{describe_artifact, run_artifact, RunArguments};
-use kiln_runtime::Artifact;
+use kiln_runtime::cli::{describe_artifact, open_artifact, run_artifact, RunArguments};
 
 /// kiln-run: run a compiled kiln artifact (CUDA, else the kernel simulator).
 ///
@@ -27,9 +26,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match (cli.command, cli.run) {
-        (Some(Command::Inspect { artifact }), _) => Artifact::open(&artifact)
-            .map(|opened| print!("{}", describe_artifact(&artifact, &opened)))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", artifact.display())),
+        (Some(Command::Inspect { artifact }), _) => {
+            open_artifact(&artifact).map(|opened| print!("{}", describe_artifact(&artifact, &opened)))
+        }
         (None, Some(arguments)) => run_artifact(&arguments),
         (None, None) => Err(anyhow::anyhow!("nothing to do; see kiln-run --help")),
     };
