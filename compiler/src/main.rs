@@ -193,9 +193,13 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inspect { model, .. } if is_artifact(&model) => {
+        Command::Inspect { model, json, .. } if is_artifact(&model) => {
             let artifact = kiln_runtime::cli::open_artifact(&model)?;
-            print!("{}", kiln_runtime::cli::describe_artifact(&model, &artifact));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&artifact_json(&artifact))?);
+            } else {
+                print!("{}", kiln_runtime::cli::describe_artifact(&model, &artifact));
+            }
             Ok(())
         }
         Command::Inspect { model, ir, json, dump_ir, stop_after, compile, bind } => {
@@ -454,4 +458,35 @@ fn similarity_table(
         println!();
     }
     Ok(())
+}
+
+/// What `kiln inspect ARTIFACT --json` prints.
+fn artifact_json(artifact: &kiln_runtime::Artifact) -> serde_json::Value {
+    use serde_json::json;
+    let manifest = &artifact.manifest;
+    let tensor = |slot: usize| {
+        let spec = &artifact.slots[slot].tensor;
+        json!({"name": spec.name, "dtype": spec.dtype.name(), "shape": spec.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>()})
+    };
+    let maxima: SymbolBindings = artifact.bounds.iter().map(|(s, &(_, max))| (s.clone(), max)).collect();
+    json!({
+        "model": manifest.model_name,
+        "producer": manifest.producer,
+        "precision": manifest.precision,
+        "format_version": kiln_runtime::artifact::FORMAT_VERSION,
+        "file_bytes": artifact.file_bytes(),
+        "bounds": artifact.bounds.iter().map(|(s, (min, max))| (s.clone(), json!([min, max]))).collect::<serde_json::Map<_, _>>(),
+        "entry_points": artifact.entry_points.iter().map(|entry| json!({
+            "name": entry.name,
+            "launches": entry.launches.len(),
+            "inputs": entry.inputs.iter().map(|&s| tensor(s)).collect::<Vec<_>>(),
+            "outputs": entry.outputs.iter().map(|&s| tensor(s)).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "kernels": artifact.kernels.len(),
+        "weights": artifact.weights.len(),
+        "weight_bytes": artifact.weight_total_bytes(),
+        "arena_bytes": artifact.arena_bytes.to_string(),
+        "peak_arena_bytes": artifact.arena_bytes.evaluate(&maxima).ok(),
+        "targets": artifact.targets(),
+    })
 }

@@ -197,6 +197,11 @@ fn compile_writes_an_artifact_and_each_kernels_ir_mlir_and_ptx() {
     assert!(description.contains("bounds: batch=1..8, seq=2..128"), "{description}");
     assert!(description.contains("input  input_ids: i64[batch, seq]"), "{description}");
     assert!(description.contains("code: sm_80, sm_90, gfx942"), "{description}");
+    let as_json = kiln(&["inspect", "--json", artifact.to_str().expect("utf-8")]);
+    let json: serde_json::Value = serde_json::from_slice(&as_json.stdout).expect("JSON");
+    assert_eq!(json["entry_points"][0]["launches"], 15);
+    assert_eq!(json["bounds"]["seq"], serde_json::json!([2, 128]));
+    assert_eq!(json["entry_points"][0]["inputs"][0]["shape"], serde_json::json!(["batch", "seq"]));
 
     let again = kiln(&["compile", model.to_str().expect("utf-8"), "-o", artifact.to_str().expect("utf-8")]);
     assert!(!again.status.success(), "an existing artifact was replaced without --force");
