@@ -58,6 +58,8 @@ pub struct CompiledModel {
     pub ptx: Vec<(String, String)>,
     /// AMDGPU assembly per AMD chip (one module with every kernel).
     pub amdgpu: Vec<(String, String)>,
+    /// Each phase and how long it took (`optimize`, `generate`, `lower sm_80`, …).
+    pub phase_times: Vec<(String, std::time::Duration)>,
 }
 
 /// Compiles `graph`; `progress` hears of each step and its time.
@@ -70,10 +72,12 @@ pub fn compile(
     let started = Instant::now();
     let plan = Pipeline::new(options.clone()).run(&mut graph, &mut |_, _, _| {})?;
     let plan = plan.ok_or_else(|| kiln_passes::PassError::new("compile", "the pipeline stopped before the plan"))?;
+    let mut phase_times = vec![("optimize".to_string(), started.elapsed())];
     progress(&format!("optimized: {} fusion groups in {:.2?}", graph.groups().len(), started.elapsed()));
     let started = Instant::now();
     let kernels: Vec<GeneratedKernel> =
         graph.groups().keys().map(|&g| generate_kernel(&graph, g)).collect::<Result<_, _>>()?;
+    phase_times.push(("generate".to_string(), started.elapsed()));
     progress(&format!("generated {} kernels in {:.2?}", kernels.len(), started.elapsed()));
     let libdevice = find_libdevice();
     let mut ptx = Vec::new();
@@ -85,6 +89,7 @@ pub fn compile(
                 let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
                 let code = lower_to_ptx(&all, chip, libdevice.as_deref())
                     .map_err(|e| CompileError::Lower { target: chip.clone(), message: e.to_string() })?;
+                phase_times.push((format!("lower {chip}"), started.elapsed()));
                 progress(&format!("lowered to PTX for {chip} in {:.2?}", started.elapsed()));
                 ptx.push((chip.clone(), code));
             }
@@ -92,12 +97,13 @@ pub fn compile(
                 let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
                 let code = lower_to_amdgpu(&all, chip)
                     .map_err(|message| CompileError::Lower { target: chip.clone(), message })?;
+                phase_times.push((format!("lower {chip}"), started.elapsed()));
                 progress(&format!("lowered to AMDGPU assembly for {chip} in {:.2?}", started.elapsed()));
                 amdgpu.push((chip.clone(), code));
             }
         }
     }
-    Ok(CompiledModel { graph, plan, kernels, ptx, amdgpu })
+    Ok(CompiledModel { graph, plan, kernels, ptx, amdgpu, phase_times })
 }
 
 /// Writes, per kernel, its kernel IR (`.kir`), its MLIR (`.mlir`), its PTX

@@ -360,8 +360,10 @@ fn compile_model(
     }
     let started = Instant::now();
     let graph = import(model)?;
-    eprintln!("  imported {} in {:.2?}", model.display(), started.elapsed());
-    let compiled = compile(graph, &options, targets, &mut |step| eprintln!("  {step}"))?;
+    let imported = started.elapsed();
+    eprintln!("  imported {} in {imported:.2?}", model.display());
+    let mut compiled = compile(graph, &options, targets, &mut |step| eprintln!("  {step}"))?;
+    compiled.phase_times.insert(0, ("import".to_string(), imported));
     if let Some(directory) = emit_dir {
         let files = emit(&compiled, targets, directory)?;
         eprintln!("  wrote {files} files to {}", directory.display());
@@ -372,12 +374,13 @@ fn compile_model(
     let mut packed = None;
     if let Some((path, force)) = output {
         let started = Instant::now();
-        let model_name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let model_name = model_name_of(model);
         let artifact_options =
             ArtifactOptions { model_name: &model_name, precision: options.precision.name(), bounds: &bounds };
         let artifact = pack_artifact(&compiled, &artifact_options)?;
         write_file_atomically(path, &artifact.bytes, force)?;
         eprintln!("  wrote {} in {:.2?}", path.display(), started.elapsed());
+        compiled.phase_times.push(("write".to_string(), started.elapsed()));
         packed = Some(artifact);
     }
     let bound_text: Vec<String> = bounds.iter().map(|(s, (min, max))| format!("{s}={min}..{max}")).collect();
@@ -396,7 +399,8 @@ fn compile_model(
         }
         _ => println!("artifact: none written (pass -o OUT.kiln)"),
     }
-    println!("total time: {:.2?}", started.elapsed());
+    let phases: Vec<String> = compiled.phase_times.iter().map(|(phase, time)| format!("{phase} {time:.2?}")).collect();
+    println!("time: {} (total {:.2?})", phases.join(", "), started.elapsed());
     // What ptxas makes of each kernel, when ptxas is installed (scripts/setup.sh).
     if let Some(ptxas) = kiln_targets::lower::nvptx::find_ptxas() {
         for (chip, ptx) in &compiled.ptx {
@@ -489,4 +493,18 @@ fn artifact_json(artifact: &kiln_runtime::Artifact) -> serde_json::Value {
         "peak_arena_bytes": artifact.arena_bytes.evaluate(&maxima).ok(),
         "targets": artifact.targets(),
     })
+}
+
+/// The name an artifact records for `model`: the file name, or for a
+/// directory its last two components (`bert-hf5/hf`, `…_l6_v2/model`).
+fn model_name_of(model: &Path) -> String {
+    let components: Vec<String> = model
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    let keep = if model.is_dir() { 2 } else { 1 };
+    components[components.len().saturating_sub(keep)..].join("/")
 }

@@ -187,6 +187,10 @@ fn compile_writes_an_artifact_and_each_kernels_ir_mlir_and_ptx() {
     assert!(stdout.contains("kernels: 15"), "{stdout}");
     assert!(stdout.contains("launches: 15"), "{stdout}");
     assert!(stdout.contains("(batch=1..8, seq=2..128)"), "{stdout}");
+    assert!(
+        stdout.contains("time: import") && stdout.contains("lower gfx942") && stdout.contains(", write "),
+        "{stdout}"
+    );
     for suffix in [".kir", ".mlir", ".sm_80.ptx", ".sm_90.ptx", ".gfx942.s"] {
         let path = directory.join(format!("g1_matmul{suffix}"));
         assert!(path.is_file(), "{} is missing", path.display());
@@ -195,6 +199,7 @@ fn compile_writes_an_artifact_and_each_kernels_ir_mlir_and_ptx() {
     assert!(described.status.success(), "{}", text(&described.stderr));
     let description = text(&described.stdout);
     assert!(description.contains("bounds: batch=1..8, seq=2..128"), "{description}");
+    assert!(description.contains("model: distilbert-hf5/hf"), "{description}");
     assert!(description.contains("input  input_ids: i64[batch, seq]"), "{description}");
     assert!(description.contains("code: sm_80, sm_90, gfx942"), "{description}");
     let as_json = kiln(&["inspect", "--json", artifact.to_str().expect("utf-8")]);
