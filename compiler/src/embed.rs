@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use kiln_runtime::{DType, HostTensor, Session};
+use kiln_runtime::{HostTensor, Session};
 
 /// How token vectors become one sentence vector (sentence-transformers' modules).
 #[derive(Clone, Debug, PartialEq)]
@@ -136,12 +136,7 @@ pub fn embed(session: &mut Session, model_dir: &Path, texts: &[String]) -> Resul
     }
     let outputs = session.run(&inputs)?;
     let (_, hidden) = outputs.first().context("the model has no outputs")?;
-    let hidden = if hidden.dtype == DType::F32 {
-        hidden.clone()
-    } else {
-        HostTensor::from_f64(DType::F32, hidden.shape.clone(), &hidden.to_f64_vec())
-    };
-    pool(&hidden, &batch.mask, &read_pooling(model_dir)?)
+    pool(hidden, &batch.mask, &read_pooling(model_dir)?)
 }
 
 #[cfg(test)]

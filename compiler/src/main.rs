@@ -8,12 +8,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kiln_compiler::artifact::{input_symbol_bounds, pack_artifact, write_file_atomically, ArtifactOptions};
 use kiln_compiler::compile::{compile, emit, Target};
-use kiln_compiler::npy::{read_npy, write_npy};
+use kiln_compiler::npy::{host_to_tensor, write_npy};
 use kiln_compiler::{load_model, summary};
 use kiln_ir::SymbolBindings;
 use kiln_ir::{evaluate, print_graph_summary, Graph, Tensor};
 use kiln_passes::{default_bounds, MemoryPlan, Phase, Pipeline, PipelineOptions, Precision};
-use kiln_runtime::cli::file_name_of;
 
 /// kiln: an ahead-of-time compiler for transformer models.
 ///
@@ -305,32 +304,19 @@ fn eval(
     if let Some(options) = options {
         optimize(&mut graph, options, None)?;
     }
-    let mut inputs: HashMap<String, Tensor> = HashMap::new();
-    for argument in input_arguments {
-        let Some((name, file)) = argument.split_once('=') else {
-            bail!("--input `{argument}` is not NAME=FILE.npy");
-        };
-        let tensor = read_npy(Path::new(file)).with_context(|| format!("input `{name}`"))?;
-        if inputs.insert(name.to_string(), tensor).is_some() {
-            bail!("input `{name}` is given twice");
-        }
-    }
-    let output_paths: BTreeMap<String, PathBuf> = graph
-        .outputs()
-        .iter()
-        .map(|o| (o.name.clone(), output_dir.join(format!("{}.npy", file_name_of(&o.name)))))
+    let inputs: HashMap<String, Tensor> = kiln_runtime::cli::read_inputs(input_arguments)?
+        .into_iter()
+        .map(|(name, host)| (name, host_to_tensor(&host)))
         .collect();
-    if !force {
-        if let Some(existing) = output_paths.values().find(|p| p.exists()) {
-            bail!("{} exists; pass --force to replace it", existing.display());
-        }
-    }
+    let names: Vec<&str> = graph.outputs().iter().map(|o| o.name.as_str()).collect();
+    let paths = kiln_runtime::cli::output_paths(output_dir, names.iter().copied(), force)?;
+    let output_paths: BTreeMap<&str, PathBuf> = names.into_iter().zip(paths).collect();
     let started = Instant::now();
     let outputs = evaluate(&graph, &inputs)?;
     eprintln!("evaluated in {:.2?}", started.elapsed());
     std::fs::create_dir_all(output_dir).with_context(|| format!("creating {}", output_dir.display()))?;
     for (name, tensor) in outputs {
-        let path = &output_paths[&name];
+        let path = &output_paths[name.as_str()];
         write_npy(path, &tensor)?;
         println!("{name}: {:?} {} -> {}", tensor.shape, tensor.dtype, path.display());
     }

@@ -53,6 +53,18 @@ pub fn open_artifact(path: &Path) -> Result<Artifact> {
     })
 }
 
+/// `DIR/<name>.npy` for each output name; an existing file is an error
+/// unless `force` (nothing the user has is replaced without asking).
+pub fn output_paths<'a>(directory: &Path, names: impl Iterator<Item = &'a str>, force: bool) -> Result<Vec<PathBuf>> {
+    let paths: Vec<PathBuf> = names.map(|name| directory.join(format!("{}.npy", file_name_of(name)))).collect();
+    if !force {
+        if let Some(existing) = paths.iter().find(|p| p.exists()) {
+            bail!("{} exists; pass --force to replace it", existing.display());
+        }
+    }
+    Ok(paths)
+}
+
 /// Reads `NAME=FILE.npy` arguments.
 pub fn read_inputs(arguments: &[String]) -> Result<Vec<(String, HostTensor)>> {
     let mut inputs: Vec<(String, HostTensor)> = Vec::new();
@@ -77,16 +89,8 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
     let inputs = read_inputs(&arguments.inputs)?;
     let artifact = &model.artifact;
     let entry = artifact.entry_point("forward").context("the artifact has no `forward` entry point")?;
-    let output_paths: Vec<PathBuf> = entry
-        .outputs
-        .iter()
-        .map(|&slot| arguments.output_dir.join(format!("{}.npy", file_name_of(&artifact.slots[slot].tensor.name))))
-        .collect();
-    if !arguments.force {
-        if let Some(existing) = output_paths.iter().find(|p| p.exists()) {
-            bail!("{} exists; pass --force to replace it", existing.display());
-        }
-    }
+    let names = entry.outputs.iter().map(|&slot| artifact.slots[slot].tensor.name.as_str());
+    let output_paths = output_paths(&arguments.output_dir, names, arguments.force)?;
     let device = match (&arguments.device, arguments.check) {
         (Device::Sim { .. }, check) => Device::Sim { check },
         (Device::Auto, true) if crate::device::cuda::device_count() == 0 => Device::Sim { check: true },

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::tensor::HostTensor;
+use crate::tensor::{encode_elements, HostTensor};
 use crate::DType;
 
 /// A file that is not a `.npy` kiln can read, or could not be written.
@@ -90,7 +90,12 @@ pub fn write_npy(path: &Path, tensor: &HostTensor) -> Result<(), NpyError> {
 pub fn npy_bytes(tensor: &HostTensor) -> Vec<u8> {
     let (descr, data) = match tensor.dtype {
         DType::F32 => ("<f4", tensor.bytes.clone()),
-        DType::BF16 | DType::F8E4M3 => ("<f4", HostTensor::from_f64(DType::F32, vec![], &tensor.to_f64_vec()).bytes),
+        DType::BF16 | DType::F8E4M3 => {
+            let values = tensor.to_f64_vec();
+            let mut bytes = vec![0u8; values.len() * 4];
+            encode_elements(DType::F32, &values, &mut bytes);
+            ("<f4", bytes)
+        }
         DType::F16 => ("<f2", tensor.bytes.clone()),
         DType::I64 => ("<i8", tensor.bytes.clone()),
         DType::I32 => ("<i4", tensor.bytes.clone()),

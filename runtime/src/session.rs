@@ -167,25 +167,36 @@ impl Session {
 
     /// Runs the `forward` entry point on host inputs; returns the outputs in
     /// the model's order.
-    pub fn run(&mut self, inputs: &[(String, HostTensor)]) -> Result<Vec<(String, HostTensor)>, RunError> {
+    pub fn run(&mut self, inputs: &[(String, HostTensor)]) -> Result<NamedTensors, RunError> {
         self.run_entry("forward", inputs)
     }
 
     /// Runs entry point `entry`.
-    pub fn run_entry(
-        &mut self,
-        entry: &str,
-        inputs: &[(String, HostTensor)],
-    ) -> Result<Vec<(String, HostTensor)>, RunError> {
-        let artifact = &self.model.artifact;
-        let spec = artifact.entry_point(entry).ok_or_else(|| RunError::NoEntryPoint(entry.into()))?;
-        let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
-        let outputs = match &mut self.executor {
-            Executor::Sim(sim) => sim.run(&self.model, spec, &bindings, &ordered)?,
-            Executor::Cuda(cuda) => cuda.run(spec, &bindings, &ordered)?,
-        };
-        Ok(spec.outputs.iter().map(|&slot| artifact.slots[slot].tensor.name.clone()).zip(outputs).collect())
+    pub fn run_entry(&mut self, entry: &str, inputs: &[(String, HostTensor)]) -> Result<NamedTensors, RunError> {
+        let model = self.model.clone();
+        let spec = model.artifact.entry_point(entry).ok_or_else(|| RunError::NoEntryPoint(entry.into()))?;
+        let (bindings, ordered) = bind_inputs(&model.artifact, spec, inputs)?;
+        self.run_bound(spec, &bindings, &ordered)
     }
+
+    /// Runs `spec` on inputs already bound and ordered by [`bind_inputs`].
+    fn run_bound(
+        &mut self,
+        spec: &EntrySpec,
+        bindings: &SymbolBindings,
+        ordered: &[&HostTensor],
+    ) -> Result<NamedTensors, RunError> {
+        let outputs = match &mut self.executor {
+            Executor::Sim(sim) => sim.run(&self.model, spec, bindings, ordered)?,
+            Executor::Cuda(cuda) => cuda.run(spec, bindings, ordered)?,
+        };
+        Ok(output_names(&self.model.artifact, spec).zip(outputs).collect())
+    }
+}
+
+/// The names of `spec`'s outputs, in order.
+fn output_names<'a>(artifact: &'a Artifact, spec: &'a EntrySpec) -> impl Iterator<Item = String> + 'a {
+    spec.outputs.iter().map(|&slot| artifact.slots[slot].tensor.name.clone())
 }
 
 impl Session {
@@ -213,7 +224,7 @@ impl Session {
             return Err(RunError::NotOnDevice);
         };
         let outputs = cuda.run_device(spec, &bindings, &ordered)?;
-        Ok(spec.outputs.iter().map(|&slot| artifact.slots[slot].tensor.name.clone()).zip(outputs).collect())
+        Ok(output_names(artifact, spec).zip(outputs).collect())
     }
 
     /// Runs `forward` once on `inputs`, then times `repeats` more executions:
@@ -225,10 +236,11 @@ impl Session {
         inputs: &[(String, HostTensor)],
         repeats: usize,
     ) -> Result<(NamedTensors, Vec<std::time::Duration>), RunError> {
-        let outputs = self.run(inputs)?;
-        let artifact = &self.model.artifact;
+        let model = self.model.clone();
+        let artifact = &model.artifact;
         let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
         let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
+        let outputs = self.run_bound(spec, &bindings, &ordered)?;
         let mut times = Vec::with_capacity(repeats);
         match &mut self.executor {
             Executor::Cuda(cuda) => times = cuda.time_launches(spec, &bindings, repeats)?,

@@ -2,7 +2,7 @@
 //! scalar constants, and replace a matched value with a new op.
 
 use kiln_ir::graph::ValueRef;
-use kiln_ir::{BinaryOp, Graph, Op, UnaryOp};
+use kiln_ir::{BinaryOp, DType, Graph, Op, UnaryOp};
 
 use crate::pass::PassError;
 use crate::util::constant_scalar;
@@ -41,6 +41,14 @@ pub fn with_scalar(graph: &Graph, value: ValueRef, op: BinaryOp) -> Option<(Valu
 }
 
 /// Whether `a ≈ b` relatively.
+/// The dtype of `value` and its last dim, when that dim is a constant: the
+/// row a normalization runs over.
+pub fn row_of(graph: &Graph, value: ValueRef) -> Option<(DType, usize)> {
+    let ty = graph.value_type(value);
+    let columns = ty.shape.last()?.as_constant()?;
+    Some((ty.dtype, columns as usize))
+}
+
 pub fn near(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-4 * b.abs().max(1e-12)
 }

@@ -7,7 +7,7 @@
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{BinaryOp, Constant, Graph, Op, ReduceKind, Tensor, UnaryOp};
 
-use super::patterns::{binary, is_last_axis, replace_with, rewrite_each, trailing_row_parameter, with_scalar};
+use super::patterns::{binary, is_last_axis, replace_with, rewrite_each, row_of, trailing_row_parameter, with_scalar};
 use crate::pass::{Pass, PassError};
 
 pub struct RecognizeLayerNorm;
@@ -55,10 +55,7 @@ impl Pass for RecognizeLayerNorm {
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError> {
         rewrite_each(graph, |graph, value| {
             let Some((x, epsilon)) = normalized(graph, value) else { return Ok(false) };
-            let ty = graph.value_type(x).clone();
-            let Some(columns) = ty.shape.last().and_then(|d| d.as_constant()).map(|d| d as usize) else {
-                return Ok(false);
-            };
+            let Some((dtype, columns)) = row_of(graph, x) else { return Ok(false) };
             // Extend over `· γ`, then `+ β`, when they follow.
             let mut end = value;
             let scale = trailing_row_parameter(graph, end, BinaryOp::Mul, columns).map(|(scale, output)| {
@@ -79,7 +76,7 @@ impl Pass for RecognizeLayerNorm {
                 Some(s) => as_row(graph, s),
                 None => {
                     let name = graph.fresh_value_name("layer_norm.unit_scale");
-                    let ones = Tensor::from_f32(ty.dtype, vec![columns], vec![1.0; columns]);
+                    let ones = Tensor::from_f32(dtype, vec![columns], vec![1.0; columns]);
                     graph.add_constant(&name, Constant::from_tensor(&ones))
                 }
             };

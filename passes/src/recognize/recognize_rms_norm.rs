@@ -7,7 +7,9 @@
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{BinaryOp, Constant, Graph, Op, ReduceKind, Tensor, UnaryOp};
 
-use super::patterns::{binary, is_last_axis, replace_with, rewrite_each, trailing_row_parameter, unary, with_scalar};
+use super::patterns::{
+    binary, is_last_axis, replace_with, rewrite_each, row_of, trailing_row_parameter, unary, with_scalar,
+};
 use crate::pass::{Pass, PassError};
 
 pub struct RecognizeRmsNorm;
@@ -57,16 +59,13 @@ impl Pass for RecognizeRmsNorm {
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError> {
         rewrite_each(graph, |graph, value| {
             let Some((x, epsilon)) = normalized(graph, value) else { return Ok(false) };
-            let ty = graph.value_type(x).clone();
-            let Some(columns) = ty.shape.last().and_then(|d| d.as_constant()).map(|d| d as usize) else {
-                return Ok(false);
-            };
+            let Some((dtype, columns)) = row_of(graph, x) else { return Ok(false) };
             let (scale_tensor, end) = match trailing_row_parameter(graph, value, BinaryOp::Mul, columns) {
                 Some((scale, output)) => {
                     let tensor = graph.as_constant(scale).expect("matched a constant").to_tensor();
                     (Tensor { shape: vec![columns], ..tensor }, output)
                 }
-                None => (Tensor::from_f32(ty.dtype, vec![columns], vec![1.0; columns]), value),
+                None => (Tensor::from_f32(dtype, vec![columns], vec![1.0; columns]), value),
             };
             let name = graph.fresh_value_name("rms_norm.scale");
             let scale = graph.add_constant(&name, Constant::from_tensor(&scale_tensor));

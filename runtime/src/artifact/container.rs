@@ -59,13 +59,18 @@ pub struct Section {
     pub length: usize,
 }
 
+/// Where the section table of `count` sections ends.
+pub fn table_end(count: usize) -> usize {
+    HEADER_BYTES + ENTRY_BYTES * count
+}
+
 fn align_up(value: usize) -> usize {
     value.div_ceil(SECTION_ALIGNMENT) * SECTION_ALIGNMENT
 }
 
 /// Writes `sections` (kind and bytes, the manifest first) into `out`.
 pub fn write_container(sections: &[(SectionKind, &[u8])], out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let mut offset = align_up(HEADER_BYTES + ENTRY_BYTES * sections.len());
+    let mut offset = align_up(table_end(sections.len()));
     let mut table = Vec::with_capacity(ENTRY_BYTES * sections.len());
     let mut offsets = Vec::new();
     for (kind, bytes) in sections {
@@ -118,7 +123,7 @@ pub fn read_container(file: &[u8]) -> Result<Vec<Section>, ArtifactError> {
     if count == 0 || count > MAX_SECTIONS {
         return Err(corrupt(format!("{count} sections")));
     }
-    let table_end = HEADER_BYTES + count * ENTRY_BYTES;
+    let table_end = table_end(count);
     if file.len() < table_end {
         return Err(corrupt(format!("the file ends inside the section table ({} bytes)", file.len())));
     }

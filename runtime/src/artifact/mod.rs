@@ -161,6 +161,8 @@ pub struct Artifact {
     pub entry_points: Vec<EntrySpec>,
     /// The weights section's byte range in the file.
     weights_section: Range<usize>,
+    /// Byte ranges the header, the section table and each section cover.
+    covered: Vec<Range<usize>>,
     /// `(target, format, byte range)` per code object.
     code: Vec<(String, String, Range<usize>)>,
 }
@@ -214,6 +216,13 @@ impl Artifact {
     /// The size of the artifact file.
     pub fn file_bytes(&self) -> usize {
         self.storage.bytes().len()
+    }
+
+    /// The byte ranges that the magic, version, table checksum or a section
+    /// checksum protect: the header with its table, then every section. The
+    /// rest of the file is zero padding between sections.
+    pub fn covered_ranges(&self) -> &[Range<usize>] {
+        &self.covered
     }
 
     /// Targets with machine code, e.g. `["sm_80", "sm_90", "gfx942"]`.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
-use super::container::{read_container, Section, SectionKind, SECTION_ALIGNMENT};
+use super::container::{read_container, table_end, Section, SectionKind, SECTION_ALIGNMENT};
 use super::manifest::{self, ArgumentSource, Manifest};
 use super::{
     ArenaSlot, ArgumentSpec, Artifact, ArtifactError, BufferRole, EntrySpec, KernelSpec, LaunchSpec, Storage,
@@ -153,6 +153,9 @@ pub(super) fn validate(storage: Storage) -> Result<Artifact, ArtifactError> {
         return Err(corrupt("no `forward` entry point".into()));
     }
     let weights_section = weights_section.offset..weights_section.offset + weights_section.length;
+    let covered = std::iter::once(0..table_end(sections.len()))
+        .chain(sections.iter().map(|s| s.offset..s.offset + s.length))
+        .collect();
     Ok(Artifact {
         storage,
         manifest,
@@ -164,6 +167,7 @@ pub(super) fn validate(storage: Storage) -> Result<Artifact, ArtifactError> {
         slots,
         entry_points,
         weights_section,
+        covered,
         code,
     })
 }

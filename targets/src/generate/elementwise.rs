@@ -6,7 +6,7 @@
 //! come in with one vector load each.
 
 use kiln_ir::{DType, Dim};
-use kiln_runtime::kernel::{build, is_vector_width, Expr, Memory, Stmt};
+use kiln_runtime::kernel::{build, Expr, Memory, Stmt};
 
 use super::context::{linear_index, unravel, KernelContext, Value, VectorLanes};
 
@@ -31,12 +31,8 @@ fn vector_width(context: &KernelContext) -> usize {
             width /= 2;
         }
     }
-    let fits = outputs.iter().all(|o| is_vector_width(context.graph.value_type(*o).dtype, width));
-    if fits {
-        width
-    } else {
-        1
-    }
+    // A width of at least 2 is a power of two of at most 16 bytes by construction.
+    width
 }
 
 pub fn generate(context: &mut KernelContext) -> Result<Vec<Stmt>, String> {

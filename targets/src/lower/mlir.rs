@@ -659,120 +659,97 @@ impl Emitter<'_> {
     /// `tanh(x) = 1 − 2/(e^{2x} + 1)`, erf by Abramowitz–Stegun 7.1.26
     /// (|error| ≤ 1.5e-7).
     fn amd_math(&mut self, op: UnaryOp, a: Ssa) -> Result<Ssa, String> {
-        let float = |value: f32| float_literal(value);
-        let mut lines: Vec<String> = Vec::new();
-        let mut counter = self.counter;
-        let mut fresh = || {
-            counter += 1;
-            format!("%t{counter}")
-        };
-        let x = a.name.clone();
-        let constant = |lines: &mut Vec<String>, fresh: &mut dyn FnMut() -> String, value: f32| {
-            let name = fresh();
-            lines.push(format!("{name} = arith.constant {} : f32", float(value)));
-            name
-        };
-        let exp = |lines: &mut Vec<String>, fresh: &mut dyn FnMut() -> String, x: &str| {
-            let log2e = constant(lines, fresh, std::f32::consts::LOG2_E);
-            let scaled = fresh();
-            lines.push(format!("{scaled} = arith.mulf {x}, {log2e} : f32"));
-            let result = fresh();
-            lines.push(format!("{result} = llvm.call_intrinsic \"llvm.amdgcn.exp2\"({scaled}) : (f32) -> f32"));
-            result
-        };
+        let x = a.name;
         let result = match op {
-            UnaryOp::Exp => exp(&mut lines, &mut fresh, &x),
+            UnaryOp::Exp => self.amd_exp(&x),
             UnaryOp::Log => {
-                let log2 = fresh();
-                lines.push(format!("{log2} = llvm.call_intrinsic \"llvm.amdgcn.log\"({x}) : (f32) -> f32"));
-                let ln2 = constant(&mut lines, &mut fresh, std::f32::consts::LN_2);
-                let result = fresh();
-                lines.push(format!("{result} = arith.mulf {log2}, {ln2} : f32"));
-                result
+                let log2 = self.amd_intrinsic("log", &x);
+                let ln2 = self.f32_constant(std::f32::consts::LN_2);
+                self.f32_binary("mulf", &log2, &ln2)
             }
-            UnaryOp::Sqrt => {
-                let result = fresh();
-                lines.push(format!("{result} = llvm.call_intrinsic \"llvm.amdgcn.sqrt\"({x}) : (f32) -> f32"));
-                result
-            }
+            UnaryOp::Sqrt => self.amd_intrinsic("sqrt", &x),
             UnaryOp::Rsqrt => {
-                let root = fresh();
-                lines.push(format!("{root} = llvm.call_intrinsic \"llvm.amdgcn.sqrt\"({x}) : (f32) -> f32"));
-                let one = constant(&mut lines, &mut fresh, 1.0);
-                let result = fresh();
-                lines.push(format!("{result} = arith.divf {one}, {root} : f32"));
-                result
+                let root = self.amd_intrinsic("sqrt", &x);
+                let one = self.f32_constant(1.0);
+                self.f32_binary("divf", &one, &root)
             }
             UnaryOp::Sin | UnaryOp::Cos => {
                 // The hardware's sine and cosine take revolutions.
-                let intrinsic = if op == UnaryOp::Sin { "sin" } else { "cos" };
-                let per_turn = constant(&mut lines, &mut fresh, 1.0 / std::f32::consts::TAU);
-                let turns = fresh();
-                lines.push(format!("{turns} = arith.mulf {x}, {per_turn} : f32"));
-                let result = fresh();
-                lines.push(format!(
-                    "{result} = llvm.call_intrinsic \"llvm.amdgcn.{intrinsic}\"({turns}) : (f32) -> f32"
-                ));
-                result
+                let per_turn = self.f32_constant(1.0 / std::f32::consts::TAU);
+                let turns = self.f32_binary("mulf", &x, &per_turn);
+                self.amd_intrinsic(if op == UnaryOp::Sin { "sin" } else { "cos" }, &turns)
             }
             UnaryOp::Tanh => {
-                let two = constant(&mut lines, &mut fresh, 2.0);
-                let doubled = fresh();
-                lines.push(format!("{doubled} = arith.mulf {x}, {two} : f32"));
-                let e = exp(&mut lines, &mut fresh, &doubled);
-                let one = constant(&mut lines, &mut fresh, 1.0);
-                let denominator = fresh();
-                lines.push(format!("{denominator} = arith.addf {e}, {one} : f32"));
-                let fraction = fresh();
-                lines.push(format!("{fraction} = arith.divf {two}, {denominator} : f32"));
-                let result = fresh();
-                lines.push(format!("{result} = arith.subf {one}, {fraction} : f32"));
-                result
+                let two = self.f32_constant(2.0);
+                let doubled = self.f32_binary("mulf", &x, &two);
+                let e = self.amd_exp(&doubled);
+                let one = self.f32_constant(1.0);
+                let denominator = self.f32_binary("addf", &e, &one);
+                let fraction = self.f32_binary("divf", &two, &denominator);
+                self.f32_binary("subf", &one, &fraction)
             }
             UnaryOp::Erf => {
-                let magnitude = fresh();
-                lines.push(format!("{magnitude} = math.absf {x} : f32"));
-                let p = constant(&mut lines, &mut fresh, 0.327_591_1);
-                let one = constant(&mut lines, &mut fresh, 1.0);
-                let scaled = fresh();
-                lines.push(format!("{scaled} = arith.mulf {magnitude}, {p} : f32"));
-                let shifted = fresh();
-                lines.push(format!("{shifted} = arith.addf {scaled}, {one} : f32"));
-                let t = fresh();
-                lines.push(format!("{t} = arith.divf {one}, {shifted} : f32"));
+                let magnitude = self.f32_unary("math.absf", &x);
+                let p = self.f32_constant(0.327_591_1);
+                let one = self.f32_constant(1.0);
+                let scaled = self.f32_binary("mulf", &magnitude, &p);
+                let shifted = self.f32_binary("addf", &scaled, &one);
+                let t = self.f32_binary("divf", &one, &shifted);
                 // Horner: ((((a5 t + a4) t + a3) t + a2) t + a1) t
                 let coefficients = [1.061_405_4f32, -1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6];
-                let mut polynomial = constant(&mut lines, &mut fresh, coefficients[0]);
+                let mut polynomial = self.f32_constant(coefficients[0]);
                 for &c in &coefficients[1..] {
-                    let product = fresh();
-                    lines.push(format!("{product} = arith.mulf {polynomial}, {t} : f32"));
-                    let next = constant(&mut lines, &mut fresh, c);
-                    let sum = fresh();
-                    lines.push(format!("{sum} = arith.addf {product}, {next} : f32"));
-                    polynomial = sum;
+                    let product = self.f32_binary("mulf", &polynomial, &t);
+                    let next = self.f32_constant(c);
+                    polynomial = self.f32_binary("addf", &product, &next);
                 }
-                let times_t = fresh();
-                lines.push(format!("{times_t} = arith.mulf {polynomial}, {t} : f32"));
-                let square = fresh();
-                lines.push(format!("{square} = arith.mulf {x}, {x} : f32"));
-                let negated = fresh();
-                lines.push(format!("{negated} = arith.negf {square} : f32"));
-                let gaussian = exp(&mut lines, &mut fresh, &negated);
-                let tail = fresh();
-                lines.push(format!("{tail} = arith.mulf {times_t}, {gaussian} : f32"));
-                let positive = fresh();
-                lines.push(format!("{positive} = arith.subf {one}, {tail} : f32"));
-                let result = fresh();
-                lines.push(format!("{result} = math.copysign {positive}, {x} : f32"));
+                let times_t = self.f32_binary("mulf", &polynomial, &t);
+                let square = self.f32_binary("mulf", &x, &x);
+                let negated = self.f32_unary("arith.negf", &square);
+                let gaussian = self.amd_exp(&negated);
+                let tail = self.f32_binary("mulf", &times_t, &gaussian);
+                let positive = self.f32_binary("subf", &one, &tail);
+                let result = self.fresh();
+                self.line(&format!("{result} = math.copysign {positive}, {x} : f32"));
                 result
             }
             other => return Err(format!("{other:?} is not a math function")),
         };
-        self.counter = counter;
-        for line in lines {
-            self.line(&line);
-        }
         Ok(Ssa { name: result, dtype: DType::F32 })
+    }
+
+    /// `exp(x) = 2^(x·log2 e)` through `v_exp_f32`.
+    fn amd_exp(&mut self, x: &str) -> String {
+        let log2e = self.f32_constant(std::f32::consts::LOG2_E);
+        let scaled = self.f32_binary("mulf", x, &log2e);
+        self.amd_intrinsic("exp2", &scaled)
+    }
+
+    /// `llvm.amdgcn.<name>(x)` on an f32.
+    fn amd_intrinsic(&mut self, name: &str, x: &str) -> String {
+        let result = self.fresh();
+        self.line(&format!("{result} = llvm.call_intrinsic \"llvm.amdgcn.{name}\"({x}) : (f32) -> f32"));
+        result
+    }
+
+    fn f32_constant(&mut self, value: f32) -> String {
+        let name = self.fresh();
+        self.line(&format!("{name} = arith.constant {} : f32", float_literal(value)));
+        name
+    }
+
+    /// `arith.<op> a, b` on f32s.
+    fn f32_binary(&mut self, op: &str, a: &str, b: &str) -> String {
+        let result = self.fresh();
+        self.line(&format!("{result} = arith.{op} {a}, {b} : f32"));
+        result
+    }
+
+    /// `<op> x` (a full op name) on an f32.
+    fn f32_unary(&mut self, op: &str, x: &str) -> String {
+        let result = self.fresh();
+        self.line(&format!("{result} = {op} {x} : f32"));
+        result
     }
 
     /// A memory element of `dtype` as a register value.
