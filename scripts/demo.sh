@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The main job: compile the real all-MiniLM-L6-v2 checkpoint into one .kiln
-# artifact (PTX for sm_80/sm_90, AMDGPU assembly for gfx942, the portable
-# kernel IR, weights and memory plan), then run it on the best device present
+# artifact (cubins and PTX for sm_80/sm_90, AMDGPU assembly for gfx942, the
+# portable kernel IR, weights and memory plan; `kiln inspect out/minilm.kiln`
+# describes it), then run it on the best device present
 # — CUDA when a GPU and driver are there, else kiln's kernel simulator — on a
 # few ad-style queries and ad titles: tokenized with the model's own
 # tokenizer.json, mean-pooled and L2-normalized as its modules.json says,
-# compared by cosine similarity.
+# compared by cosine similarity. Prints a short compile summary, the
+# similarity table and one line with the device and texts per second.
 #
 # Usage: scripts/demo.sh [--device auto|cuda|cuda:N|sim]
 set -euo pipefail
@@ -19,8 +21,6 @@ mkdir -p out
 echo "== kiln compile $model -o out/minilm.kiln"
 target/release/kiln compile "$model" --force -o out/minilm.kiln \
   --target sm_80,sm_90,gfx942 --bound batch=1..64,seq=1..128
-echo "== kiln inspect out/minilm.kiln"
-target/release/kiln inspect out/minilm.kiln
 echo "== kiln embed out/minilm.kiln --device $device"
 target/release/kiln embed out/minilm.kiln --model-dir "$model" --device "$device" \
   --query "cheap flights to paris" \

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{Dim, Graph, Op, TensorType};
+use kiln_passes::fuse::contract::GroupContract;
+use kiln_passes::fuse::cost::LaunchCost;
 use kiln_passes::plan::BufferKind;
 use kiln_runtime::artifact::manifest::{
     self, ArenaBuffer, Argument, ArgumentSource, EntryPoint, KernelInfo, Launch, Manifest, SymbolBound,
@@ -146,9 +148,14 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
             };
             arguments.push(Argument { source: Some(source) });
         }
+        let contract = GroupContract::of(graph, *group)
+            .ok_or_else(|| packing_error(format!("fusion group g{group} has no contract")))?;
+        let cost = LaunchCost::of(graph, &contract);
         launches.push(Launch {
             group: format!("g{group}"),
             variants: vec![Variant { ranges: Vec::new(), kernel: kernel_index as u32, arguments }],
+            flops: cost.flops.to_string(),
+            bytes: cost.bytes.to_string(),
         });
     }
 
@@ -179,12 +186,7 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
         states: Vec::new(),
         entry_points: vec![EntryPoint { name: "forward".into(), inputs, outputs, launches }],
     };
-    let code = compiled
-        .ptx
-        .iter()
-        .map(|(chip, text)| (chip.clone(), "ptx".to_string(), text.clone()))
-        .chain(compiled.amdgpu.iter().map(|(chip, text)| (chip.clone(), "amdgcn-asm".to_string(), text.clone())))
-        .collect();
+    let code = compiled.code.iter().map(|o| (o.target.clone(), o.format, o.bytes.clone())).collect();
     let parts = ArtifactParts {
         manifest,
         weights: &blob.bytes,

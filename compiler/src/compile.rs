@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use kiln_ir::Graph;
 use kiln_passes::{MemoryPlan, Pipeline, PipelineOptions};
+use kiln_runtime::artifact::CodeFormat;
 use kiln_targets::generate::{generate_kernel, GeneratedKernel};
 use kiln_targets::lower::amdgpu::lower_to_amdgpu;
 use kiln_targets::lower::mlir::{kernel_module, Vendor};
-use kiln_targets::lower::nvptx::{find_libdevice, lower_to_ptx, nvptx_module};
+use kiln_targets::lower::nvptx::{assemble, find_libdevice, find_ptxas, lower_to_ptx, nvptx_module, KernelResources};
 
 /// A GPU to compile for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,15 +55,27 @@ pub struct CompiledModel {
     pub graph: Graph,
     pub plan: MemoryPlan,
     pub kernels: Vec<GeneratedKernel>,
-    /// PTX per NVIDIA chip (one module with every kernel).
-    pub ptx: Vec<(String, String)>,
-    /// AMDGPU assembly per AMD chip (one module with every kernel).
-    pub amdgpu: Vec<(String, String)>,
+    /// Machine code per target, one module with every kernel each: PTX and
+    /// (where ptxas is installed) a cubin per NVIDIA chip, assembly per AMD chip.
+    pub code: Vec<TargetCode>,
+    /// What ptxas reported per kernel, per NVIDIA chip it assembled.
+    pub ptxas_reports: Vec<(String, Vec<KernelResources>)>,
     /// Each phase and how long it took (`optimize`, `generate`, `lower sm_80`, …).
     pub phase_times: Vec<(String, std::time::Duration)>,
 }
 
-/// Compiles `graph`; `progress` hears of each step and its time.
+/// One code object of a compiled model.
+pub struct TargetCode {
+    /// `sm_80`, `gfx942`, …
+    pub target: String,
+    pub format: CodeFormat,
+    pub bytes: Vec<u8>,
+}
+
+/// Compiles `graph`; `progress` hears of each step and its time. Every PTX
+/// module is also assembled to a cubin when ptxas is installed (so a GPU of
+/// exactly that architecture loads SASS without JIT); without ptxas the
+/// artifact carries PTX alone and `progress` says so.
 pub fn compile(
     mut graph: Graph,
     options: &PipelineOptions,
@@ -80,30 +93,61 @@ pub fn compile(
     phase_times.push(("generate".to_string(), started.elapsed()));
     progress(&format!("generated {} kernels in {:.2?}", kernels.len(), started.elapsed()));
     let libdevice = find_libdevice();
-    let mut ptx = Vec::new();
-    let mut amdgpu = Vec::new();
+    let ptxas = find_ptxas();
+    if ptxas.is_none() && targets.iter().any(|t| matches!(t, Target::Nvidia(_))) {
+        progress("ptxas not found (scripts/setup.sh installs it): PTX only, no cubins; the driver will JIT it");
+    }
+    let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
+    let mut code = Vec::new();
+    let mut ptxas_reports = Vec::new();
     for target in targets {
         let started = Instant::now();
         match target {
             Target::Nvidia(chip) => {
-                let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
-                let code = lower_to_ptx(&all, chip, libdevice.as_deref())
+                let ptx = lower_to_ptx(&all, chip, libdevice.as_deref())
                     .map_err(|e| CompileError::Lower { target: chip.clone(), message: e.to_string() })?;
                 phase_times.push((format!("lower {chip}"), started.elapsed()));
                 progress(&format!("lowered to PTX for {chip} in {:.2?}", started.elapsed()));
-                ptx.push((chip.clone(), code));
+                if let Some(ptxas) = &ptxas {
+                    let started = Instant::now();
+                    let assembly = assemble(ptxas, &ptx, chip).map_err(|log| CompileError::Lower {
+                        target: chip.clone(),
+                        message: format!("ptxas rejects the PTX:\n{log}"),
+                    })?;
+                    phase_times.push((format!("ptxas {chip}"), started.elapsed()));
+                    progress(&format!("assembled the {chip} cubin with ptxas in {:.2?}", started.elapsed()));
+                    code.push(TargetCode { target: chip.clone(), format: CodeFormat::Cubin, bytes: assembly.cubin });
+                    ptxas_reports.push((chip.clone(), assembly.kernels));
+                }
+                code.push(TargetCode { target: chip.clone(), format: CodeFormat::Ptx, bytes: ptx.into_bytes() });
             }
             Target::Amd(chip) => {
-                let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
-                let code = lower_to_amdgpu(&all, chip)
+                let assembly = lower_to_amdgpu(&all, chip)
                     .map_err(|message| CompileError::Lower { target: chip.clone(), message })?;
                 phase_times.push((format!("lower {chip}"), started.elapsed()));
                 progress(&format!("lowered to AMDGPU assembly for {chip} in {:.2?}", started.elapsed()));
-                amdgpu.push((chip.clone(), code));
+                code.push(TargetCode {
+                    target: chip.clone(),
+                    format: CodeFormat::AmdgpuAssembly,
+                    bytes: assembly.into_bytes(),
+                });
             }
         }
     }
-    Ok(CompiledModel { graph, plan, kernels, ptx, amdgpu, phase_times })
+    Ok(CompiledModel { graph, plan, kernels, code, ptxas_reports, phase_times })
+}
+
+impl CompiledModel {
+    /// The targets with code, each once, in the order they were asked for.
+    pub fn targets(&self) -> Vec<&str> {
+        let mut targets: Vec<&str> = Vec::new();
+        for object in &self.code {
+            if !targets.contains(&object.target.as_str()) {
+                targets.push(&object.target);
+            }
+        }
+        targets
+    }
 }
 
 /// Writes, per kernel, its kernel IR (`.kir`), its MLIR (`.mlir`), its PTX

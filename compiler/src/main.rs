@@ -57,7 +57,8 @@ enum Command {
     Compile {
         /// A .onnx file or a safetensors model directory.
         model: PathBuf,
-        /// Targets, comma-separated: sm_80, sm_90 (PTX), gfx90a, gfx942 (AMDGPU assembly).
+        /// Targets, comma-separated: sm_80, sm_90 (PTX, and a cubin when ptxas is
+        /// installed), gfx90a, gfx942 (AMDGPU assembly).
         #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
         target: Vec<Target>,
         #[command(flatten)]
@@ -71,6 +72,9 @@ enum Command {
         /// Replace OUT.kiln if it exists.
         #[arg(long)]
         force: bool,
+        /// Also print ptxas's registers, spills and shared memory for every kernel.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
     /// Run a compiled artifact on CUDA or in the kernel simulator and write
     /// every output as .npy (the same as the standalone `kiln-run`).
@@ -204,9 +208,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { model, ir, json, dump_ir, stop_after, compile, bind } => {
             inspect(&model, ir, json, dump_ir.as_deref(), &compile.options(stop_after), bind.as_ref())
         }
-        Command::Compile { model, target, compile, emit_dir, output, force } => {
+        Command::Compile { model, target, compile, emit_dir, output, force, verbose } => {
             let output = output.as_deref().map(|path| (path, force));
-            compile_model(&model, &target, &compile, emit_dir.as_deref(), output)
+            compile_model(&model, &target, &compile, emit_dir.as_deref(), output, verbose)
         }
         Command::Run(arguments) => kiln_runtime::cli::run_artifact(&arguments),
         Command::Embed { artifact, model_dir, queries, documents, device } => {
@@ -337,6 +341,7 @@ fn compile_model(
     arguments: &CompileArguments,
     emit_dir: Option<&Path>,
     output: Option<(&Path, bool)>,
+    verbose: bool,
 ) -> Result<()> {
     let options = arguments.options(Phase::Plan);
     if let Some((path, false)) = output {
@@ -372,10 +377,11 @@ fn compile_model(
     let bound_text: Vec<String> = bounds.iter().map(|(s, (min, max))| format!("{s}={min}..{max}")).collect();
     println!("kernels: {}", compiled.kernels.len());
     println!("fusion groups: {}", compiled.graph.groups().len());
-    println!(
-        "code for: {}",
-        compiled.ptx.iter().chain(&compiled.amdgpu).map(|(chip, _)| chip.as_str()).collect::<Vec<_>>().join(", ")
-    );
+    let formats = |target: &str| -> String {
+        let names: Vec<&str> = compiled.code.iter().filter(|o| o.target == target).map(|o| o.format.name()).collect();
+        format!("{target} ({})", names.join("+"))
+    };
+    println!("code for: {}", compiled.targets().into_iter().map(formats).collect::<Vec<_>>().join(", "));
     println!("peak arena at the bounds ({}): {peak} bytes", bound_text.join(", "));
     match (&packed, output) {
         (Some(artifact), Some((path, _))) => {
@@ -387,19 +393,23 @@ fn compile_model(
     }
     let phases: Vec<String> = compiled.phase_times.iter().map(|(phase, time)| format!("{phase} {time:.2?}")).collect();
     println!("time: {} (total {:.2?})", phases.join(", "), started.elapsed());
-    // What ptxas makes of each kernel, when ptxas is installed (scripts/setup.sh).
-    if let Some(ptxas) = kiln_targets::lower::nvptx::find_ptxas() {
-        for (chip, ptx) in &compiled.ptx {
-            match kiln_targets::lower::nvptx::assemble(&ptxas, ptx, chip) {
-                Ok(kernels) => {
-                    for kernel in kernels {
-                        println!(
-                            "  {chip} {:<22} {:>3} registers, {:>4} B spill stores, {:>4} B spill loads, {:>6} B shared",
-                            kernel.name, kernel.registers, kernel.spill_stores, kernel.spill_loads, kernel.shared_bytes
-                        );
-                    }
-                }
-                Err(log) => bail!("ptxas rejects the {chip} code:\n{log}"),
+    for (chip, kernels) in &compiled.ptxas_reports {
+        let worst =
+            |f: fn(&kiln_targets::lower::nvptx::KernelResources) -> u32| kernels.iter().map(f).max().unwrap_or(0);
+        let spills: u32 = kernels.iter().map(|k| k.spill_stores + k.spill_loads).sum();
+        println!(
+            "ptxas {chip}: {} kernels, at most {} registers and {} B shared, {spills} B spilled{}",
+            kernels.len(),
+            worst(|k| k.registers),
+            worst(|k| k.shared_bytes),
+            if verbose { ":" } else { " (--verbose: per kernel)" }
+        );
+        if verbose {
+            for kernel in kernels {
+                println!(
+                    "  {chip} {:<22} {:>3} registers, {:>4} B spill stores, {:>4} B spill loads, {:>6} B shared",
+                    kernel.name, kernel.registers, kernel.spill_stores, kernel.spill_loads, kernel.shared_bytes
+                );
             }
         }
     }
@@ -416,11 +426,10 @@ fn similarity_table(
     use kiln_compiler::embed::{cosine, embed};
     let model = std::sync::Arc::new(kiln_runtime::Model::from_artifact(kiln_runtime::cli::open_artifact(artifact)?));
     let mut session = kiln_runtime::Session::new(model, device)?;
-    eprintln!("device: {}", session.device_description());
     let texts: Vec<String> = queries.iter().chain(documents).cloned().collect();
     let started = Instant::now();
     let vectors = embed(&mut session, model_dir, &texts)?;
-    eprintln!("embedded {} texts in {:.2?}", texts.len(), started.elapsed());
+    let elapsed = started.elapsed();
     let width = queries.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
     let short = |text: &str, n: usize| -> String {
         let cut: String = text.chars().take(n).collect();
@@ -447,6 +456,12 @@ fn similarity_table(
         }
         println!();
     }
+    println!(
+        "{} texts in {elapsed:.2?} ({:.1} texts/s) on {}",
+        texts.len(),
+        texts.len() as f64 / elapsed.as_secs_f64(),
+        session.device_description()
+    );
     Ok(())
 }
 
@@ -478,6 +493,7 @@ fn artifact_json(artifact: &kiln_runtime::Artifact) -> serde_json::Value {
         "arena_bytes": artifact.arena_bytes.to_string(),
         "peak_arena_bytes": artifact.arena_bytes.evaluate(&maxima).ok(),
         "targets": artifact.targets(),
+        "code": artifact.code_objects().map(|o| json!({"target": o.target, "format": o.format.name(), "bytes": o.bytes.len()})).collect::<Vec<_>>(),
     })
 }
 

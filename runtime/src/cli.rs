@@ -34,10 +34,20 @@ pub struct RunArguments {
     /// Replace output files that already exist.
     #[arg(long)]
     pub force: bool,
-    /// After the run, time this many more executions and print the median
-    /// (on CUDA: the launches alone, inputs resident on the device).
+    /// After the run, time rounds of this many back-to-back executions of
+    /// the launches (inputs left on the device; on CUDA with events around
+    /// each round and CUDA graphs) and print the median time per call; the
+    /// outputs after the last replay must equal the first run's.
     #[arg(long, default_value_t = 0)]
     pub repeat: usize,
+    /// Rounds of `--repeat` calls to take the median of.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
+    /// After the run, time every launch alone this many times (on CUDA:
+    /// events around each launch, no graph) and print each one's median
+    /// beside the compiler's least FLOPs and bytes for it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub profile: usize,
 }
 
 /// An output name made safe as a file name (`/` and other separators become `_`).
@@ -105,13 +115,25 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
         eprintln!("ran in {:.2?}", started.elapsed());
         outputs
     } else {
-        let (outputs, mut times) = session.benchmark(&inputs, arguments.repeat)?;
-        times.sort();
-        let median = times[times.len() / 2];
+        let benchmark = session.benchmark(&inputs, arguments.repeat, arguments.rounds as usize)?;
+        if let Some(output) = benchmark.replay_mismatch() {
+            bail!("output `{output}` after {} replays differs from the first run's", arguments.repeat);
+        }
+        let per_round: Vec<String> =
+            benchmark.round_times.iter().map(|t| format!("{:.4}", t.as_secs_f64() * 1e3)).collect();
         // One line a script can parse.
-        println!("median_ms {:.4} runs {}", median.as_secs_f64() * 1e3, times.len());
-        outputs
+        println!(
+            "median_ms {:.4} rounds {} calls {} replays_match_first_run true round_ms {}",
+            benchmark.median().as_secs_f64() * 1e3,
+            benchmark.round_times.len(),
+            arguments.repeat,
+            per_round.join(",")
+        );
+        benchmark.outputs
     };
+    if arguments.profile > 0 {
+        print_profile(&session.profile(&inputs, arguments.profile)?);
+    }
     std::fs::create_dir_all(&arguments.output_dir)
         .with_context(|| format!("creating {}", arguments.output_dir.display()))?;
     for ((name, tensor), path) in outputs.iter().zip(&output_paths) {
@@ -119,6 +141,28 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
         println!("{name}: {:?} {} -> {}", tensor.shape, tensor.dtype, path.display());
     }
     Ok(())
+}
+
+/// One line per launch (`launch INDEX GROUP KERNEL median_us=… flops=… bytes=…`,
+/// for scripts) and the achieved rates.
+fn print_profile(launches: &[crate::session::LaunchProfile]) {
+    let mut total = std::time::Duration::ZERO;
+    for (index, launch) in launches.iter().enumerate() {
+        let median = launch.median();
+        total += median;
+        let seconds = median.as_secs_f64().max(1e-12);
+        println!(
+            "launch {index} {} {} median_us={:.2} flops={} bytes={} tflops={:.3} gbps={:.1}",
+            launch.group,
+            launch.kernel,
+            seconds * 1e6,
+            launch.flops,
+            launch.bytes,
+            launch.flops as f64 / seconds / 1e12,
+            launch.bytes as f64 / seconds / 1e9
+        );
+    }
+    println!("launches {} total_us={:.2}", launches.len(), total.as_secs_f64() * 1e6);
 }
 
 /// A human-readable description of an artifact.
@@ -163,10 +207,15 @@ pub fn describe_artifact(path: &Path, artifact: &Artifact) -> String {
     if let Ok(bytes) = artifact.arena_bytes.evaluate(&bounds_max) {
         let _ = writeln!(text, "peak arena at the bounds: {bytes} bytes");
     }
-    let _ = writeln!(
-        text,
-        "code: {}",
-        if artifact.targets().is_empty() { "none (simulator only)".into() } else { artifact.targets().join(", ") }
-    );
+    let code: Vec<String> = artifact
+        .targets()
+        .into_iter()
+        .map(|target| {
+            let formats: Vec<&str> =
+                artifact.code_objects().filter(|o| o.target == target).map(|o| o.format.name()).collect();
+            format!("{target} ({})", formats.join(", "))
+        })
+        .collect();
+    let _ = writeln!(text, "code: {}", if code.is_empty() { "none (simulator only)".into() } else { code.join(", ") });
     text
 }

@@ -227,32 +227,132 @@ impl Session {
         Ok(output_names(artifact, spec).zip(outputs).collect())
     }
 
-    /// Runs `forward` once on `inputs`, then times `repeats` more executions:
-    /// on CUDA the launches alone with the inputs resident on the device (what
-    /// a serving loop with device-resident inputs pays), on the simulator
-    /// whole runs. Returns the outputs of the first run and the times.
+    /// Runs `forward` once on `inputs`, then times `rounds` rounds of `calls`
+    /// replays of its launches with the inputs left where the run put them
+    /// (what a serving loop with device-resident inputs pays): on CUDA with
+    /// events around each round (CUDA graphs unless turned off), on the
+    /// simulator by the host clock. Returns the first run's outputs, the
+    /// outputs as the last replay left them (equal to the first unless a
+    /// replay reads something a run overwrote) and the time per call of each
+    /// round.
     pub fn benchmark(
         &mut self,
         inputs: &[(String, HostTensor)],
-        repeats: usize,
-    ) -> Result<(NamedTensors, Vec<std::time::Duration>), RunError> {
+        calls: usize,
+        rounds: usize,
+    ) -> Result<Benchmark, RunError> {
         let model = self.model.clone();
         let artifact = &model.artifact;
         let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
         let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
         let outputs = self.run_bound(spec, &bindings, &ordered)?;
-        let mut times = Vec::with_capacity(repeats);
-        match &mut self.executor {
-            Executor::Cuda(cuda) => times = cuda.time_launches(spec, &bindings, repeats)?,
-            Executor::Sim(sim) => {
-                for _ in 0..repeats {
-                    let started = std::time::Instant::now();
-                    sim.run(&self.model, spec, &bindings, &ordered)?;
-                    times.push(started.elapsed());
-                }
+        let (times, replayed) = match &mut self.executor {
+            Executor::Cuda(cuda) => {
+                let times = cuda.time_launches(spec, &bindings, calls, rounds)?;
+                (times, cuda.read_outputs(spec, &bindings)?)
             }
-        }
-        Ok((outputs, times))
+            Executor::Sim(sim) => {
+                let mut times = Vec::with_capacity(rounds);
+                let mut replayed = Vec::new();
+                for _ in 0..rounds {
+                    let started = std::time::Instant::now();
+                    for _ in 0..calls.max(1) {
+                        replayed = sim.replay(&model, spec, &bindings, None)?;
+                    }
+                    times.push(started.elapsed() / calls.max(1) as u32);
+                }
+                if replayed.is_empty() {
+                    replayed = sim.replay(&model, spec, &bindings, None)?;
+                }
+                (times, replayed)
+            }
+        };
+        let replayed = output_names(artifact, spec).zip(replayed).collect();
+        Ok(Benchmark { outputs, replayed, round_times: times })
+    }
+}
+
+impl Session {
+    /// Runs `forward` once on `inputs`, then times each launch alone,
+    /// `repeats` times: on CUDA with events around each launch and no graph,
+    /// on the simulator by the host clock. Returns per launch its group,
+    /// kernel, times and the compiler's least FLOPs and bytes for it.
+    pub fn profile(&mut self, inputs: &[(String, HostTensor)], repeats: usize) -> Result<Vec<LaunchProfile>, RunError> {
+        let model = self.model.clone();
+        let artifact = &model.artifact;
+        let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
+        let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
+        self.run_bound(spec, &bindings, &ordered)?;
+        let times = match &mut self.executor {
+            Executor::Cuda(cuda) => cuda.profile_launches(spec, &bindings, repeats)?,
+            Executor::Sim(sim) => {
+                let mut times = vec![Vec::new(); spec.launches.len()];
+                for _ in 0..repeats.max(1) {
+                    let mut each = Vec::new();
+                    sim.replay(&model, spec, &bindings, Some(&mut each))?;
+                    times.iter_mut().zip(each).for_each(|(all, time)| all.push(time));
+                }
+                times
+            }
+        };
+        spec.launches
+            .iter()
+            .zip(times)
+            .map(|(launch, times)| {
+                let variant = choose_variant(launch, &bindings)?;
+                Ok(LaunchProfile {
+                    group: launch.group.clone(),
+                    kernel: artifact.kernels[variant.kernel].name.clone(),
+                    times,
+                    flops: launch.flops.evaluate(&bindings)?,
+                    bytes: launch.bytes.evaluate(&bindings)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One launch as [`Session::profile`] measured it.
+pub struct LaunchProfile {
+    pub group: String,
+    pub kernel: String,
+    pub times: Vec<std::time::Duration>,
+    /// The compiler's least floating-point operations for the launch.
+    pub flops: i64,
+    /// The compiler's least bytes moved for the launch.
+    pub bytes: i64,
+}
+
+impl LaunchProfile {
+    /// The median of the launch's times.
+    pub fn median(&self) -> std::time::Duration {
+        let mut times = self.times.clone();
+        times.sort();
+        times.get(times.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+/// What [`Session::benchmark`] measured.
+pub struct Benchmark {
+    /// The outputs of the first, ordinary run.
+    pub outputs: NamedTensors,
+    /// The outputs as the arena held them after the last replay.
+    pub replayed: NamedTensors,
+    /// The time per call of each round.
+    pub round_times: Vec<std::time::Duration>,
+}
+
+impl Benchmark {
+    /// The median of the rounds' times per call.
+    pub fn median(&self) -> std::time::Duration {
+        let mut times = self.round_times.clone();
+        times.sort();
+        times.get(times.len() / 2).copied().unwrap_or_default()
+    }
+
+    /// The first output whose replayed bytes differ from the first run's, if any.
+    pub fn replay_mismatch(&self) -> Option<&str> {
+        self.outputs.iter().zip(&self.replayed).find(|(a, b)| a.1.bytes != b.1.bytes).map(|(a, _)| a.0.as_str())
     }
 }
 

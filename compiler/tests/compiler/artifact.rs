@@ -51,11 +51,17 @@ fn minimum_row_cosine(got: &[f64], expected: &[f64], row: usize) -> f64 {
         .fold(1.0, f64::min)
 }
 
+/// Also replays each model's launches over the arena its run left (as a
+/// CUDA graph replay or a benchmark does, inputs not copied in again): the
+/// replay must reproduce the run, which fails if the memory plan lets an
+/// activation overwrite an input after the input's last reader.
 #[test]
-fn every_testdata_model_runs_from_its_artifact_on_the_simulator_device() {
+fn every_testdata_model_runs_from_its_artifact_on_the_simulator_device_and_replays_identically() {
     for model in models() {
         let mut session = session_for(artifact_bytes(&model.model, Precision::F32, &[]));
-        let outputs = session.run(&host_inputs(&model.directory, &model.inputs)).expect("runs");
+        let benchmark = session.benchmark(&host_inputs(&model.directory, &model.inputs), 2, 1).expect("runs");
+        assert_eq!(benchmark.replay_mismatch(), None, "{}: a replay differs from the first run", model.name);
+        let outputs = benchmark.outputs;
         assert_eq!(outputs.len(), model.outputs.len(), "{}", model.name);
         for ((name, got), expected_name) in outputs.iter().zip(&model.outputs) {
             assert_eq!(name, expected_name, "{}: output order", model.name);
@@ -100,6 +106,12 @@ fn the_real_minilm_runs_from_its_artifact_with_ptx_inside() {
     let artifact = Artifact::from_bytes(bytes.clone()).expect("opens");
     assert_eq!(artifact.targets(), ["sm_80"]);
     assert!(artifact.code("sm_80").expect("PTX").contains(".entry"));
+    if kiln_targets::lower::nvptx::find_ptxas().is_some() {
+        let cubin = artifact.code_objects().find(|o| o.format == kiln_runtime::artifact::CodeFormat::Cubin);
+        let cubin = cubin.expect("ptxas is installed, so the artifact carries an sm_80 cubin");
+        assert_eq!(cubin.target, "sm_80");
+        assert!(cubin.bytes.starts_with(b"\x7fELF"), "a cubin is an ELF file");
+    }
     let mut session = session_for(bytes);
     let started = std::time::Instant::now();
     let outputs =

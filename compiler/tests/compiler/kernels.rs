@@ -198,9 +198,10 @@ fn every_kernel_lowers_to_ptx_that_ptxas_accepts_for_sm_80_and_sm_90() {
                 assert!(ptx.contains(&block), "{}: {} lacks {block}", model.name, kernel.name);
             }
             if let Some(ptxas) = &ptxas {
-                let resources =
+                let assembly =
                     assemble(ptxas, &ptx, chip).unwrap_or_else(|log| panic!("{}: ptxas {chip}:\n{log}", model.name));
-                for kernel in resources {
+                assert!(assembly.cubin.starts_with(b"\x7fELF"), "{}: {chip} cubin is an ELF file", model.name);
+                for kernel in assembly.kernels {
                     eprintln!(
                         "{} {chip} {}: {} registers, {} B spill stores, {} B spill loads, {} B shared",
                         model.name,

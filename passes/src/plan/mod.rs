@@ -22,7 +22,9 @@ pub const ALIGNMENT: i64 = 256;
 /// What a planned buffer holds.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BufferKind {
-    /// A graph input, copied in before the first kernel.
+    /// A graph input, copied in before the first kernel and live to the
+    /// end: a replay of the launches (a CUDA graph, a benchmark) reads the
+    /// inputs again without copying them in.
     Input,
     /// A value one kernel writes and later kernels read.
     Activation,
@@ -39,7 +41,8 @@ pub struct Buffer {
     pub kind: BufferKind,
     pub bytes: Dim,
     pub offset: Dim,
-    /// Live from kernel step `first` to `last` inclusive (inputs start at 0).
+    /// Live from kernel step `first` to `last` inclusive (inputs start at 0;
+    /// inputs and outputs last to the end).
     pub first: usize,
     pub last: usize,
 }
@@ -116,7 +119,7 @@ pub fn plan_memory(graph: &Graph, bounds: &SymbolBindings) -> Result<MemoryPlan,
                 bytes: bytes_of(input),
                 offset: Dim::constant(0),
                 first: 0,
-                last: 0,
+                last: end,
             },
         );
     }

@@ -19,7 +19,7 @@ use super::ArtifactError;
 
 pub const MAGIC: &[u8; 8] = b"KILNART\0";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Sections start at, and weights inside the weights section are aligned to, this.
 pub const SECTION_ALIGNMENT: usize = 256;
 const HEADER_BYTES: usize = 48;
@@ -35,6 +35,7 @@ pub enum SectionKind {
     KernelIr = 3,
     Ptx = 4,
     AmdgpuAssembly = 5,
+    Cubin = 6,
 }
 
 impl SectionKind {
@@ -45,6 +46,7 @@ impl SectionKind {
             SectionKind::KernelIr,
             SectionKind::Ptx,
             SectionKind::AmdgpuAssembly,
+            SectionKind::Cubin,
         ]
         .into_iter()
         .find(|kind| *kind as u32 == value)

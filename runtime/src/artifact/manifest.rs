@@ -156,11 +156,52 @@ pub struct CodeObject {
     /// `sm_80`, `sm_90`, `gfx942`, …
     #[prost(string, tag = "1")]
     pub target: String,
-    /// `ptx` or `amdgcn-asm`.
-    #[prost(string, tag = "2")]
-    pub format: String,
+    /// What the section holds ([`CodeFormat`]).
+    #[prost(enumeration = "CodeFormat", tag = "2")]
+    pub format: i32,
     #[prost(uint32, tag = "3")]
     pub section: u32,
+}
+
+/// The kinds of machine code an artifact carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum CodeFormat {
+    /// Never written: a manifest without a format is corrupt.
+    Unspecified = 0,
+    /// PTX text for an `sm_*` target, JIT-compiled by the driver on any newer GPU.
+    Ptx = 1,
+    /// A cubin (SASS) assembled by ptxas for exactly one `sm_*` architecture.
+    Cubin = 2,
+    /// AMDGPU assembly text for a `gfx*` target.
+    AmdgpuAssembly = 3,
+}
+
+impl CodeFormat {
+    /// The section kind that holds code of this format.
+    pub fn section_kind(self) -> Option<super::SectionKind> {
+        match self {
+            CodeFormat::Unspecified => None,
+            CodeFormat::Ptx => Some(super::SectionKind::Ptx),
+            CodeFormat::Cubin => Some(super::SectionKind::Cubin),
+            CodeFormat::AmdgpuAssembly => Some(super::SectionKind::AmdgpuAssembly),
+        }
+    }
+
+    /// Whether the code is text (PTX, assembly) rather than a binary.
+    pub fn is_text(self) -> bool {
+        matches!(self, CodeFormat::Ptx | CodeFormat::AmdgpuAssembly)
+    }
+
+    /// How `kiln inspect` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CodeFormat::Unspecified => "unspecified",
+            CodeFormat::Ptx => "ptx",
+            CodeFormat::Cubin => "cubin",
+            CodeFormat::AmdgpuAssembly => "amdgcn-asm",
+        }
+    }
 }
 
 /// Where every stored tensor lives in the arena.
@@ -220,6 +261,14 @@ pub struct Launch {
     /// The first variant whose ranges hold the bound dims is launched.
     #[prost(message, repeated, tag = "2")]
     pub variants: Vec<Variant>,
+    /// The least floating-point operations of the launch, a dim expression
+    /// (the compiler's cost model: 2·M·N·K per matmul, …).
+    #[prost(string, tag = "3")]
+    pub flops: String,
+    /// The least bytes it moves through device memory (each tensor read or
+    /// written once), a dim expression.
+    #[prost(string, tag = "4")]
+    pub bytes: String,
 }
 
 /// A kernel chosen for some range of dims.

@@ -23,7 +23,7 @@ use crate::kernel::Kernel;
 use crate::{DType, Dim};
 
 pub use container::{write_container, SectionKind, FORMAT_VERSION, MAGIC, SECTION_ALIGNMENT};
-pub use manifest::Manifest;
+pub use manifest::{CodeFormat, Manifest};
 
 /// Why an artifact could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,10 @@ impl VariantSpec {
 pub struct LaunchSpec {
     pub group: String,
     pub variants: Vec<VariantSpec>,
+    /// The least floating-point operations and bytes of the launch (a model
+    /// of the work, for rooflines; never a measurement).
+    pub flops: Dim,
+    pub bytes: Dim,
 }
 
 /// A callable program.
@@ -163,8 +167,25 @@ pub struct Artifact {
     weights_section: Range<usize>,
     /// Byte ranges the header, the section table and each section cover.
     covered: Vec<Range<usize>>,
-    /// `(target, format, byte range)` per code object.
-    code: Vec<(String, String, Range<usize>)>,
+    /// Every code object's target, format and bytes.
+    code: Vec<CodeSection>,
+}
+
+/// Where one code object lies in the file.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CodeSection {
+    pub target: String,
+    pub format: CodeFormat,
+    pub range: Range<usize>,
+}
+
+/// One code object of an artifact.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CodeObject<'a> {
+    /// `sm_80`, `sm_90`, `gfx942`, …
+    pub target: &'a str,
+    pub format: CodeFormat,
+    pub bytes: &'a [u8],
 }
 
 impl std::fmt::Debug for Artifact {
@@ -225,15 +246,30 @@ impl Artifact {
         &self.covered
     }
 
-    /// Targets with machine code, e.g. `["sm_80", "sm_90", "gfx942"]`.
+    /// Targets with machine code, each once, e.g. `["sm_80", "sm_90", "gfx942"]`.
     pub fn targets(&self) -> Vec<&str> {
-        self.code.iter().map(|(target, _, _)| target.as_str()).collect()
+        let mut targets: Vec<&str> = Vec::new();
+        for section in &self.code {
+            if !targets.contains(&section.target.as_str()) {
+                targets.push(&section.target);
+            }
+        }
+        targets
     }
 
-    /// The code object for `target` (PTX or AMDGPU assembly text).
+    /// Every code object, in file order.
+    pub fn code_objects(&self) -> impl Iterator<Item = CodeObject<'_>> {
+        self.code.iter().map(|section| CodeObject {
+            target: &section.target,
+            format: section.format,
+            bytes: &self.storage.bytes()[section.range.clone()],
+        })
+    }
+
+    /// The text code object for `target` (PTX or AMDGPU assembly).
     pub fn code(&self, target: &str) -> Option<&str> {
-        let (_, _, range) = self.code.iter().find(|(t, _, _)| t == target)?;
-        std::str::from_utf8(&self.storage.bytes()[range.clone()]).ok()
+        let object = self.code_objects().find(|o| o.target == target && o.format.is_text())?;
+        std::str::from_utf8(object.bytes).ok()
     }
 
     /// The entry point called `name`.
@@ -250,8 +286,8 @@ pub struct ArtifactParts<'a> {
     pub weights: &'a [u8],
     /// Every kernel, in manifest order.
     pub kernels: Vec<&'a Kernel>,
-    /// `(target, format, text)`: `ptx` for `sm_*`, `amdgcn-asm` for `gfx*`.
-    pub code: Vec<(String, String, String)>,
+    /// `(target, format, bytes)`: PTX and cubins for `sm_*`, assembly for `gfx*`.
+    pub code: Vec<(String, CodeFormat, Vec<u8>)>,
 }
 
 /// Writes an artifact to `out`.
@@ -264,7 +300,7 @@ pub fn write_artifact(mut parts: ArtifactParts<'_>, out: &mut dyn std::io::Write
         .enumerate()
         .map(|(index, (target, format, _))| manifest::CodeObject {
             target: target.clone(),
-            format: format.clone(),
+            format: *format as i32,
             section: 3 + index as u32,
         })
         .collect();
@@ -275,9 +311,11 @@ pub fn write_artifact(mut parts: ArtifactParts<'_>, out: &mut dyn std::io::Write
         (SectionKind::Weights, parts.weights),
         (SectionKind::KernelIr, &kernel_ir),
     ];
-    for (_, format, text) in &parts.code {
-        let kind = if format == "ptx" { SectionKind::Ptx } else { SectionKind::AmdgpuAssembly };
-        sections.push((kind, text.as_bytes()));
+    for (target, format, bytes) in &parts.code {
+        let kind = format.section_kind().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("code for {target} has no format"))
+        })?;
+        sections.push((kind, bytes));
     }
     container::write_container(&sections, out)
 }

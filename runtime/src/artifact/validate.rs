@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use super::container::{read_container, table_end, Section, SectionKind, SECTION_ALIGNMENT};
-use super::manifest::{self, ArgumentSource, Manifest};
+use super::manifest::{self, ArgumentSource, CodeFormat, Manifest};
 use super::{
-    ArenaSlot, ArgumentSpec, Artifact, ArtifactError, BufferRole, EntrySpec, KernelSpec, LaunchSpec, Storage,
-    TensorSpec, VariantSpec, WeightSpec,
+    ArenaSlot, ArgumentSpec, Artifact, ArtifactError, BufferRole, CodeSection, EntrySpec, KernelSpec, LaunchSpec,
+    Storage, TensorSpec, VariantSpec, WeightSpec,
 };
 use crate::kernel::codec::decode_kernels;
 use crate::kernel::{Kernel, Param};
@@ -106,16 +106,23 @@ pub(super) fn validate(storage: Storage) -> Result<Artifact, ArtifactError> {
 
     let mut code = Vec::new();
     for object in &manifest.code {
-        let kind = match object.format.as_str() {
-            "ptx" => SectionKind::Ptx,
-            "amdgcn-asm" => SectionKind::AmdgpuAssembly,
-            other => return Err(corrupt(format!("code for {}: unknown format `{other}`", object.target))),
-        };
+        let format = CodeFormat::try_from(object.format)
+            .ok()
+            .filter(|f| *f != CodeFormat::Unspecified)
+            .ok_or_else(|| corrupt(format!("code for {}: unknown format {}", object.target, object.format)))?;
+        let kind = format.section_kind().expect("a specified format has a section kind");
         let found = section(&sections, object.section, kind, &format!("code for {}", object.target))?;
-        if std::str::from_utf8(&file[found.offset..found.offset + found.length]).is_err() {
+        if format.is_text() && std::str::from_utf8(&file[found.offset..found.offset + found.length]).is_err() {
             return Err(corrupt(format!("code for {} is not text", object.target)));
         }
-        code.push((object.target.clone(), object.format.clone(), found.offset..found.offset + found.length));
+        if code.iter().any(|c: &CodeSection| c.target == object.target && c.format == format) {
+            return Err(corrupt(format!("two {} code objects for {}", format.name(), object.target)));
+        }
+        code.push(CodeSection {
+            target: object.target.clone(),
+            format,
+            range: found.offset..found.offset + found.length,
+        });
     }
 
     let plan = manifest.memory.as_ref().ok_or_else(|| corrupt("no memory plan".into()))?;
@@ -258,7 +265,15 @@ fn check_entry(
             let ranges = variant.ranges.iter().map(|r| (r.symbol.clone(), r.min, r.max)).collect();
             variants.push(VariantSpec { ranges, kernel: variant.kernel as usize, arguments });
         }
-        launches.push(LaunchSpec { group: launch.group.clone(), variants });
+        let cost = |text: &str, what_cost: &str| -> Result<Dim, ArtifactError> {
+            let parsed = dim(text, &format!("{what}: {what_cost}"))?;
+            match parsed.symbols().into_iter().find(|s| !bounds.contains_key(s)) {
+                Some(symbol) => Err(corrupt(format!("{what}: {what_cost} uses `{symbol}`, which has no bound"))),
+                None => Ok(parsed),
+            }
+        };
+        let (flops, bytes) = (cost(&launch.flops, "flops")?, cost(&launch.bytes, "bytes")?);
+        launches.push(LaunchSpec { group: launch.group.clone(), variants, flops, bytes });
     }
     Ok(EntrySpec { name: entry.name.clone(), inputs, outputs, launches })
 }
@@ -295,6 +310,16 @@ fn check_argument(
             Ok(ArgumentSpec::Arena(*index as usize))
         }
         Some(ArgumentSource::Symbol(symbol)) if buffer_dtype.is_none() && bounds.contains_key(symbol) => {
+            // A symbol's value is an integer: it reaches an i64 parameter, or an
+            // i32 one when its bound fits.
+            match param {
+                Param::Scalar { dtype: DType::I64, .. } => {}
+                Param::Scalar { dtype: DType::I32, .. } if bounds[symbol].1 <= i32::MAX as i64 => {}
+                Param::Scalar { dtype, .. } => {
+                    return Err(format!("symbol `{symbol}` bound to a {dtype} scalar (i64, or i32 within its bounds)"))
+                }
+                Param::Buffer { .. } => unreachable!("buffer_dtype is none"),
+            }
             Ok(ArgumentSpec::Symbol(symbol.clone()))
         }
         Some(ArgumentSource::Symbol(symbol)) => Err(format!("symbol `{symbol}` is unbounded or bound to a pointer")),

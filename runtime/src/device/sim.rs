@@ -30,7 +30,8 @@ impl SimExecutor {
         format!("kernel simulator ({mode}, warps of {})", self.options.warp_size)
     }
 
-    /// Runs `entry` on inputs already checked against its signature.
+    /// Runs `entry` on inputs already checked against its signature: a fresh
+    /// poisoned arena, the inputs copied in, every launch, the outputs read.
     pub fn run(
         &mut self,
         model: &Model,
@@ -42,24 +43,35 @@ impl SimExecutor {
         let arena_bytes = artifact.arena_bytes.evaluate(bindings)?.max(0) as usize;
         self.arena.clear();
         self.arena.resize(arena_bytes, 0xff);
-        let range = |slot: usize| -> Result<std::ops::Range<usize>, RunError> {
-            let slot = &artifact.slots[slot];
-            let offset = slot.offset.evaluate(bindings)? as usize;
-            let elements: usize = concrete_shape(&slot.tensor.shape, bindings)?.iter().product();
-            let end = offset + elements * slot.tensor.dtype.size_in_bytes();
-            if end > arena_bytes {
-                return Err(RunError::Plan(format!(
-                    "`{}` ends at byte {end}, past the arena's {arena_bytes}",
-                    slot.tensor.name
-                )));
-            }
-            Ok(offset..end)
-        };
         for (&slot, input) in entry.inputs.iter().zip(inputs) {
-            self.arena[range(slot)?].copy_from_slice(&input.bytes);
+            let range = slot_range(model, slot, bindings, self.arena.len())?;
+            self.arena[range].copy_from_slice(&input.bytes);
         }
+        self.replay(model, entry, bindings, None)
+    }
+
+    /// Runs `entry`'s launches again over the arena as the last [`run`] with
+    /// the same bindings left it — inputs are not copied in again, as in a
+    /// replayed CUDA graph — and reads the outputs. With `launch_times`, the
+    /// host time of each launch is pushed onto it.
+    ///
+    /// [`run`]: SimExecutor::run
+    pub fn replay(
+        &mut self,
+        model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        mut launch_times: Option<&mut Vec<std::time::Duration>>,
+    ) -> Result<Vec<HostTensor>, RunError> {
+        let artifact = &model.artifact;
+        let arena_bytes = artifact.arena_bytes.evaluate(bindings)?.max(0) as usize;
+        if self.arena.len() != arena_bytes {
+            return Err(RunError::Plan("a replay needs a run with the same dims first".into()));
+        }
+        let range = |slot: usize| slot_range(model, slot, bindings, arena_bytes);
         let weights = model.sim_weights();
         for launch in &entry.launches {
+            let started = std::time::Instant::now();
             let variant = choose_variant(launch, bindings)?;
             let kernel = &artifact.kernel_ir[variant.kernel];
             let mut arguments = Vec::with_capacity(variant.arguments.len());
@@ -94,6 +106,9 @@ impl SimExecutor {
                     encode_elements(*dtype, &buffer.data, &mut self.arena[bytes]);
                 }
             }
+            if let Some(times) = launch_times.as_deref_mut() {
+                times.push(started.elapsed());
+            }
         }
         entry
             .outputs
@@ -105,4 +120,24 @@ impl SimExecutor {
             })
             .collect()
     }
+}
+
+/// The bytes of arena slot `slot` under `bindings`, checked against the arena's size.
+fn slot_range(
+    model: &Model,
+    slot: usize,
+    bindings: &SymbolBindings,
+    arena_bytes: usize,
+) -> Result<std::ops::Range<usize>, RunError> {
+    let slot = &model.artifact.slots[slot];
+    let offset = slot.offset.evaluate(bindings)? as usize;
+    let elements: usize = concrete_shape(&slot.tensor.shape, bindings)?.iter().product();
+    let end = offset + elements * slot.tensor.dtype.size_in_bytes();
+    if end > arena_bytes {
+        return Err(RunError::Plan(format!(
+            "`{}` ends at byte {end}, past the arena's {arena_bytes}",
+            slot.tensor.name
+        )));
+    }
+    Ok(offset..end)
 }

@@ -141,6 +141,7 @@ impl Writer {
             self.string(&array.name);
             self.dtype(array.dtype);
             self.u64(array.elements as u64);
+            self.u32(array.align as u32);
         }
         self.block(&kernel.body);
     }
@@ -381,7 +382,11 @@ impl<'a> Reader<'a> {
             if elements > (1 << 20) {
                 return Err(self.error(format!("shared array `{name}` of {elements} elements")));
             }
-            shared.push(SharedArray { name, dtype, elements: elements as usize });
+            let align = self.u32()? as usize;
+            if !align.is_power_of_two() || !(SharedArray::MIN_ALIGN..=SharedArray::MAX_ALIGN).contains(&align) {
+                return Err(self.error(format!("shared array `{name}` aligned to {align} bytes")));
+            }
+            shared.push(SharedArray { name, dtype, elements: elements as usize, align });
         }
         let declared = Declared {
             params: params.len(),

@@ -241,6 +241,28 @@ pub struct SharedArray {
     pub name: String,
     pub dtype: DType,
     pub elements: usize,
+    /// Alignment of the array's first byte: a power of two, at least
+    /// [`SharedArray::MIN_ALIGN`], so every vector access of up to 16 bytes at
+    /// an element index that is a multiple of its width is aligned. The
+    /// lowering emits it (`.shared .align N`) and the simulator holds kernels to it.
+    pub align: usize,
+}
+
+impl SharedArray {
+    /// The least alignment of a shared array: the widest vector access.
+    pub const MIN_ALIGN: usize = 16;
+    /// The greatest alignment the codec accepts.
+    pub const MAX_ALIGN: usize = 1024;
+
+    /// An array aligned to [`SharedArray::MIN_ALIGN`].
+    pub fn new(name: &str, dtype: DType, elements: usize) -> SharedArray {
+        SharedArray { name: name.to_string(), dtype, elements, align: SharedArray::MIN_ALIGN }
+    }
+
+    /// Bytes the array holds.
+    pub fn bytes(&self) -> usize {
+        self.elements * self.dtype.size_in_bytes()
+    }
 }
 
 /// One kernel variant.
@@ -262,10 +284,7 @@ pub const STATIC_SHARED_LIMIT: usize = 48 * 1024;
 impl Kernel {
     /// Bytes of shared memory the kernel declares.
     pub fn shared_bytes(&self) -> usize {
-        self.shared_offsets().last().map_or(0, |&last| {
-            let array = &self.shared[self.shared.len() - 1];
-            last + array.elements * array.dtype.size_in_bytes()
-        })
+        self.shared_offsets().last().map_or(0, |&last| last + self.shared[self.shared.len() - 1].bytes())
     }
 
     /// Whether the shared arrays exceed [`STATIC_SHARED_LIMIT`] and so live in
@@ -285,17 +304,22 @@ impl Kernel {
     }
 
     /// Byte offset of each shared array when they are laid out back to back,
-    /// each aligned to 16 bytes (the layout in dynamic shared memory).
+    /// each at its own alignment (the layout in dynamic shared memory).
     pub fn shared_offsets(&self) -> Vec<usize> {
         let mut offset = 0usize;
         self.shared
             .iter()
             .map(|array| {
-                let start = offset.div_ceil(16) * 16;
-                offset = start + array.elements * array.dtype.size_in_bytes();
+                let start = offset.div_ceil(array.align) * array.align;
+                offset = start + array.bytes();
                 start
             })
             .collect()
+    }
+
+    /// The alignment dynamic shared memory must have: the largest array's.
+    pub fn shared_align(&self) -> usize {
+        self.shared.iter().map(|a| a.align).max().unwrap_or(SharedArray::MIN_ALIGN)
     }
 }
 

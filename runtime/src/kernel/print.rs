@@ -33,7 +33,7 @@ pub fn print_kernel(kernel: &Kernel) -> String {
         kernel.grid_blocks
     );
     for array in &kernel.shared {
-        let _ = writeln!(text, "  shared {}: {}[{}]", array.name, array.dtype, array.elements);
+        let _ = writeln!(text, "  shared {}: {}[{}] align {}", array.name, array.dtype, array.elements, array.align);
     }
     print_block(kernel, &kernel.body, 1, &mut text);
     text.push_str("}\n");

@@ -92,6 +92,8 @@ fn scale_artifact() -> Vec<u8> {
                         argument(ArgumentSource::Symbol("batch".into())),
                     ],
                 }],
+                flops: "4*batch".into(),
+                bytes: "32*batch + 16".into(),
             }],
         }],
         ..Manifest::default()

@@ -127,7 +127,7 @@ fn block_sum(with_barrier: bool) -> Kernel {
         ],
         block_threads: 128,
         grid_blocks: Dim::constant(3),
-        shared: vec![SharedArray { name: "partial".into(), dtype: DType::F32, elements: 128 }],
+        shared: vec![SharedArray::new("partial", DType::F32, 128)],
         body,
     }
 }
@@ -353,7 +353,7 @@ fn shared_vector_rotation(barrier: bool) -> Kernel {
         params: vec![Param::Buffer { name: "y".into(), dtype: DType::F32, writable: true }],
         block_threads: 64,
         grid_blocks: Dim::constant(1),
-        shared: vec![SharedArray { name: "stage".into(), dtype: DType::F32, elements: 256 }],
+        shared: vec![SharedArray::new("stage", DType::F32, 256)],
         body,
     }
 }

@@ -190,7 +190,7 @@ impl<'g> KernelContext<'g> {
     }
 
     pub fn add_shared(&mut self, name: &str, dtype: DType, elements: usize) -> usize {
-        self.shared.push(SharedArray { name: name.to_string(), dtype, elements });
+        self.shared.push(SharedArray::new(name, dtype, elements));
         self.shared.len() - 1
     }
 

@@ -71,11 +71,32 @@ pub fn kernel_function(kernel: &Kernel, vendor: Vendor) -> Result<String, String
 pub fn kernel_module(kernels: &[&Kernel], target_attribute: &str, vendor: Vendor) -> Result<String, String> {
     let mut text = String::from("module attributes {gpu.container_module} {\n");
     let _ = writeln!(text, "  gpu.module @kernels [{target_attribute}] {{");
+    for kernel in kernels.iter().filter(|k| k.uses_dynamic_shared()) {
+        text.push_str(&dynamic_shared_global(kernel));
+    }
     for kernel in kernels {
         text.push_str(&kernel_function(kernel, vendor)?);
     }
     text.push_str("  }\n}\n");
     Ok(text)
+}
+
+/// The symbol of `kernel`'s dynamic shared memory.
+fn dynamic_shared_symbol(kernel: &Kernel) -> String {
+    format!("{}_dynamic_shared", kernel.name)
+}
+
+/// The module-level declaration of `kernel`'s dynamic shared memory: a
+/// public, uninitialized, zero-length workgroup global, which becomes
+/// `.extern .shared .align N .b8 name[]` in PTX (the launch provides the
+/// bytes). `gpu.dynamic_shared_memory` is not used: it lowers to an internal
+/// zero-length array that ptxas may place on top of static shared arrays.
+fn dynamic_shared_global(kernel: &Kernel) -> String {
+    format!(
+        "    memref.global @{} : memref<0xi8, #gpu.address_space<workgroup>> {{alignment = {} : i64}}\n",
+        dynamic_shared_symbol(kernel),
+        kernel.shared_align()
+    )
 }
 
 fn collect_variables(body: &[Stmt], variables: &mut BTreeMap<Var, DType>) {
@@ -134,7 +155,12 @@ impl Emitter<'_> {
             .enumerate()
             .filter(|_| !dynamic)
             .map(|(i, a)| {
-                format!("%shared{i}: memref<{}x{}, #gpu.address_space<workgroup>>", a.elements, memory_type(a.dtype))
+                format!(
+                    "%shared{i}: memref<{}x{}, #gpu.address_space<workgroup>> {{llvm.align = {} : i64}}",
+                    a.elements,
+                    memory_type(a.dtype),
+                    a.align
+                )
             })
             .collect();
         let workgroup =
@@ -156,12 +182,14 @@ impl Emitter<'_> {
         self.line("%one = arith.constant 1 : i64");
         if dynamic {
             // Beyond the static limit, the arrays are views into the dynamic
-            // shared memory the launch provides (`Kernel::dynamic_shared_bytes`).
-            self.line("%dynamic = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>");
+            // shared memory the launch provides (`Kernel::dynamic_shared_bytes`),
+            // declared as an external shared array (see `dynamic_shared_global`).
+            let global = dynamic_shared_symbol(kernel);
+            self.line(&format!("%dynamic = memref.get_global @{global} : memref<0xi8, #gpu.address_space<workgroup>>"));
             for (index, (array, offset)) in kernel.shared.iter().zip(kernel.shared_offsets()).enumerate() {
                 self.line(&format!("%offset{index} = arith.constant {offset} : index"));
                 self.line(&format!(
-                    "%shared{index} = memref.view %dynamic[%offset{index}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<{}x{}, #gpu.address_space<workgroup>>",
+                    "%shared{index} = memref.view %dynamic[%offset{index}][] : memref<0xi8, #gpu.address_space<workgroup>> to memref<{}x{}, #gpu.address_space<workgroup>>",
                     array.elements,
                     memory_type(array.dtype)
                 ));

@@ -96,24 +96,40 @@ pub struct KernelResources {
     pub shared_bytes: u32,
 }
 
-/// Assembles `ptx` for `chip` with `ptxas`; returns each kernel's resources
-/// or ptxas's complaint.
-pub fn assemble(ptxas: &Path, ptx: &str, chip: &str) -> Result<Vec<KernelResources>, String> {
-    let directory = std::env::temp_dir().join(format!("kiln-ptxas-{}-{}", std::process::id(), chip));
-    std::fs::create_dir_all(&directory).map_err(|e| e.to_string())?;
-    let input = directory.join(format!("kernels-{}.ptx", ptx.len()));
-    std::fs::write(&input, ptx).map_err(|e| e.to_string())?;
-    let output = std::process::Command::new(ptxas)
-        .args(["-arch", chip, "-v", "-o"])
-        .arg(directory.join("kernels.cubin"))
-        .arg(&input)
-        .output()
-        .map_err(|e| format!("{}: {e}", ptxas.display()))?;
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    if !output.status.success() {
-        return Err(log);
-    }
-    Ok(parse_resources(&log))
+/// What ptxas made of a PTX module: the cubin and each kernel's resources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assembly {
+    /// The ELF cubin (SASS for exactly `chip`).
+    pub cubin: Vec<u8>,
+    pub kernels: Vec<KernelResources>,
+}
+
+/// Assembles `ptx` for `chip` with `ptxas`; returns the cubin and each
+/// kernel's resources, or ptxas's complaint.
+pub fn assemble(ptxas: &Path, ptx: &str, chip: &str) -> Result<Assembly, String> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let directory = std::env::temp_dir().join(format!("kiln-ptxas-{}-{unique}-{chip}", std::process::id()));
+    std::fs::create_dir_all(&directory).map_err(|e| format!("{}: {e}", directory.display()))?;
+    let input = directory.join("kernels.ptx");
+    let cubin = directory.join("kernels.cubin");
+    let result = (|| {
+        std::fs::write(&input, ptx).map_err(|e| format!("{}: {e}", input.display()))?;
+        let output = std::process::Command::new(ptxas)
+            .args(["-arch", chip, "-v", "-o"])
+            .arg(&cubin)
+            .arg(&input)
+            .output()
+            .map_err(|e| format!("{}: {e}", ptxas.display()))?;
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() {
+            return Err(log);
+        }
+        let bytes = std::fs::read(&cubin).map_err(|e| format!("{}: {e}", cubin.display()))?;
+        Ok(Assembly { cubin: bytes, kernels: parse_resources(&log) })
+    })();
+    let _ = std::fs::remove_dir_all(&directory);
+    result
 }
 
 fn parse_resources(log: &str) -> Vec<KernelResources> {
