@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 device="auto"
 if [[ "${1:-}" == "--device" && -n "${2:-}" ]]; then device="$2"; fi
 scripts/setup.sh
-cargo build --release --locked -p kiln-compiler --bin kiln -p kiln-runtime --bin kiln-run
+cargo build --release --locked -p kiln-compiler --bin kiln -p kiln-cli --bin kiln-run
 model="$(scripts/minilm-dir.sh)"
 mkdir -p out
 echo "== kiln compile $model -o out/minilm.kiln"

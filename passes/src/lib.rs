@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod precision;
 pub mod recognize;
+pub mod registry;
 pub mod util;
 
 pub use pass::{Pass, PassError};

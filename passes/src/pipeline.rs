@@ -6,20 +6,10 @@ use std::str::FromStr;
 
 use kiln_ir::{verify, Graph, SymbolBindings};
 
-use crate::canonicalize::{
-    collapse_view_chains::CollapseViewChains, eliminate_common_subexpressions::EliminateCommonSubexpressions,
-    eliminate_dead_code::EliminateDeadCode, fold_constants::FoldConstants, fold_shapes::FoldShapes,
-    fold_transposes_into_matmul::FoldTransposesIntoMatmul, remove_identities::RemoveIdentities,
-};
-use crate::fuse::{form_fusion_groups::FormFusionGroups, merge_projections::MergeProjections};
-use crate::layout::pack_matmul_weights::PackMatmulWeights;
 use crate::pass::{Pass, PassError};
 use crate::plan::{plan_memory, MemoryPlan};
-use crate::precision::lower_precision::{LowerPrecision, Precision};
-use crate::recognize::{
-    recognize_attention::RecognizeAttention, recognize_gelu::RecognizeGelu, recognize_layer_norm::RecognizeLayerNorm,
-    recognize_rms_norm::RecognizeRmsNorm, recognize_rope::RecognizeRope, recognize_silu::RecognizeSilu,
-};
+use crate::precision::lower_precision::Precision;
+use crate::registry::{by_name, Schedule, PHASES};
 
 /// The phases, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,11 +101,19 @@ impl PipelineOptions {
     }
 }
 
-/// Phases of passes. A phase runs its passes in order, repeatedly, until none
-/// changes the graph (at most [`MAX_ROUNDS`] rounds).
+/// Phases of passes, as [`PHASES`] lays them out: a phase runs its passes in
+/// order, repeatedly until none changes the graph (at most [`MAX_ROUNDS`]
+/// rounds), or once when its schedule says so.
 pub struct Pipeline {
-    phases: Vec<(Phase, Vec<Box<dyn Pass>>)>,
+    phases: Vec<PhasePasses>,
     options: PipelineOptions,
+}
+
+/// A phase with its passes made.
+struct PhasePasses {
+    phase: Phase,
+    schedule: Schedule,
+    passes: Vec<Box<dyn Pass>>,
 }
 
 /// A phase that still changes the graph after this many rounds is an error.
@@ -124,45 +122,18 @@ pub const MAX_ROUNDS: usize = 16;
 impl Pipeline {
     /// The pipeline kiln compiles with.
     pub fn new(options: PipelineOptions) -> Pipeline {
-        let canonicalize: Vec<Box<dyn Pass>> = vec![
-            Box::new(FoldShapes),
-            Box::new(FoldConstants),
-            Box::new(RemoveIdentities),
-            Box::new(FoldTransposesIntoMatmul),
-            Box::new(CollapseViewChains),
-            Box::new(EliminateCommonSubexpressions),
-            Box::new(EliminateDeadCode),
-        ];
-        let recognize: Vec<Box<dyn Pass>> = vec![
-            Box::new(RecognizeLayerNorm),
-            Box::new(RecognizeRmsNorm),
-            Box::new(RecognizeGelu),
-            Box::new(RecognizeSilu),
-            Box::new(RecognizeRope),
-            Box::new(RecognizeAttention),
-            Box::new(RemoveIdentities),
-            Box::new(EliminateCommonSubexpressions),
-            Box::new(EliminateDeadCode),
-        ];
-        let fuse: Vec<Box<dyn Pass>> = vec![
-            Box::new(MergeProjections),
-            Box::new(FoldConstants),
-            Box::new(EliminateDeadCode),
-            Box::new(FormFusionGroups),
-        ];
-        let layout: Vec<Box<dyn Pass>> = vec![Box::new(PackMatmulWeights), Box::new(EliminateDeadCode)];
-        let precision: Vec<Box<dyn Pass>> =
-            vec![Box::new(LowerPrecision { precision: options.precision }), Box::new(EliminateDeadCode)];
-        Pipeline {
-            phases: vec![
-                (Phase::Canonicalize, canonicalize),
-                (Phase::Recognize, recognize),
-                (Phase::Fuse, fuse),
-                (Phase::Layout, layout),
-                (Phase::Precision, precision),
-            ],
-            options,
-        }
+        let phases = PHASES
+            .iter()
+            .map(|policy| {
+                let passes = policy
+                    .passes
+                    .iter()
+                    .map(|name| by_name(name, &options).unwrap_or_else(|| panic!("PHASES names no pass `{name}`")))
+                    .collect();
+                PhasePasses { phase: policy.phase, schedule: policy.schedule, passes }
+            })
+            .collect();
+        Pipeline { phases, options }
     }
 
     /// Runs every phase up to `stop_after`; `observe(phase, pass, graph)` sees
@@ -173,7 +144,7 @@ impl Pipeline {
         graph: &mut Graph,
         observe: &mut dyn FnMut(Phase, &str, &Graph),
     ) -> Result<Option<MemoryPlan>, PassError> {
-        for (phase, passes) in &self.phases {
+        for PhasePasses { phase, schedule, passes } in &self.phases {
             if *phase > self.options.stop_after {
                 break;
             }
@@ -190,8 +161,7 @@ impl Pipeline {
                         observe(*phase, pass.name(), graph);
                     }
                 }
-                // The precision phase rewrites dtypes once; the others run to a fixed point.
-                if !changed || *phase == Phase::Precision {
+                if !changed || *schedule == Schedule::Once {
                     break;
                 }
                 round += 1;

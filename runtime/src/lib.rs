@@ -11,7 +11,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod artifact;
-pub mod cli;
 pub mod device;
 pub mod dim;
 pub mod dtype;
@@ -27,3 +26,8 @@ pub use dim::{Dim, DimError, DimNode, DimParseError, SymbolBindings};
 pub use dtype::DType;
 pub use session::{Device, Model, RunError, Session};
 pub use tensor::HostTensor;
+
+/// The README's Rust example, compiled (not run) as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExample;

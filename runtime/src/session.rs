@@ -5,7 +5,7 @@
 //! use std::sync::Arc;
 //! use kiln_runtime::{Device, HostTensor, Model, Session};
 //! let model = Arc::new(Model::open("minilm.kiln".as_ref())?);
-//! let mut session = Session::new(model, Device::Auto)?;
+//! let mut session = Session::new(model, Device::auto())?;
 //! let ids = HostTensor::from_i64(vec![1, 4], &[101, 7592, 2088, 102]);
 //! let outputs = session.run(&[("input_ids".into(), ids)])?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -15,34 +15,61 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use crate::artifact::{Artifact, ArtifactError, EntrySpec};
-use crate::device::cuda::{CudaError, CudaExecutor, CudaWeights, DeviceTensor};
-use crate::device::sim::SimExecutor;
+use crate::device::cuda::{CudaError, CudaWeights, DeviceTensor};
+use crate::device::{executor_kind, Executor, EXECUTORS};
 use crate::sim::{SimBuffer, SimError};
 use crate::tensor::decode_elements;
 use crate::{HostTensor, SymbolBindings};
 
-/// Where a session runs.
+/// Where a session runs: an executor kind by name ([`crate::device::EXECUTORS`];
+/// none: `auto`, the first kind present), which of its devices, and whether
+/// the simulator's sanitizer checks (other executors ignore `check`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Device {
+pub struct Device {
+    pub executor: Option<String>,
+    pub ordinal: usize,
+    pub check: bool,
+}
+
+impl Device {
     /// CUDA device 0 when a driver and a GPU are present, else the simulator.
-    Auto,
-    /// CUDA device `N`.
-    Cuda(usize),
+    pub fn auto() -> Device {
+        Device { executor: None, ordinal: 0, check: false }
+    }
+
+    /// CUDA device `ordinal`.
+    pub fn cuda(ordinal: usize) -> Device {
+        Device { executor: Some("cuda".into()), ordinal, check: false }
+    }
+
     /// The kernel simulator; `check` turns the sanitizer on.
-    Sim { check: bool },
+    pub fn sim(check: bool) -> Device {
+        Device { executor: Some("sim".into()), ordinal: 0, check }
+    }
+
+    /// The same device with the sanitizer on or off.
+    pub fn with_check(self, check: bool) -> Device {
+        Device { check, ..self }
+    }
 }
 
 impl std::str::FromStr for Device {
     type Err = String;
+    /// `auto`, `NAME` or `NAME:N` for an executor kind `NAME` (`cuda`, `sim`).
     fn from_str(text: &str) -> Result<Device, String> {
-        match text {
-            "auto" => Ok(Device::Auto),
-            "sim" => Ok(Device::Sim { check: false }),
-            "cuda" => Ok(Device::Cuda(0)),
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(ordinal)) => Ok(Device::Cuda(ordinal)),
-                _ => Err(format!("unknown device `{other}` (auto, cuda, cuda:N or sim)")),
-            },
+        if text == "auto" {
+            return Ok(Device::auto());
+        }
+        let (name, ordinal) = match text.split_once(':') {
+            Some((name, ordinal)) => (name, ordinal.parse::<usize>().ok()),
+            None => (text, Some(0)),
+        };
+        match (executor_kind(name), ordinal) {
+            (Some(kind), Some(ordinal)) => Ok(Device { executor: Some(kind.name.into()), ordinal, check: false }),
+            _ => {
+                let names: Vec<String> = EXECUTORS.iter().map(|k| format!("{0}, {0}:N", k.name)).collect();
+                Err(format!("unknown device `{text}` (auto, {})", names.join(", ")))
+            }
         }
     }
 }
@@ -78,6 +105,8 @@ pub enum RunError {
     Cuda(#[from] CudaError),
     #[error("device-resident tensors need a CUDA session")]
     NotOnDevice,
+    #[error("{0}")]
+    Device(String),
 }
 
 /// A compiled model, opened and validated; share it between threads with `Arc`.
@@ -126,39 +155,30 @@ impl Model {
     }
 }
 
-enum Executor {
-    Sim(SimExecutor),
-    Cuda(Box<CudaExecutor>),
-}
-
 /// One caller's execution context: its stream, arena and caches.
 pub struct Session {
     model: Arc<Model>,
-    executor: Executor,
+    executor: Box<dyn Executor>,
 }
 
 impl Session {
-    /// A session on `device` (`Auto` picks CUDA when a driver and a GPU are present).
+    /// A session on `device` (`auto` picks the first executor kind present:
+    /// CUDA when a driver and a GPU are there, else the simulator).
     pub fn new(model: Arc<Model>, device: Device) -> Result<Session, RunError> {
-        let device = match device {
-            Device::Auto if crate::device::cuda::device_count() > 0 => Device::Cuda(0),
-            Device::Auto => Device::Sim { check: false },
-            other => other,
+        let kind = match &device.executor {
+            Some(name) => executor_kind(name).ok_or_else(|| RunError::Device(format!("no executor `{name}`")))?,
+            None => EXECUTORS
+                .iter()
+                .find(|kind| (kind.present)())
+                .ok_or_else(|| RunError::Device("no executor is present".into()))?,
         };
-        let executor = match device {
-            Device::Cuda(ordinal) => Executor::Cuda(Box::new(CudaExecutor::new(model.clone(), ordinal)?)),
-            Device::Sim { check } => Executor::Sim(SimExecutor::new(check)),
-            Device::Auto => unreachable!("resolved above"),
-        };
+        let executor = (kind.open)(model.clone(), &device)?;
         Ok(Session { model, executor })
     }
 
     /// The device this session runs on, in words.
     pub fn device_description(&self) -> String {
-        match &self.executor {
-            Executor::Sim(sim) => sim.description(),
-            Executor::Cuda(cuda) => cuda.description(),
-        }
+        self.executor.description()
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -186,10 +206,7 @@ impl Session {
         bindings: &SymbolBindings,
         ordered: &[&HostTensor],
     ) -> Result<NamedTensors, RunError> {
-        let outputs = match &mut self.executor {
-            Executor::Sim(sim) => sim.run(&self.model, spec, bindings, ordered)?,
-            Executor::Cuda(cuda) => cuda.run(spec, bindings, ordered)?,
-        };
+        let outputs = self.executor.run(&self.model, spec, bindings, ordered)?;
         Ok(output_names(&self.model.artifact, spec).zip(outputs).collect())
     }
 }
@@ -202,10 +219,7 @@ fn output_names<'a>(artifact: &'a Artifact, spec: &'a EntrySpec) -> impl Iterato
 impl Session {
     /// Copies a host tensor to this session's GPU (CUDA sessions only).
     pub fn upload(&self, tensor: &HostTensor) -> Result<DeviceTensor, RunError> {
-        match &self.executor {
-            Executor::Cuda(cuda) => Ok(cuda.upload(tensor)?),
-            Executor::Sim(_) => Err(RunError::NotOnDevice),
-        }
+        self.executor.upload(tensor)
     }
 
     /// Runs `forward` on device-resident inputs and leaves the outputs on the
@@ -220,10 +234,7 @@ impl Session {
             .collect();
         let (bindings, order) = bind_signature(artifact, spec, &described)?;
         let ordered: Vec<&DeviceTensor> = order.iter().map(|&i| inputs[i].1).collect();
-        let Executor::Cuda(cuda) = &mut self.executor else {
-            return Err(RunError::NotOnDevice);
-        };
-        let outputs = cuda.run_device(spec, &bindings, &ordered)?;
+        let outputs = self.executor.run_device(spec, &bindings, &ordered)?;
         Ok(output_names(artifact, spec).zip(outputs).collect())
     }
 
@@ -246,27 +257,7 @@ impl Session {
         let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
         let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
         let outputs = self.run_bound(spec, &bindings, &ordered)?;
-        let (times, replayed) = match &mut self.executor {
-            Executor::Cuda(cuda) => {
-                let times = cuda.time_launches(spec, &bindings, calls, rounds)?;
-                (times, cuda.read_outputs(spec, &bindings)?)
-            }
-            Executor::Sim(sim) => {
-                let mut times = Vec::with_capacity(rounds);
-                let mut replayed = Vec::new();
-                for _ in 0..rounds {
-                    let started = std::time::Instant::now();
-                    for _ in 0..calls.max(1) {
-                        replayed = sim.replay(&model, spec, &bindings, None)?;
-                    }
-                    times.push(started.elapsed() / calls.max(1) as u32);
-                }
-                if replayed.is_empty() {
-                    replayed = sim.replay(&model, spec, &bindings, None)?;
-                }
-                (times, replayed)
-            }
-        };
+        let (times, replayed) = self.executor.time_replays(&model, spec, &bindings, calls, rounds)?;
         let replayed = output_names(artifact, spec).zip(replayed).collect();
         Ok(Benchmark { outputs, replayed, round_times: times })
     }
@@ -283,18 +274,7 @@ impl Session {
         let spec = artifact.entry_point("forward").ok_or_else(|| RunError::NoEntryPoint("forward".into()))?;
         let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
         self.run_bound(spec, &bindings, &ordered)?;
-        let times = match &mut self.executor {
-            Executor::Cuda(cuda) => cuda.profile_launches(spec, &bindings, repeats)?,
-            Executor::Sim(sim) => {
-                let mut times = vec![Vec::new(); spec.launches.len()];
-                for _ in 0..repeats.max(1) {
-                    let mut each = Vec::new();
-                    sim.replay(&model, spec, &bindings, Some(&mut each))?;
-                    times.iter_mut().zip(each).for_each(|(all, time)| all.push(time));
-                }
-                times
-            }
-        };
+        let times = self.executor.profile_launches(&model, spec, &bindings, repeats)?;
         spec.launches
             .iter()
             .zip(times)

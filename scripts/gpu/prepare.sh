@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/setup.sh
-cargo build --release --locked -p kiln-compiler --bin kiln -p kiln-runtime --bin kiln-run
+cargo build --release --locked -p kiln-compiler --bin kiln -p kiln-cli --bin kiln-run
 out=out/gpu
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/artifacts" "$out/work"

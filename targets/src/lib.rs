@@ -1,10 +1,11 @@
 //! Kernel generation and lowering to GPU code.
 //!
-//! For now this crate holds the proof that the toolchain works on this
-//! machine: [`toolchain`] lowers a small MLIR GPU kernel to PTX through melior
-//! and emits PTX from an LLVM IR function through inkwell. Kernel generation
-//! per fusion group arrives with the kernel IR.
+//! [`generate`] turns each fusion group into a kernel-IR program;
+//! [`lower`] lowers kernel IR through MLIR (melior) to PTX for `sm_*` chips
+//! (assembled to cubins with ptxas) and to AMDGPU assembly for `gfx*` chips;
+//! [`target`] is the seam every target implements; [`toolchain`] holds the MLIR context and pipeline helpers they share.
 
 pub mod generate;
 pub mod lower;
+pub mod target;
 pub mod toolchain;

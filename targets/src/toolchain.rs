@@ -1,8 +1,7 @@
-//! Proof that MLIR (melior) and LLVM (inkwell) are linked and can reach PTX.
+//! The MLIR toolchain: a context with everything registered, pass-pipeline
+//! parsing, extraction of PTX and assembly from lowered modules, and a small
+//! proof kernel that reaches PTX.
 
-use inkwell::context::Context as LlvmContext;
-use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple};
-use inkwell::OptimizationLevel;
 use melior::dialect::DialectRegistry;
 use melior::ir::Module;
 use melior::pass::OperationPassManager;
@@ -19,8 +18,6 @@ pub enum ToolchainError {
     MlirPipeline { pipeline: String, message: String },
     #[error("the lowered module holds no PTX")]
     NoPtx,
-    #[error("LLVM: {0}")]
-    Llvm(String),
 }
 
 /// An MLIR context with every dialect, pass and LLVM translation registered.
@@ -132,32 +129,4 @@ pub fn extract_assembly(module_text: &str) -> Option<String> {
         }
     }
     String::from_utf8(ptx).ok()
-}
-
-/// Emits PTX for `chip` from a one-instruction LLVM IR kernel through
-/// inkwell's NVPTX target machine.
-pub fn empty_kernel_ptx_through_llvm(chip: &str) -> Result<String, ToolchainError> {
-    Target::initialize_nvptx(&InitializationConfig::default());
-    let triple = TargetTriple::create("nvptx64-nvidia-cuda");
-    let target = Target::from_triple(&triple).map_err(|error| ToolchainError::Llvm(error.to_string()))?;
-    let machine = target
-        .create_target_machine(
-            &triple,
-            chip,
-            "+ptx80",
-            OptimizationLevel::Default,
-            RelocMode::Default,
-            CodeModel::Default,
-        )
-        .ok_or_else(|| ToolchainError::Llvm(format!("no NVPTX target machine for {chip}")))?;
-    let context = LlvmContext::create();
-    let module = context.create_module("kiln_toolchain_check");
-    let function = module.add_function("kiln_empty", context.void_type().fn_type(&[], false), None);
-    let builder = context.create_builder();
-    builder.position_at_end(context.append_basic_block(function, "entry"));
-    builder.build_return(None).map_err(|error| ToolchainError::Llvm(error.to_string()))?;
-    let buffer = machine
-        .write_to_memory_buffer(&module, FileType::Assembly)
-        .map_err(|error| ToolchainError::Llvm(error.to_string()))?;
-    Ok(String::from_utf8_lossy(buffer.as_slice()).into_owned())
 }

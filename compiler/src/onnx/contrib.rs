@@ -3,40 +3,41 @@
 
 use kiln_ir::{BinaryOp, Constant, DType, GeluApproximation, Op, ReduceKind, Tensor, ValueRef};
 
-use super::ops::NodeImport;
+use super::ops::{ImportFn, NodeImport};
 
 type Result<T> = std::result::Result<T, String>;
 
-pub(super) fn import_contrib(n: &mut NodeImport) -> Result<()> {
-    match n.node.op_type.as_str() {
-        "SkipLayerNormalization" => skip_layer_norm(n, false),
-        "SkipSimplifiedLayerNormalization" => skip_layer_norm(n, true),
-        "SimplifiedLayerNormalization" => {
-            n.require_outputs(&[0])?;
-            let inputs = [n.input(0)?, n.input(1)?];
-            let op = Op::RmsNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
-            n.emit_output(0, op, &inputs).map(|_| ())
+/// The `com.microsoft` domain: op type → importer.
+pub(super) const MICROSOFT_DOMAIN: &[(&str, ImportFn)] = &[
+    ("Attention", attention),
+    ("BiasGelu", |n| {
+        let (x, bias) = (n.input(0)?, n.input(1)?);
+        let sum = n.emit(Op::Binary(BinaryOp::Add), &[x, bias])?;
+        n.emit_output(0, Op::Gelu { approximation: GeluApproximation::None }, &[sum]).map(|_| ())
+    }),
+    ("EmbedLayerNormalization", embed_layer_norm),
+    ("FastGelu", |n| {
+        let mut x = n.input(0)?;
+        if let Some(bias) = n.optional_input(1)? {
+            x = n.emit(Op::Binary(BinaryOp::Add), &[x, bias])?;
         }
-        "BiasGelu" => {
-            let (x, bias) = (n.input(0)?, n.input(1)?);
-            let sum = n.emit(Op::Binary(BinaryOp::Add), &[x, bias])?;
-            n.emit_output(0, Op::Gelu { approximation: GeluApproximation::None }, &[sum]).map(|_| ())
-        }
-        "FastGelu" => {
-            let mut x = n.input(0)?;
-            if let Some(bias) = n.optional_input(1)? {
-                x = n.emit(Op::Binary(BinaryOp::Add), &[x, bias])?;
-            }
-            n.emit_output(0, Op::Gelu { approximation: GeluApproximation::Tanh }, &[x]).map(|_| ())
-        }
-        "Gelu" => {
-            let x = n.input(0)?;
-            n.emit_output(0, Op::Gelu { approximation: GeluApproximation::None }, &[x]).map(|_| ())
-        }
-        "EmbedLayerNormalization" => embed_layer_norm(n),
-        "Attention" => attention(n),
-        other => Err(format!("`com.microsoft::{other}` has no importer (a kiln bug: it is listed as supported)")),
-    }
+        n.emit_output(0, Op::Gelu { approximation: GeluApproximation::Tanh }, &[x]).map(|_| ())
+    }),
+    ("Gelu", |n| {
+        let x = n.input(0)?;
+        n.emit_output(0, Op::Gelu { approximation: GeluApproximation::None }, &[x]).map(|_| ())
+    }),
+    ("SimplifiedLayerNormalization", simplified_layer_norm),
+    ("SkipLayerNormalization", |n| skip_layer_norm(n, false)),
+    ("SkipSimplifiedLayerNormalization", |n| skip_layer_norm(n, true)),
+];
+
+/// RMS normalization under ONNX Runtime's name (either domain).
+pub(super) fn simplified_layer_norm(n: &mut NodeImport) -> Result<()> {
+    n.require_outputs(&[0])?;
+    let inputs = [n.input(0)?, n.input(1)?];
+    let op = Op::RmsNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
+    n.emit_output(0, op, &inputs).map(|_| ())
 }
 
 /// `norm(input + skip [+ bias])`; output 3 is the sum itself.

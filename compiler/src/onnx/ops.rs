@@ -11,90 +11,97 @@ use onnx_protobuf::{AttributeProto, NodeProto};
 use super::tensors::{constant_from_proto, dtype_from_onnx};
 use super::Importer;
 
-const DEFAULT_DOMAIN_OPS: &[&str] = &[
-    "Abs",
-    "Add",
-    "And",
-    "Cast",
-    "CastLike",
-    "Ceil",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Cos",
-    "Div",
-    "Dropout",
-    "Equal",
-    "Erf",
-    "Exp",
-    "Expand",
-    "Flatten",
-    "Floor",
-    "Gather",
-    "GatherND",
-    "Gelu",
-    "Gemm",
-    "Greater",
-    "GreaterOrEqual",
-    "Identity",
-    "IsNaN",
-    "LayerNormalization",
-    "Less",
-    "LessOrEqual",
-    "Log",
-    "MatMul",
-    "Max",
-    "Min",
-    "Mul",
-    "Neg",
-    "Not",
-    "Or",
-    "Pow",
-    "RMSNormalization",
-    "Range",
-    "Reciprocal",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Shape",
-    "Sigmoid",
-    "SimplifiedLayerNormalization",
-    "Sin",
-    "Slice",
-    "Softmax",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Tanh",
-    "Transpose",
-    "Trilu",
-    "Unsqueeze",
-    "Where",
-    "Xor",
+/// Imports one node of one op type.
+pub(super) type ImportFn = fn(&mut NodeImport<'_>) -> Result<()>;
+
+/// The default domain (`""` or `ai.onnx`): op type → importer. Adding an op
+/// is one row here (and its function below); "is it supported" is a lookup.
+const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
+    ("Abs", |n| unary(n, UnaryOp::Abs)),
+    ("Add", |n| binary(n, BinaryOp::Add)),
+    ("And", |n| binary(n, BinaryOp::And)),
+    ("Cast", import_cast),
+    ("CastLike", import_cast_like),
+    ("Ceil", |n| unary(n, UnaryOp::Ceil)),
+    ("Concat", import_concat),
+    ("Constant", import_constant),
+    ("ConstantOfShape", import_constant_of_shape),
+    ("Cos", |n| unary(n, UnaryOp::Cos)),
+    ("Div", |n| binary(n, BinaryOp::Div)),
+    ("Dropout", import_identity),
+    ("Equal", |n| binary(n, BinaryOp::Equal)),
+    ("Erf", |n| unary(n, UnaryOp::Erf)),
+    ("Exp", |n| unary(n, UnaryOp::Exp)),
+    ("Expand", |n| two_inputs(n, Op::Expand)),
+    ("Flatten", import_flatten),
+    ("Floor", |n| unary(n, UnaryOp::Floor)),
+    ("Gather", |n| {
+        let axis = n.int("axis", 0);
+        two_inputs(n, Op::Gather { axis })
+    }),
+    ("GatherND", |n| {
+        let batch_dims = n.int("batch_dims", 0);
+        two_inputs(n, Op::GatherNd { batch_dims })
+    }),
+    ("Gelu", import_gelu),
+    ("Gemm", import_gemm),
+    ("Greater", |n| binary(n, BinaryOp::Greater)),
+    ("GreaterOrEqual", |n| binary(n, BinaryOp::GreaterOrEqual)),
+    ("Identity", import_identity),
+    ("IsNaN", |n| unary(n, UnaryOp::IsNan)),
+    ("LayerNormalization", import_layer_norm),
+    ("Less", |n| binary(n, BinaryOp::Less)),
+    ("LessOrEqual", |n| binary(n, BinaryOp::LessOrEqual)),
+    ("Log", |n| unary(n, UnaryOp::Log)),
+    ("MatMul", |n| two_inputs(n, Op::MATMUL)),
+    ("Max", |n| variadic(n, BinaryOp::Max)),
+    ("Min", |n| variadic(n, BinaryOp::Min)),
+    ("Mul", |n| binary(n, BinaryOp::Mul)),
+    ("Neg", |n| unary(n, UnaryOp::Neg)),
+    ("Not", |n| unary(n, UnaryOp::Not)),
+    ("Or", |n| binary(n, BinaryOp::Or)),
+    ("Pow", |n| binary(n, BinaryOp::Pow)),
+    ("RMSNormalization", import_rms_norm),
+    ("Range", import_range),
+    ("Reciprocal", |n| unary(n, UnaryOp::Reciprocal)),
+    ("ReduceMax", |n| import_reduce(n, ReduceKind::Max)),
+    ("ReduceMean", |n| import_reduce(n, ReduceKind::Mean)),
+    ("ReduceMin", |n| import_reduce(n, ReduceKind::Min)),
+    ("ReduceProd", |n| import_reduce(n, ReduceKind::Prod)),
+    ("ReduceSum", |n| import_reduce(n, ReduceKind::Sum)),
+    ("Relu", |n| unary(n, UnaryOp::Relu)),
+    ("Reshape", import_reshape),
+    ("Shape", import_shape),
+    ("Sigmoid", |n| unary(n, UnaryOp::Sigmoid)),
+    // ONNX Runtime registers it in the default domain too.
+    ("SimplifiedLayerNormalization", super::contrib::simplified_layer_norm),
+    ("Sin", |n| unary(n, UnaryOp::Sin)),
+    ("Slice", import_slice),
+    ("Softmax", import_softmax),
+    ("Sqrt", |n| unary(n, UnaryOp::Sqrt)),
+    ("Squeeze", import_squeeze_or_unsqueeze),
+    ("Sub", |n| binary(n, BinaryOp::Sub)),
+    ("Tanh", |n| unary(n, UnaryOp::Tanh)),
+    ("Transpose", import_transpose),
+    ("Trilu", import_trilu),
+    ("Unsqueeze", import_squeeze_or_unsqueeze),
+    ("Where", import_where),
+    ("Xor", |n| binary(n, BinaryOp::Xor)),
 ];
 
-const MICROSOFT_OPS: &[&str] = &[
-    "Attention",
-    "BiasGelu",
-    "EmbedLayerNormalization",
-    "FastGelu",
-    "Gelu",
-    "SimplifiedLayerNormalization",
-    "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization",
-];
+/// The importer of `op_type` in `domain`, if kiln has one.
+pub(super) fn importer(domain: &str, op_type: &str) -> Option<ImportFn> {
+    let table = match domain {
+        "" | "ai.onnx" => DEFAULT_DOMAIN,
+        "com.microsoft" => super::contrib::MICROSOFT_DOMAIN,
+        _ => return None,
+    };
+    table.iter().find(|(name, _)| *name == op_type).map(|&(_, import)| import)
+}
 
 /// Whether kiln imports `op_type` of `domain`.
 pub fn is_supported(domain: &str, op_type: &str) -> bool {
-    match domain {
-        "" | "ai.onnx" => DEFAULT_DOMAIN_OPS.contains(&op_type),
-        "com.microsoft" => MICROSOFT_OPS.contains(&op_type),
-        _ => false,
-    }
+    importer(domain, op_type).is_some()
 }
 
 /// One node being imported: its inputs, attributes, and a way to emit IR.
@@ -229,210 +236,174 @@ impl NodeImport<'_> {
 
 /// Imports one node, binding its ONNX outputs to IR values.
 pub(super) fn import_node(importer: &mut Importer, node: &NodeProto, name: &str) -> Result<()> {
-    let mut n = NodeImport { importer, node, name, emitted: 0 };
-    // ONNX Runtime registers SimplifiedLayerNormalization in the default domain.
-    if node.domain == "com.microsoft" || node.op_type == "SimplifiedLayerNormalization" {
-        return super::contrib::import_contrib(&mut n);
+    let import = self::importer(&node.domain, &node.op_type)
+        .ok_or_else(|| format!("`{}` is not supported (checked before import began)", node.op_type))?;
+    import(&mut NodeImport { importer, node, name, emitted: 0 })
+}
+
+fn unary(n: &mut NodeImport, op: UnaryOp) -> Result<()> {
+    n.require_outputs(&[0])?;
+    let x = n.input(0)?;
+    n.emit_output(0, Op::Unary(op), &[x]).map(|_| ())
+}
+
+fn binary(n: &mut NodeImport, op: BinaryOp) -> Result<()> {
+    let (a, mut b) = (n.input(0)?, n.input(1)?);
+    if op == BinaryOp::Pow && n.dtype_of(b) != n.dtype_of(a) {
+        let to = n.dtype_of(a);
+        b = n.emit(Op::Cast { to }, &[b])?;
     }
-    let unary = |op| Some(Op::Unary(op));
-    let simple_unary = match node.op_type.as_str() {
-        "Neg" => unary(UnaryOp::Neg),
-        "Abs" => unary(UnaryOp::Abs),
-        "Sqrt" => unary(UnaryOp::Sqrt),
-        "Reciprocal" => unary(UnaryOp::Reciprocal),
-        "Exp" => unary(UnaryOp::Exp),
-        "Log" => unary(UnaryOp::Log),
-        "Erf" => unary(UnaryOp::Erf),
-        "Tanh" => unary(UnaryOp::Tanh),
-        "Sigmoid" => unary(UnaryOp::Sigmoid),
-        "Sin" => unary(UnaryOp::Sin),
-        "Cos" => unary(UnaryOp::Cos),
-        "Relu" => unary(UnaryOp::Relu),
-        "Floor" => unary(UnaryOp::Floor),
-        "Ceil" => unary(UnaryOp::Ceil),
-        "Not" => unary(UnaryOp::Not),
-        "IsNaN" => unary(UnaryOp::IsNan),
-        _ => None,
-    };
-    if let Some(op) = simple_unary {
-        n.require_outputs(&[0])?;
-        let x = n.input(0)?;
-        n.emit_output(0, op, &[x])?;
-        return Ok(());
+    n.emit_output(0, Op::Binary(op), &[a, b]).map(|_| ())
+}
+
+/// An op of exactly the node's first two inputs.
+fn two_inputs(n: &mut NodeImport, op: Op) -> Result<()> {
+    let inputs = [n.input(0)?, n.input(1)?];
+    n.emit_output(0, op, &inputs).map(|_| ())
+}
+
+/// `Max`/`Min` of any number of inputs, folded left.
+fn variadic(n: &mut NodeImport, op: BinaryOp) -> Result<()> {
+    let count = n.node.input.len();
+    let mut accumulator = n.input(0)?;
+    if count == 1 {
+        n.bind(0, accumulator);
     }
-    let binary = match node.op_type.as_str() {
-        "Add" => Some(BinaryOp::Add),
-        "Sub" => Some(BinaryOp::Sub),
-        "Mul" => Some(BinaryOp::Mul),
-        "Div" => Some(BinaryOp::Div),
-        "Pow" => Some(BinaryOp::Pow),
-        "Equal" => Some(BinaryOp::Equal),
-        "Less" => Some(BinaryOp::Less),
-        "LessOrEqual" => Some(BinaryOp::LessOrEqual),
-        "Greater" => Some(BinaryOp::Greater),
-        "GreaterOrEqual" => Some(BinaryOp::GreaterOrEqual),
-        "And" => Some(BinaryOp::And),
-        "Or" => Some(BinaryOp::Or),
-        "Xor" => Some(BinaryOp::Xor),
-        _ => None,
-    };
-    if let Some(op) = binary {
-        let (a, mut b) = (n.input(0)?, n.input(1)?);
-        if op == BinaryOp::Pow && n.dtype_of(b) != n.dtype_of(a) {
-            let to = n.dtype_of(a);
-            b = n.emit(Op::Cast { to }, &[b])?;
-        }
-        n.emit_output(0, Op::Binary(op), &[a, b])?;
-        return Ok(());
-    }
-    match node.op_type.as_str() {
-        "Identity" | "Dropout" => {
-            n.require_outputs(&[0])?;
-            let x = n.input(0)?;
-            n.bind(0, x);
-        }
-        "Constant" => import_constant(&mut n)?,
-        "Max" | "Min" => {
-            let op = if node.op_type == "Max" { BinaryOp::Max } else { BinaryOp::Min };
-            let count = node.input.len();
-            let mut accumulator = n.input(0)?;
-            if count == 1 {
-                n.bind(0, accumulator);
-            }
-            for index in 1..count {
-                let next = n.input(index)?;
-                accumulator = if index + 1 == count {
-                    n.emit_output(0, Op::Binary(op), &[accumulator, next])?
-                } else {
-                    n.emit(Op::Binary(op), &[accumulator, next])?
-                };
-            }
-        }
-        "Where" => {
-            let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
-            n.emit_output(0, Op::Where, &inputs)?;
-        }
-        "Cast" => {
-            let to = dtype_from_onnx(n.int("to", 0) as i32)?;
-            let x = n.input(0)?;
-            n.emit_output(0, Op::Cast { to }, &[x])?;
-        }
-        "CastLike" => {
-            let (x, like) = (n.input(0)?, n.input(1)?);
-            let to = n.dtype_of(like);
-            n.emit_output(0, Op::Cast { to }, &[x])?;
-        }
-        "Shape" => {
-            let x = n.input(0)?;
-            let end = n.attribute("end").map(|a| a.i);
-            n.emit_output(0, Op::Shape { start: n.int("start", 0), end }, &[x])?;
-        }
-        "Reshape" => {
-            let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(0, Op::Reshape { allow_zero: n.int("allowzero", 0) != 0 }, &inputs)?;
-        }
-        "Transpose" => {
-            let x = n.input(0)?;
-            let rank = n.importer.graph.value_type(x).rank();
-            let permutation = match n.ints("perm") {
-                Some(perm) => perm
-                    .iter()
-                    .map(|&p| usize::try_from(p).map_err(|_| format!("negative perm entry {p}")))
-                    .collect::<Result<Vec<_>>>()?,
-                None => (0..rank).rev().collect(),
-            };
-            n.emit_output(0, Op::Transpose { permutation }, &[x])?;
-        }
-        "Squeeze" | "Unsqueeze" => {
-            let x = n.input(0)?;
-            let axes = match n.constant_ints_input(1, "axes")? {
-                Some(axes) => axes,
-                None => n.ints("axes").unwrap_or_default(),
-            };
-            let op = if node.op_type == "Squeeze" { Op::Squeeze { axes } } else { Op::Unsqueeze { axes } };
-            n.emit_output(0, op, &[x])?;
-        }
-        "Flatten" => {
-            let x = n.input(0)?;
-            n.emit_output(0, Op::Flatten { axis: n.int("axis", 1) }, &[x])?;
-        }
-        "Concat" => {
-            let inputs = (0..node.input.len()).map(|i| n.input(i)).collect::<Result<Vec<_>>>()?;
-            n.emit_output(0, Op::Concat { axis: n.int("axis", 0) }, &inputs)?;
-        }
-        "Slice" => import_slice(&mut n)?,
-        "Gather" => {
-            let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(0, Op::Gather { axis: n.int("axis", 0) }, &inputs)?;
-        }
-        "GatherND" => {
-            let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(0, Op::GatherNd { batch_dims: n.int("batch_dims", 0) }, &inputs)?;
-        }
-        "Expand" => {
-            let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(0, Op::Expand, &inputs)?;
-        }
-        "Range" => {
-            let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
-            n.emit_output(0, Op::Range, &inputs)?;
-        }
-        "ConstantOfShape" => {
-            let shape = n.input(0)?;
-            let node = n.node;
-            let (dtype, value) = match node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()) {
-                Some(tensor) => {
-                    let constant = constant_from_proto(tensor, &mut n.importer.external)?;
-                    let value = constant.to_tensor().to_f64_vec().first().copied().ok_or("empty `value` tensor")?;
-                    (constant.dtype(), value)
-                }
-                None => (DType::F32, 0.0),
-            };
-            n.emit_output(0, Op::ConstantOfShape { dtype, value }, &[shape])?;
-        }
-        "Trilu" => {
-            let x = n.input(0)?;
-            let diagonal = match n.constant_ints_input(1, "k")? {
-                Some(k) => *k.first().ok_or("empty k")?,
-                None => 0,
-            };
-            n.emit_output(0, Op::Trilu { upper: n.int("upper", 1) != 0, diagonal }, &[x])?;
-        }
-        "MatMul" => {
-            let inputs = [n.input(0)?, n.input(1)?];
-            n.emit_output(0, Op::MATMUL, &inputs)?;
-        }
-        "Gemm" => import_gemm(&mut n)?,
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => import_reduce(&mut n)?,
-        "Softmax" => {
-            let x = n.input(0)?;
-            let default_axis = if n.importer.opset >= 13 { -1 } else { 1 };
-            n.emit_output(0, Op::Softmax { axis: n.int("axis", default_axis) }, &[x])?;
-        }
-        "LayerNormalization" => {
-            n.require_outputs(&[0])?;
-            let mut inputs = vec![n.input(0)?, n.input(1)?];
-            inputs.extend(n.optional_input(2)?);
-            let op = Op::LayerNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
-            n.emit_output(0, op, &inputs)?;
-        }
-        "RMSNormalization" => {
-            let inputs = [n.input(0)?, n.input(1)?];
-            let op = Op::RmsNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
-            n.emit_output(0, op, &inputs)?;
-        }
-        "Gelu" => {
-            let x = n.input(0)?;
-            let approximation = match n.string("approximate").as_deref() {
-                None | Some("none") => GeluApproximation::None,
-                Some("tanh") => GeluApproximation::Tanh,
-                Some(other) => return Err(format!("unknown approximate `{other}`")),
-            };
-            n.emit_output(0, Op::Gelu { approximation }, &[x])?;
-        }
-        other => return Err(format!("`{other}` has no importer (a kiln bug: it is listed as supported)")),
+    for index in 1..count {
+        let next = n.input(index)?;
+        accumulator = if index + 1 == count {
+            n.emit_output(0, Op::Binary(op), &[accumulator, next])?
+        } else {
+            n.emit(Op::Binary(op), &[accumulator, next])?
+        };
     }
     Ok(())
+}
+
+fn import_identity(n: &mut NodeImport) -> Result<()> {
+    n.require_outputs(&[0])?;
+    let x = n.input(0)?;
+    n.bind(0, x);
+    Ok(())
+}
+
+fn import_where(n: &mut NodeImport) -> Result<()> {
+    let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
+    n.emit_output(0, Op::Where, &inputs).map(|_| ())
+}
+
+fn import_cast(n: &mut NodeImport) -> Result<()> {
+    let to = dtype_from_onnx(n.int("to", 0) as i32)?;
+    let x = n.input(0)?;
+    n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
+}
+
+fn import_cast_like(n: &mut NodeImport) -> Result<()> {
+    let (x, like) = (n.input(0)?, n.input(1)?);
+    let to = n.dtype_of(like);
+    n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
+}
+
+fn import_shape(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let end = n.attribute("end").map(|a| a.i);
+    n.emit_output(0, Op::Shape { start: n.int("start", 0), end }, &[x]).map(|_| ())
+}
+
+fn import_reshape(n: &mut NodeImport) -> Result<()> {
+    let allow_zero = n.int("allowzero", 0) != 0;
+    two_inputs(n, Op::Reshape { allow_zero })
+}
+
+fn import_transpose(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let rank = n.importer.graph.value_type(x).rank();
+    let permutation = match n.ints("perm") {
+        Some(perm) => perm
+            .iter()
+            .map(|&p| usize::try_from(p).map_err(|_| format!("negative perm entry {p}")))
+            .collect::<Result<Vec<_>>>()?,
+        None => (0..rank).rev().collect(),
+    };
+    n.emit_output(0, Op::Transpose { permutation }, &[x]).map(|_| ())
+}
+
+fn import_squeeze_or_unsqueeze(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let axes = match n.constant_ints_input(1, "axes")? {
+        Some(axes) => axes,
+        None => n.ints("axes").unwrap_or_default(),
+    };
+    let op = if n.node.op_type == "Squeeze" { Op::Squeeze { axes } } else { Op::Unsqueeze { axes } };
+    n.emit_output(0, op, &[x]).map(|_| ())
+}
+
+fn import_flatten(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    n.emit_output(0, Op::Flatten { axis: n.int("axis", 1) }, &[x]).map(|_| ())
+}
+
+fn import_concat(n: &mut NodeImport) -> Result<()> {
+    let inputs = (0..n.node.input.len()).map(|i| n.input(i)).collect::<Result<Vec<_>>>()?;
+    n.emit_output(0, Op::Concat { axis: n.int("axis", 0) }, &inputs).map(|_| ())
+}
+
+fn import_range(n: &mut NodeImport) -> Result<()> {
+    let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
+    n.emit_output(0, Op::Range, &inputs).map(|_| ())
+}
+
+fn import_constant_of_shape(n: &mut NodeImport) -> Result<()> {
+    let shape = n.input(0)?;
+    let node = n.node;
+    let (dtype, value) = match node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()) {
+        Some(tensor) => {
+            let constant = constant_from_proto(tensor, &mut n.importer.external)?;
+            let value = constant.to_tensor().to_f64_vec().first().copied().ok_or("empty `value` tensor")?;
+            (constant.dtype(), value)
+        }
+        None => (DType::F32, 0.0),
+    };
+    n.emit_output(0, Op::ConstantOfShape { dtype, value }, &[shape]).map(|_| ())
+}
+
+fn import_trilu(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let diagonal = match n.constant_ints_input(1, "k")? {
+        Some(k) => *k.first().ok_or("empty k")?,
+        None => 0,
+    };
+    n.emit_output(0, Op::Trilu { upper: n.int("upper", 1) != 0, diagonal }, &[x]).map(|_| ())
+}
+
+fn import_softmax(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let default_axis = if n.importer.opset >= 13 { -1 } else { 1 };
+    n.emit_output(0, Op::Softmax { axis: n.int("axis", default_axis) }, &[x]).map(|_| ())
+}
+
+fn import_layer_norm(n: &mut NodeImport) -> Result<()> {
+    n.require_outputs(&[0])?;
+    let mut inputs = vec![n.input(0)?, n.input(1)?];
+    inputs.extend(n.optional_input(2)?);
+    let op = Op::LayerNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
+    n.emit_output(0, op, &inputs).map(|_| ())
+}
+
+fn import_rms_norm(n: &mut NodeImport) -> Result<()> {
+    let inputs = [n.input(0)?, n.input(1)?];
+    let op = Op::RmsNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
+    n.emit_output(0, op, &inputs).map(|_| ())
+}
+
+fn import_gelu(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let approximation = match n.string("approximate").as_deref() {
+        None | Some("none") => GeluApproximation::None,
+        Some("tanh") => GeluApproximation::Tanh,
+        Some(other) => return Err(format!("unknown approximate `{other}`")),
+    };
+    n.emit_output(0, Op::Gelu { approximation }, &[x]).map(|_| ())
 }
 
 fn import_constant(n: &mut NodeImport) -> Result<()> {
@@ -520,14 +491,7 @@ fn import_gemm(n: &mut NodeImport) -> Result<()> {
     Ok(())
 }
 
-fn import_reduce(n: &mut NodeImport) -> Result<()> {
-    let kind = match n.node.op_type.as_str() {
-        "ReduceMean" => ReduceKind::Mean,
-        "ReduceSum" => ReduceKind::Sum,
-        "ReduceMax" => ReduceKind::Max,
-        "ReduceMin" => ReduceKind::Min,
-        _ => ReduceKind::Prod,
-    };
+fn import_reduce(n: &mut NodeImport, kind: ReduceKind) -> Result<()> {
     let x = n.input(0)?;
     let axes = match n.constant_ints_input(1, "axes")? {
         Some(axes) => axes,

@@ -6,17 +6,18 @@
 use std::sync::Arc;
 
 use kiln_compiler::artifact::{input_symbol_bounds, pack_artifact, ArtifactOptions};
-use kiln_compiler::compile::{compile, Target};
+use kiln_compiler::compile::compile;
 use kiln_compiler::load_model;
 use kiln_compiler::npy::{host_to_tensor, tensor_to_host};
 use kiln_passes::{PipelineOptions, Precision};
 use kiln_runtime::artifact::Artifact;
 use kiln_runtime::{ArtifactError, DType, Device, HostTensor, Model, RunError, Session};
+use kiln_targets::target::{target_named, Target};
 
 use crate::common::{assert_close, expected_in, inputs_in, minilm_directory, models, testdata};
 
 /// Compiles the model at `path` into artifact bytes.
-pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[Target]) -> Vec<u8> {
+pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[Arc<dyn Target>]) -> Vec<u8> {
     let graph = load_model(path).expect("imports");
     let options = PipelineOptions { precision, ..PipelineOptions::default() };
     let compiled = compile(graph, &options, targets, &mut |_| {}).expect("compiles");
@@ -27,7 +28,7 @@ pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[T
 
 fn session_for(bytes: Vec<u8>) -> Session {
     let model = Arc::new(Model::from_artifact(Artifact::from_bytes(bytes).expect("the artifact opens")));
-    Session::new(model, Device::Sim { check: false }).expect("a simulator session")
+    Session::new(model, Device::sim(false)).expect("a simulator session")
 }
 
 fn host_inputs(directory: &std::path::Path, names: &[String]) -> Vec<(String, HostTensor)> {
@@ -102,7 +103,7 @@ fn bf16_artifacts_keep_every_row_within_cosine_0_999_of_the_reference() {
 #[test]
 fn the_real_minilm_runs_from_its_artifact_with_ptx_inside() {
     let directory = testdata().join("minilm");
-    let bytes = artifact_bytes(&minilm_directory(), Precision::F32, &[Target::Nvidia("sm_80".into())]);
+    let bytes = artifact_bytes(&minilm_directory(), Precision::F32, &[target_named("sm_80").expect("a target")]);
     let artifact = Artifact::from_bytes(bytes.clone()).expect("opens");
     assert_eq!(artifact.targets(), ["sm_80"]);
     assert!(artifact.code("sm_80").expect("PTX").contains(".entry"));
@@ -126,8 +127,7 @@ fn the_real_minilm_runs_from_its_artifact_with_ptx_inside() {
 fn the_sanitizer_finds_nothing_wrong_when_a_whole_model_runs_with_checks_on() {
     let model = models().into_iter().find(|m| m.name == "llama-hf5").expect("llama-hf5");
     let artifact = Artifact::from_bytes(artifact_bytes(&model.model, Precision::F32, &[])).expect("opens");
-    let mut session =
-        Session::new(Arc::new(Model::from_artifact(artifact)), Device::Sim { check: true }).expect("session");
+    let mut session = Session::new(Arc::new(Model::from_artifact(artifact)), Device::sim(true)).expect("session");
     let outputs = session.run(&host_inputs(&model.directory, &model.inputs)).expect("runs clean");
     let expected = expected_in(&model.directory, &outputs[0].0);
     assert_close("llama-hf5 (checked)", &host_to_tensor(&outputs[0].1), &expected, 1e-3);
@@ -203,7 +203,7 @@ fn a_cuda_session_without_a_driver_says_so() {
     }
     let (bytes, _) = bert();
     let model = Arc::new(Model::from_artifact(Artifact::from_bytes(bytes).expect("opens")));
-    let error = Session::new(model, Device::Cuda(0)).err().expect("no CUDA here");
+    let error = Session::new(model, Device::cuda(0)).err().expect("no CUDA here");
     let text = error.to_string();
     assert!(text.contains("CUDA") && (text.contains("driver") || text.contains("does not exist")), "{text}");
 }

@@ -162,6 +162,47 @@ fn bad_options_are_refused() {
         assert!(!output.status.success(), "{arguments:?} was accepted");
         assert!(!text(&output.stderr).is_empty());
     }
+    // A promise kiln cannot keep yet is refused, saying why.
+    let tf32 = kiln(&["compile", model, "--precision", "tf32"]);
+    assert!(!tf32.status.success());
+    assert!(text(&tf32.stderr).contains("tf32 is not supported yet"), "{}", text(&tf32.stderr));
+    // eval runs the imported graph unless asked for a phase: pipeline options alone are an error.
+    let eval = kiln(&["eval", model, "--precision", "bf16", "--input", "x=y.npy", "--output-dir", "out"]);
+    assert!(!eval.status.success());
+    assert!(text(&eval.stderr).contains("--stop-after"), "{}", text(&eval.stderr));
+}
+
+#[test]
+fn flags_for_models_are_refused_with_an_artifact() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-artifact-flags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).expect("a temporary directory");
+    let artifact = directory.join("model.kiln");
+    let model = testdata().join("models/bert-hf5/hf");
+    let compiled = kiln(&[
+        "compile",
+        model.to_str().expect("utf-8"),
+        "--target",
+        "sm_80",
+        "-o",
+        artifact.to_str().expect("utf-8"),
+    ]);
+    assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+    let artifact = artifact.to_str().expect("utf-8");
+    for (flag, arguments) in [
+        ("--stop-after", &["inspect", artifact, "--stop-after", "fuse"][..]),
+        ("--ir", &["inspect", artifact, "--ir"][..]),
+        ("--bind", &["inspect", artifact, "--bind", "batch=2,seq=8"][..]),
+        ("--dump-ir", &["inspect", artifact, "--dump-ir", "ir"][..]),
+        ("--precision", &["inspect", artifact, "--precision", "bf16"][..]),
+    ] {
+        let output = kiln(arguments);
+        assert!(!output.status.success(), "{arguments:?} was accepted");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(flag) && stderr.contains("not to an artifact"), "{stderr}");
+    }
+    assert!(kiln(&["inspect", artifact]).status.success());
+    std::fs::remove_dir_all(&directory).expect("cleaned up");
 }
 
 #[test]

@@ -97,6 +97,12 @@ impl Pass for LowerPrecision {
             Precision::F16 => DType::F16,
             Precision::Bf16 => DType::BF16,
         };
+        // Without a float value there is nothing to lower (and nothing to cast back).
+        let has_floats =
+            graph.node_indices().any(|node| graph.node(node).outputs.iter().any(|value| value.ty.dtype.is_float()));
+        if !has_floats {
+            return Ok(false);
+        }
         *graph = rebuild(graph, target)?;
         Ok(true)
     }

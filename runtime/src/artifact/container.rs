@@ -36,6 +36,8 @@ pub enum SectionKind {
     Ptx = 4,
     AmdgpuAssembly = 5,
     Cubin = 6,
+    AmdgpuCodeObject = 7,
+    KernelIrText = 8,
 }
 
 impl SectionKind {
@@ -47,6 +49,8 @@ impl SectionKind {
             SectionKind::Ptx,
             SectionKind::AmdgpuAssembly,
             SectionKind::Cubin,
+            SectionKind::AmdgpuCodeObject,
+            SectionKind::KernelIrText,
         ]
         .into_iter()
         .find(|kind| *kind as u32 == value)

@@ -175,6 +175,10 @@ pub enum CodeFormat {
     Cubin = 2,
     /// AMDGPU assembly text for a `gfx*` target.
     AmdgpuAssembly = 3,
+    /// An AMDGPU code object (ELF) for a `gfx*` target (for the AMD executor to come).
+    AmdgpuCodeObject = 4,
+    /// Kernel IR in its text form (a target that emits it, for inspection).
+    KernelIrText = 5,
 }
 
 impl CodeFormat {
@@ -185,12 +189,14 @@ impl CodeFormat {
             CodeFormat::Ptx => Some(super::SectionKind::Ptx),
             CodeFormat::Cubin => Some(super::SectionKind::Cubin),
             CodeFormat::AmdgpuAssembly => Some(super::SectionKind::AmdgpuAssembly),
+            CodeFormat::AmdgpuCodeObject => Some(super::SectionKind::AmdgpuCodeObject),
+            CodeFormat::KernelIrText => Some(super::SectionKind::KernelIrText),
         }
     }
 
     /// Whether the code is text (PTX, assembly) rather than a binary.
     pub fn is_text(self) -> bool {
-        matches!(self, CodeFormat::Ptx | CodeFormat::AmdgpuAssembly)
+        matches!(self, CodeFormat::Ptx | CodeFormat::AmdgpuAssembly | CodeFormat::KernelIrText)
     }
 
     /// How `kiln inspect` names it.
@@ -200,6 +206,8 @@ impl CodeFormat {
             CodeFormat::Ptx => "ptx",
             CodeFormat::Cubin => "cubin",
             CodeFormat::AmdgpuAssembly => "amdgcn-asm",
+            CodeFormat::AmdgpuCodeObject => "amdgcn-elf",
+            CodeFormat::KernelIrText => "kir",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`write_artifact`] is the writer the compiler uses.
 
 mod container;
+pub mod example;
 pub mod manifest;
 mod validate;
 

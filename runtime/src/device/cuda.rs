@@ -30,6 +30,7 @@ use std::sync::Arc;
 use cudarc::driver::{result, sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
 
 use crate::artifact::{ArgumentSpec, Artifact, CodeFormat, EntrySpec};
+use crate::device::{Executor, ExecutorKind};
 use crate::kernel::Param;
 use crate::session::{choose_variant, concrete_shape, Model, RunError};
 use crate::DType;
@@ -66,6 +67,13 @@ pub enum CudaError {
 fn driver(context: &str) -> impl Fn(cudarc::driver::DriverError) -> CudaError + '_ {
     move |error| CudaError::Driver { context: context.to_string(), message: format!("{error:?}") }
 }
+
+/// `--device cuda` / `cuda:N`: present when a driver and a GPU are.
+pub const KIND: ExecutorKind = ExecutorKind {
+    name: "cuda",
+    present: || device_count() > 0,
+    open: |model, device| Ok(Box::new(CudaExecutor::new(model, device.ordinal)?)),
+};
 
 /// How many CUDA devices this machine has (0 without a driver library).
 pub fn device_count() -> usize {
@@ -448,12 +456,8 @@ impl CudaExecutor {
         })
     }
 
-    pub fn description(&self) -> String {
-        self.description.clone()
-    }
-
     /// Runs `entry` on inputs already checked against its signature.
-    pub fn run(
+    fn run_host(
         &mut self,
         entry: &EntrySpec,
         bindings: &SymbolBindings,
@@ -501,7 +505,7 @@ impl CudaExecutor {
     }
 
     /// Copies a host tensor to this session's device.
-    pub fn upload(&self, tensor: &HostTensor) -> Result<DeviceTensor, CudaError> {
+    fn upload_tensor(&self, tensor: &HostTensor) -> Result<DeviceTensor, CudaError> {
         let mut buffer =
             self.stream.alloc_zeros::<u8>(tensor.bytes.len().max(1)).map_err(driver("allocating a tensor"))?;
         if !tensor.bytes.is_empty() {
@@ -513,7 +517,7 @@ impl CudaExecutor {
 
     /// Runs `entry` on device-resident inputs (already checked against the
     /// signature); outputs are new device tensors. Nothing crosses to the host.
-    pub fn run_device(
+    fn run_on_device(
         &mut self,
         entry: &EntrySpec,
         bindings: &SymbolBindings,
@@ -551,7 +555,7 @@ impl CudaExecutor {
     /// launches alone (inputs already in the arena from a run with the same
     /// bindings), with CUDA events around each round; returns the time per
     /// call of each round. One untimed execution first captures the graph.
-    pub fn time_launches(
+    fn time_launches(
         &mut self,
         entry: &EntrySpec,
         bindings: &SymbolBindings,
@@ -582,7 +586,7 @@ impl CudaExecutor {
     }
 
     /// Copies `entry`'s outputs, as the arena holds them now, to the host.
-    pub fn read_outputs(&mut self, entry: &EntrySpec, bindings: &SymbolBindings) -> Result<Vec<HostTensor>, RunError> {
+    fn read_outputs(&mut self, entry: &EntrySpec, bindings: &SymbolBindings) -> Result<Vec<HostTensor>, RunError> {
         let model = self.model.clone();
         let artifact = &model.artifact;
         self.ctx.bind_to_thread().map_err(driver("binding the context"))?;
@@ -669,7 +673,7 @@ impl CudaExecutor {
     /// Times each launch of `entry` alone, `repeats` times, with CUDA events
     /// around it and no graph (inputs already in the arena from a run with
     /// the same bindings); returns each launch's times.
-    pub fn profile_launches(
+    fn time_each_launch(
         &mut self,
         entry: &EntrySpec,
         bindings: &SymbolBindings,
@@ -761,6 +765,59 @@ impl CudaExecutor {
             }
         }
         Ok(())
+    }
+}
+
+impl Executor for CudaExecutor {
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn run(
+        &mut self,
+        _model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>, RunError> {
+        self.run_host(entry, bindings, inputs)
+    }
+
+    /// CUDA events around each round of graph replays.
+    fn time_replays(
+        &mut self,
+        _model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        calls: usize,
+        rounds: usize,
+    ) -> Result<(Vec<std::time::Duration>, Vec<HostTensor>), RunError> {
+        let times = self.time_launches(entry, bindings, calls, rounds)?;
+        Ok((times, self.read_outputs(entry, bindings)?))
+    }
+
+    /// CUDA events around each launch, no graph.
+    fn profile_launches(
+        &mut self,
+        _model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        repeats: usize,
+    ) -> Result<Vec<Vec<std::time::Duration>>, RunError> {
+        self.time_each_launch(entry, bindings, repeats)
+    }
+
+    fn upload(&self, tensor: &HostTensor) -> Result<DeviceTensor, RunError> {
+        Ok(self.upload_tensor(tensor)?)
+    }
+
+    fn run_device(
+        &mut self,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        inputs: &[&DeviceTensor],
+    ) -> Result<Vec<DeviceTensor>, RunError> {
+        self.run_on_device(entry, bindings, inputs)
     }
 }
 

@@ -7,12 +7,19 @@
 //! The arena starts poisoned (every byte 0xFF: NaN for floats), so a kernel
 //! that reads what nothing wrote shows up in the outputs.
 
+use std::time::{Duration, Instant};
+
 use crate::artifact::{ArgumentSpec, EntrySpec};
+use crate::device::{Executor, ExecutorKind};
 use crate::kernel::Param;
 use crate::session::{choose_variant, concrete_shape, Model, RunError};
 use crate::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
 use crate::tensor::{decode_elements, encode_elements};
 use crate::{HostTensor, SymbolBindings};
+
+/// `--device sim`: always present.
+pub const KIND: ExecutorKind =
+    ExecutorKind { name: "sim", present: || true, open: |_, device| Ok(Box::new(SimExecutor::new(device.check))) };
 
 /// Runs kernels in the simulator: fast mode, or with the sanitizer's checks.
 pub struct SimExecutor {
@@ -24,15 +31,16 @@ impl SimExecutor {
     pub fn new(check: bool) -> SimExecutor {
         SimExecutor { options: SimOptions { check, ..SimOptions::default() }, arena: Vec::new() }
     }
+}
 
-    pub fn description(&self) -> String {
+impl Executor for SimExecutor {
+    fn description(&self) -> String {
         let mode = if self.options.check { "sanitizer on" } else { "fast mode" };
         format!("kernel simulator ({mode}, warps of {})", self.options.warp_size)
     }
 
-    /// Runs `entry` on inputs already checked against its signature: a fresh
-    /// poisoned arena, the inputs copied in, every launch, the outputs read.
-    pub fn run(
+    /// A fresh poisoned arena, the inputs copied in, every launch, the outputs read.
+    fn run(
         &mut self,
         model: &Model,
         entry: &EntrySpec,
@@ -50,6 +58,47 @@ impl SimExecutor {
         self.replay(model, entry, bindings, None)
     }
 
+    /// Timed by the host clock.
+    fn time_replays(
+        &mut self,
+        model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        calls: usize,
+        rounds: usize,
+    ) -> Result<(Vec<Duration>, Vec<HostTensor>), RunError> {
+        let calls = calls.max(1);
+        let mut times = Vec::with_capacity(rounds);
+        let mut replayed = Vec::new();
+        for _ in 0..rounds.max(1) {
+            let started = Instant::now();
+            for _ in 0..calls {
+                replayed = self.replay(model, entry, bindings, None)?;
+            }
+            times.push(started.elapsed() / calls as u32);
+        }
+        Ok((times, replayed))
+    }
+
+    /// Timed by the host clock.
+    fn profile_launches(
+        &mut self,
+        model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        repeats: usize,
+    ) -> Result<Vec<Vec<Duration>>, RunError> {
+        let mut times = vec![Vec::new(); entry.launches.len()];
+        for _ in 0..repeats.max(1) {
+            let mut each = Vec::new();
+            self.replay(model, entry, bindings, Some(&mut each))?;
+            times.iter_mut().zip(each).for_each(|(all, time)| all.push(time));
+        }
+        Ok(times)
+    }
+}
+
+impl SimExecutor {
     /// Runs `entry`'s launches again over the arena as the last [`run`] with
     /// the same bindings left it — inputs are not copied in again, as in a
     /// replayed CUDA graph — and reads the outputs. With `launch_times`, the
@@ -61,7 +110,7 @@ impl SimExecutor {
         model: &Model,
         entry: &EntrySpec,
         bindings: &SymbolBindings,
-        mut launch_times: Option<&mut Vec<std::time::Duration>>,
+        mut launch_times: Option<&mut Vec<Duration>>,
     ) -> Result<Vec<HostTensor>, RunError> {
         let artifact = &model.artifact;
         let arena_bytes = artifact.arena_bytes.evaluate(bindings)?.max(0) as usize;
@@ -71,7 +120,7 @@ impl SimExecutor {
         let range = |slot: usize| slot_range(model, slot, bindings, arena_bytes);
         let weights = model.sim_weights();
         for launch in &entry.launches {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let variant = choose_variant(launch, bindings)?;
             let kernel = &artifact.kernel_ir[variant.kernel];
             let mut arguments = Vec::with_capacity(variant.arguments.len());

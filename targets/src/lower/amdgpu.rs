@@ -9,8 +9,56 @@ use kiln_runtime::kernel::Kernel;
 use melior::ir::Module;
 use melior::pass::PassManager;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_runtime::artifact::CodeFormat;
+
 use super::mlir::{kernel_module, Vendor};
+use crate::target::{CodeObject, Lowered, Target, TargetKind};
 use crate::toolchain::{extract_assembly, mlir_context, parse_pass_pipeline};
+
+/// `gfx*` targets.
+pub const KIND: TargetKind = TargetKind {
+    prefix: "gfx",
+    examples: "AMD: gfx90a, gfx942, …",
+    make: |chip| Arc::new(AmdgpuTarget { chip: chip.to_string() }),
+};
+
+/// An AMD architecture (wave64): AMDGPU assembly through MLIR. No executor
+/// loads it yet; `llvm-mc` checks it in tests.
+#[derive(Debug)]
+pub struct AmdgpuTarget {
+    chip: String,
+}
+
+impl Target for AmdgpuTarget {
+    fn name(&self) -> &str {
+        &self.chip
+    }
+
+    fn lower(&self, kernels: &[&Kernel]) -> Result<Lowered, String> {
+        let started = Instant::now();
+        let assembly = lower_to_amdgpu(kernels, &self.chip)?;
+        Ok(Lowered {
+            code: vec![CodeObject {
+                target: self.chip.clone(),
+                format: CodeFormat::AmdgpuAssembly,
+                bytes: assembly.into_bytes(),
+            }],
+            steps: vec![(format!("lower {}", self.chip), started.elapsed())],
+            ..Lowered::default()
+        })
+    }
+
+    fn mlir(&self, kernels: &[&Kernel]) -> Result<String, String> {
+        amdgpu_module(kernels, &self.chip)
+    }
+
+    fn emit(&self, kernel: &Kernel) -> Result<Vec<(String, Vec<u8>)>, String> {
+        Ok(vec![(format!(".{}.s", self.chip), lower_to_amdgpu(&[kernel], &self.chip)?.into_bytes())])
+    }
+}
 
 /// The MLIR module of `kernels` for `chip` (e.g. `gfx942`).
 pub fn amdgpu_module(kernels: &[&Kernel], chip: &str) -> Result<String, String> {

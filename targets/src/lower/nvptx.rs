@@ -6,8 +6,71 @@ use kiln_runtime::kernel::Kernel;
 use melior::ir::Module;
 use melior::pass::PassManager;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_runtime::artifact::CodeFormat;
+
 use super::mlir::{kernel_module, Vendor};
+pub use crate::target::KernelResources;
+use crate::target::{CodeObject, Lowered, Target, TargetKind};
 use crate::toolchain::{extract_ptx, mlir_context, parse_pass_pipeline};
+
+/// `sm_*` targets.
+pub const KIND: TargetKind = TargetKind {
+    prefix: "sm_",
+    examples: "NVIDIA: sm_80, sm_90, …",
+    make: |chip| Arc::new(NvptxTarget { chip: chip.to_string() }),
+};
+
+/// An NVIDIA architecture: PTX through MLIR, and a cubin from it when ptxas
+/// is installed (`KILN_PTXAS`, or the one in `.venv`).
+#[derive(Debug)]
+pub struct NvptxTarget {
+    chip: String,
+}
+
+impl Target for NvptxTarget {
+    fn name(&self) -> &str {
+        &self.chip
+    }
+
+    fn lower(&self, kernels: &[&Kernel]) -> Result<Lowered, String> {
+        let chip = &self.chip;
+        let mut lowered = Lowered::default();
+        let started = Instant::now();
+        let ptx = lower_to_ptx(kernels, chip, find_libdevice().as_deref()).map_err(|e| e.to_string())?;
+        lowered.steps.push((format!("lower {chip}"), started.elapsed()));
+        match find_ptxas() {
+            Some(ptxas) => {
+                let started = Instant::now();
+                let assembly = assemble(&ptxas, &ptx, chip).map_err(|log| format!("ptxas rejects the PTX:\n{log}"))?;
+                lowered.steps.push((format!("ptxas {chip}"), started.elapsed()));
+                lowered.code.push(CodeObject {
+                    target: chip.clone(),
+                    format: CodeFormat::Cubin,
+                    bytes: assembly.cubin,
+                });
+                lowered.resources = assembly.kernels;
+                lowered.assembler = Some("ptxas");
+            }
+            None => lowered.notes.push(format!(
+                "ptxas not found (scripts/setup.sh installs it): {chip} carries PTX only, which the driver will JIT"
+            )),
+        }
+        lowered.code.push(CodeObject { target: chip.clone(), format: CodeFormat::Ptx, bytes: ptx.into_bytes() });
+        Ok(lowered)
+    }
+
+    fn mlir(&self, kernels: &[&Kernel]) -> Result<String, String> {
+        nvptx_module(kernels, &self.chip, find_libdevice().as_deref()).map_err(|e| e.to_string())
+    }
+
+    fn emit(&self, kernel: &Kernel) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let ptx = lower_to_ptx(&[kernel], &self.chip, find_libdevice().as_deref()).map_err(|e| e.to_string())?;
+        Ok(vec![(format!(".{}.ptx", self.chip), ptx.into_bytes())])
+    }
+}
 
 /// Why kernels could not become PTX.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -84,16 +147,6 @@ fn find_in_venv(tail: &[&str]) -> Option<PathBuf> {
         }
     }
     None
-}
-
-/// What `ptxas -v` reports for one kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelResources {
-    pub name: String,
-    pub registers: u32,
-    pub spill_stores: u32,
-    pub spill_loads: u32,
-    pub shared_bytes: u32,
 }
 
 /// What ptxas made of a PTX module: the cubin and each kernel's resources.
