@@ -81,6 +81,39 @@ def main():
         "Gemm", ["a", "w", "c"], ["y"], transA=0, transB=1, alpha=0.5, beta=2.0)], [("a", [3, HIDDEN])], ["y"],
         {"w": RNG.standard_normal((4, HIDDEN)).astype(np.float32), "c": bias[:4].copy()}),
         {"a": x[0]}, ["y"])
+    # Clip with constant bounds, and with the upper bound alone.
+    low, high = np.array(-0.5, np.float32), np.array(0.7, np.float32)
+    write("clip_both_bounds", model("clip", [helper.make_node("Clip", ["x", "low", "high"], ["y"])],
+                                    [("x", shape)], ["y"], {"low": low, "high": high}), {"x": x}, ["y"])
+    write("clip_upper_bound_only", model("clip", [helper.make_node("Clip", ["x", "", "high"], ["y"])],
+                                         [("x", shape)], ["y"], {"high": high}), {"x": x}, ["y"])
+    # Split by sizes given as a constant input (opset 13), and into num_outputs parts (opset 18, 8 = 3 + 3 + 2).
+    sizes = helper.make_tensor("sizes", TensorProto.INT64, [2], [3, 5])
+    split_sizes = model("split", [helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=-1)], [("x", shape)],
+                        ["a", "b"], {})
+    split_sizes.graph.initializer.append(sizes)
+    write("split_sizes_input", split_sizes, {"x": x}, ["a", "b"])
+    write("split_num_outputs_opset18", model("split", [helper.make_node(
+        "Split", ["x"], ["a", "b", "c"], axis=2, num_outputs=3)], [("x", shape)], ["a", "b", "c"], {}, opset=18),
+        {"x": x}, ["a", "b", "c"])
+    # LayerNormalization with its Mean and InvStdDev outputs, over the last axis and over axes 1 and 2.
+    for name, axis in [("layer_norm_all_outputs", -1), ("layer_norm_all_outputs_axis1", 1)]:
+        normalized = x.shape[axis:] if axis >= 0 else x.shape[axis:]
+        scale = RNG.uniform(0.5, 1.5, normalized).astype(np.float32)
+        offset = RNG.uniform(-0.5, 0.5, normalized).astype(np.float32)
+        write(name, model("layer_norm", [helper.make_node(
+            "LayerNormalization", ["x", "scale", "offset"], ["y", "mean", "inv_std_dev"], axis=axis, epsilon=1e-5)],
+            [("x", shape)], ["y", "mean", "inv_std_dev"], {"scale": scale, "offset": offset}), {"x": x},
+            ["y", "mean", "inv_std_dev"])
+    # Opsets 24 and 25: Swish (new in 24) and ops whose versions moved without changing meaning.
+    write("swish_opset24", model("swish", [helper.make_node("Swish", ["x"], ["y"], alpha=1.5)], [("x", shape)],
+                                 ["y"], {}, opset=24), {"x": x}, ["y"])
+    target = helper.make_tensor("target", TensorProto.INT64, [3], [2, 3 * HIDDEN // 2, 2])
+    moved = model("reshape_transpose", [helper.make_node("Reshape", ["x", "target"], ["r"]),
+                                        helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1])],
+                  [("x", [2, 3, HIDDEN])], ["y"], {}, opset=25)
+    moved.graph.initializer.append(target)
+    write("reshape_transpose_opset25", moved, {"x": x}, ["y"])
     print("wrote", sorted(p.name for p in ROOT.iterdir()))
 
 

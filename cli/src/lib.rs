@@ -13,6 +13,21 @@ use kiln_runtime::artifact::{Artifact, BufferRole};
 use kiln_runtime::npy::{read_npy, write_npy};
 use kiln_runtime::{Device, HostTensor, Model, Session};
 
+/// Inputs from `.npy` files, outputs to `.npy` files: what `kiln run`,
+/// `kiln-run` and `kiln eval` take.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TensorFiles {
+    /// A model input: NAME=FILE.npy (repeat for each input).
+    #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
+    pub inputs: Vec<String>,
+    /// Where `<output name>.npy` files are written (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// Replace output files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Arguments of a run.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArguments {
@@ -26,15 +41,8 @@ pub struct RunArguments {
     /// shared-memory races, divergent barriers, …); ignored on CUDA.
     #[arg(long)]
     pub check: bool,
-    /// A model input: NAME=FILE.npy (repeat for each input).
-    #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
-    pub inputs: Vec<String>,
-    /// Where `<output name>.npy` files are written (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub output_dir: PathBuf,
-    /// Replace output files that already exist.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub io: TensorFiles,
     /// After the run, time rounds of this many back-to-back executions of
     /// the launches (inputs left on the device; on CUDA with events around
     /// each round and CUDA graphs) and print the median time per call; the
@@ -97,11 +105,11 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
     let started = Instant::now();
     let model = Arc::new(Model::from_artifact(open_artifact(&arguments.artifact)?));
     eprintln!("opened {} in {:.2?}", arguments.artifact.display(), started.elapsed());
-    let inputs = read_inputs(&arguments.inputs)?;
+    let inputs = read_inputs(&arguments.io.inputs)?;
     let artifact = &model.artifact;
     let entry = artifact.entry_point("forward").context("the artifact has no `forward` entry point")?;
     let names = entry.outputs.iter().map(|&slot| artifact.slots[slot].tensor.name.as_str());
-    let output_paths = output_paths(&arguments.output_dir, names, arguments.force)?;
+    let output_paths = output_paths(&arguments.io.output_dir, names, arguments.io.force)?;
     let device = arguments.device.clone().with_check(arguments.check);
     let started = Instant::now();
     let mut session = Session::new(model.clone(), device)?;
@@ -131,8 +139,8 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
     if arguments.profile > 0 {
         print_profile(&session.profile(&inputs, arguments.profile)?);
     }
-    std::fs::create_dir_all(&arguments.output_dir)
-        .with_context(|| format!("creating {}", arguments.output_dir.display()))?;
+    std::fs::create_dir_all(&arguments.io.output_dir)
+        .with_context(|| format!("creating {}", arguments.io.output_dir.display()))?;
     for ((name, tensor), path) in outputs.iter().zip(&output_paths) {
         write_npy(path, tensor)?;
         println!("{name}: {:?} {} -> {}", tensor.shape, tensor.dtype, path.display());

@@ -1,36 +1,38 @@
 //! `kiln-run`: runs a `.kiln` artifact on a machine that has only a GPU
 //! driver (or nothing: the simulator), with no compiler inside.
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
 use kiln_cli::{describe_artifact, open_artifact, run_artifact, RunArguments};
 
 /// kiln-run: run a compiled kiln artifact (CUDA, else the kernel simulator).
 ///
 /// `kiln-run ARTIFACT --input NAME=FILE.npy ... --output-dir DIR` runs it;
-/// `kiln-run inspect ARTIFACT` describes it.
+/// `kiln-run inspect ARTIFACT` describes it (signature, bounds, kernels,
+/// weights, code per target).
 #[derive(Parser)]
-#[command(name = "kiln-run", version, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
+#[command(name = "kiln-run", version)]
+struct Run {
     #[command(flatten)]
-    run: Option<RunArguments>,
+    run: RunArguments,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Describe an artifact: signature, bounds, kernels, weights, targets.
-    Inspect { artifact: std::path::PathBuf },
+/// Describe an artifact: signature, bounds, kernels, weights, code per target.
+#[derive(Parser)]
+#[command(name = "kiln-run inspect", version)]
+struct Inspect {
+    artifact: PathBuf,
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result = match (cli.command, cli.run) {
-        (Some(Command::Inspect { artifact }), _) => {
-            open_artifact(&artifact).map(|opened| print!("{}", describe_artifact(&artifact, &opened)))
-        }
-        (None, Some(arguments)) => run_artifact(&arguments),
-        (None, None) => Err(anyhow::anyhow!("nothing to do; see kiln-run --help")),
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    let result = if arguments.get(1).is_some_and(|a| a == "inspect") {
+        let inspect = Inspect::parse_from(&arguments[1..]);
+        open_artifact(&inspect.artifact).map(|opened| print!("{}", describe_artifact(&inspect.artifact, &opened)))
+    } else {
+        run_artifact(&Run::parse_from(arguments).run)
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -16,15 +16,8 @@ use super::{import, optimize, CompileArguments};
 pub struct Arguments {
     /// A .onnx file or a safetensors model directory.
     pub model: PathBuf,
-    /// A model input: NAME=FILE.npy (repeat for each input).
-    #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
-    pub inputs: Vec<String>,
-    /// Where `<output name>.npy` files are written (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub output_dir: PathBuf,
-    /// Replace output files that already exist.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub io: kiln_cli::TensorFiles,
     /// Evaluate the graph after this phase of the pipeline (canonicalize,
     /// recognize, fuse, layout, precision, plan); default: the imported graph.
     #[arg(long, value_name = "PHASE")]
@@ -42,7 +35,7 @@ pub fn run(arguments: &Arguments) -> Result<()> {
         }
     }
     let (model, input_arguments, output_dir, force) =
-        (arguments.model.as_path(), &arguments.inputs, arguments.output_dir.as_path(), arguments.force);
+        (arguments.model.as_path(), &arguments.io.inputs, arguments.io.output_dir.as_path(), arguments.io.force);
     let options = options.as_ref();
     let mut graph = import(model)?;
     if let Some(options) = options {

@@ -23,6 +23,7 @@ const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
     ("Cast", import_cast),
     ("CastLike", import_cast_like),
     ("Ceil", |n| unary(n, UnaryOp::Ceil)),
+    ("Clip", import_clip),
     ("Concat", import_concat),
     ("Constant", import_constant),
     ("ConstantOfShape", import_constant_of_shape),
@@ -78,9 +79,11 @@ const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
     ("Sin", |n| unary(n, UnaryOp::Sin)),
     ("Slice", import_slice),
     ("Softmax", import_softmax),
+    ("Split", import_split),
     ("Sqrt", |n| unary(n, UnaryOp::Sqrt)),
     ("Squeeze", import_squeeze_or_unsqueeze),
     ("Sub", |n| binary(n, BinaryOp::Sub)),
+    ("Swish", import_swish),
     ("Tanh", |n| unary(n, UnaryOp::Tanh)),
     ("Transpose", import_transpose),
     ("Trilu", import_trilu),
@@ -382,12 +385,130 @@ fn import_softmax(n: &mut NodeImport) -> Result<()> {
     n.emit_output(0, Op::Softmax { axis: n.int("axis", default_axis) }, &[x]).map(|_| ())
 }
 
+/// LayerNormalization; its optional outputs `Mean` and `InvStdDev` (over the
+/// axes from `axis` on, kept as size-1 dims, in the `stash_type` precision)
+/// are computed beside the fused op.
 fn import_layer_norm(n: &mut NodeImport) -> Result<()> {
-    n.require_outputs(&[0])?;
-    let mut inputs = vec![n.input(0)?, n.input(1)?];
+    let x = n.input(0)?;
+    let mut inputs = vec![x, n.input(1)?];
     inputs.extend(n.optional_input(2)?);
-    let op = Op::LayerNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
-    n.emit_output(0, op, &inputs).map(|_| ())
+    let (axis, epsilon) = (n.int("axis", -1), n.float("epsilon", 1e-5));
+    n.emit_output(0, Op::LayerNorm { axis, epsilon }, &inputs)?;
+    if n.output_name(1).is_empty() && n.output_name(2).is_empty() {
+        return Ok(());
+    }
+    let stash_type = n.int("stash_type", 1);
+    if stash_type != 1 {
+        return Err(format!("stash_type {stash_type} is not supported (1, float32, is)"));
+    }
+    let rank = n.importer.graph.value_type(x).rank() as i64;
+    let first = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&first) {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    let axes: Vec<i64> = (first..rank).collect();
+    let stats = if n.dtype_of(x) == DType::F32 { x } else { n.emit(Op::Cast { to: DType::F32 }, &[x])? };
+    let mean_op = |axes: &[i64]| Op::Reduce { kind: ReduceKind::Mean, axes: axes.to_vec(), keep_dims: true };
+    let mean = n.emit_output(1, mean_op(&axes), &[stats])?;
+    if n.output_name(2).is_empty() {
+        return Ok(());
+    }
+    let centered = n.emit(Op::Binary(BinaryOp::Sub), &[stats, mean])?;
+    let squared = n.emit(Op::Binary(BinaryOp::Mul), &[centered, centered])?;
+    let variance = n.emit(mean_op(&axes), &[squared])?;
+    let eps = n.scalar(DType::F32, epsilon);
+    let shifted = n.emit(Op::Binary(BinaryOp::Add), &[variance, eps])?;
+    let deviation = n.emit(Op::Unary(UnaryOp::Sqrt), &[shifted])?;
+    n.emit_output(2, Op::Unary(UnaryOp::Reciprocal), &[deviation]).map(|_| ())
+}
+
+/// `min(max(x, lo), hi)`, either bound optional (opset 11 and later: bounds are inputs).
+fn import_clip(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let (low, high) = (n.optional_input(1)?, n.optional_input(2)?);
+    match (low, high) {
+        (None, None) => {
+            n.bind(0, x);
+            Ok(())
+        }
+        (Some(low), None) => n.emit_output(0, Op::Binary(BinaryOp::Max), &[x, low]).map(|_| ()),
+        (None, Some(high)) => n.emit_output(0, Op::Binary(BinaryOp::Min), &[x, high]).map(|_| ()),
+        (Some(low), Some(high)) => {
+            let raised = n.emit(Op::Binary(BinaryOp::Max), &[x, low])?;
+            n.emit_output(0, Op::Binary(BinaryOp::Min), &[raised, high]).map(|_| ())
+        }
+    }
+}
+
+/// `x · sigmoid(alpha · x)` (opset 24).
+fn import_swish(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let alpha = n.float("alpha", 1.0);
+    let argument = if alpha == 1.0 {
+        x
+    } else {
+        let alpha = n.scalar(n.dtype_of(x), alpha);
+        n.emit(Op::Binary(BinaryOp::Mul), &[x, alpha])?
+    };
+    let gate = n.emit(Op::Unary(UnaryOp::Sigmoid), &[argument])?;
+    n.emit_output(0, Op::Binary(BinaryOp::Mul), &[x, gate]).map(|_| ())
+}
+
+/// Split along `axis` into slices: sizes from the `split` input (opset 13
+/// and later) or attribute (earlier), else `num_outputs` parts (opset 18 and
+/// later; the last one smaller when the dim does not divide), else equal parts.
+fn import_split(n: &mut NodeImport) -> Result<()> {
+    let x = n.input(0)?;
+    let ty = n.importer.graph.value_type(x).clone();
+    let rank = ty.rank() as i64;
+    let axis = n.int("axis", 0);
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&axis) {
+        return Err(format!("axis {} is out of range for rank {rank}", n.int("axis", 0)));
+    }
+    let outputs = n.node.output.len();
+    let sizes = match n.constant_ints_input(1, "split") {
+        Ok(Some(sizes)) => sizes,
+        Ok(None) => match n.ints("split") {
+            Some(sizes) => sizes,
+            None => {
+                let length = ty.shape[axis as usize].as_constant().ok_or_else(|| {
+                    format!(
+                        "not supported: splitting dim {} (`{}`) into equal parts needs its length at compile time",
+                        axis, ty.shape[axis as usize]
+                    )
+                })?;
+                let parts = match n.attribute("num_outputs") {
+                    Some(attribute) => attribute.i,
+                    None => outputs as i64,
+                };
+                if parts < 1 || parts as usize != outputs {
+                    return Err(format!("num_outputs {parts} for {outputs} outputs"));
+                }
+                let part = (length + parts - 1) / parts;
+                (0..parts).map(|i| (length - i * part).clamp(0, part)).collect()
+            }
+        },
+        Err(_) => {
+            return Err("not supported: the split sizes (input 1) are only known at run time; kiln needs them at \
+                        compile time to plan the outputs"
+                .into())
+        }
+    };
+    if sizes.len() != outputs {
+        return Err(format!("{} split sizes for {outputs} outputs", sizes.len()));
+    }
+    let mut start = 0i64;
+    for (index, &size) in sizes.iter().enumerate() {
+        if size < 0 {
+            return Err(format!("split size {size}"));
+        }
+        let (starts, ends) = (n.ints_constant(&[start]), n.ints_constant(&[start + size]));
+        let (axes, steps) = (n.ints_constant(&[axis]), n.ints_constant(&[1]));
+        n.emit_output(index, Op::Slice, &[x, starts, ends, axes, steps])?;
+        start += size;
+    }
+    Ok(())
 }
 
 fn import_rms_norm(n: &mut NodeImport) -> Result<()> {

@@ -92,12 +92,25 @@ fn unsupported_ops_are_all_listed_at_once_with_their_nodes() {
 }
 
 #[test]
-fn opsets_outside_13_to_23_are_refused() {
+fn opsets_13_to_25_are_read_and_others_refused() {
     let directory = scratch("opset");
-    let mut model = ModelProto::parse_from_bytes(&model_with_ops(&["Relu"])).expect("parses");
-    model.opset_import[0].version = 11;
-    let path = write(&directory.join("old.onnx"), &model.write_to_bytes().expect("serializes"));
-    assert!(matches!(import_onnx(&path).expect_err("opset 11"), OnnxImportError::UnsupportedOpset { version: 11, .. }));
+    for version in [11, 12, 26] {
+        let mut model = ModelProto::parse_from_bytes(&model_with_ops(&["Relu"])).expect("parses");
+        model.opset_import[0].version = version;
+        let path = write(&directory.join(format!("opset{version}.onnx")), &model.write_to_bytes().expect("serializes"));
+        let error = import_onnx(&path).expect_err("outside the range");
+        assert!(matches!(error, OnnxImportError::UnsupportedOpset { version: v, .. } if v == version), "{error}");
+        assert!(error.to_string().contains("13 to 25"), "{error}");
+    }
+    // A real model (Gemm, unchanged in meaning since opset 13) read at each opset.
+    let gemm = std::fs::read(testdata().join("ops/gemm_transposed_scaled/model.onnx")).expect("testdata");
+    for version in [13, 24, 25] {
+        let mut model = ModelProto::parse_from_bytes(&gemm).expect("parses");
+        let default_domain = model.opset_import.iter_mut().find(|o| o.domain.is_empty()).expect("default domain");
+        default_domain.version = version;
+        let path = write(&directory.join(format!("opset{version}.onnx")), &model.write_to_bytes().expect("serializes"));
+        import_onnx(&path).unwrap_or_else(|e| panic!("opset {version}: {e}"));
+    }
 }
 
 fn hf_directory(test: &str, config: &str, weights: &[u8]) -> PathBuf {
@@ -191,4 +204,25 @@ fn out_of_range_token_ids_are_an_error_naming_the_node() {
     inputs.insert("input_ids".into(), Tensor::from_i64(DType::I64, vec![2, 7], vec![5000; 14]));
     let error = evaluate(&graph, &inputs).expect_err("id 5000 of a 1000-word vocabulary");
     assert!(matches!(error, EvalError::Node { op: "gather", .. }), "{error}");
+}
+
+#[test]
+fn split_sizes_known_only_at_run_time_are_not_supported_and_say_why() {
+    let directory = scratch("split-runtime");
+    let original = std::fs::read(testdata().join("ops/split_sizes_input/model.onnx")).expect("testdata");
+    let mut model = ModelProto::parse_from_bytes(&original).expect("parses");
+    let graph = model.graph.mut_or_insert_default();
+    graph.initializer.retain(|tensor| tensor.name != "sizes");
+    let mut sizes = graph.input[0].clone();
+    sizes.name = "sizes".into();
+    let tensor = sizes.type_.mut_or_insert_default().mut_tensor_type();
+    tensor.elem_type = 7; // INT64
+    let shape = tensor.shape.mut_or_insert_default();
+    shape.dim.truncate(1);
+    shape.dim[0].set_dim_value(2);
+    graph.input.push(sizes);
+    let path = write(&directory.join("split.onnx"), &model.write_to_bytes().expect("serializes"));
+    let error = import_onnx(&path).expect_err("sizes are a graph input");
+    let text = error.to_string();
+    assert!(text.contains("not supported") && text.contains("run time") && text.contains("Split"), "{text}");
 }
