@@ -18,7 +18,7 @@ use kiln_runtime::{Device, HostTensor, Model, Session};
 #[derive(clap::Args, Clone, Debug)]
 pub struct TensorFiles {
     /// A model input: NAME=FILE.npy (repeat for each input).
-    #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
     /// Where `<output name>.npy` files are written (created if missing).
     #[arg(long, value_name = "DIR")]

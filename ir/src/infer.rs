@@ -202,7 +202,7 @@ pub fn infer_output_types(graph: &Graph, op: &Op, inputs: &[ValueRef]) -> Result
             };
             match length {
                 Some(length) => single(TensorType::new(dtype, vec![length])),
-                None => fail("range bounds are not known functions of the input dims"),
+                None => fail("not supported: range bounds only known at run time decide its length, which kiln fixes ahead of time"),
             }
         }
         Op::ConstantOfShape { dtype, .. } => {
@@ -490,12 +490,22 @@ pub fn slice_count(start: i64, end: i64, step: i64) -> i64 {
 pub fn constant_ints(graph: &Graph, value: ValueRef, what: &str) -> Result<Vec<i64>, InferError> {
     symbolic_value(graph, value)
         .and_then(|dims| dims.iter().map(Dim::as_constant).collect())
-        .ok_or_else(|| InferError(format!("{what} must be constant")))
+        .ok_or_else(|| {
+            InferError(format!(
+                "not supported: {what} (`{}`) is only known at run time; kiln compiles ahead of time and needs it \
+                 as a constant",
+                graph.value_name(value)
+            ))
+        })
 }
 
 fn index_values(graph: &Graph, value: ValueRef, what: &str) -> Result<Vec<Dim>, InferError> {
     symbolic_value(graph, value).ok_or_else(|| {
-        InferError(format!("{what} (`{}`) is not a known function of the input dims", graph.value_name(value)))
+        InferError(format!(
+            "not supported: {what} (`{}`) is only known at run time, and it decides the output's shape, which kiln \
+             fixes ahead of time as a function of the input dims",
+            graph.value_name(value)
+        ))
     })
 }
 

@@ -1,6 +1,6 @@
 //! ONNX import: a `.onnx` file (with its external data files) into a [`Graph`].
 //!
-//! Supported: opsets 13–25 of the default domain and the `com.microsoft`
+//! Supported: opsets 13–28 of the default domain and the `com.microsoft`
 //! contrib ops that ONNX Runtime's transformer optimizer writes (see
 //! [`ops::is_supported`]). A model with unsupported ops fails once, listing
 //! every unsupported op type with the nodes that use it. Weights stored in
@@ -20,12 +20,15 @@ use onnx_protobuf::{Message, ModelProto};
 pub use ops::is_supported;
 use tensors::ExternalData;
 
-/// The opsets of the default ONNX domain that kiln reads. Opsets 24 and 25
-/// changed none of the ops kiln imports except by admitting new element types
-/// (float8e8m0, 2-bit integers), which are refused by name where they appear;
-/// opset 24 added `Swish`, imported, and revised `Attention`, which kiln does
-/// not import yet.
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
+/// The opsets of the default ONNX domain that kiln reads (28 is what onnx
+/// 1.23 writes). From 24 on, the ops kiln imports changed only by admitting new
+/// element types (float8e8m0, 2-bit integers, float6), refused by name where
+/// they appear, and by two attributes: `Cast`'s `round_mode` (opset 28; it
+/// only matters for casts to 8-bit floats, and anything but its default is
+/// refused) and `Range`'s `stash_type` (opset 27; kiln computes in f32, the
+/// default, and refuses others). Opset 24 added `Swish` (imported) and revised
+/// `Attention`, which kiln does not import yet.
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 13..=28;
 
 /// Why an ONNX model could not be imported. Every variant names the file, and
 /// where it applies the node or tensor at fault.
@@ -39,9 +42,9 @@ pub enum OnnxImportError {
     },
     #[error("{path}: not an ONNX model: {message}")]
     NotOnnx { path: PathBuf, message: String },
-    #[error("{path}: opset {version} of domain `{domain}` is not supported (kiln reads opsets 13 to 25 of the default domain)")]
+    #[error("{path}: opset {version} of domain `{domain}` is not supported (kiln reads opsets 13 to 28 of the default domain)")]
     UnsupportedOpset { path: PathBuf, domain: String, version: i64 },
-    #[error("{path}: unsupported ops:\n{ops}")]
+    #[error("{path}: ops kiln does not import (not supported):\n{ops}")]
     UnsupportedOps { path: PathBuf, ops: UnsupportedOps },
     #[error("{path}: tensor `{tensor}`: {message}")]
     Tensor { path: PathBuf, tensor: String, message: String },
@@ -193,7 +196,7 @@ impl Importer {
         let Some(onnx_protobuf::type_proto::Value::TensorType(tensor)) =
             input.type_.as_ref().and_then(|t| t.value.as_ref())
         else {
-            return Err(error("only tensor inputs are supported".into()));
+            return Err(error("not supported: a sequence, map or optional input (kiln imports tensor inputs only)".into()));
         };
         let dtype = tensors::dtype_from_onnx(tensor.elem_type).map_err(error)?;
         let Some(shape) = tensor.shape.as_ref() else {

@@ -29,7 +29,7 @@ const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
     ("ConstantOfShape", import_constant_of_shape),
     ("Cos", |n| unary(n, UnaryOp::Cos)),
     ("Div", |n| binary(n, BinaryOp::Div)),
-    ("Dropout", import_identity),
+    ("Dropout", import_dropout),
     ("Equal", |n| binary(n, BinaryOp::Equal)),
     ("Erf", |n| unary(n, UnaryOp::Erf)),
     ("Exp", |n| unary(n, UnaryOp::Exp)),
@@ -290,20 +290,49 @@ fn import_identity(n: &mut NodeImport) -> Result<()> {
     Ok(())
 }
 
+/// Dropout at inference is the identity; training mode (random masks) is refused.
+fn import_dropout(n: &mut NodeImport) -> Result<()> {
+    if let Some(training) = n.optional_input(2)? {
+        match constant_ints(&n.importer.graph, training, "training_mode") {
+            Ok(values) if values.iter().all(|&v| v == 0) => {}
+            Ok(_) => return Err("not supported: Dropout in training mode (random masks); kiln compiles inference".into()),
+            Err(_) => {
+                return Err(format!(
+                    "not supported: training_mode (`{}`) is only known at run time, and training mode draws random \
+                     masks; kiln compiles inference",
+                    n.node.input[2]
+                ))
+            }
+        }
+    }
+    if !n.output_name(1).is_empty() {
+        return Err("not supported: Dropout's mask output (output 1); kiln compiles inference, where there is none".into());
+    }
+    import_identity(n)
+}
+
 fn import_where(n: &mut NodeImport) -> Result<()> {
     let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
     n.emit_output(0, Op::Where, &inputs).map(|_| ())
 }
 
 fn import_cast(n: &mut NodeImport) -> Result<()> {
+    refuse_unless_default(n, "round_mode", "up")?;
     let to = dtype_from_onnx(n.int("to", 0) as i32)?;
+    if to == DType::F8E4M3 && n.int("saturate", 1) == 0 {
+        return Err("not supported: saturate=0 for float8 (kiln's casts to float8 saturate)".into());
+    }
     let x = n.input(0)?;
     n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
 }
 
 fn import_cast_like(n: &mut NodeImport) -> Result<()> {
+    refuse_unless_default(n, "round_mode", "up")?;
     let (x, like) = (n.input(0)?, n.input(1)?);
     let to = n.dtype_of(like);
+    if to == DType::F8E4M3 && n.int("saturate", 1) == 0 {
+        return Err("not supported: saturate=0 for float8 (kiln's casts to float8 saturate)".into());
+    }
     n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
 }
 
@@ -351,7 +380,18 @@ fn import_concat(n: &mut NodeImport) -> Result<()> {
     n.emit_output(0, Op::Concat { axis: n.int("axis", 0) }, &inputs).map(|_| ())
 }
 
+/// Fails, naming the attribute, unless string attribute `name` is absent or `default`.
+fn refuse_unless_default(n: &NodeImport, name: &str, default: &str) -> Result<()> {
+    match n.string(name) {
+        Some(value) if value != default => Err(format!("not supported: {name} `{value}` (kiln implements `{default}`)")),
+        _ => Ok(()),
+    }
+}
+
 fn import_range(n: &mut NodeImport) -> Result<()> {
+    if n.int("stash_type", 1) != 1 {
+        return Err(format!("not supported: stash_type {} (kiln computes Range in float32)", n.int("stash_type", 1)));
+    }
     let inputs = [n.input(0)?, n.input(1)?, n.input(2)?];
     n.emit_output(0, Op::Range, &inputs).map(|_| ())
 }
@@ -512,6 +552,9 @@ fn import_split(n: &mut NodeImport) -> Result<()> {
 }
 
 fn import_rms_norm(n: &mut NodeImport) -> Result<()> {
+    if n.int("stash_type", 1) != 1 {
+        return Err(format!("not supported: stash_type {} (kiln's statistics are float32)", n.int("stash_type", 1)));
+    }
     let inputs = [n.input(0)?, n.input(1)?];
     let op = Op::RmsNorm { axis: n.int("axis", -1), epsilon: n.float("epsilon", 1e-5) };
     n.emit_output(0, op, &inputs).map(|_| ())

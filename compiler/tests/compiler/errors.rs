@@ -92,19 +92,19 @@ fn unsupported_ops_are_all_listed_at_once_with_their_nodes() {
 }
 
 #[test]
-fn opsets_13_to_25_are_read_and_others_refused() {
+fn opsets_13_to_28_are_read_and_others_refused() {
     let directory = scratch("opset");
-    for version in [11, 12, 26] {
+    for version in [11, 12, 29] {
         let mut model = ModelProto::parse_from_bytes(&model_with_ops(&["Relu"])).expect("parses");
         model.opset_import[0].version = version;
         let path = write(&directory.join(format!("opset{version}.onnx")), &model.write_to_bytes().expect("serializes"));
         let error = import_onnx(&path).expect_err("outside the range");
         assert!(matches!(error, OnnxImportError::UnsupportedOpset { version: v, .. } if v == version), "{error}");
-        assert!(error.to_string().contains("13 to 25"), "{error}");
+        assert!(error.to_string().contains("13 to 28"), "{error}");
     }
     // A real model (Gemm, unchanged in meaning since opset 13) read at each opset.
     let gemm = std::fs::read(testdata().join("ops/gemm_transposed_scaled/model.onnx")).expect("testdata");
-    for version in [13, 24, 25] {
+    for version in [13, 24, 25, 28] {
         let mut model = ModelProto::parse_from_bytes(&gemm).expect("parses");
         let default_domain = model.opset_import.iter_mut().find(|o| o.domain.is_empty()).expect("default domain");
         default_domain.version = version;
