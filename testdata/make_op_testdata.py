@@ -114,6 +114,50 @@ def main():
                   [("x", [2, 3, HIDDEN])], ["y"], {}, opset=25)
     moved.graph.initializer.append(target)
     write("reshape_transpose_opset25", moved, {"x": x}, ["y"])
+    # RotaryEmbedding (opset 23): 4-D input, interleaved pairs, partial rotation (4 of 8), position ids;
+    # and a 3-D input with num_heads and per-position caches (no position ids).
+    queries = RNG.standard_normal((2, 2, 3, HIDDEN)).astype(np.float32)
+    positions = np.array([[0, 1, 2], [4, 2, 0]], dtype=np.int64)
+    angles = np.arange(5)[:, None] * np.array([1.0, 0.1], np.float32)[None, :]
+    rotary = model("rotary", [helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "positions"], ["y"],
+                                               interleaved=1, rotary_embedding_dim=4)],
+                   [("x", ["batch", 2, "seq", HIDDEN])], ["y"],
+                   {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)}, opset=23)
+    rotary.graph.input.append(helper.make_tensor_value_info("positions", TensorProto.INT64, ["batch", "seq"]))
+    write("rotary_embedding_interleaved_partial", rotary, {"x": queries, "positions": positions}, ["y"])
+    per_position = np.arange(6, dtype=np.float32).reshape(2, 3, 1) * np.array([1.0, 0.5], np.float32)
+    write("rotary_embedding_3d_per_position", model("rotary", [helper.make_node(
+        "RotaryEmbedding", ["x", "cos", "sin"], ["y"], num_heads=2)], [("x", [2, 3, HIDDEN])], ["y"],
+        {"cos": np.cos(per_position).astype(np.float32), "sin": np.sin(per_position).astype(np.float32)},
+        opset=23), {"x": x}, ["y"])
+    # Attention (opset 23): grouped-query heads with a past cache, causal (present_* outputs too);
+    # 3-D inputs with head counts, a boolean mask and softcap; a float mask, a scale and the
+    # post-softmax probabilities as qk_matmul_output.
+    q4 = RNG.standard_normal((2, 4, 3, HIDDEN)).astype(np.float32)
+    k4 = RNG.standard_normal((2, 2, 3, HIDDEN)).astype(np.float32)
+    v4 = RNG.standard_normal((2, 2, 3, HIDDEN)).astype(np.float32)
+    past_k = RNG.standard_normal((2, 2, 2, HIDDEN)).astype(np.float32)
+    past_v = RNG.standard_normal((2, 2, 2, HIDDEN)).astype(np.float32)
+    attention = model("attention", [helper.make_node(
+        "Attention", ["q", "k", "v", "", "past_k", "past_v"], ["y", "present_k", "present_v"], is_causal=1)],
+        [("q", [2, 4, 3, HIDDEN]), ("k", [2, 2, 3, HIDDEN]), ("v", [2, 2, 3, HIDDEN]),
+         ("past_k", [2, 2, 2, HIDDEN]), ("past_v", [2, 2, 2, HIDDEN])], ["y", "present_k", "present_v"], {}, opset=23)
+    write("attention_gqa_causal_past", attention,
+          {"q": q4, "k": k4, "v": v4, "past_k": past_k, "past_v": past_v}, ["y", "present_k", "present_v"])
+    q3, k3, v3 = (RNG.standard_normal((2, 3, 2 * HIDDEN)).astype(np.float32) for _ in range(3))
+    keep = np.array([[[True, True, False], [True, False, False], [True, True, True]]])
+    attention = model("attention", [helper.make_node(
+        "Attention", ["q", "k", "v", "mask"], ["y"], q_num_heads=2, kv_num_heads=2, softcap=2.0)],
+        [("q", [2, 3, 2 * HIDDEN]), ("k", [2, 3, 2 * HIDDEN]), ("v", [2, 3, 2 * HIDDEN])], ["y"], {}, opset=23)
+    attention.graph.input.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 3, 3]))
+    write("attention_3d_bool_mask_softcap", attention, {"q": q3, "k": k3, "v": v3, "mask": keep}, ["y"])
+    bias = RNG.uniform(-1.0, 0.0, (3, 3)).astype(np.float32)
+    attention = model("attention", [helper.make_node(
+        "Attention", ["q", "k", "v", "bias"], ["y", "", "", "probabilities"], scale=0.25, qk_matmul_output_mode=3)],
+        [("q", [2, 2, 3, HIDDEN]), ("k", [2, 2, 3, HIDDEN]), ("v", [2, 2, 3, HIDDEN])], ["y", "probabilities"],
+        {"bias": bias}, opset=23)
+    write("attention_float_mask_scale_probabilities", attention,
+          {"q": q4[:, :2], "k": k4, "v": v4}, ["y", "probabilities"])
     print("wrote", sorted(p.name for p in ROOT.iterdir()))
 
 

@@ -488,15 +488,13 @@ pub fn slice_count(start: i64, end: i64, step: i64) -> i64 {
 
 /// The constant integer elements of `value`, or an error naming `what`.
 pub fn constant_ints(graph: &Graph, value: ValueRef, what: &str) -> Result<Vec<i64>, InferError> {
-    symbolic_value(graph, value)
-        .and_then(|dims| dims.iter().map(Dim::as_constant).collect())
-        .ok_or_else(|| {
-            InferError(format!(
-                "not supported: {what} (`{}`) is only known at run time; kiln compiles ahead of time and needs it \
+    symbolic_value(graph, value).and_then(|dims| dims.iter().map(Dim::as_constant).collect()).ok_or_else(|| {
+        InferError(format!(
+            "not supported: {what} (`{}`) is only known at run time; kiln compiles ahead of time and needs it \
                  as a constant",
-                graph.value_name(value)
-            ))
-        })
+            graph.value_name(value)
+        ))
+    })
 }
 
 fn index_values(graph: &Graph, value: ValueRef, what: &str) -> Result<Vec<Dim>, InferError> {

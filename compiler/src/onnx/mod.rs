@@ -6,6 +6,7 @@
 //! every unsupported op type with the nodes that use it. Weights stored in
 //! external data files are memory-mapped, not copied.
 
+mod attention;
 mod contrib;
 mod ops;
 mod tensors;
@@ -27,7 +28,7 @@ use tensors::ExternalData;
 /// only matters for casts to 8-bit floats, and anything but its default is
 /// refused) and `Range`'s `stash_type` (opset 27; kiln computes in f32, the
 /// default, and refuses others). Opset 24 added `Swish` (imported) and revised
-/// `Attention`, which kiln does not import yet.
+/// `Attention` (see `attention.rs` for what kiln implements of it).
 pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 13..=28;
 
 /// Why an ONNX model could not be imported. Every variant names the file, and
@@ -196,7 +197,9 @@ impl Importer {
         let Some(onnx_protobuf::type_proto::Value::TensorType(tensor)) =
             input.type_.as_ref().and_then(|t| t.value.as_ref())
         else {
-            return Err(error("not supported: a sequence, map or optional input (kiln imports tensor inputs only)".into()));
+            return Err(error(
+                "not supported: a sequence, map or optional input (kiln imports tensor inputs only)".into(),
+            ));
         };
         let dtype = tensors::dtype_from_onnx(tensor.elem_type).map_err(error)?;
         let Some(shape) = tensor.shape.as_ref() else {

@@ -5,7 +5,7 @@
 //! subgraphs of IR ops.
 
 use kiln_ir::infer::constant_ints;
-use kiln_ir::{BinaryOp, Constant, DType, GeluApproximation, Op, ReduceKind, Tensor, UnaryOp, ValueRef};
+use kiln_ir::{BinaryOp, Constant, DType, Dim, GeluApproximation, Op, ReduceKind, Tensor, UnaryOp, ValueRef};
 use onnx_protobuf::{AttributeProto, NodeProto};
 
 use super::tensors::{constant_from_proto, dtype_from_onnx};
@@ -20,6 +20,7 @@ const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
     ("Abs", |n| unary(n, UnaryOp::Abs)),
     ("Add", |n| binary(n, BinaryOp::Add)),
     ("And", |n| binary(n, BinaryOp::And)),
+    ("Attention", super::attention::import_attention),
     ("Cast", import_cast),
     ("CastLike", import_cast_like),
     ("Ceil", |n| unary(n, UnaryOp::Ceil)),
@@ -63,6 +64,7 @@ const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
     ("Or", |n| binary(n, BinaryOp::Or)),
     ("Pow", |n| binary(n, BinaryOp::Pow)),
     ("RMSNormalization", import_rms_norm),
+    ("RotaryEmbedding", import_rotary_embedding),
     ("Range", import_range),
     ("Reciprocal", |n| unary(n, UnaryOp::Reciprocal)),
     ("ReduceMax", |n| import_reduce(n, ReduceKind::Max)),
@@ -217,6 +219,16 @@ impl NodeImport<'_> {
         self.constant(Constant::vector_i64(values))
     }
 
+    /// A rank-0 i64 constant.
+    pub(super) fn ints_scalar(&mut self, value: i64) -> ValueRef {
+        self.constant(Constant::scalar_i64(value))
+    }
+
+    /// A rank-0 i64 value that is `dim` (a symbol's value at run time).
+    pub(super) fn dims_scalar(&mut self, dim: &Dim) -> Result<ValueRef> {
+        self.emit(Op::Dims { values: vec![dim.clone()], scalar: true }, &[])
+    }
+
     pub(super) fn scalar(&mut self, dtype: DType, value: f32) -> ValueRef {
         let constant = if dtype.is_float() {
             Constant::scalar_f32(dtype, value)
@@ -295,7 +307,9 @@ fn import_dropout(n: &mut NodeImport) -> Result<()> {
     if let Some(training) = n.optional_input(2)? {
         match constant_ints(&n.importer.graph, training, "training_mode") {
             Ok(values) if values.iter().all(|&v| v == 0) => {}
-            Ok(_) => return Err("not supported: Dropout in training mode (random masks); kiln compiles inference".into()),
+            Ok(_) => {
+                return Err("not supported: Dropout in training mode (random masks); kiln compiles inference".into())
+            }
             Err(_) => {
                 return Err(format!(
                     "not supported: training_mode (`{}`) is only known at run time, and training mode draws random \
@@ -306,7 +320,9 @@ fn import_dropout(n: &mut NodeImport) -> Result<()> {
         }
     }
     if !n.output_name(1).is_empty() {
-        return Err("not supported: Dropout's mask output (output 1); kiln compiles inference, where there is none".into());
+        return Err(
+            "not supported: Dropout's mask output (output 1); kiln compiles inference, where there is none".into()
+        );
     }
     import_identity(n)
 }
@@ -383,7 +399,9 @@ fn import_concat(n: &mut NodeImport) -> Result<()> {
 /// Fails, naming the attribute, unless string attribute `name` is absent or `default`.
 fn refuse_unless_default(n: &NodeImport, name: &str, default: &str) -> Result<()> {
     match n.string(name) {
-        Some(value) if value != default => Err(format!("not supported: {name} `{value}` (kiln implements `{default}`)")),
+        Some(value) if value != default => {
+            Err(format!("not supported: {name} `{value}` (kiln implements `{default}`)"))
+        }
         _ => Ok(()),
     }
 }
@@ -476,6 +494,93 @@ fn import_clip(n: &mut NodeImport) -> Result<()> {
         (Some(low), Some(high)) => {
             let raised = n.emit(Op::Binary(BinaryOp::Max), &[x, low])?;
             n.emit_output(0, Op::Binary(BinaryOp::Min), &[raised, high]).map(|_| ())
+        }
+    }
+}
+
+/// RotaryEmbedding (opset 23) in IR ops, as ONNX defines it: `X` is
+/// `[batch, heads, seq, head]`, or `[batch, seq, hidden]` with `num_heads`;
+/// the first `rotary_embedding_dim` (default: all) of each head rotate by the
+/// cos/sin caches (rows picked by `position_ids`, or given per batch and
+/// position), as halves or, with `interleaved`, as even/odd pairs.
+fn import_rotary_embedding(n: &mut NodeImport) -> Result<()> {
+    let (x, cos_cache, sin_cache) = (n.input(0)?, n.input(1)?, n.input(2)?);
+    let positions = n.optional_input(3)?;
+    let ty = n.importer.graph.value_type(x).clone();
+    let interleaved = n.int("interleaved", 0) != 0;
+    // [batch, seq, heads, head]: the layout the rotation works in.
+    let (work, batch, seq, heads, head) = match ty.rank() {
+        4 => {
+            let work = n.emit(Op::Transpose { permutation: vec![0, 2, 1, 3] }, &[x])?;
+            (work, ty.shape[0].clone(), ty.shape[2].clone(), ty.shape[1].clone(), ty.shape[3].clone())
+        }
+        3 => {
+            let heads = n.int("num_heads", 0);
+            let hidden = ty.shape[2].as_constant().ok_or("not supported: a hidden size known only at run time")?;
+            if heads < 1 || hidden % heads != 0 {
+                return Err(format!("num_heads {heads} does not divide the hidden size {hidden} (3-D input needs it)"));
+            }
+            let (heads, head) = (Dim::constant(heads), Dim::constant(hidden / heads));
+            let shape = vec![ty.shape[0].clone(), ty.shape[1].clone(), heads.clone(), head.clone()];
+            let shape = n.emit(Op::Dims { values: shape, scalar: false }, &[])?;
+            let work = n.emit(Op::Reshape { allow_zero: false }, &[x, shape])?;
+            (work, ty.shape[0].clone(), ty.shape[1].clone(), heads, head)
+        }
+        rank => return Err(format!("input of rank {rank} (3 or 4 expected)")),
+    };
+    let head = head.as_constant().ok_or("not supported: a head size known only at run time")?;
+    let rotated = match n.int("rotary_embedding_dim", 0) {
+        0 => head,
+        dim => dim,
+    };
+    if rotated % 2 != 0 || rotated > head || rotated < 2 {
+        return Err(format!("rotary_embedding_dim {rotated} for heads of {head}"));
+    }
+    let half = rotated / 2;
+    // The caches as [batch, seq, 1, half].
+    let mut caches = Vec::new();
+    for cache in [cos_cache, sin_cache] {
+        let rows = match positions {
+            Some(positions) => n.emit(Op::Gather { axis: 0 }, &[cache, positions])?,
+            None => cache,
+        };
+        caches.push(n.emit(Op::Unsqueeze { axes: vec![2] }, &[rows])?);
+    }
+    let (cos, sin) = (caches[0], caches[1]);
+    let slice = |n: &mut NodeImport, value, start: i64, end: i64, step: i64| -> Result<ValueRef> {
+        let (starts, ends) = (n.ints_constant(&[start]), n.ints_constant(&[end]));
+        let (axes, steps) = (n.ints_constant(&[3]), n.ints_constant(&[step]));
+        n.emit(Op::Slice, &[value, starts, ends, axes, steps])
+    };
+    let (x1, x2) = if interleaved {
+        (slice(n, work, 0, rotated, 2)?, slice(n, work, 1, rotated, 2)?)
+    } else {
+        (slice(n, work, 0, half, 1)?, slice(n, work, half, rotated, 1)?)
+    };
+    let product = |n: &mut NodeImport, a, b| n.emit(Op::Binary(BinaryOp::Mul), &[a, b]);
+    let (cos_x1, sin_x2) = (product(n, cos, x1)?, product(n, sin, x2)?);
+    let real = n.emit(Op::Binary(BinaryOp::Sub), &[cos_x1, sin_x2])?;
+    let (sin_x1, cos_x2) = (product(n, sin, x1)?, product(n, cos, x2)?);
+    let imaginary = n.emit(Op::Binary(BinaryOp::Add), &[sin_x1, cos_x2])?;
+    let mut parts = vec![if interleaved {
+        let real = n.emit(Op::Unsqueeze { axes: vec![4] }, &[real])?;
+        let imaginary = n.emit(Op::Unsqueeze { axes: vec![4] }, &[imaginary])?;
+        let pairs = n.emit(Op::Concat { axis: 4 }, &[real, imaginary])?;
+        let shape = vec![batch.clone(), seq.clone(), heads.clone(), Dim::constant(rotated)];
+        let shape = n.emit(Op::Dims { values: shape, scalar: false }, &[])?;
+        n.emit(Op::Reshape { allow_zero: false }, &[pairs, shape])?
+    } else {
+        n.emit(Op::Concat { axis: 3 }, &[real, imaginary])?
+    }];
+    if rotated < head {
+        parts.push(slice(n, work, rotated, head, 1)?);
+    }
+    let output = if parts.len() == 1 { parts[0] } else { n.emit(Op::Concat { axis: 3 }, &parts)? };
+    match ty.rank() {
+        4 => n.emit_output(0, Op::Transpose { permutation: vec![0, 2, 1, 3] }, &[output]).map(|_| ()),
+        _ => {
+            let shape = n.emit(Op::Dims { values: ty.shape.clone(), scalar: false }, &[])?;
+            n.emit_output(0, Op::Reshape { allow_zero: false }, &[output, shape]).map(|_| ())
         }
     }
 }
