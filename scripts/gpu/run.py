@@ -79,11 +79,11 @@ def kiln_run(artifact, inputs, output_dir, extra=(), env=None, timeout=120, wrap
     return outputs, done.stdout, done.stderr
 
 
-def gunzipped(name, work):
-    """The bf16 benchmark artifact `name`, unpacked into `work`."""
-    artifact = os.path.join(work, name + ".bf16.kiln")
+def gunzipped(stem, work):
+    """The artifact `out/gpu/artifacts/<stem>.kiln.gz` (prepare.sh gzips them all), unpacked into `work`."""
+    artifact = os.path.join(work, stem + ".kiln")
     if not os.path.exists(artifact):
-        with gzip.open(os.path.join(OUT, "artifacts", name + ".bf16.kiln.gz")) as source, \
+        with gzip.open(os.path.join(OUT, "artifacts", stem + ".kiln.gz")) as source, \
                 open(artifact, "wb") as target:
             shutil.copyfileobj(source, target)
     return artifact
@@ -284,11 +284,10 @@ def section_correctness():
     say("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as work:
         for model in models:
-            artifact = os.path.join(OUT, "artifacts", model["name"] + ".kiln")
             directory = os.path.join(ROOT, "testdata", "models", model["name"])
             inputs = {n: os.path.join(directory, "inputs", n + ".npy") for n in model["inputs"]}
             try:
-                outputs, _, _ = kiln_run(artifact, inputs, os.path.join(work, model["name"]),
+                outputs, _, _ = kiln_run(gunzipped(model["name"], work), inputs, os.path.join(work, model["name"]),
                                          env={"KILN_CUDA_SYNC": "1"})
                 worst, cosine = 0.0, 1.0
                 for name in model["outputs"]:
@@ -308,7 +307,7 @@ def section_correctness():
                 with torch.no_grad():
                     reference = forward(*(torch.from_numpy(arrays[k]).cuda() for k in
                                           ("input_ids", "attention_mask", "token_type_ids"))).cpu().numpy()
-                outputs, _, _ = kiln_run(gunzipped(name, work), files, os.path.join(work, name),
+                outputs, _, _ = kiln_run(gunzipped(name + ".bf16", work), files, os.path.join(work, name),
                                          env={"KILN_CUDA_SYNC": "1"})
                 cosine, worst = compare(outputs["last_hidden_state"], reference, arrays["attention_mask"])
                 ok = cosine >= 0.99
@@ -327,7 +326,7 @@ def section_correctness():
                 say(f"compute-sanitizer {tool}: not on this machine")
                 continue
             try:
-                _, out, err = kiln_run(os.path.join(OUT, "artifacts", model["name"] + ".kiln"), inputs,
+                _, out, err = kiln_run(gunzipped(model["name"], work), inputs,
                                        os.path.join(work, "sanitized"), timeout=60,
                                        env={"KILN_CUDA_GRAPHS": "0"},
                                        wrapper=[sanitizer, "--tool", tool, "--error-exitcode", "3"])
@@ -364,7 +363,7 @@ def section_timing(workloads, autotune=False):
             config, weights, forward = torch_encoder(name, torch.bfloat16)
             _, arrays, files = workload_inputs(name, batch, seq, work)
             tensors = [torch.from_numpy(arrays[k]).cuda() for k in ("input_ids", "attention_mask", "token_type_ids")]
-            artifact = gunzipped(name, work)
+            artifact = gunzipped(name + ".bf16", work)
             out_dir = os.path.join(work, name + "-out")
             systems = {}
             checks = {}
@@ -437,7 +436,7 @@ def section_kernels():
     with tempfile.TemporaryDirectory() as work:
         for name, batch, seq in WORKLOADS:
             _, _, files = workload_inputs(name, batch, seq, work)
-            _, out, _ = kiln_run(gunzipped(name, work), files, os.path.join(work, "out"), extra=["--profile", "10"],
+            _, out, _ = kiln_run(gunzipped(name + ".bf16", work), files, os.path.join(work, "out"), extra=["--profile", "10"],
                                  env={"KILN_CUDA_GRAPHS": "0"})
             say(f"{name} {batch}x{seq}: per launch (median of 10, events per launch, graphs off)")
             say("| # | group | kernel | us | GFLOP | MB | TFLOP/s | GB/s | floor us |")
