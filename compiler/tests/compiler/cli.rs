@@ -172,13 +172,8 @@ fn bad_options_are_refused() {
     assert!(text(&eval.stderr).contains("--stop-after"), "{}", text(&eval.stderr));
 }
 
-#[test]
-fn flags_for_models_are_refused_with_an_artifact() {
-    let directory = std::env::temp_dir().join(format!("kiln-cli-artifact-flags-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("a temporary directory");
-    let artifact = directory.join("model.kiln");
-    let model = testdata().join("models/bert-hf5/hf");
+/// `kiln compile MODEL --target sm_80 -o ARTIFACT`, which must succeed.
+fn compile_for_sm_80(model: &std::path::Path, artifact: &std::path::Path) {
     let compiled = kiln(&[
         "compile",
         model.to_str().expect("utf-8"),
@@ -188,6 +183,16 @@ fn flags_for_models_are_refused_with_an_artifact() {
         artifact.to_str().expect("utf-8"),
     ]);
     assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+}
+
+#[test]
+fn flags_for_models_are_refused_with_an_artifact() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-artifact-flags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).expect("a temporary directory");
+    let artifact = directory.join("model.kiln");
+    let model = testdata().join("models/bert-hf5/hf");
+    compile_for_sm_80(&model, &artifact);
     let artifact = artifact.to_str().expect("utf-8");
     for (flag, arguments) in [
         ("--stop-after", &["inspect", artifact, "--stop-after", "fuse"][..]),
@@ -283,15 +288,7 @@ fn the_artifact_has_one_launch_per_kernel_that_inspect_counts() {
         let inspected = kiln(&["inspect", "--json", model.to_str().expect("utf-8")]);
         let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).expect("JSON");
         let path = directory.join(format!("{name}.kiln"));
-        let compiled = kiln(&[
-            "compile",
-            model.to_str().expect("utf-8"),
-            "--target",
-            "sm_80",
-            "-o",
-            path.to_str().expect("utf-8"),
-        ]);
-        assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+        compile_for_sm_80(&model, &path);
         let artifact = kiln_runtime::Artifact::open(&path).expect("opens");
         let launches = artifact.entry_point("forward").expect("forward").launches.len();
         assert_eq!(Some(launches as u64), json["kernels"].as_u64(), "{name}");
