@@ -15,6 +15,7 @@ pub mod device;
 pub mod dim;
 pub mod dtype;
 pub mod kernel;
+pub mod machine;
 pub mod npy;
 pub mod session;
 pub mod sim;

@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use crate::artifact::{Artifact, ArtifactError, EntrySpec};
 use crate::device::cuda::{CudaError, CudaWeights, DeviceTensor};
 use crate::device::{executor_kind, Executor, EXECUTORS};
+use crate::machine::{AlignedBytes, Program};
 use crate::sim::{SimBuffer, SimError};
 use crate::tensor::decode_elements;
 use crate::{HostTensor, SymbolBindings};
@@ -109,11 +110,21 @@ pub enum RunError {
     Device(String),
 }
 
+/// What the machine needs of a model: its weights 16-byte aligned, and its
+/// kernels compiled (indexed as the artifact's kernel IR).
+pub(crate) struct MachineModel {
+    pub(crate) weights: Vec<AlignedBytes>,
+    pub(crate) programs: Vec<Program>,
+}
+
 /// A compiled model, opened and validated; share it between threads with `Arc`.
 pub struct Model {
     pub artifact: Artifact,
-    /// Weights decoded for the simulator, made on first use.
+    /// Weights decoded for the interpreter (the checked simulator), made on first use.
     sim_weights: OnceLock<Vec<SimBuffer>>,
+    /// Weights as aligned bytes and kernels compiled for the machine (the
+    /// fast simulator), made on first use.
+    machine: OnceLock<Result<MachineModel, SimError>>,
     /// Weights uploaded per CUDA device, made on first use.
     cuda_weights: std::sync::Mutex<Vec<(usize, Arc<CudaWeights>)>>,
 }
@@ -125,7 +136,12 @@ impl Model {
     }
 
     pub fn from_artifact(artifact: Artifact) -> Model {
-        Model { artifact, sim_weights: OnceLock::new(), cuda_weights: std::sync::Mutex::new(Vec::new()) }
+        Model {
+            artifact,
+            sim_weights: OnceLock::new(),
+            machine: OnceLock::new(),
+            cuda_weights: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     pub(crate) fn sim_weights(&self) -> &[SimBuffer] {
@@ -137,6 +153,20 @@ impl Model {
                 })
                 .collect()
         })
+    }
+
+    /// The weights and compiled kernels the machine runs, made once.
+    pub(crate) fn machine(&self) -> Result<&MachineModel, SimError> {
+        self.machine
+            .get_or_init(|| {
+                let weights = (0..self.artifact.weights.len())
+                    .map(|index| AlignedBytes::copy_of(self.artifact.weight_bytes(index)))
+                    .collect();
+                let programs = self.artifact.kernel_ir.iter().map(Program::compile).collect::<Result<_, _>>()?;
+                Ok(MachineModel { weights, programs })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The weights on CUDA device `ordinal`, uploaded once.

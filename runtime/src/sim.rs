@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
+use crate::kernel::{register_type, BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
 use crate::{DType, SymbolBindings};
 
 /// How to run.
@@ -62,6 +62,8 @@ pub enum SimError {
     InactiveShuffleSource { kernel: String, block: u64, thread: u64, source_lane: usize },
     #[error("{kernel}: block {block}, thread {thread}: a vector access of {width} elements of `{buffer}` at element {index} is not aligned to its size")]
     Misaligned { kernel: String, block: u64, thread: u64, buffer: String, index: i64, width: usize },
+    #[error("{kernel}: block {block}: deadlock: {detail}")]
+    Deadlock { kernel: String, block: u64, detail: String },
     #[error("{kernel}: {message}")]
     Invalid { kernel: String, message: String },
 }
@@ -815,16 +817,6 @@ fn contains_barrier(stmt: &Stmt) -> bool {
     }
 }
 
-/// The register type of values loaded from memory of `dtype`.
-fn register_type(dtype: DType) -> DType {
-    match dtype {
-        d if d.is_float() => DType::F32,
-        DType::Bool => DType::Bool,
-        DType::I32 => DType::I32,
-        _ => DType::I64,
-    }
-}
-
 /// `value` as a value of `dtype`, as a GPU conversion gives it.
 fn convert(dtype: DType, value: f64) -> f64 {
     match dtype {
@@ -869,7 +861,7 @@ fn unary(op: UnaryOp, dtype: DType, v: f64) -> f64 {
 
 /// erf to about f64 accuracy: the Taylor series below 2.5, a continued
 /// fraction for erfc beyond (ample for results rounded to f32).
-fn erf_f64(x: f64) -> f64 {
+pub(crate) fn erf_f64(x: f64) -> f64 {
     let a = x.abs();
     let result = if a < 2.5 {
         let mut term = a;

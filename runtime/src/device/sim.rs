@@ -2,16 +2,21 @@
 //!
 //! The arena is real bytes laid out exactly as the memory plan says, so a
 //! plan that overlaps two live tensors corrupts results here as it would on
-//! a GPU. Before each launch the kernel's arena arguments are decoded from
-//! their byte ranges; after it, the buffers it may write are encoded back.
-//! The arena starts poisoned (every byte 0xFF: NaN for floats), so a kernel
-//! that reads what nothing wrote shows up in the outputs.
+//! a GPU. The arena starts poisoned (every byte 0xFF: NaN for floats), so a
+//! kernel that reads what nothing wrote shows up in the outputs.
+//!
+//! The fast mode runs the machine ([`crate::machine`]): kernels compiled
+//! once per model, launched on the arena and the weights in place. The
+//! checked mode runs the interpreter ([`crate::sim`]) with every detector:
+//! before each launch the kernel's arena arguments are decoded from their
+//! byte ranges, after it the buffers it may write are encoded back.
 
 use std::time::{Duration, Instant};
 
 use crate::artifact::{ArgumentSpec, EntrySpec};
 use crate::device::{Executor, ExecutorKind};
 use crate::kernel::Param;
+use crate::machine::{self, AlignedBytes, Binding, MachineOptions, Region};
 use crate::session::{choose_variant, concrete_shape, Model, RunError};
 use crate::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
 use crate::tensor::{decode_elements, encode_elements};
@@ -24,12 +29,16 @@ pub const KIND: ExecutorKind =
 /// Runs kernels in the simulator: fast mode, or with the sanitizer's checks.
 pub struct SimExecutor {
     options: SimOptions,
-    arena: Vec<u8>,
+    arena: AlignedBytes,
 }
 
 impl SimExecutor {
     pub fn new(check: bool) -> SimExecutor {
-        SimExecutor { options: SimOptions { check, ..SimOptions::default() }, arena: Vec::new() }
+        SimExecutor { options: SimOptions { check, ..SimOptions::default() }, arena: AlignedBytes::default() }
+    }
+
+    fn machine_options(&self) -> MachineOptions {
+        MachineOptions { warp_size: self.options.warp_size, seed: self.options.seed, threads: 0 }
     }
 }
 
@@ -49,11 +58,10 @@ impl Executor for SimExecutor {
     ) -> Result<Vec<HostTensor>, RunError> {
         let artifact = &model.artifact;
         let arena_bytes = artifact.arena_bytes.evaluate(bindings)?.max(0) as usize;
-        self.arena.clear();
-        self.arena.resize(arena_bytes, 0xff);
+        self.arena.refill(arena_bytes, 0xff);
         for (&slot, input) in entry.inputs.iter().zip(inputs) {
             let range = slot_range(model, slot, bindings, self.arena.len())?;
-            self.arena[range].copy_from_slice(&input.bytes);
+            self.arena.as_bytes_mut()[range].copy_from_slice(&input.bytes);
         }
         self.replay(model, entry, bindings, None)
     }
@@ -118,6 +126,10 @@ impl SimExecutor {
             return Err(RunError::Plan("a replay needs a run with the same dims first".into()));
         }
         let range = |slot: usize| slot_range(model, slot, bindings, arena_bytes);
+        if !self.options.check {
+            self.replay_on_machine(model, entry, bindings, launch_times)?;
+            return read_outputs(model, entry, bindings, self.arena.as_bytes());
+        }
         let weights = model.sim_weights();
         for launch in &entry.launches {
             let started = Instant::now();
@@ -131,16 +143,11 @@ impl SimExecutor {
                         let dtype = artifact.slots[*slot].tensor.dtype;
                         SimArgument::Buffer(SimBuffer {
                             dtype,
-                            data: decode_elements(dtype, &self.arena[range(*slot)?]),
+                            data: decode_elements(dtype, &self.arena.as_bytes()[range(*slot)?]),
                         })
                     }
                     ArgumentSpec::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
-                    ArgumentSpec::State(_) => {
-                        return Err(RunError::Sim(crate::sim::SimError::Invalid {
-                            kernel: kernel.name.clone(),
-                            message: "state tensors are not supported by this runtime yet".into(),
-                        }))
-                    }
+                    ArgumentSpec::State(_) => return Err(no_state_tensors(&kernel.name)),
                 });
             }
             run_kernel(kernel, &mut arguments, bindings, self.options)?;
@@ -152,23 +159,88 @@ impl SimExecutor {
                 ) = (argument, param, value)
                 {
                     let bytes = range(*slot)?;
-                    encode_elements(*dtype, &buffer.data, &mut self.arena[bytes]);
+                    encode_elements(*dtype, &buffer.data, &mut self.arena.as_bytes_mut()[bytes]);
                 }
             }
             if let Some(times) = launch_times.as_deref_mut() {
                 times.push(started.elapsed());
             }
         }
-        entry
-            .outputs
-            .iter()
-            .map(|&slot| {
-                let spec = &artifact.slots[slot].tensor;
-                let shape = concrete_shape(&spec.shape, bindings)?;
-                Ok(HostTensor { dtype: spec.dtype, shape, bytes: self.arena[range(slot)?].to_vec() })
-            })
-            .collect()
+        read_outputs(model, entry, bindings, self.arena.as_bytes())
     }
+
+    /// Runs `entry`'s launches on the machine, over the arena and the
+    /// model's weights in place.
+    fn replay_on_machine(
+        &mut self,
+        model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+        mut launch_times: Option<&mut Vec<Duration>>,
+    ) -> Result<(), RunError> {
+        let machine = model.machine()?;
+        let options = self.machine_options();
+        let arena_bytes = self.arena.len();
+        for launch in &entry.launches {
+            let started = Instant::now();
+            let variant = choose_variant(launch, bindings)?;
+            let program = &machine.programs[variant.kernel];
+            // Region 0 is the arena; the weights this launch reads follow it.
+            let mut weights = Vec::new();
+            let mut arguments = Vec::with_capacity(variant.arguments.len());
+            for argument in &variant.arguments {
+                arguments.push(match argument {
+                    ArgumentSpec::Weight(index) => {
+                        let bytes = machine.weights[*index].as_bytes();
+                        weights.push(bytes);
+                        Binding::Buffer { region: weights.len(), range: 0..bytes.len() }
+                    }
+                    ArgumentSpec::Arena(slot) => {
+                        Binding::Buffer { region: 0, range: slot_range(model, *slot, bindings, arena_bytes)? }
+                    }
+                    ArgumentSpec::Symbol(symbol) => Binding::Scalar(bindings[symbol] as f64),
+                    ArgumentSpec::State(_) => return Err(no_state_tensors(program.name())),
+                });
+            }
+            let mut regions = Vec::with_capacity(weights.len() + 1);
+            regions.push(Region::ReadWrite(self.arena.as_bytes_mut()));
+            regions.extend(weights.into_iter().map(Region::ReadOnly));
+            machine::launch(program, &mut regions, &arguments, bindings, options)?;
+            if let Some(times) = launch_times.as_deref_mut() {
+                times.push(started.elapsed());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn no_state_tensors(kernel: &str) -> RunError {
+    RunError::Sim(crate::sim::SimError::Invalid {
+        kernel: kernel.to_string(),
+        message: "state tensors are not supported by this runtime yet".into(),
+    })
+}
+
+/// The entry's outputs, read from the arena.
+fn read_outputs(
+    model: &Model,
+    entry: &EntrySpec,
+    bindings: &SymbolBindings,
+    arena: &[u8],
+) -> Result<Vec<HostTensor>, RunError> {
+    entry
+        .outputs
+        .iter()
+        .map(|&slot| {
+            let spec = &model.artifact.slots[slot].tensor;
+            let shape = concrete_shape(&spec.shape, bindings)?;
+            Ok(HostTensor {
+                dtype: spec.dtype,
+                shape,
+                bytes: arena[slot_range(model, slot, bindings, arena.len())?].to_vec(),
+            })
+        })
+        .collect()
 }
 
 /// The bytes of arena slot `slot` under `bindings`, checked against the arena's size.

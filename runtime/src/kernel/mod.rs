@@ -218,6 +218,18 @@ pub fn is_vector_width(dtype: DType, count: usize) -> bool {
     count >= 2 && count.is_power_of_two() && count * dtype.size_in_bytes() <= 16
 }
 
+/// The register type of a value loaded from memory of `dtype`: floats load
+/// as f32, i32 as i32, bool as bool, every other integer as i64. The one rule
+/// the simulator, the machine, the generators and the lowering share.
+pub fn register_type(dtype: DType) -> DType {
+    match dtype {
+        d if d.is_float() => DType::F32,
+        DType::Bool => DType::Bool,
+        DType::I32 => DType::I32,
+        _ => DType::I64,
+    }
+}
+
 /// A kernel parameter.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {

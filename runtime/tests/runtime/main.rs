@@ -4,4 +4,5 @@
 
 mod architecture;
 mod artifact;
+mod machine;
 mod simulator;

@@ -5,23 +5,23 @@ use kiln_runtime::kernel::{print_kernel, BinaryOp, Expr, Kernel, Memory, Param, 
 use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimError, SimOptions};
 use kiln_runtime::{DType, Dim, SymbolBindings};
 
-fn buffer(dtype: DType, data: Vec<f64>) -> SimArgument {
+pub(crate) fn buffer(dtype: DType, data: Vec<f64>) -> SimArgument {
     SimArgument::Buffer(SimBuffer { dtype, data })
 }
 
-fn floats(argument: &SimArgument) -> &[f64] {
+pub(crate) fn floats(argument: &SimArgument) -> &[f64] {
     match argument {
         SimArgument::Buffer(b) => &b.data,
         SimArgument::Scalar(_) => panic!("not a buffer"),
     }
 }
 
-fn bindings(n: i64) -> SymbolBindings {
+pub(crate) fn bindings(n: i64) -> SymbolBindings {
     [("n".to_string(), n)].into()
 }
 
 /// `z[i] = x[i] + y[i]` for `i` where `guard(i, n)`.
-fn vector_add(guard: BinaryOp) -> Kernel {
+pub(crate) fn vector_add(guard: BinaryOp) -> Kernel {
     let i = Var(0);
     Kernel {
         name: "vector_add".into(),
@@ -45,7 +45,7 @@ fn vector_add(guard: BinaryOp) -> Kernel {
     }
 }
 
-fn add_arguments(n: usize) -> Vec<SimArgument> {
+pub(crate) fn add_arguments(n: usize) -> Vec<SimArgument> {
     vec![
         buffer(DType::F32, (0..n).map(|i| i as f64).collect()),
         buffer(DType::F32, (0..n).map(|i| 0.5 * i as f64).collect()),
@@ -88,7 +88,7 @@ fn blocks_writing_the_same_elements_are_caught() {
 
 /// Block sums: each thread stores its element to shared memory; after the
 /// barrier, thread 0 adds them up.
-fn block_sum(with_barrier: bool) -> Kernel {
+pub(crate) fn block_sum(with_barrier: bool) -> Kernel {
     let (t, total, k) = (Var(0), Var(1), Var(2));
     let mut body = vec![
         Stmt::Let { var: t, dtype: DType::I64, value: Expr::Cast(DType::I64, Box::new(special(Special::ThreadIndex))) },
@@ -132,7 +132,7 @@ fn block_sum(with_barrier: bool) -> Kernel {
     }
 }
 
-fn sum_arguments() -> Vec<SimArgument> {
+pub(crate) fn sum_arguments() -> Vec<SimArgument> {
     vec![buffer(DType::F32, (0..384).map(|i| (i % 7) as f64).collect()), buffer(DType::F32, vec![0.0; 3])]
 }
 
@@ -243,7 +243,7 @@ fn kernels_print_as_readable_text() {
 }
 
 /// `y[4i..4i+4] = x[4i+offset..4i+offset+4]` as one vector load and one vector store per thread.
-fn vector_copy(offset: i64) -> Kernel {
+pub(crate) fn vector_copy(offset: i64) -> Kernel {
     let (i, a, b, c, d) = (Var(0), Var(1), Var(2), Var(3), Var(4));
     Kernel {
         name: "vector_copy".into(),
@@ -316,7 +316,7 @@ fn the_fast_mode_spreads_blocks_over_threads_with_the_same_results() {
 /// Each of 64 threads writes 4 values to shared memory as one vector, then —
 /// after the barrier, or without it when `barrier` is false — reads its
 /// neighbour's 4 as one vector.
-fn shared_vector_rotation(barrier: bool) -> Kernel {
+pub(crate) fn shared_vector_rotation(barrier: bool) -> Kernel {
     let (t, a, b, c, d) = (Var(0), Var(1), Var(2), Var(3), Var(4));
     let neighbour = Expr::Binary(BinaryOp::Rem, Box::new(add(var(t), i64(1))), Box::new(i64(64)));
     let mut body = vec![

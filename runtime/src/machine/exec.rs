@@ -1,0 +1,719 @@
+//! Running a [`Program`]: blocks spread over cores, warps that run until
+//! they wait and resume when what they wait for has happened.
+//!
+//! Each warp is a program counter, a lane mask, a stack of saved masks (one
+//! per divergent `if` or loop it is inside) and its registers. A block's
+//! scheduler runs its ready warps in a seeded random order, each until it
+//! reaches a barrier (it then waits) or the end of the program. When every
+//! unfinished warp waits at the same barrier, they are released together; a
+//! barrier some warps wait at while others have finished, or warps waiting
+//! at different barriers, is reported — the wait can never be satisfied.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::kernel::{Memory, Param, Special};
+use crate::sim::SimError;
+use crate::{DType, SymbolBindings};
+
+use super::memory::{SharedMemory, Window};
+use super::program::{Dst, Inst, Program, Src};
+use super::values::{self, Class};
+
+/// How to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MachineOptions {
+    /// 32 (NVIDIA) or 64 (AMD wave64).
+    pub warp_size: usize,
+    /// Seeds the block and warp orders.
+    pub seed: u64,
+    /// Worker threads for the blocks of one launch; 0: one per core
+    /// (capped by `KILN_SIM_THREADS`).
+    pub threads: usize,
+}
+
+impl Default for MachineOptions {
+    fn default() -> MachineOptions {
+        MachineOptions { warp_size: 32, seed: 0x5eed, threads: 0 }
+    }
+}
+
+/// Memory a launch may address: borrowed byte regions, each 16-byte aligned.
+pub enum Region<'a> {
+    ReadOnly(&'a [u8]),
+    ReadWrite(&'a mut [u8]),
+}
+
+/// What one kernel parameter is bound to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Binding {
+    /// Bytes `range` of region `region` (the start 16-byte aligned).
+    Buffer {
+        region: usize,
+        range: std::ops::Range<usize>,
+    },
+    Scalar(f64),
+}
+
+/// Runs `program` once over `regions` in place; the grid size is evaluated
+/// under `symbols`. Blocks may run on several threads: a kernel must not
+/// depend on another block's writes, as on a GPU.
+pub fn launch(
+    program: &Program,
+    regions: &mut [Region<'_>],
+    bindings: &[Binding],
+    symbols: &SymbolBindings,
+    options: MachineOptions,
+) -> Result<(), SimError> {
+    let invalid = |message: String| SimError::Invalid { kernel: program.name.clone(), message };
+    if !(1..=64).contains(&options.warp_size) {
+        return Err(invalid(format!("warps of {} lanes", options.warp_size)));
+    }
+    if bindings.len() != program.params.len() {
+        return Err(invalid(format!("{} arguments for {} parameters", bindings.len(), program.params.len())));
+    }
+    let bases: Vec<Window> = regions
+        .iter_mut()
+        .map(|region| match region {
+            Region::ReadOnly(bytes) => Window::read_only(bytes),
+            Region::ReadWrite(bytes) => Window::read_write(bytes),
+        })
+        .collect();
+    let mut windows = Vec::with_capacity(bindings.len());
+    let mut scalars = Vec::with_capacity(bindings.len());
+    for (param, binding) in program.params.iter().zip(bindings) {
+        match (param, binding) {
+            (Param::Buffer { name, writable, .. }, Binding::Buffer { region, range }) => {
+                let base = bases.get(*region).ok_or_else(|| invalid(format!("`{name}`: no region {region}")))?;
+                let window = base.sub(range.clone()).ok_or_else(|| {
+                    invalid(format!("`{name}`: bytes {range:?} are not a 16-byte-aligned range of region {region}"))
+                })?;
+                if *writable && !window.writable() {
+                    return Err(invalid(format!("`{name}` is written but bound to read-only memory")));
+                }
+                windows.push(Some(window));
+                scalars.push(0);
+            }
+            (Param::Scalar { dtype, .. }, Binding::Scalar(value)) => {
+                windows.push(None);
+                scalars.push(values::from_f64(Class::declared(*dtype), *value));
+            }
+            _ => return Err(invalid(format!("argument for `{}` has the wrong kind", param.name()))),
+        }
+    }
+    let blocks = program.grid_blocks.evaluate(symbols).map_err(|e| invalid(e.to_string()))?;
+    if blocks < 0 {
+        return Err(invalid(format!("{blocks} blocks")));
+    }
+    let mut random = Random(options.seed);
+    let mut order: Vec<u64> = (0..blocks as u64).collect();
+    for i in (1..order.len()).rev() {
+        let j = (random.next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let work: Vec<(u64, u64)> = order.into_iter().map(|block| (block, random.next())).collect();
+    let launch = Launch { program, windows, scalars, blocks: blocks as u64, warp_size: options.warp_size };
+    let workers = worker_count(program, options, work.len());
+    if workers <= 1 {
+        let mut runner = BlockRunner::new(&launch);
+        for &(block, seed) in &work {
+            runner.run(block, seed)?;
+        }
+        return Ok(());
+    }
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failure: Mutex<Option<(usize, SimError)>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut runner = BlockRunner::new(&launch);
+                loop {
+                    let position = next.fetch_add(1, Ordering::Relaxed);
+                    if position >= work.len() || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (block, seed) = work[position];
+                    if let Err(error) = runner.run(block, seed) {
+                        let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+                        if first.as_ref().is_none_or(|(at, _)| position < *at) {
+                            *first = Some((position, error));
+                        }
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, error)) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Threads for one launch: blocks are independent, so they spread over the
+/// cores; kernels with atomics and small grids stay on one thread.
+fn worker_count(program: &Program, options: MachineOptions, blocks: usize) -> usize {
+    if program.has_atomics {
+        return 1;
+    }
+    let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cap = std::env::var("KILN_SIM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(available);
+    let wanted = if options.threads == 0 { available.min(cap) } else { options.threads };
+    wanted.min(blocks / 2).max(1)
+}
+
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+}
+
+/// What every block of one launch shares.
+struct Launch<'p> {
+    program: &'p Program,
+    /// Per parameter: its window (buffers) or nothing (scalars).
+    windows: Vec<Option<Window>>,
+    /// Per parameter: its register bits (scalars) or 0.
+    scalars: Vec<u64>,
+    blocks: u64,
+    warp_size: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Ready,
+    /// Waiting at the barrier at this pc.
+    AtBarrier(usize),
+    Done,
+}
+
+struct Warp {
+    pc: usize,
+    mask: u64,
+    /// The lanes that exist (the block's last warp may be partial).
+    full: u64,
+    /// Per divergent construct: the mask before it and, for an `if`, the
+    /// lanes of its `else`.
+    stack: Vec<(u64, u64)>,
+    vector: Vec<u64>,
+    uniform: Vec<u64>,
+    state: State,
+}
+
+/// Runs blocks one after another, reusing its warps and shared memory.
+struct BlockRunner<'l, 'p> {
+    launch: &'l Launch<'p>,
+    warps: Vec<Warp>,
+    shared: SharedMemory,
+    scratch: [Vec<u64>; 3],
+    order: Vec<usize>,
+}
+
+impl<'l, 'p> BlockRunner<'l, 'p> {
+    fn new(launch: &'l Launch<'p>) -> BlockRunner<'l, 'p> {
+        let program = launch.program;
+        let w = launch.warp_size;
+        let threads = program.block_threads as usize;
+        let warps = threads.div_ceil(w);
+        let warps = (0..warps)
+            .map(|index| {
+                let lanes = (threads - index * w).min(w);
+                let full = if lanes == 64 { u64::MAX } else { (1u64 << lanes) - 1 };
+                Warp {
+                    pc: 0,
+                    mask: full,
+                    full,
+                    stack: Vec::new(),
+                    vector: vec![0; program.vector_registers as usize * w],
+                    uniform: vec![0; program.uniform_registers as usize],
+                    state: State::Ready,
+                }
+            })
+            .collect();
+        BlockRunner {
+            launch,
+            warps,
+            shared: SharedMemory::new(program.shared_bytes),
+            scratch: [vec![0; w], vec![0; w], vec![0; w]],
+            order: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, block: u64, seed: u64) -> Result<(), SimError> {
+        let program = self.launch.program;
+        self.shared.clear();
+        for warp in &mut self.warps {
+            warp.pc = 0;
+            warp.mask = warp.full;
+            warp.stack.clear();
+            warp.state = State::Ready;
+        }
+        let mut random = Random(seed);
+        loop {
+            self.order.clear();
+            self.order.extend((0..self.warps.len()).filter(|&w| self.warps[w].state == State::Ready));
+            for i in (1..self.order.len()).rev() {
+                let j = (random.next() % (i as u64 + 1)) as usize;
+                self.order.swap(i, j);
+            }
+            for i in 0..self.order.len() {
+                let warp = self.order[i];
+                self.run_warp(warp, block)?;
+            }
+            let mut waiting = self.warps.iter().filter_map(|w| match w.state {
+                State::AtBarrier(pc) => Some(pc),
+                _ => None,
+            });
+            let Some(first) = waiting.next() else { return Ok(()) };
+            let same = waiting.all(|pc| pc == first);
+            let finished: Vec<usize> = (0..self.warps.len()).filter(|&w| self.warps[w].state == State::Done).collect();
+            if !finished.is_empty() {
+                return Err(SimError::Deadlock {
+                    kernel: program.name.clone(),
+                    block,
+                    detail: format!("warps wait at a barrier that warps {finished:?} finished without reaching"),
+                });
+            }
+            if !same {
+                return Err(SimError::DivergentBarrier { kernel: program.name.clone(), block });
+            }
+            for warp in &mut self.warps {
+                warp.state = State::Ready;
+            }
+        }
+    }
+
+    /// Runs warp `index` until it waits at a barrier or finishes.
+    fn run_warp(&mut self, index: usize, block: u64) -> Result<(), SimError> {
+        let launch = self.launch;
+        let program = launch.program;
+        let code = &program.code;
+        let w = launch.warp_size;
+        let BlockRunner { warps, shared, scratch, .. } = self;
+        let warp = &mut warps[index];
+        let [s0, s1, s2] = scratch;
+        let thread_of = |lane: u32| (index * w) as u64 + lane as u64;
+        let error_at = |kind: ErrorAt, lane: u32| kind.error(program, block, thread_of(lane));
+        loop {
+            let Some(inst) = code.get(warp.pc) else {
+                warp.state = State::Done;
+                return Ok(());
+            };
+            warp.pc += 1;
+            let v = warp.vector.as_mut_ptr();
+            let u = &mut warp.uniform;
+            match *inst {
+                Inst::Special { dst, which } => {
+                    let warp_base = (index * w) as u64;
+                    match dst {
+                        Dst::U(d) => {
+                            u[d as usize] = match which {
+                                Special::BlockIndex => block,
+                                Special::BlockThreads => program.block_threads as u64,
+                                Special::GridBlocks => launch.blocks,
+                                Special::ThreadIndex | Special::Lane => {
+                                    return Err(internal(program, "lane-varying special"))
+                                }
+                            }
+                        }
+                        Dst::V(d) => {
+                            let out = vector_mut(v, d, w);
+                            for (lane, slot) in out.iter_mut().enumerate() {
+                                *slot = match which {
+                                    Special::ThreadIndex => warp_base + lane as u64,
+                                    Special::Lane => lane as u64,
+                                    Special::BlockIndex => block,
+                                    Special::BlockThreads => program.block_threads as u64,
+                                    Special::GridBlocks => launch.blocks,
+                                };
+                            }
+                        }
+                    }
+                }
+                Inst::Param { dst, param } => u[dst as usize] = launch.scalars[param],
+                Inst::Unary { op, class, dst, a } => match dst {
+                    Dst::U(d) => {
+                        let mut out = [0];
+                        values::unary_lanes(op, class, &mut out, &[scalar(u, a)]);
+                        u[d as usize] = out[0];
+                    }
+                    Dst::V(d) => {
+                        let a = lanes(v, u, w, a, d, s0);
+                        values::unary_lanes(op, class, vector_mut(v, d, w), a);
+                    }
+                },
+                Inst::Binary { op, class, dst, a, b } => match dst {
+                    Dst::U(d) => {
+                        let mut out = [0];
+                        values::binary_lanes(op, class, &mut out, &[scalar(u, a)], &[scalar(u, b)]);
+                        u[d as usize] = out[0];
+                    }
+                    Dst::V(d) => {
+                        let a = lanes(v, u, w, a, d, s0);
+                        let b = lanes(v, u, w, b, d, s1);
+                        values::binary_lanes(op, class, vector_mut(v, d, w), a, b);
+                    }
+                },
+                Inst::Select { dst, c, a, b } => match dst {
+                    Dst::U(d) => u[d as usize] = if scalar(u, c) != 0 { scalar(u, a) } else { scalar(u, b) },
+                    Dst::V(d) => {
+                        let c = lanes(v, u, w, c, d, s0);
+                        let a = lanes(v, u, w, a, d, s1);
+                        let b = lanes(v, u, w, b, d, s2);
+                        let out = vector_mut(v, d, w);
+                        for lane in 0..w {
+                            out[lane] = if c[lane] != 0 { a[lane] } else { b[lane] };
+                        }
+                    }
+                },
+                Inst::Convert { from, to, dst, a } => match dst {
+                    Dst::U(d) => u[d as usize] = values::convert(from, to, scalar(u, a)),
+                    Dst::V(d) => {
+                        let a = lanes(v, u, w, a, d, s0);
+                        for (slot, &x) in vector_mut(v, d, w).iter_mut().zip(a) {
+                            *slot = values::convert(from, to, x);
+                        }
+                    }
+                },
+                Inst::Copy { dst, a, masked } => match dst {
+                    Dst::U(d) => u[d as usize] = scalar(u, a),
+                    Dst::V(d) => {
+                        let a = lanes(v, u, w, a, d, s0);
+                        let out = vector_mut(v, d, w);
+                        if masked && warp.mask != warp.full {
+                            for lane in active(warp.mask) {
+                                out[lane as usize] = a[lane as usize];
+                            }
+                        } else {
+                            out.copy_from_slice(a);
+                        }
+                    }
+                },
+                Inst::Load { dst, memory, index, offset } => {
+                    let access = Access::of(program, launch, memory);
+                    match (dst, index) {
+                        (_, Src::U(_) | Src::K(_)) => {
+                            let lane = warp.mask.trailing_zeros();
+                            let element = scalar(u, index) as i64 + offset as i64;
+                            let bits = access.load(shared, element).map_err(|kind| error_at(kind, lane))?;
+                            match dst {
+                                Dst::U(d) => u[d as usize] = bits,
+                                Dst::V(d) => vector_mut(v, d, w).fill(bits),
+                            }
+                        }
+                        (Dst::V(d), Src::V(r)) => {
+                            let indices = lanes(v, u, w, Src::V(r), d, s0);
+                            let out = vector_mut(v, d, w);
+                            for lane in active(warp.mask) {
+                                let element = indices[lane as usize] as i64 + offset as i64;
+                                out[lane as usize] =
+                                    access.load(shared, element).map_err(|kind| error_at(kind, lane))?;
+                            }
+                        }
+                        (Dst::U(_), Src::V(_)) => return Err(internal(program, "a uniform load at a divergent index")),
+                    }
+                }
+                Inst::Store { memory, index, offset, value, class } => {
+                    let access = Access::of(program, launch, memory);
+                    let indices = lanes(v, u, w, index, u32::MAX, s0);
+                    let values_ = lanes(v, u, w, value, u32::MAX, s1);
+                    for lane in active(warp.mask) {
+                        let element = indices[lane as usize] as i64 + offset as i64;
+                        let raw = values::encode(access.dtype, class, values_[lane as usize]);
+                        access.store(shared, element, raw).map_err(|kind| error_at(kind, lane))?;
+                    }
+                }
+                Inst::AtomicAdd { buffer, index, value, class } => {
+                    let access = Access::of(program, launch, Memory::Buffer(buffer));
+                    let indices = lanes(v, u, w, index, u32::MAX, s0);
+                    let values_ = lanes(v, u, w, value, u32::MAX, s1);
+                    let loaded = Class::loaded(access.dtype);
+                    for lane in active(warp.mask) {
+                        let element = indices[lane as usize] as i64;
+                        let current = access.load(shared, element).map_err(|kind| error_at(kind, lane))?;
+                        let sum = values::to_f64(loaded, current) + values::to_f64(class, values_[lane as usize]);
+                        let raw = values::encode_f64(access.dtype, sum);
+                        access.store(shared, element, raw).map_err(|kind| error_at(kind, lane))?;
+                    }
+                }
+                Inst::CheckAligned { memory, index, width } => {
+                    let indices = lanes(v, u, w, index, u32::MAX, s0);
+                    for lane in active(warp.mask) {
+                        let element = indices[lane as usize] as i64;
+                        if element.rem_euclid(width as i64) != 0 {
+                            return Err(SimError::Misaligned {
+                                kernel: program.name.clone(),
+                                block,
+                                thread: thread_of(lane),
+                                buffer: Access::of(program, launch, memory).name.to_string(),
+                                index: element,
+                                width: width as usize,
+                            });
+                        }
+                    }
+                }
+                Inst::Shuffle { dst, a, xor } => {
+                    let a = lanes(v, u, w, a, dst, s0);
+                    let out = vector_mut(v, dst, w);
+                    for lane in active(warp.mask) {
+                        let source = (lane ^ xor) as usize;
+                        if source >= w {
+                            return Err(SimError::InactiveShuffleSource {
+                                kernel: program.name.clone(),
+                                block,
+                                thread: thread_of(lane),
+                                source_lane: source,
+                            });
+                        }
+                        out[lane as usize] = a[source];
+                    }
+                }
+                Inst::BranchUnless { cond, target } => {
+                    if scalar(u, cond) == 0 {
+                        warp.pc = target;
+                    }
+                }
+                Inst::Jump { target } => warp.pc = target,
+                Inst::IfBegin { cond, otherwise } => {
+                    let taken = lane_bits(lanes(v, u, w, cond, u32::MAX, s0)) & warp.mask;
+                    warp.stack.push((warp.mask, warp.mask & !taken));
+                    warp.mask = taken;
+                    if taken == 0 {
+                        warp.pc = otherwise;
+                    }
+                }
+                Inst::Else { end } => {
+                    let (_, otherwise) = *warp.stack.last().ok_or_else(|| internal(program, "else outside an if"))?;
+                    warp.mask = otherwise;
+                    if otherwise == 0 {
+                        warp.pc = end;
+                    }
+                }
+                Inst::EndIf => {
+                    let (saved, _) = warp.stack.pop().ok_or_else(|| internal(program, "end of an if outside one"))?;
+                    warp.mask = saved;
+                }
+                Inst::UniformLoopTest { var, end, exit } => {
+                    if u[var as usize] as i64 >= scalar(u, end) as i64 {
+                        warp.pc = exit;
+                    }
+                }
+                Inst::UniformLoopNext { var, step, test } => {
+                    u[var as usize] = (u[var as usize] as i64).wrapping_add(step) as u64;
+                    warp.pc = test;
+                }
+                Inst::LoopBegin => warp.stack.push((warp.mask, 0)),
+                Inst::LoopTest { var, end, exit } => {
+                    let ends = lanes(v, u, w, end, var, s0);
+                    let current = vector(v, var, w);
+                    let mut staying = 0u64;
+                    for lane in active(warp.mask) {
+                        if (current[lane as usize] as i64) < ends[lane as usize] as i64 {
+                            staying |= 1 << lane;
+                        }
+                    }
+                    warp.mask = staying;
+                    if staying == 0 {
+                        let (saved, _) =
+                            warp.stack.pop().ok_or_else(|| internal(program, "loop test outside a loop"))?;
+                        warp.mask = saved;
+                        warp.pc = exit;
+                    }
+                }
+                Inst::LoopNext { var, step, test } => {
+                    let current = vector_mut(v, var, w);
+                    for lane in active(warp.mask) {
+                        let slot = &mut current[lane as usize];
+                        *slot = (*slot as i64).wrapping_add(step) as u64;
+                    }
+                    warp.pc = test;
+                }
+                Inst::Barrier => {
+                    if warp.mask != warp.full {
+                        return Err(SimError::DivergentBarrier { kernel: program.name.clone(), block });
+                    }
+                    warp.state = State::AtBarrier(warp.pc - 1);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn internal(program: &Program, what: &str) -> SimError {
+    SimError::Invalid { kernel: program.name.clone(), message: format!("malformed machine program: {what}") }
+}
+
+/// The lanes set in `mask`, lowest first.
+#[inline]
+fn active(mut mask: u64) -> impl Iterator<Item = u32> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let lane = mask.trailing_zeros();
+        mask &= mask - 1;
+        Some(lane)
+    })
+}
+
+#[inline]
+fn lane_bits(values: &[u64]) -> u64 {
+    values.iter().enumerate().fold(0, |bits, (lane, &value)| bits | (((value != 0) as u64) << lane))
+}
+
+#[inline]
+fn scalar(uniform: &[u64], src: Src) -> u64 {
+    match src {
+        Src::U(r) => uniform[r as usize],
+        Src::K(bits) => bits,
+        // The compiler gives scalar instructions uniform operands only.
+        Src::V(_) => 0,
+    }
+}
+
+#[inline]
+fn vector<'a>(registers: *mut u64, r: u32, w: usize) -> &'a [u64] {
+    // SAFETY: `registers` is a warp's register file of `vector_registers × w`
+    // lanes, and `r` one of its registers (the compiler allocates them). The
+    // slice lives while the warp's instruction runs; no mutable slice of the
+    // same register exists then (`vector_mut` is only taken of the destination,
+    // and operands equal to the destination are copied by `lanes`).
+    unsafe { std::slice::from_raw_parts(registers.add(r as usize * w), w) }
+}
+
+#[inline]
+fn vector_mut<'a>(registers: *mut u64, r: u32, w: usize) -> &'a mut [u64] {
+    // SAFETY: as in `vector`; this is the instruction's only view of register `r`.
+    unsafe { std::slice::from_raw_parts_mut(registers.add(r as usize * w), w) }
+}
+
+/// The lanes of `src`: a register read in place, or `scratch` holding a
+/// broadcast uniform value, a constant, or a copy of the destination `dst`.
+#[inline]
+fn lanes<'a>(registers: *mut u64, uniform: &[u64], w: usize, src: Src, dst: u32, scratch: &'a mut [u64]) -> &'a [u64] {
+    match src {
+        Src::V(r) if r != dst => vector(registers, r, w),
+        Src::V(r) => {
+            scratch.copy_from_slice(vector(registers, r, w));
+            scratch
+        }
+        Src::U(r) => {
+            scratch.fill(uniform[r as usize]);
+            scratch
+        }
+        Src::K(bits) => {
+            scratch.fill(bits);
+            scratch
+        }
+    }
+}
+
+/// Why an access failed, before the lane is known.
+enum ErrorAt {
+    OutOfBounds { access: &'static str, name: String, index: i64, length: usize },
+    ReadOnly { name: String },
+}
+
+impl ErrorAt {
+    fn error(self, program: &Program, block: u64, thread: u64) -> SimError {
+        match self {
+            ErrorAt::OutOfBounds { access, name, index, length } => SimError::OutOfBounds {
+                kernel: program.name.clone(),
+                block,
+                thread,
+                access,
+                buffer: name,
+                index,
+                length,
+            },
+            ErrorAt::ReadOnly { name } => SimError::Invalid {
+                kernel: program.name.clone(),
+                message: format!("thread {thread} of block {block} writes `{name}`, which is not a writable parameter"),
+            },
+        }
+    }
+}
+
+/// The memory one load or store addresses.
+struct Access<'a> {
+    dtype: DType,
+    size: usize,
+    name: &'a str,
+    target: Target,
+}
+
+enum Target {
+    Global(Window),
+    Shared { offset: usize, elements: usize },
+}
+
+impl<'a> Access<'a> {
+    #[inline]
+    fn of(program: &'a Program, launch: &Launch<'_>, memory: Memory) -> Access<'a> {
+        match memory {
+            Memory::Buffer(buffer) => {
+                let (name, dtype) = match &program.params[buffer] {
+                    Param::Buffer { name, dtype, .. } => (name.as_str(), *dtype),
+                    Param::Scalar { name, dtype } => (name.as_str(), *dtype),
+                };
+                let window = launch.windows[buffer].expect("the compiler checked buffer parameters");
+                Access { dtype, size: dtype.size_in_bytes(), name, target: Target::Global(window) }
+            }
+            Memory::Shared(array) => {
+                let layout = &program.shared[array];
+                Access {
+                    dtype: layout.dtype,
+                    size: layout.dtype.size_in_bytes(),
+                    name: &layout.name,
+                    target: Target::Shared { offset: layout.offset, elements: layout.elements },
+                }
+            }
+        }
+    }
+
+    fn elements(&self) -> usize {
+        match &self.target {
+            Target::Global(window) => window.len() / self.size,
+            Target::Shared { elements, .. } => *elements,
+        }
+    }
+
+    #[inline]
+    fn check(&self, element: i64, access: &'static str) -> Result<usize, ErrorAt> {
+        let length = self.elements();
+        if element < 0 || element as u64 >= length as u64 {
+            return Err(ErrorAt::OutOfBounds { access, name: self.name.to_string(), index: element, length });
+        }
+        Ok(element as usize)
+    }
+
+    /// Element `element`, decoded to its register class.
+    #[inline]
+    fn load(&self, shared: &SharedMemory, element: i64) -> Result<u64, ErrorAt> {
+        let element = self.check(element, "read")?;
+        let raw = match &self.target {
+            Target::Global(window) => window.load(element * self.size, self.size),
+            Target::Shared { offset, .. } => shared.load(offset + element * self.size, self.size),
+        };
+        Ok(values::decode(self.dtype, raw))
+    }
+
+    #[inline]
+    fn store(&self, shared: &mut SharedMemory, element: i64, raw: u64) -> Result<(), ErrorAt> {
+        let element = self.check(element, "write")?;
+        match &self.target {
+            Target::Global(window) if !window.writable() => {
+                return Err(ErrorAt::ReadOnly { name: self.name.to_string() })
+            }
+            Target::Global(window) => window.store(element * self.size, self.size, raw),
+            Target::Shared { offset, .. } => shared.store(offset + element * self.size, self.size, raw),
+        }
+        Ok(())
+    }
+}

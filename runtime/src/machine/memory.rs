@@ -1,0 +1,175 @@
+//! Memory as the machine holds it: byte regions aligned to 16 bytes, read
+//! and written in place by the blocks of a launch, possibly from several
+//! threads at once.
+//!
+//! Global accesses go through relaxed atomics of the access's width (on
+//! x86-64 and AArch64 the same instructions as plain loads and stores), so
+//! blocks running on different cores may share a region soundly; a race
+//! between blocks is a kernel bug the checked mode reports, never undefined
+//! behaviour here. Every access is checked against its buffer's bounds and
+//! aligned to its size.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// Owned bytes whose first byte is 16-byte aligned (the widest access).
+#[derive(Clone, Default)]
+pub struct AlignedBytes {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    /// `len` bytes, each `fill`.
+    pub fn filled(len: usize, fill: u8) -> AlignedBytes {
+        let word = u128::from_ne_bytes([fill; 16]);
+        AlignedBytes { words: vec![word; len.div_ceil(16)], len }
+    }
+
+    /// A 16-byte-aligned copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> AlignedBytes {
+        let mut aligned = AlignedBytes::filled(bytes.len(), 0);
+        aligned.as_bytes_mut().copy_from_slice(bytes);
+        aligned
+    }
+
+    /// Makes it `len` bytes of `fill` (reusing the allocation).
+    pub fn refill(&mut self, len: usize, fill: u8) {
+        let word = u128::from_ne_bytes([fill; 16]);
+        self.words.clear();
+        self.words.resize(len.div_ceil(16), word);
+        self.len = len;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `words` holds at least `len` initialized bytes; u8 has no alignment needs.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_bytes`, and `&mut self` makes the view unique.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// A window of global memory bound to one buffer parameter for one launch.
+///
+/// Made from a borrowed region (see [`Window::read_only`], [`Window::read_write`]);
+/// the launch that holds it must not outlive that borrow, which the
+/// machine's entry points guarantee by scoping every launch inside the call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    base: *mut u8,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: every access through a window is an atomic of its width, so
+// windows may be used from several threads at once.
+unsafe impl Send for Window {}
+unsafe impl Sync for Window {}
+
+impl Window {
+    /// A read-only window over `bytes`, which must start 16-byte aligned.
+    pub(crate) fn read_only(bytes: &[u8]) -> Window {
+        debug_assert_eq!(bytes.as_ptr() as usize % 16, 0);
+        Window { base: bytes.as_ptr() as *mut u8, len: bytes.len(), writable: false }
+    }
+
+    /// A read-write window over `bytes`, which must start 16-byte aligned.
+    pub(crate) fn read_write(bytes: &mut [u8]) -> Window {
+        debug_assert_eq!(bytes.as_ptr() as usize % 16, 0);
+        Window { base: bytes.as_mut_ptr(), len: bytes.len(), writable: true }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The window of bytes `range` of this one, when in bounds and 16-byte aligned.
+    pub(crate) fn sub(&self, range: std::ops::Range<usize>) -> Option<Window> {
+        if range.start > range.end || range.end > self.len || range.start % 16 != 0 {
+            return None;
+        }
+        // SAFETY: in bounds of this window's bytes.
+        Some(Window {
+            base: unsafe { self.base.add(range.start) },
+            len: range.end - range.start,
+            writable: self.writable,
+        })
+    }
+
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The `size`-byte little-endian value at byte `offset`. The caller has
+    /// checked `offset + size <= len`, `offset % size == 0` and `size` ∈ {1, 2, 4, 8}.
+    #[inline]
+    pub(crate) fn load(&self, offset: usize, size: usize) -> u64 {
+        debug_assert!(offset + size <= self.len && offset % size == 0);
+        // SAFETY: in bounds and aligned (checked by the caller; the base is 16-aligned).
+        unsafe {
+            let at = self.base.add(offset);
+            match size {
+                1 => AtomicU8::from_ptr(at).load(Ordering::Relaxed) as u64,
+                2 => u16::from_le(AtomicU16::from_ptr(at.cast()).load(Ordering::Relaxed)) as u64,
+                4 => u32::from_le(AtomicU32::from_ptr(at.cast()).load(Ordering::Relaxed)) as u64,
+                _ => u64::from_le(AtomicU64::from_ptr(at.cast()).load(Ordering::Relaxed)),
+            }
+        }
+    }
+
+    /// Writes the low `size` bytes of `bits` at byte `offset`, under the
+    /// conditions of [`Window::load`] and on a writable window.
+    #[inline]
+    pub(crate) fn store(&self, offset: usize, size: usize, bits: u64) {
+        debug_assert!(self.writable && offset + size <= self.len && offset % size == 0);
+        // SAFETY: as in `load`; the window was made from a unique borrow.
+        unsafe {
+            let at = self.base.add(offset);
+            match size {
+                1 => AtomicU8::from_ptr(at).store(bits as u8, Ordering::Relaxed),
+                2 => AtomicU16::from_ptr(at.cast()).store((bits as u16).to_le(), Ordering::Relaxed),
+                4 => AtomicU32::from_ptr(at.cast()).store((bits as u32).to_le(), Ordering::Relaxed),
+                _ => AtomicU64::from_ptr(at.cast()).store(bits.to_le(), Ordering::Relaxed),
+            }
+        }
+    }
+}
+
+/// A block's shared memory: the kernel's arrays back to back at their offsets.
+pub(crate) struct SharedMemory {
+    bytes: AlignedBytes,
+}
+
+impl SharedMemory {
+    pub(crate) fn new(len: usize) -> SharedMemory {
+        SharedMemory { bytes: AlignedBytes::filled(len, 0) }
+    }
+
+    /// Every byte zero, as each block starts.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.as_bytes_mut().fill(0);
+    }
+
+    #[inline]
+    pub(crate) fn load(&self, offset: usize, size: usize) -> u64 {
+        let b = &self.bytes.as_bytes()[offset..offset + size];
+        let mut word = [0u8; 8];
+        word[..size].copy_from_slice(b);
+        u64::from_le_bytes(word)
+    }
+
+    #[inline]
+    pub(crate) fn store(&mut self, offset: usize, size: usize, bits: u64) {
+        self.bytes.as_bytes_mut()[offset..offset + size].copy_from_slice(&bits.to_le_bytes()[..size]);
+    }
+}

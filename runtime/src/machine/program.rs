@@ -1,0 +1,860 @@
+//! Kernel IR compiled once into a flat register program.
+//!
+//! Every expression node becomes one instruction over lane vectors; the
+//! structured control flow becomes branches and mask operations a resumable
+//! warp can stop between. While compiling:
+//!
+//! - **Warp-uniform values** (from literals, scalar parameters, the block
+//!   index, and variables only ever assigned such values under uniform
+//!   control flow) live in scalar registers and are computed once per warp;
+//!   uniform `if`s and `for`s branch without touching the lane mask.
+//! - **Value numbering**: an expression already computed in the same region,
+//!   with no assignment to its variables or store to its memory since, is
+//!   reused rather than recomputed.
+//! - **Constant folding** of literal operands, and of the integer identities
+//!   `x + 0`, `x * 1`.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
+use crate::sim::SimError;
+use crate::{DType, Dim};
+
+use super::values::{self, Class};
+
+/// Where an operand comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Src {
+    /// A lane-vector register.
+    V(u32),
+    /// A warp-uniform (scalar) register.
+    U(u32),
+    /// A constant (its register bits).
+    K(u64),
+}
+
+/// Where a result goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Dst {
+    V(u32),
+    U(u32),
+}
+
+impl Dst {
+    fn src(self) -> Src {
+        match self {
+            Dst::V(r) => Src::V(r),
+            Dst::U(r) => Src::U(r),
+        }
+    }
+}
+
+/// One instruction. `pc` targets index [`Program::code`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Inst {
+    Special {
+        dst: Dst,
+        which: Special,
+    },
+    Param {
+        dst: u32,
+        param: usize,
+    },
+    Unary {
+        op: UnaryOp,
+        class: Class,
+        dst: Dst,
+        a: Src,
+    },
+    Binary {
+        op: BinaryOp,
+        class: Class,
+        dst: Dst,
+        a: Src,
+        b: Src,
+    },
+    Select {
+        dst: Dst,
+        c: Src,
+        a: Src,
+        b: Src,
+    },
+    Convert {
+        from: Class,
+        to: Class,
+        dst: Dst,
+        a: Src,
+    },
+    /// `dst = a` in the active lanes (`masked`) or in every lane.
+    Copy {
+        dst: Dst,
+        a: Src,
+        masked: bool,
+    },
+    /// Element `index + offset` of `memory`, decoded to its register class.
+    Load {
+        dst: Dst,
+        memory: Memory,
+        index: Src,
+        offset: u32,
+    },
+    /// Writes `value` (of `class`) to element `index + offset` of `memory`.
+    Store {
+        memory: Memory,
+        index: Src,
+        offset: u32,
+        value: Src,
+        class: Class,
+    },
+    AtomicAdd {
+        buffer: usize,
+        index: Src,
+        value: Src,
+        class: Class,
+    },
+    /// Every active lane's `index` must be a multiple of `width`.
+    CheckAligned {
+        memory: Memory,
+        index: Src,
+        width: u32,
+    },
+    Shuffle {
+        dst: u32,
+        a: Src,
+        xor: u32,
+    },
+    /// Uniform branch: continue when `cond` holds, else go to `target`.
+    BranchUnless {
+        cond: Src,
+        target: usize,
+    },
+    Jump {
+        target: usize,
+    },
+    /// Divergent `if`: saves the mask, keeps the lanes where `cond` holds;
+    /// with none, goes to `otherwise` (its [`Inst::Else`]).
+    IfBegin {
+        cond: Src,
+        otherwise: usize,
+    },
+    /// The lanes where the condition failed; with none, goes to `end` (its [`Inst::EndIf`]).
+    Else {
+        end: usize,
+    },
+    EndIf,
+    /// Uniform loop test: leaves to `exit` when `var >= end`.
+    UniformLoopTest {
+        var: u32,
+        end: Src,
+        exit: usize,
+    },
+    UniformLoopNext {
+        var: u32,
+        step: i64,
+        test: usize,
+    },
+    /// Divergent loop: saves the mask.
+    LoopBegin,
+    /// Keeps the lanes where `var < end`; with none, restores the mask and goes to `exit`.
+    LoopTest {
+        var: u32,
+        end: Src,
+        exit: usize,
+    },
+    LoopNext {
+        var: u32,
+        step: i64,
+        test: usize,
+    },
+    Barrier,
+}
+
+/// A shared array as the machine lays it out.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedLayout {
+    pub(crate) name: String,
+    pub(crate) dtype: DType,
+    pub(crate) elements: usize,
+    pub(crate) offset: usize,
+}
+
+/// A kernel compiled for the machine; compile once, run many times.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub(crate) name: String,
+    pub(crate) params: Vec<Param>,
+    pub(crate) block_threads: u32,
+    pub(crate) grid_blocks: Dim,
+    pub(crate) shared: Vec<SharedLayout>,
+    pub(crate) shared_bytes: usize,
+    pub(crate) code: Vec<Inst>,
+    pub(crate) vector_registers: u32,
+    pub(crate) uniform_registers: u32,
+    pub(crate) has_atomics: bool,
+}
+
+impl Program {
+    /// Compiles `kernel`; errors name what in the kernel is malformed.
+    pub fn compile(kernel: &Kernel) -> Result<Program, SimError> {
+        let offsets = kernel.shared_offsets();
+        let shared = kernel
+            .shared
+            .iter()
+            .zip(&offsets)
+            .map(|(a, &offset)| SharedLayout { name: a.name.clone(), dtype: a.dtype, elements: a.elements, offset })
+            .collect();
+        let mut compiler = Compiler {
+            kernel,
+            divergent: divergent_vars(&kernel.body),
+            code: Vec::new(),
+            vector_registers: 0,
+            uniform_registers: 0,
+            vars: HashMap::new(),
+            numbered: HashMap::new(),
+            fresh: None,
+            has_atomics: false,
+        };
+        compiler.block(&kernel.body, true)?;
+        Ok(Program {
+            name: kernel.name.clone(),
+            params: kernel.params.clone(),
+            block_threads: kernel.block_threads,
+            grid_blocks: kernel.grid_blocks.clone(),
+            shared,
+            shared_bytes: kernel.shared_bytes(),
+            code: compiler.code,
+            vector_registers: compiler.vector_registers,
+            uniform_registers: compiler.uniform_registers,
+            has_atomics: compiler.has_atomics,
+        })
+    }
+
+    /// The kernel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Instructions in the compiled program.
+    pub fn instructions(&self) -> usize {
+        self.code.len()
+    }
+}
+
+/// Variables that may differ between the lanes of a warp: assigned a
+/// non-uniform value, or assigned under control flow that is not uniform.
+/// A fixpoint, since a loop may make a variable divergent after its first use.
+fn divergent_vars(body: &[Stmt]) -> HashSet<Var> {
+    fn uniform(expr: &Expr, divergent: &HashSet<Var>) -> bool {
+        match expr {
+            Expr::Literal(_) | Expr::Param(_) => true,
+            Expr::Special(special) => !matches!(special, Special::ThreadIndex | Special::Lane),
+            Expr::Var(var) => !divergent.contains(var),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => uniform(a, divergent),
+            Expr::Binary(_, a, b) => uniform(a, divergent) && uniform(b, divergent),
+            Expr::Select(c, a, b) => uniform(c, divergent) && uniform(a, divergent) && uniform(b, divergent),
+            Expr::Load { index, .. } | Expr::SharedLoad { index, .. } => uniform(index, divergent),
+            Expr::ShuffleXor { value, .. } => uniform(value, divergent),
+        }
+    }
+    fn walk(body: &[Stmt], control: bool, divergent: &mut HashSet<Var>) -> bool {
+        let mut changed = false;
+        let mark = |var: Var, divergent: &mut HashSet<Var>| divergent.insert(var);
+        for stmt in body {
+            match stmt {
+                Stmt::Let { var, value, .. } | Stmt::Assign { var, value } => {
+                    if !(control && uniform(value, divergent)) {
+                        changed |= mark(*var, divergent);
+                    }
+                }
+                Stmt::VectorLoad { vars, index, .. } => {
+                    if !(control && uniform(index, divergent)) {
+                        for var in vars {
+                            changed |= mark(*var, divergent);
+                        }
+                    }
+                }
+                Stmt::If { condition, then, otherwise } => {
+                    let inner = control && uniform(condition, divergent);
+                    changed |= walk(then, inner, divergent);
+                    changed |= walk(otherwise, inner, divergent);
+                }
+                Stmt::For { var, start, end, body, .. } => {
+                    let inner = control && uniform(start, divergent) && uniform(end, divergent);
+                    if !inner {
+                        changed |= mark(*var, divergent);
+                    }
+                    changed |= walk(body, inner, divergent);
+                }
+                Stmt::Store { .. }
+                | Stmt::SharedStore { .. }
+                | Stmt::AtomicAdd { .. }
+                | Stmt::VectorStore { .. }
+                | Stmt::Barrier => {}
+            }
+        }
+        changed
+    }
+    let mut divergent = HashSet::new();
+    while walk(body, true, &mut divergent) {}
+    divergent
+}
+
+/// What a value-numbered expression computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Special(Special),
+    Param(usize),
+    Unary(UnaryOp, Class, Src),
+    Binary(BinaryOp, Class, Src, Src),
+    Select(Src, Src, Src),
+    Convert(Class, Class, Src),
+    Load(Memory, Src, u32),
+}
+
+impl Key {
+    fn operands(&self) -> Vec<Src> {
+        match *self {
+            Key::Special(_) | Key::Param(_) => vec![],
+            Key::Unary(_, _, a) | Key::Convert(_, _, a) | Key::Load(_, a, _) => vec![a],
+            Key::Binary(_, _, a, b) => vec![a, b],
+            Key::Select(c, a, b) => vec![c, a, b],
+        }
+    }
+}
+
+/// A register of a declared variable.
+#[derive(Clone, Copy, Debug)]
+struct VarRegister {
+    dst: Dst,
+    class: Class,
+}
+
+struct Compiler<'k> {
+    kernel: &'k Kernel,
+    divergent: HashSet<Var>,
+    code: Vec<Inst>,
+    vector_registers: u32,
+    uniform_registers: u32,
+    vars: HashMap<Var, VarRegister>,
+    numbered: HashMap<Key, (Src, Class)>,
+    /// The register the last emitted instruction created, while nothing else refers to it.
+    fresh: Option<(Dst, Key)>,
+    has_atomics: bool,
+}
+
+impl Compiler<'_> {
+    fn invalid(&self, message: String) -> SimError {
+        SimError::Invalid { kernel: self.kernel.name.clone(), message }
+    }
+
+    fn register(&mut self, uniform: bool) -> Dst {
+        if uniform {
+            self.uniform_registers += 1;
+            Dst::U(self.uniform_registers - 1)
+        } else {
+            self.vector_registers += 1;
+            Dst::V(self.vector_registers - 1)
+        }
+    }
+
+    fn emit(&mut self, inst: Inst) {
+        self.fresh = None;
+        self.code.push(inst);
+    }
+
+    /// The value of `key`, reusing an earlier computation or emitting `make(dst)`.
+    fn numbered(&mut self, key: Key, class: Class, uniform: bool, make: impl FnOnce(Dst) -> Inst) -> (Src, Class) {
+        if let Some(&found) = self.numbered.get(&key) {
+            return found;
+        }
+        let dst = self.register(uniform);
+        self.emit(make(dst));
+        self.numbered.insert(key, (dst.src(), class));
+        self.fresh = Some((dst, key));
+        (dst.src(), class)
+    }
+
+    fn block(&mut self, body: &[Stmt], uniform_control: bool) -> Result<(), SimError> {
+        for stmt in body {
+            self.statement(stmt, uniform_control)?;
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, stmt: &Stmt, uniform_control: bool) -> Result<(), SimError> {
+        match stmt {
+            Stmt::Let { var, dtype, value } => {
+                let (src, class) = self.expr(value)?;
+                let dst = self.register(!self.divergent.contains(var));
+                let class_to = Class::declared(*dtype);
+                self.vars.insert(*var, VarRegister { dst, class: class_to });
+                self.define(dst, src, class, class_to, false)?;
+            }
+            Stmt::Assign { var, value } => {
+                let (src, class) = self.expr(value)?;
+                let target = *self
+                    .vars
+                    .get(var)
+                    .ok_or_else(|| self.invalid(format!("v{} is assigned before its let", var.0)))?;
+                self.define(target.dst, src, class, target.class, !uniform_control)?;
+                self.forget_register(target.dst);
+            }
+            Stmt::Store { buffer, index, value } => {
+                self.buffer_param(*buffer)?;
+                let index = self.index(index)?;
+                let (value, class) = self.expr(value)?;
+                self.emit(Inst::Store { memory: Memory::Buffer(*buffer), index, offset: 0, value, class });
+                self.forget_memory(Memory::Buffer(*buffer));
+            }
+            Stmt::SharedStore { array, index, value } => {
+                self.shared_array(*array)?;
+                let index = self.index(index)?;
+                let (value, class) = self.expr(value)?;
+                self.emit(Inst::Store { memory: Memory::Shared(*array), index, offset: 0, value, class });
+                self.forget_memory(Memory::Shared(*array));
+            }
+            Stmt::AtomicAdd { buffer, index, value } => {
+                self.buffer_param(*buffer)?;
+                let index = self.index(index)?;
+                let (value, class) = self.expr(value)?;
+                self.has_atomics = true;
+                self.emit(Inst::AtomicAdd { buffer: *buffer, index, value, class });
+                self.forget_memory(Memory::Buffer(*buffer));
+            }
+            Stmt::VectorLoad { vars, dtype, memory, index } => {
+                self.memory(*memory)?;
+                let index = self.index(index)?;
+                self.emit(Inst::CheckAligned { memory: *memory, index, width: vars.len() as u32 });
+                let loaded = Class::loaded(self.memory_dtype(*memory));
+                let class_to = Class::declared(*dtype);
+                let uniform_index = !matches!(index, Src::V(_));
+                for (offset, var) in vars.iter().enumerate() {
+                    let dst = self.register(!self.divergent.contains(var));
+                    if matches!(dst, Dst::U(_)) && !uniform_index {
+                        return Err(self.invalid(format!("v{} is uniform but loaded at a divergent index", var.0)));
+                    }
+                    if loaded == class_to {
+                        self.emit(Inst::Load { dst, memory: *memory, index, offset: offset as u32 });
+                    } else {
+                        let temp = self.register(matches!(dst, Dst::U(_)));
+                        self.emit(Inst::Load { dst: temp, memory: *memory, index, offset: offset as u32 });
+                        self.emit(Inst::Convert { from: loaded, to: class_to, dst, a: temp.src() });
+                    }
+                    self.vars.insert(*var, VarRegister { dst, class: class_to });
+                }
+            }
+            Stmt::VectorStore { memory, index, values } => {
+                self.memory(*memory)?;
+                let index = self.index(index)?;
+                let mut sources = Vec::with_capacity(values.len());
+                for value in values {
+                    sources.push(self.expr(value)?);
+                }
+                self.emit(Inst::CheckAligned { memory: *memory, index, width: values.len() as u32 });
+                for (offset, (value, class)) in sources.into_iter().enumerate() {
+                    self.emit(Inst::Store { memory: *memory, index, offset: offset as u32, value, class });
+                }
+                self.forget_memory(*memory);
+            }
+            Stmt::If { condition, then, otherwise } => {
+                let (cond, _) = self.expr(condition)?;
+                if let Src::K(bits) = cond {
+                    let taken = if bits != 0 { then } else { otherwise };
+                    self.nested(taken, uniform_control)?;
+                    self.forget_effects_of(taken);
+                    return Ok(());
+                }
+                if matches!(cond, Src::U(_)) {
+                    let branch = self.code.len();
+                    self.emit(Inst::BranchUnless { cond, target: usize::MAX });
+                    self.nested(then, uniform_control)?;
+                    if otherwise.is_empty() {
+                        let end = self.code.len();
+                        self.code[branch] = Inst::BranchUnless { cond, target: end };
+                    } else {
+                        let jump = self.code.len();
+                        self.emit(Inst::Jump { target: usize::MAX });
+                        let start = self.code.len();
+                        self.code[branch] = Inst::BranchUnless { cond, target: start };
+                        self.nested(otherwise, uniform_control)?;
+                        let end = self.code.len();
+                        self.code[jump] = Inst::Jump { target: end };
+                    }
+                } else {
+                    let begin = self.code.len();
+                    self.emit(Inst::IfBegin { cond, otherwise: usize::MAX });
+                    self.nested(then, false)?;
+                    let otherwise_at = self.code.len();
+                    self.emit(Inst::Else { end: usize::MAX });
+                    self.nested(otherwise, false)?;
+                    let end = self.code.len();
+                    self.emit(Inst::EndIf);
+                    self.code[begin] = Inst::IfBegin { cond, otherwise: otherwise_at };
+                    self.code[otherwise_at] = Inst::Else { end };
+                }
+                self.forget_effects_of(then);
+                self.forget_effects_of(otherwise);
+            }
+            Stmt::For { var, start, end, step, body } => {
+                if *step <= 0 {
+                    return Err(self.invalid("a loop step must be positive".into()));
+                }
+                let (start, start_class) = self.expr(start)?;
+                let (end, end_class) = self.expr(end)?;
+                let end = self.stable(end, end_class, Class::I64)?;
+                let uniform = !self.divergent.contains(var);
+                let dst = self.register(uniform);
+                self.vars.insert(*var, VarRegister { dst, class: Class::I64 });
+                self.define(dst, start, start_class, Class::I64, false)?;
+                if uniform && matches!(end, Src::V(_)) {
+                    return Err(self.invalid(format!("loop v{} is uniform but its end is not", var.0)));
+                }
+                self.forget_effects_of(body);
+                self.forget_register(dst);
+                let saved = self.numbered.clone();
+                match dst {
+                    Dst::U(var) => {
+                        let test = self.code.len();
+                        self.emit(Inst::UniformLoopTest { var, end, exit: usize::MAX });
+                        self.block(body, uniform_control)?;
+                        self.emit(Inst::UniformLoopNext { var, step: *step, test });
+                        let exit = self.code.len();
+                        self.code[test] = Inst::UniformLoopTest { var, end, exit };
+                    }
+                    Dst::V(var) => {
+                        self.emit(Inst::LoopBegin);
+                        let test = self.code.len();
+                        self.emit(Inst::LoopTest { var, end, exit: usize::MAX });
+                        self.block(body, false)?;
+                        self.emit(Inst::LoopNext { var, step: *step, test });
+                        let exit = self.code.len();
+                        self.code[test] = Inst::LoopTest { var, end, exit };
+                    }
+                }
+                self.numbered = saved;
+                self.fresh = None;
+            }
+            Stmt::Barrier => {
+                self.emit(Inst::Barrier);
+                self.numbered.retain(|key, _| !matches!(key, Key::Load(..)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Compiles a nested block whose values are not visible after it.
+    fn nested(&mut self, body: &[Stmt], uniform_control: bool) -> Result<(), SimError> {
+        let saved = self.numbered.clone();
+        self.block(body, uniform_control)?;
+        self.numbered = saved;
+        self.fresh = None;
+        Ok(())
+    }
+
+    /// Writes `src` (of `class`) to `dst` as `class_to`; the producing
+    /// instruction is retargeted to `dst` when it just made `src` fresh.
+    fn define(&mut self, dst: Dst, src: Src, class: Class, class_to: Class, masked: bool) -> Result<(), SimError> {
+        if matches!(dst, Dst::U(_)) && matches!(src, Src::V(_)) {
+            return Err(self.invalid("a uniform variable is given a divergent value".into()));
+        }
+        if class != class_to {
+            let converted = self.scratch_or(dst, masked);
+            self.emit(Inst::Convert { from: class, to: class_to, dst: converted, a: src });
+            if masked {
+                self.emit(Inst::Copy { dst, a: converted.src(), masked: true });
+            }
+            return Ok(());
+        }
+        if src == dst.src() {
+            return Ok(());
+        }
+        if let Some((fresh, key)) = self.fresh {
+            let same_kind = matches!((fresh, dst), (Dst::V(_), Dst::V(_)) | (Dst::U(_), Dst::U(_)));
+            if fresh.src() == src && same_kind && !masked {
+                self.numbered.remove(&key);
+                set_dst(self.code.last_mut().expect("fresh value's instruction"), dst);
+                self.fresh = None;
+                return Ok(());
+            }
+        }
+        self.emit(Inst::Copy { dst, a: src, masked });
+        Ok(())
+    }
+
+    /// `dst` itself for an unmasked write, else a new register of its kind.
+    fn scratch_or(&mut self, dst: Dst, masked: bool) -> Dst {
+        if masked {
+            self.register(matches!(dst, Dst::U(_)))
+        } else {
+            dst
+        }
+    }
+
+    /// `src` as `class_to` in a register no later assignment changes.
+    fn stable(&mut self, src: Src, class: Class, class_to: Class) -> Result<Src, SimError> {
+        let is_var = self.vars.values().any(|v| v.dst.src() == src);
+        if class == class_to && !is_var {
+            return Ok(src);
+        }
+        let dst = self.register(!matches!(src, Src::V(_)));
+        if class == class_to {
+            self.emit(Inst::Copy { dst, a: src, masked: false });
+        } else {
+            self.emit(Inst::Convert { from: class, to: class_to, dst, a: src });
+        }
+        Ok(dst.src())
+    }
+
+    /// Drops numbered values that read `dst` (it is about to change).
+    fn forget_register(&mut self, dst: Dst) {
+        let src = dst.src();
+        self.numbered.retain(|key, _| !key.operands().contains(&src));
+        self.fresh = None;
+    }
+
+    fn forget_memory(&mut self, memory: Memory) {
+        self.numbered.retain(|key, _| !matches!(key, Key::Load(m, ..) if *m == memory));
+        self.fresh = None;
+    }
+
+    /// Drops numbered values a block may invalidate: those reading variables it
+    /// assigns and memory it stores to (every load when it has a barrier).
+    fn forget_effects_of(&mut self, body: &[Stmt]) {
+        let mut effects = Effects::default();
+        effects.collect(body);
+        for var in &effects.vars {
+            if let Some(register) = self.vars.get(var).copied() {
+                self.forget_register(register.dst);
+            }
+        }
+        if effects.barrier {
+            self.numbered.retain(|key, _| !matches!(key, Key::Load(..)));
+        }
+        for memory in effects.memories {
+            self.forget_memory(memory);
+        }
+        self.fresh = None;
+    }
+
+    fn buffer_param(&self, buffer: usize) -> Result<DType, SimError> {
+        match self.kernel.params.get(buffer) {
+            Some(Param::Buffer { dtype, .. }) => Ok(*dtype),
+            _ => Err(self.invalid(format!("parameter {buffer} is not a buffer"))),
+        }
+    }
+
+    fn shared_array(&self, array: usize) -> Result<DType, SimError> {
+        self.kernel.shared.get(array).map(|a| a.dtype).ok_or_else(|| self.invalid(format!("no shared array {array}")))
+    }
+
+    fn memory(&self, memory: Memory) -> Result<DType, SimError> {
+        match memory {
+            Memory::Buffer(buffer) => self.buffer_param(buffer),
+            Memory::Shared(array) => self.shared_array(array),
+        }
+    }
+
+    fn memory_dtype(&self, memory: Memory) -> DType {
+        self.kernel.memory_dtype(memory).expect("checked by `memory`")
+    }
+
+    /// An element index: any integer expression, as i64.
+    fn index(&mut self, index: &Expr) -> Result<Src, SimError> {
+        let (src, class) = self.expr(index)?;
+        match class {
+            Class::I64 | Class::I32 | Class::Bool => Ok(src),
+            _ => Err(self.invalid(format!("an index of class {class:?}"))),
+        }
+    }
+
+    fn expr(&mut self, expr: &Expr) -> Result<(Src, Class), SimError> {
+        Ok(match expr {
+            Expr::Literal(literal) => {
+                let bits = match *literal {
+                    Literal::F32(v) => v.to_bits() as u64,
+                    Literal::I64(v) => v as u64,
+                    Literal::I32(v) => v as i64 as u64,
+                    Literal::Bool(v) => v as u64,
+                };
+                (Src::K(bits), Class::declared(literal.dtype()))
+            }
+            Expr::Var(var) => {
+                let register =
+                    self.vars.get(var).ok_or_else(|| self.invalid(format!("v{} is read before its let", var.0)))?;
+                (register.dst.src(), register.class)
+            }
+            Expr::Param(index) => match self.kernel.params.get(*index) {
+                Some(Param::Scalar { dtype, .. }) => {
+                    let class = Class::declared(*dtype);
+                    let param = *index;
+                    self.numbered(Key::Param(param), class, true, |dst| Inst::Param {
+                        dst: match dst {
+                            Dst::U(r) => r,
+                            Dst::V(_) => unreachable!("parameters are uniform"),
+                        },
+                        param,
+                    })
+                }
+                _ => return Err(self.invalid(format!("parameter {index} is not a scalar"))),
+            },
+            Expr::Special(which) => {
+                let uniform = !matches!(which, Special::ThreadIndex | Special::Lane);
+                let which = *which;
+                self.numbered(Key::Special(which), Class::I32, uniform, |dst| Inst::Special { dst, which })
+            }
+            Expr::Unary(op, a) => {
+                let (a, class) = self.expr(a)?;
+                if let Src::K(bits) = a {
+                    let mut out = [0];
+                    values::unary_lanes(*op, class, &mut out, &[bits]);
+                    return Ok((Src::K(out[0]), class));
+                }
+                let op = *op;
+                self.numbered(Key::Unary(op, class, a), class, is_uniform(a), |dst| Inst::Unary { op, class, dst, a })
+            }
+            Expr::Binary(op, a, b) => {
+                let (a, class_a) = self.expr(a)?;
+                let (b, class_b) = self.expr(b)?;
+                if class_a != class_b {
+                    return Err(self.invalid(format!("{op:?} of {class_a:?} and {class_b:?}")));
+                }
+                let class = class_a;
+                let result = values::binary_class(*op, class);
+                if let (Src::K(x), Src::K(y)) = (a, b) {
+                    let mut out = [0];
+                    values::binary_lanes(*op, class, &mut out, &[x], &[y]);
+                    return Ok((Src::K(out[0]), result));
+                }
+                if matches!(class, Class::I64 | Class::I32) {
+                    match (op, a, b) {
+                        (BinaryOp::Add, x, Src::K(0)) | (BinaryOp::Add, Src::K(0), x) => return Ok((x, class)),
+                        (BinaryOp::Sub, x, Src::K(0)) => return Ok((x, class)),
+                        (BinaryOp::Mul, x, Src::K(1)) | (BinaryOp::Mul, Src::K(1), x) => return Ok((x, class)),
+                        _ => {}
+                    }
+                }
+                let op = *op;
+                let uniform = is_uniform(a) && is_uniform(b);
+                self.numbered(Key::Binary(op, class, a, b), result, uniform, |dst| Inst::Binary {
+                    op,
+                    class,
+                    dst,
+                    a,
+                    b,
+                })
+            }
+            Expr::Select(c, a, b) => {
+                let (c, _) = self.expr(c)?;
+                let (a, class) = self.expr(a)?;
+                let (b, _) = self.expr(b)?;
+                if let Src::K(bits) = c {
+                    return Ok((if bits != 0 { a } else { b }, class));
+                }
+                let uniform = is_uniform(c) && is_uniform(a) && is_uniform(b);
+                self.numbered(Key::Select(c, a, b), class, uniform, |dst| Inst::Select { dst, c, a, b })
+            }
+            Expr::Cast(dtype, a) => {
+                let (a, from) = self.expr(a)?;
+                let to = Class::declared(*dtype);
+                if from == to {
+                    return Ok((a, from));
+                }
+                if let Src::K(bits) = a {
+                    return Ok((Src::K(values::convert(from, to, bits)), to));
+                }
+                self.numbered(Key::Convert(from, to, a), to, is_uniform(a), |dst| Inst::Convert { from, to, dst, a })
+            }
+            Expr::Load { buffer, index } => {
+                let dtype = self.buffer_param(*buffer)?;
+                let index = self.index(index)?;
+                let memory = Memory::Buffer(*buffer);
+                self.numbered(Key::Load(memory, index, 0), Class::loaded(dtype), is_uniform(index), |dst| Inst::Load {
+                    dst,
+                    memory,
+                    index,
+                    offset: 0,
+                })
+            }
+            Expr::SharedLoad { array, index } => {
+                let dtype = self.shared_array(*array)?;
+                let index = self.index(index)?;
+                let memory = Memory::Shared(*array);
+                self.numbered(Key::Load(memory, index, 0), Class::loaded(dtype), is_uniform(index), |dst| Inst::Load {
+                    dst,
+                    memory,
+                    index,
+                    offset: 0,
+                })
+            }
+            Expr::ShuffleXor { value, mask } => {
+                let (a, class) = self.expr(value)?;
+                if is_uniform(a) {
+                    return Ok((a, class));
+                }
+                let dst = self.register(false);
+                let Dst::V(dst) = dst else { unreachable!("a vector register") };
+                self.emit(Inst::Shuffle { dst, a, xor: *mask });
+                (Src::V(dst), class)
+            }
+        })
+    }
+}
+
+fn is_uniform(src: Src) -> bool {
+    !matches!(src, Src::V(_))
+}
+
+fn set_dst(inst: &mut Inst, to: Dst) {
+    match inst {
+        Inst::Special { dst, .. }
+        | Inst::Unary { dst, .. }
+        | Inst::Binary { dst, .. }
+        | Inst::Select { dst, .. }
+        | Inst::Convert { dst, .. }
+        | Inst::Load { dst, .. } => *dst = to,
+        Inst::Param { dst, .. } => match to {
+            Dst::U(r) => *dst = r,
+            Dst::V(_) => unreachable!("same kind checked"),
+        },
+        other => unreachable!("{other:?} makes no fresh value"),
+    }
+}
+
+/// The variables a block assigns and the memory it writes.
+#[derive(Default)]
+struct Effects {
+    vars: HashSet<Var>,
+    memories: HashSet<Memory>,
+    barrier: bool,
+}
+
+impl Effects {
+    fn collect(&mut self, body: &[Stmt]) {
+        for stmt in body {
+            match stmt {
+                Stmt::Let { var, .. } | Stmt::Assign { var, .. } => {
+                    self.vars.insert(*var);
+                }
+                Stmt::VectorLoad { vars, .. } => self.vars.extend(vars.iter().copied()),
+                Stmt::Store { buffer, .. } | Stmt::AtomicAdd { buffer, .. } => {
+                    self.memories.insert(Memory::Buffer(*buffer));
+                }
+                Stmt::SharedStore { array, .. } => {
+                    self.memories.insert(Memory::Shared(*array));
+                }
+                Stmt::VectorStore { memory, .. } => {
+                    self.memories.insert(*memory);
+                }
+                Stmt::If { then, otherwise, .. } => {
+                    self.collect(then);
+                    self.collect(otherwise);
+                }
+                Stmt::For { var, body, .. } => {
+                    self.vars.insert(*var);
+                    self.collect(body);
+                }
+                Stmt::Barrier => self.barrier = true,
+            }
+        }
+    }
+}
