@@ -79,6 +79,22 @@ impl FromStr for DType {
 }
 
 /// Decodes an OCP E4M3FN byte (bias 7, no infinities, `S.1111.111` is NaN).
+/// `value` rounded to the nearest bf16 (ties to even), as `cvt.rn.bf16`
+/// rounds. (`half::bf16::from_f64` can round down values just above a
+/// midpoint, e.g. 152.50002 to 152, so kiln does not use it.) Rounds to f32
+/// with round-to-odd first, which keeps the one rounding to bf16 exact.
+pub fn bf16_from_f64(value: f64) -> half::bf16 {
+    let nearest = value as f32;
+    let odd = if nearest.is_finite() && nearest as f64 != value && nearest.to_bits() & 1 == 0 {
+        // Inexact and even: the odd neighbour on the value's side of `nearest`.
+        let toward_zero = (nearest as f64).abs() > value.abs();
+        f32::from_bits(if toward_zero { nearest.to_bits() - 1 } else { nearest.to_bits() + 1 })
+    } else {
+        nearest
+    };
+    half::bf16::from_f32(odd)
+}
+
 pub fn f8e4m3_to_f32(byte: u8) -> f32 {
     let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
     let exponent = ((byte >> 3) & 0x0f) as i32;
@@ -124,5 +140,34 @@ mod tests {
             assert_eq!(dtype.name().parse::<DType>(), Ok(dtype));
         }
         assert!("f64".parse::<DType>().is_err());
+    }
+
+    /// The bf16 nearest `value` by comparing the two neighbours it lies between.
+    fn nearest_bf16(value: f64) -> u16 {
+        let below = half::bf16::from_f32(value as f32); // some bf16 near value
+        let mut best = below.to_bits();
+        for candidate in [below.to_bits().wrapping_sub(1), below.to_bits(), below.to_bits().wrapping_add(1)] {
+            let distance = |bits: u16| (half::bf16::from_bits(bits).to_f64() - value).abs();
+            let (d, b) = (distance(candidate), distance(best));
+            if d < b || (d == b && candidate & 1 == 0) {
+                best = candidate;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn f64_to_bf16_rounds_to_nearest_even_including_just_above_a_midpoint() {
+        assert_eq!(bf16_from_f64(152.500_02).to_f32(), 153.0);
+        assert_eq!(bf16_from_f64(152.5).to_f32(), 152.0, "a tie goes to even");
+        let mut state = 7u64;
+        for _ in 0..200_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // Values in bf16's normal range with f64 precision.
+            let value = f64::from_bits((state >> 12) | (0x3f0u64 << 52)) * if state & 1 == 0 { 1.0 } else { -1.0 };
+            assert_eq!(bf16_from_f64(value).to_bits(), nearest_bf16(value), "{value:e}");
+            let single = value as f32;
+            assert_eq!(bf16_from_f64(single as f64), half::bf16::from_f32(single), "{single:e}");
+        }
     }
 }

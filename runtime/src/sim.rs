@@ -837,7 +837,7 @@ fn round_to(dtype: DType, value: f64) -> f64 {
     match dtype {
         DType::F32 => value as f32 as f64,
         DType::F16 => half::f16::from_f64(value).to_f64(),
-        DType::BF16 => half::bf16::from_f64(value).to_f64(),
+        DType::BF16 => crate::dtype::bf16_from_f64(value).to_f64(),
         _ => value,
     }
 }

@@ -85,7 +85,7 @@ pub fn encode_elements(dtype: DType, values: &[f64], out: &mut [u8]) {
         match dtype {
             DType::F32 => slot.copy_from_slice(&(*value as f32).to_le_bytes()),
             DType::F16 => slot.copy_from_slice(&half::f16::from_f64(*value).to_le_bytes()),
-            DType::BF16 => slot.copy_from_slice(&half::bf16::from_f64(*value).to_le_bytes()),
+            DType::BF16 => slot.copy_from_slice(&crate::dtype::bf16_from_f64(*value).to_le_bytes()),
             DType::F8E4M3 => slot[0] = f32_to_f8e4m3(*value as f32),
             DType::I64 => slot.copy_from_slice(&(*value as i64).to_le_bytes()),
             DType::I32 => slot.copy_from_slice(&(*value as i32).to_le_bytes()),

@@ -8,6 +8,7 @@ mod common;
 mod errors;
 mod evaluation;
 mod kernels;
+mod machine;
 mod pipeline;
 mod round_trip;
 mod snapshots;

@@ -9,7 +9,7 @@
 
 use half::{bf16, f16};
 
-use crate::dtype::{f32_to_f8e4m3, f8e4m3_to_f32};
+use crate::dtype::{bf16_from_f64, f32_to_f8e4m3, f8e4m3_to_f32};
 use crate::kernel::{BinaryOp, UnaryOp};
 use crate::DType;
 
@@ -74,7 +74,7 @@ pub(crate) fn from_f64(class: Class, value: f64) -> u64 {
     match class {
         Class::F32 => fb(value as f32),
         Class::F16 => fb(f16::from_f64(value).to_f32()),
-        Class::BF16 => fb(bf16::from_f64(value).to_f32()),
+        Class::BF16 => fb(bf16_from_f64(value).to_f32()),
         Class::I64 => value as i64 as u64,
         Class::I32 => value as i32 as i64 as u64,
         Class::Bool => (value != 0.0) as u64,
@@ -284,7 +284,7 @@ pub(crate) fn encode_f64(dtype: DType, value: f64) -> u64 {
     match dtype {
         DType::F32 => (value as f32).to_bits() as u64,
         DType::F16 => f16::from_f64(value).to_bits() as u64,
-        DType::BF16 => bf16::from_f64(value).to_bits() as u64,
+        DType::BF16 => bf16_from_f64(value).to_bits() as u64,
         DType::F8E4M3 => f32_to_f8e4m3(value as f32) as u64,
         DType::I64 => value as i64 as u64,
         DType::I32 => value as i32 as u32 as u64,
