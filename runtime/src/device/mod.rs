@@ -86,7 +86,7 @@ pub struct ExecutorKind {
 }
 
 /// Every executor, in the order `auto` tries them.
-pub const EXECUTORS: &[ExecutorKind] = &[cuda::KIND, sim::KIND];
+pub const EXECUTORS: &[ExecutorKind] = &[cuda::KIND, sim::KIND, sim::INTERPRETER_KIND];
 
 /// The executor kind called `name`.
 pub fn executor_kind(name: &str) -> Option<&'static ExecutorKind> {

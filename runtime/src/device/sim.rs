@@ -26,15 +26,36 @@ use crate::{HostTensor, SymbolBindings};
 pub const KIND: ExecutorKind =
     ExecutorKind { name: "sim", present: || true, open: |_, device| Ok(Box::new(SimExecutor::new(device.check))) };
 
-/// Runs kernels in the simulator: fast mode, or with the sanitizer's checks.
+/// `--device interpreter`: the tree-walking interpreter even without checks
+/// (the fast mode before the machine; kept to measure the machine against).
+pub const INTERPRETER_KIND: ExecutorKind = ExecutorKind {
+    name: "interpreter",
+    present: || false,
+    open: |_, device| Ok(Box::new(SimExecutor::interpreter(device.check))),
+};
+
+/// Runs kernels in the simulator: the machine (fast mode), or the
+/// interpreter (with the sanitizer's checks, or on request without).
 pub struct SimExecutor {
     options: SimOptions,
+    /// Launch on the machine; else on the interpreter.
+    machine: bool,
     arena: AlignedBytes,
 }
 
 impl SimExecutor {
+    /// The fast mode (the machine), or with `check` the interpreter with every detector.
     pub fn new(check: bool) -> SimExecutor {
-        SimExecutor { options: SimOptions { check, ..SimOptions::default() }, arena: AlignedBytes::default() }
+        SimExecutor {
+            options: SimOptions { check, ..SimOptions::default() },
+            machine: !check,
+            arena: AlignedBytes::default(),
+        }
+    }
+
+    /// The interpreter, with or without its checks.
+    pub fn interpreter(check: bool) -> SimExecutor {
+        SimExecutor { machine: false, ..SimExecutor::new(check) }
     }
 
     fn machine_options(&self) -> MachineOptions {
@@ -44,7 +65,11 @@ impl SimExecutor {
 
 impl Executor for SimExecutor {
     fn description(&self) -> String {
-        let mode = if self.options.check { "sanitizer on" } else { "fast mode" };
+        let mode = match (self.machine, self.options.check) {
+            (_, true) => "sanitizer on",
+            (true, false) => "fast mode",
+            (false, false) => "interpreter, no checks",
+        };
         format!("kernel simulator ({mode}, warps of {})", self.options.warp_size)
     }
 
@@ -126,7 +151,7 @@ impl SimExecutor {
             return Err(RunError::Plan("a replay needs a run with the same dims first".into()));
         }
         let range = |slot: usize| slot_range(model, slot, bindings, arena_bytes);
-        if !self.options.check {
+        if self.machine {
             self.replay_on_machine(model, entry, bindings, launch_times)?;
             return read_outputs(model, entry, bindings, self.arena.as_bytes());
         }

@@ -409,11 +409,9 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         (Dst::V(d), Src::V(r)) => {
                             let indices = lanes(v, u, w, Src::V(r), d, s0);
                             let out = vector_mut(v, d, w);
-                            for lane in active(warp.mask) {
-                                let element = indices[lane as usize] as i64 + offset as i64;
-                                out[lane as usize] =
-                                    access.load(shared, element).map_err(|kind| error_at(kind, lane))?;
-                            }
+                            access
+                                .gather(shared, indices, offset as i64, warp.mask, out)
+                                .map_err(|(kind, lane)| error_at(kind, lane))?;
                         }
                         (Dst::U(_), Src::V(_)) => return Err(internal(program, "a uniform load at a divergent index")),
                     }
@@ -533,6 +531,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                     warp.pc = test;
                 }
+                Inst::Preheader(_) => return Err(internal(program, "an unexpanded preheader")),
                 Inst::Barrier => {
                     if warp.mask != warp.full {
                         return Err(SimError::DivergentBarrier { kernel: program.name.clone(), block });
@@ -691,6 +690,45 @@ impl<'a> Access<'a> {
             return Err(ErrorAt::OutOfBounds { access, name: self.name.to_string(), index: element, length });
         }
         Ok(element as usize)
+    }
+
+    /// `out[lane] = self[indices[lane] + offset]` (decoded) for the lanes of
+    /// `mask`; the element width is chosen once, outside the lane loop.
+    #[inline]
+    fn gather(
+        &self,
+        shared: &SharedMemory,
+        indices: &[u64],
+        offset: i64,
+        mask: u64,
+        out: &mut [u64],
+    ) -> Result<(), (ErrorAt, u32)> {
+        let length = self.elements() as u64;
+        let dtype = self.dtype;
+        macro_rules! each_lane {
+            ($read:expr) => {{
+                for lane in active(mask) {
+                    let element = (indices[lane as usize] as i64).wrapping_add(offset);
+                    if element as u64 >= length {
+                        let name = self.name.to_string();
+                        let bounds = ErrorAt::OutOfBounds { access: "read", name, index: element, length: length as usize };
+                        return Err((bounds, lane));
+                    }
+                    out[lane as usize] = values::decode(dtype, $read(element as usize));
+                }
+            }};
+        }
+        match (&self.target, self.size) {
+            (Target::Global(window), 4) => each_lane!(|e: usize| window.load(e * 4, 4)),
+            (Target::Global(window), 8) => each_lane!(|e: usize| window.load(e * 8, 8)),
+            (Target::Global(window), 2) => each_lane!(|e: usize| window.load(e * 2, 2)),
+            (Target::Global(window), _) => each_lane!(|e: usize| window.load(e, 1)),
+            (Target::Shared { offset: base, .. }, 4) => each_lane!(|e: usize| shared.load(base + e * 4, 4)),
+            (Target::Shared { offset: base, .. }, 8) => each_lane!(|e: usize| shared.load(base + e * 8, 8)),
+            (Target::Shared { offset: base, .. }, 2) => each_lane!(|e: usize| shared.load(base + e * 2, 2)),
+            (Target::Shared { offset: base, .. }, _) => each_lane!(|e: usize| shared.load(base + e, 1)),
+        }
+        Ok(())
     }
 
     /// Element `element`, decoded to its register class.

@@ -112,7 +112,7 @@ impl Window {
 
     /// The `size`-byte little-endian value at byte `offset`. The caller has
     /// checked `offset + size <= len`, `offset % size == 0` and `size` ∈ {1, 2, 4, 8}.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn load(&self, offset: usize, size: usize) -> u64 {
         debug_assert!(offset + size <= self.len && offset % size == 0);
         // SAFETY: in bounds and aligned (checked by the caller; the base is 16-aligned).
@@ -129,7 +129,7 @@ impl Window {
 
     /// Writes the low `size` bytes of `bits` at byte `offset`, under the
     /// conditions of [`Window::load`] and on a writable window.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn store(&self, offset: usize, size: usize, bits: u64) {
         debug_assert!(self.writable && offset + size <= self.len && offset % size == 0);
         // SAFETY: as in `load`; the window was made from a unique borrow.
@@ -160,16 +160,35 @@ impl SharedMemory {
         self.bytes.as_bytes_mut().fill(0);
     }
 
-    #[inline]
+    /// The `size`-byte (1, 2, 4 or 8) little-endian value at byte `offset`.
+    #[inline(always)]
     pub(crate) fn load(&self, offset: usize, size: usize) -> u64 {
-        let b = &self.bytes.as_bytes()[offset..offset + size];
-        let mut word = [0u8; 8];
-        word[..size].copy_from_slice(b);
-        u64::from_le_bytes(word)
+        let bytes = self.bytes.as_bytes();
+        match size {
+            1 => bytes[offset] as u64,
+            2 => u16::from_le_bytes(fixed(&bytes[offset..offset + 2])) as u64,
+            4 => u32::from_le_bytes(fixed(&bytes[offset..offset + 4])) as u64,
+            _ => u64::from_le_bytes(fixed(&bytes[offset..offset + 8])),
+        }
     }
 
-    #[inline]
+    /// Writes the low `size` bytes of `bits` at byte `offset`.
+    #[inline(always)]
     pub(crate) fn store(&mut self, offset: usize, size: usize, bits: u64) {
-        self.bytes.as_bytes_mut()[offset..offset + size].copy_from_slice(&bits.to_le_bytes()[..size]);
+        let bytes = self.bytes.as_bytes_mut();
+        match size {
+            1 => bytes[offset] = bits as u8,
+            2 => bytes[offset..offset + 2].copy_from_slice(&(bits as u16).to_le_bytes()),
+            4 => bytes[offset..offset + 4].copy_from_slice(&(bits as u32).to_le_bytes()),
+            _ => bytes[offset..offset + 8].copy_from_slice(&bits.to_le_bytes()),
+        }
     }
+}
+
+/// `N` bytes as an array (the slice has exactly `N`).
+#[inline(always)]
+fn fixed<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut array = [0u8; N];
+    array.copy_from_slice(bytes);
+    array
 }

@@ -167,6 +167,66 @@ pub(crate) enum Inst {
         test: usize,
     },
     Barrier,
+    /// Where loop `n`'s hoisted instructions go; expanded when compiling ends.
+    Preheader(usize),
+}
+
+impl Inst {
+    /// The register the instruction writes, if it writes one.
+    fn dst(&self) -> Option<Dst> {
+        match *self {
+            Inst::Special { dst, .. }
+            | Inst::Unary { dst, .. }
+            | Inst::Binary { dst, .. }
+            | Inst::Select { dst, .. }
+            | Inst::Convert { dst, .. }
+            | Inst::Copy { dst, .. }
+            | Inst::Load { dst, .. } => Some(dst),
+            Inst::Param { dst, .. } => Some(Dst::U(dst)),
+            Inst::Shuffle { dst, .. } => Some(Dst::V(dst)),
+            _ => None,
+        }
+    }
+
+    /// The branch target, if it has one.
+    fn target_mut(&mut self) -> Option<&mut usize> {
+        match self {
+            Inst::BranchUnless { target, .. } | Inst::Jump { target } => Some(target),
+            Inst::IfBegin { otherwise, .. } => Some(otherwise),
+            Inst::Else { end } => Some(end),
+            Inst::UniformLoopTest { exit, .. } | Inst::LoopTest { exit, .. } => Some(exit),
+            Inst::UniformLoopNext { test, .. } | Inst::LoopNext { test, .. } => Some(test),
+            _ => None,
+        }
+    }
+}
+
+/// `code` with each [`Inst::Preheader`] replaced by its loop's hoisted
+/// instructions, and every branch target moved with what it pointed at.
+fn expand_preheaders(code: Vec<Inst>, preheaders: Vec<Vec<Inst>>) -> Vec<Inst> {
+    let mut moved = Vec::with_capacity(code.len() + 1);
+    let mut at = 0;
+    for inst in &code {
+        moved.push(at);
+        at += match inst {
+            Inst::Preheader(n) => preheaders[*n].len(),
+            _ => 1,
+        };
+    }
+    moved.push(at);
+    let mut expanded = Vec::with_capacity(at);
+    for mut inst in code {
+        match inst {
+            Inst::Preheader(n) => expanded.extend(preheaders[n].iter().cloned()),
+            _ => {
+                if let Some(target) = inst.target_mut() {
+                    *target = moved[*target];
+                }
+                expanded.push(inst);
+            }
+        }
+    }
+    expanded
 }
 
 /// A shared array as the machine lays it out.
@@ -213,8 +273,12 @@ impl Program {
             numbered: HashMap::new(),
             fresh: None,
             has_atomics: false,
+            levels: HashMap::new(),
+            loops: Vec::new(),
+            preheaders: Vec::new(),
         };
         compiler.block(&kernel.body, true)?;
+        let code = expand_preheaders(std::mem::take(&mut compiler.code), std::mem::take(&mut compiler.preheaders));
         Ok(Program {
             name: kernel.name.clone(),
             params: kernel.params.clone(),
@@ -222,7 +286,7 @@ impl Program {
             grid_blocks: kernel.grid_blocks.clone(),
             shared,
             shared_bytes: kernel.shared_bytes(),
-            code: compiler.code,
+            code,
             vector_registers: compiler.vector_registers,
             uniform_registers: compiler.uniform_registers,
             has_atomics: compiler.has_atomics,
@@ -340,6 +404,13 @@ struct Compiler<'k> {
     /// The register the last emitted instruction created, while nothing else refers to it.
     fresh: Option<(Dst, Key)>,
     has_atomics: bool,
+    /// Per register: the loop depth its value is fixed at (0: the whole
+    /// kernel; d: one iteration of the enclosing loop at depth d).
+    levels: HashMap<Dst, usize>,
+    /// Per enclosing loop, outermost first: its index in `preheaders`.
+    loops: Vec<usize>,
+    /// Per loop: the pure instructions hoisted out of it, run before it starts.
+    preheaders: Vec<Vec<Inst>>,
 }
 
 impl Compiler<'_> {
@@ -359,19 +430,50 @@ impl Compiler<'_> {
 
     fn emit(&mut self, inst: Inst) {
         self.fresh = None;
+        if let Some(dst) = inst.dst() {
+            self.levels.insert(dst, self.loops.len());
+        }
         self.code.push(inst);
     }
 
-    /// The value of `key`, reusing an earlier computation or emitting `make(dst)`.
+    /// The loop depth at which `src`'s value is fixed.
+    fn level(&self, src: Src) -> usize {
+        match src {
+            Src::K(_) => 0,
+            Src::V(r) => self.levels.get(&Dst::V(r)).copied().unwrap_or(self.loops.len()),
+            Src::U(r) => self.levels.get(&Dst::U(r)).copied().unwrap_or(self.loops.len()),
+        }
+    }
+
+    /// The value of `key`, reusing an earlier computation or emitting
+    /// `make(dst)`. A pure computation whose operands do not change in the
+    /// enclosing loops is hoisted in front of the outermost such loop.
     fn numbered(&mut self, key: Key, class: Class, uniform: bool, make: impl FnOnce(Dst) -> Inst) -> (Src, Class) {
         if let Some(&found) = self.numbered.get(&key) {
             return found;
         }
         let dst = self.register(uniform);
-        self.emit(make(dst));
+        let level = key.operands().into_iter().map(|src| self.level(src)).max().unwrap_or(0);
+        let pure = !matches!(key, Key::Load(..));
+        if pure && level < self.loops.len() {
+            self.preheaders[self.loops[level]].push(make(dst));
+            self.levels.insert(dst, level);
+            self.fresh = None;
+        } else {
+            self.emit(make(dst));
+            self.fresh = Some((dst, key));
+        }
         self.numbered.insert(key, (dst.src(), class));
-        self.fresh = Some((dst, key));
         (dst.src(), class)
+    }
+
+    /// Marks the registers of `vars` as changing at loop depth `level`.
+    fn set_levels(&mut self, vars: &HashSet<Var>, level: usize) {
+        for var in vars {
+            if let Some(register) = self.vars.get(var) {
+                self.levels.insert(register.dst, level);
+            }
+        }
     }
 
     fn block(&mut self, body: &[Stmt], uniform_control: bool) -> Result<(), SimError> {
@@ -512,6 +614,13 @@ impl Compiler<'_> {
                 self.forget_effects_of(body);
                 self.forget_register(dst);
                 let saved = self.numbered.clone();
+                let mut effects = Effects::default();
+                effects.collect(body);
+                self.preheaders.push(Vec::new());
+                self.emit(Inst::Preheader(self.preheaders.len() - 1));
+                self.loops.push(self.preheaders.len() - 1);
+                self.set_levels(&effects.vars, self.loops.len());
+                self.levels.insert(dst, self.loops.len());
                 match dst {
                     Dst::U(var) => {
                         let test = self.code.len();
@@ -531,6 +640,8 @@ impl Compiler<'_> {
                         self.code[test] = Inst::LoopTest { var, end, exit };
                     }
                 }
+                self.loops.pop();
+                self.set_levels(&effects.vars, self.loops.len());
                 self.numbered = saved;
                 self.fresh = None;
             }
