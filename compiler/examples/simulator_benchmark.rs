@@ -33,10 +33,12 @@ struct Arguments {
     decoder: Option<PathBuf>,
     rounds: usize,
     interpreter: bool,
+    /// Print the slowest launches on the machine and the program of the slowest.
+    profile: bool,
 }
 
 fn arguments() -> Result<Arguments> {
-    let mut parsed = Arguments { minilm: None, decoder: None, rounds: 3, interpreter: true };
+    let mut parsed = Arguments { minilm: None, decoder: None, rounds: 3, interpreter: true, profile: false };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -45,7 +47,10 @@ fn arguments() -> Result<Arguments> {
             "--decoder" => parsed.decoder = Some(value()?.into()),
             "--rounds" => parsed.rounds = value()?.parse().context("--rounds takes a count")?,
             "--no-interpreter" => parsed.interpreter = false,
-            other => bail!("unknown argument `{other}` (--minilm DIR, --decoder DIR, --rounds N, --no-interpreter)"),
+            "--profile" => parsed.profile = true,
+            other => bail!(
+                "unknown argument `{other}` (--minilm DIR, --decoder DIR, --rounds N, --no-interpreter, --profile)"
+            ),
         }
     }
     if parsed.minilm.is_none() && parsed.decoder.is_none() {
@@ -79,7 +84,12 @@ fn token_ids(count: usize) -> Vec<i64> {
 }
 
 /// Useful FLOPs of one run, and the median wall time of `rounds` runs.
-fn measure(model: &Arc<Model>, device: Device, inputs: &[(String, HostTensor)], rounds: usize) -> Result<(i64, Duration)> {
+fn measure(
+    model: &Arc<Model>,
+    device: Device,
+    inputs: &[(String, HostTensor)],
+    rounds: usize,
+) -> Result<(i64, Duration)> {
     let mut session = Session::new(model.clone(), device)?;
     let flops = session.profile(inputs, 1)?.iter().map(|launch| launch.flops).sum();
     let mut times = Vec::new();
@@ -92,7 +102,27 @@ fn measure(model: &Arc<Model>, device: Device, inputs: &[(String, HostTensor)], 
     Ok((flops, times[times.len() / 2]))
 }
 
+/// The five slowest launches on the machine, and the compiled program of the slowest.
+fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)]) -> Result<()> {
+    let mut session = Session::new(model.clone(), Device::sim(false))?;
+    let mut launches = session.profile(inputs, 1)?;
+    launches.sort_by_key(|launch| std::cmp::Reverse(launch.median()));
+    for launch in launches.iter().take(5) {
+        let rate = launch.flops as f64 / launch.median().as_secs_f64() / 1e9;
+        println!("  {:>9.2?} {:>7.3} GFLOP/s  {}", launch.median(), rate, launch.kernel);
+    }
+    if let Some(slowest) = launches.first() {
+        let kernel = model.artifact.kernel_ir.iter().find(|k| k.name == slowest.kernel).context("the kernel")?;
+        let program = kiln_runtime::machine::Program::compile(kernel)?;
+        println!("{}\n{}", kiln_runtime::kernel::print_kernel(kernel), program.listing());
+    }
+    Ok(())
+}
+
 fn report(name: &str, model: &Arc<Model>, inputs: &[(String, HostTensor)], arguments: &Arguments) -> Result<()> {
+    if arguments.profile {
+        profile(model, inputs)?;
+    }
     let (flops, machine) = measure(model, Device::sim(false), inputs, arguments.rounds)?;
     let rate = |time: Duration| flops as f64 / time.as_secs_f64() / 1e9;
     println!(

@@ -371,6 +371,18 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         }
                     }
                 },
+                Inst::MulAdd { dst, acc, a, b } => match dst {
+                    Dst::U(d) => u[d as usize] = values::mul_add(scalar(u, acc), scalar(u, a), scalar(u, b)),
+                    Dst::V(d) => {
+                        let acc = lanes(v, u, w, acc, d, s0);
+                        let a = lanes(v, u, w, a, d, s1);
+                        let b = lanes(v, u, w, b, d, s2);
+                        let out = vector_mut(v, d, w);
+                        for lane in 0..w {
+                            out[lane] = values::mul_add(acc[lane], a[lane], b[lane]);
+                        }
+                    }
+                },
                 Inst::Convert { from, to, dst, a } => match dst {
                     Dst::U(d) => u[d as usize] = values::convert(from, to, scalar(u, a)),
                     Dst::V(d) => {
@@ -394,12 +406,13 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         }
                     }
                 },
-                Inst::Load { dst, memory, index, offset } => {
+                Inst::Load { dst, memory, index, base, offset } => {
                     let access = Access::of(program, launch, memory);
+                    let offset = (scalar(u, base) as i64).wrapping_add(offset as i64);
                     match (dst, index) {
                         (_, Src::U(_) | Src::K(_)) => {
                             let lane = warp.mask.trailing_zeros();
-                            let element = scalar(u, index) as i64 + offset as i64;
+                            let element = (scalar(u, index) as i64).wrapping_add(offset);
                             let bits = access.load(shared, element).map_err(|kind| error_at(kind, lane))?;
                             match dst {
                                 Dst::U(d) => u[d as usize] = bits,
@@ -410,7 +423,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             let indices = lanes(v, u, w, Src::V(r), d, s0);
                             let out = vector_mut(v, d, w);
                             access
-                                .gather(shared, indices, offset as i64, warp.mask, out)
+                                .gather(shared, indices, offset, warp.mask, out)
                                 .map_err(|(kind, lane)| error_at(kind, lane))?;
                         }
                         (Dst::U(_), Src::V(_)) => return Err(internal(program, "a uniform load at a divergent index")),
@@ -711,7 +724,8 @@ impl<'a> Access<'a> {
                     let element = (indices[lane as usize] as i64).wrapping_add(offset);
                     if element as u64 >= length {
                         let name = self.name.to_string();
-                        let bounds = ErrorAt::OutOfBounds { access: "read", name, index: element, length: length as usize };
+                        let bounds =
+                            ErrorAt::OutOfBounds { access: "read", name, index: element, length: length as usize };
                         return Err((bounds, lane));
                     }
                     out[lane as usize] = values::decode(dtype, $read(element as usize));

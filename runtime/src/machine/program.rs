@@ -91,12 +91,22 @@ pub(crate) enum Inst {
         a: Src,
         masked: bool,
     },
-    /// Element `index + offset` of `memory`, decoded to its register class.
+    /// Element `index + base + offset` of `memory` (`base` uniform), decoded
+    /// to its register class.
     Load {
         dst: Dst,
         memory: Memory,
         index: Src,
+        base: Src,
         offset: u32,
+    },
+    /// `acc + a × b` in f32, rounded after the product and after the sum
+    /// (two kernel IR operations, one dispatch).
+    MulAdd {
+        dst: Dst,
+        acc: Src,
+        a: Src,
+        b: Src,
     },
     /// Writes `value` (of `class`) to element `index + offset` of `memory`.
     Store {
@@ -181,6 +191,7 @@ impl Inst {
             | Inst::Select { dst, .. }
             | Inst::Convert { dst, .. }
             | Inst::Copy { dst, .. }
+            | Inst::MulAdd { dst, .. }
             | Inst::Load { dst, .. } => Some(dst),
             Inst::Param { dst, .. } => Some(Dst::U(dst)),
             Inst::Shuffle { dst, .. } => Some(Dst::V(dst)),
@@ -302,6 +313,12 @@ impl Program {
     pub fn instructions(&self) -> usize {
         self.code.len()
     }
+
+    /// The program, one numbered instruction per line (`v` registers are
+    /// lane vectors, `u` warp-uniform, `#` constants as register bits).
+    pub fn listing(&self) -> String {
+        self.code.iter().enumerate().map(|(pc, inst)| format!("{pc:4}  {inst:?}\n")).collect()
+    }
 }
 
 /// Variables that may differ between the lanes of a warp: assigned a
@@ -372,14 +389,15 @@ enum Key {
     Binary(BinaryOp, Class, Src, Src),
     Select(Src, Src, Src),
     Convert(Class, Class, Src),
-    Load(Memory, Src, u32),
+    Load(Memory, Src, Src, u32),
 }
 
 impl Key {
     fn operands(&self) -> Vec<Src> {
         match *self {
             Key::Special(_) | Key::Param(_) => vec![],
-            Key::Unary(_, _, a) | Key::Convert(_, _, a) | Key::Load(_, a, _) => vec![a],
+            Key::Unary(_, _, a) | Key::Convert(_, _, a) => vec![a],
+            Key::Load(_, index, base, _) => vec![index, base],
             Key::Binary(_, _, a, b) => vec![a, b],
             Key::Select(c, a, b) => vec![c, a, b],
         }
@@ -536,10 +554,11 @@ impl Compiler<'_> {
                         return Err(self.invalid(format!("v{} is uniform but loaded at a divergent index", var.0)));
                     }
                     if loaded == class_to {
-                        self.emit(Inst::Load { dst, memory: *memory, index, offset: offset as u32 });
+                        self.emit(Inst::Load { dst, memory: *memory, index, base: Src::K(0), offset: offset as u32 });
                     } else {
                         let temp = self.register(matches!(dst, Dst::U(_)));
-                        self.emit(Inst::Load { dst: temp, memory: *memory, index, offset: offset as u32 });
+                        let offset = offset as u32;
+                        self.emit(Inst::Load { dst: temp, memory: *memory, index, base: Src::K(0), offset });
                         self.emit(Inst::Convert { from: loaded, to: class_to, dst, a: temp.src() });
                     }
                     self.vars.insert(*var, VarRegister { dst, class: class_to });
@@ -684,6 +703,7 @@ impl Compiler<'_> {
             if fresh.src() == src && same_kind && !masked {
                 self.numbered.remove(&key);
                 set_dst(self.code.last_mut().expect("fresh value's instruction"), dst);
+                self.levels.insert(dst, self.loops.len());
                 self.fresh = None;
                 return Ok(());
             }
@@ -778,6 +798,37 @@ impl Compiler<'_> {
         }
     }
 
+    /// A load of element `index` of `memory`. An index `vector + uniform`
+    /// just computed becomes the load's own `index + base`.
+    fn load(&mut self, memory: Memory, dtype: DType, index: Src) -> (Src, Class) {
+        let mut split = (index, Src::K(0));
+        if let Some((dst, Key::Binary(BinaryOp::Add, Class::I64 | Class::I32, a, b))) = self.fresh {
+            if dst.src() == index {
+                match (a, b) {
+                    (Src::V(_), Src::U(_) | Src::K(_)) => split = (a, b),
+                    (Src::U(_) | Src::K(_), Src::V(_)) => split = (b, a),
+                    _ => {}
+                }
+                if split.0 != index {
+                    self.take_fresh();
+                }
+            }
+        }
+        let (index, base) = split;
+        let uniform = is_uniform(index) && is_uniform(base);
+        let key = Key::Load(memory, index, base, 0);
+        self.numbered(key, Class::loaded(dtype), uniform, |dst| Inst::Load { dst, memory, index, base, offset: 0 })
+    }
+
+    /// Removes the fresh value's instruction (the caller folds it into the
+    /// instruction that consumes it).
+    fn take_fresh(&mut self) {
+        if let Some((_, key)) = self.fresh.take() {
+            self.code.pop();
+            self.numbered.remove(&key);
+        }
+    }
+
     fn expr(&mut self, expr: &Expr) -> Result<(Src, Class), SimError> {
         Ok(match expr {
             Expr::Literal(literal) => {
@@ -846,6 +897,21 @@ impl Compiler<'_> {
                 }
                 let op = *op;
                 let uniform = is_uniform(a) && is_uniform(b);
+                if let (BinaryOp::Add, Class::F32, Some((product, Key::Binary(BinaryOp::Mul, Class::F32, p, q)))) =
+                    (op, class, self.fresh)
+                {
+                    let product = product.src();
+                    let acc = match (a == product, b == product) {
+                        (false, true) => Some(a),
+                        (true, false) => Some(b),
+                        _ => None,
+                    };
+                    if let Some(acc) = acc {
+                        self.take_fresh();
+                        let key = Key::Binary(op, class, a, b);
+                        return Ok(self.numbered(key, result, uniform, |dst| Inst::MulAdd { dst, acc, a: p, b: q }));
+                    }
+                }
                 self.numbered(Key::Binary(op, class, a, b), result, uniform, |dst| Inst::Binary {
                     op,
                     class,
@@ -878,24 +944,12 @@ impl Compiler<'_> {
             Expr::Load { buffer, index } => {
                 let dtype = self.buffer_param(*buffer)?;
                 let index = self.index(index)?;
-                let memory = Memory::Buffer(*buffer);
-                self.numbered(Key::Load(memory, index, 0), Class::loaded(dtype), is_uniform(index), |dst| Inst::Load {
-                    dst,
-                    memory,
-                    index,
-                    offset: 0,
-                })
+                self.load(Memory::Buffer(*buffer), dtype, index)
             }
             Expr::SharedLoad { array, index } => {
                 let dtype = self.shared_array(*array)?;
                 let index = self.index(index)?;
-                let memory = Memory::Shared(*array);
-                self.numbered(Key::Load(memory, index, 0), Class::loaded(dtype), is_uniform(index), |dst| Inst::Load {
-                    dst,
-                    memory,
-                    index,
-                    offset: 0,
-                })
+                self.load(Memory::Shared(*array), dtype, index)
             }
             Expr::ShuffleXor { value, mask } => {
                 let (a, class) = self.expr(value)?;
@@ -922,6 +976,7 @@ fn set_dst(inst: &mut Inst, to: Dst) {
         | Inst::Binary { dst, .. }
         | Inst::Select { dst, .. }
         | Inst::Convert { dst, .. }
+        | Inst::MulAdd { dst, .. }
         | Inst::Load { dst, .. } => *dst = to,
         Inst::Param { dst, .. } => match to {
             Dst::U(r) => *dst = r,

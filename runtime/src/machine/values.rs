@@ -116,6 +116,12 @@ fn unary_f64(op: UnaryOp, v: f64) -> f64 {
     }
 }
 
+/// `acc + a × b` on f32 register bits, rounded after each operation.
+#[inline(always)]
+pub(crate) fn mul_add(acc: u64, a: u64, b: u64) -> u64 {
+    fb(f(acc) + f(a) * f(b))
+}
+
 /// The class of `op`'s result on operands of `class`.
 pub(crate) fn binary_class(op: BinaryOp, class: Class) -> Class {
     if op.is_comparison() {
@@ -247,7 +253,7 @@ pub(crate) fn convert(from: Class, to: Class, bits: u64) -> u64 {
 
 /// The register bits of element `raw` (its little-endian bytes, zero-extended)
 /// of memory of `dtype`, in the class a load gives ([`Class::loaded`]).
-#[inline]
+#[inline(always)]
 pub(crate) fn decode(dtype: DType, raw: u64) -> u64 {
     match dtype {
         DType::F32 => raw,
