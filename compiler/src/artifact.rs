@@ -105,11 +105,19 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
     let mut blob = WeightsBlob::default();
     let mut weights: Vec<WeightInfo> = Vec::new();
     let mut weight_of: HashMap<ValueRef, u32> = HashMap::new();
+    // Group → its generated kernel, and → the shipped kernel it launches.
     let mut kernel_of = HashMap::new();
-    let mut kernels = Vec::with_capacity(compiled.kernels.len());
+    let mut shipped_of = HashMap::new();
+    let mut shipped_index = vec![0; compiled.kernels.len()];
+    let mut kernels = Vec::new();
     for (index, generated) in compiled.kernels.iter().enumerate() {
+        let first = compiled.same_as[index];
+        if first == index {
+            shipped_index[index] = kernels.len();
+            kernels.push(KernelInfo::describe(&generated.kernel));
+        }
         kernel_of.insert(generated.group, index);
-        kernels.push(KernelInfo::describe(&generated.kernel));
+        shipped_of.insert(generated.group, shipped_index[first]);
     }
 
     let mut launches = Vec::with_capacity(plan.order.len());
@@ -153,7 +161,7 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
         let cost = LaunchCost::of(graph, &contract);
         launches.push(Launch {
             group: format!("g{group}"),
-            variants: vec![Variant { ranges: Vec::new(), kernel: kernel_index as u32, arguments }],
+            variants: vec![Variant { ranges: Vec::new(), kernel: shipped_of[group] as u32, arguments }],
             flops: cost.flops.to_string(),
             bytes: cost.bytes.to_string(),
         });
@@ -190,7 +198,7 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
     let parts = ArtifactParts {
         manifest,
         weights: &blob.bytes,
-        kernels: compiled.kernels.iter().map(|k| &k.kernel).collect(),
+        kernels: compiled.distinct_kernels().map(|k| &k.kernel).collect(),
         code,
     };
     let weight_bytes = parts.manifest.weights.iter().map(|w| w.bytes as usize).sum();

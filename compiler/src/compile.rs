@@ -1,5 +1,10 @@
 //! `kiln compile`: the pipeline, then one kernel per fusion group, lowered to
 //! every requested target.
+//!
+//! Kernels identical up to their names (a model's layers produce the same
+//! few kernels over and over) are lowered and shipped once: every group that
+//! generated one launches the first of them, under that first one's name.
+//! Targets lower in parallel, one thread each.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,7 +37,11 @@ pub enum CompileError {
 pub struct CompiledModel {
     pub graph: Graph,
     pub plan: MemoryPlan,
+    /// One kernel per fusion group, in group order.
     pub kernels: Vec<GeneratedKernel>,
+    /// Per kernel: the index of the first kernel identical to it up to names
+    /// (itself if none before it is); only those firsts are lowered and shipped.
+    pub same_as: Vec<usize>,
     /// Machine code per target, one module with every kernel each: PTX and
     /// (where ptxas is installed) a cubin per NVIDIA chip, assembly per AMD chip.
     pub code: Vec<CodeObject>,
@@ -62,11 +71,25 @@ pub fn compile(
         graph.groups().keys().map(|&g| generate_kernel(&graph, g)).collect::<Result<_, _>>()?;
     phase_times.push(("generate".to_string(), started.elapsed()));
     progress(&format!("generated {} kernels in {:.2?}", kernels.len(), started.elapsed()));
-    let all: Vec<_> = kernels.iter().map(|k| &k.kernel).collect();
+    let same_as = first_identical(&kernels);
+    let distinct: Vec<_> = (0..kernels.len()).filter(|&i| same_as[i] == i).map(|i| &kernels[i].kernel).collect();
+    if distinct.len() < kernels.len() {
+        progress(&format!("{} distinct kernels of {}", distinct.len(), kernels.len()));
+    }
     let mut code = Vec::new();
     let mut resource_reports = Vec::new();
-    for target in targets {
-        let lowered = target.lower(&all).map_err(|message| lowering(target.as_ref(), message))?;
+    let lowered_per_target: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|target| {
+                let distinct = &distinct;
+                scope.spawn(move || target.lower(distinct).map_err(|message| lowering(target.as_ref(), message)))
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().expect("a lowering thread panicked")).collect()
+    });
+    for (target, lowered) in targets.iter().zip(lowered_per_target) {
+        let lowered = lowered?;
         for (step, time) in lowered.steps {
             progress(&format!("{step} in {time:.2?}"));
             phase_times.push((step, time));
@@ -77,7 +100,46 @@ pub fn compile(
         }
         code.extend(lowered.code);
     }
-    Ok(CompiledModel { graph, plan, kernels, code, resource_reports, phase_times })
+    Ok(CompiledModel { graph, plan, kernels, same_as, code, resource_reports, phase_times })
+}
+
+/// For each kernel, the index of the first kernel equal to it once kernel
+/// and parameter names are ignored (names do not change what a kernel does).
+fn first_identical(kernels: &[GeneratedKernel]) -> Vec<usize> {
+    let anonymous = |kernel: &kiln_runtime::kernel::Kernel| {
+        let mut copy = kernel.clone();
+        copy.name.clear();
+        for param in &mut copy.params {
+            match param {
+                kiln_runtime::kernel::Param::Buffer { name, .. } | kiln_runtime::kernel::Param::Scalar { name, .. } => {
+                    name.clear()
+                }
+            }
+        }
+        copy
+    };
+    let forms: Vec<_> = kernels.iter().map(|k| anonymous(&k.kernel)).collect();
+    // Candidates by printed form; equality decides (the text may round literals).
+    let mut by_text: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+    (0..kernels.len())
+        .map(|i| {
+            let candidates = by_text.entry(kiln_runtime::kernel::print_kernel(&forms[i])).or_default();
+            match candidates.iter().find(|&&j| forms[j] == forms[i]) {
+                Some(&j) => j,
+                None => {
+                    candidates.push(i);
+                    i
+                }
+            }
+        })
+        .collect()
+}
+
+impl CompiledModel {
+    /// The kernels lowered and shipped: the first of each identical set, in group order.
+    pub fn distinct_kernels(&self) -> impl Iterator<Item = &GeneratedKernel> {
+        self.kernels.iter().enumerate().filter(|(i, _)| self.same_as[*i] == *i).map(|(_, k)| k)
+    }
 }
 
 impl CompiledModel {

@@ -26,13 +26,16 @@ pub struct Constant {
     dtype: DType,
     shape: Vec<usize>,
     storage: Storage,
+    /// [`Constant::content_hash`], computed once (the bytes never change;
+    /// clones share what was computed before them).
+    hash: std::sync::OnceLock<String>,
 }
 
 impl Constant {
     /// A constant over owned bytes; fails when the length does not match.
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Constant, TensorBytesError> {
         check_length(dtype, &shape, bytes.len())?;
-        Ok(Constant { dtype, shape, storage: Storage::Owned(bytes.into()) })
+        Ok(Constant { dtype, shape, storage: Storage::Owned(bytes.into()), hash: Default::default() })
     }
 
     /// A constant over `length` bytes at `offset` of a mapped file; fails when
@@ -48,7 +51,7 @@ impl Constant {
         if offset.checked_add(length).is_none_or(|end| end > map.len()) {
             return Err(TensorBytesError { dtype, shape, expected: length, found: map.len().saturating_sub(offset) });
         }
-        Ok(Constant { dtype, shape, storage: Storage::Mapped { map, offset, length } })
+        Ok(Constant { dtype, shape, storage: Storage::Mapped { map, offset, length }, hash: Default::default() })
     }
 
     pub fn from_tensor(tensor: &Tensor) -> Constant {
@@ -56,6 +59,7 @@ impl Constant {
             dtype: tensor.dtype,
             shape: tensor.shape.clone(),
             storage: Storage::Owned(tensor.to_le_bytes().into()),
+            hash: Default::default(),
         }
     }
 
@@ -99,6 +103,27 @@ impl Constant {
         matches!(self.storage, Storage::Mapped { .. })
     }
 
+    /// The rank-2 constant transposed: its bytes moved element by element in
+    /// cache-sized tiles, never decoded (exact in every dtype, and fast for
+    /// weight matrices). `None` for other ranks.
+    pub fn transposed_2d(&self) -> Option<Constant> {
+        let &[rows, columns] = self.shape.as_slice() else { return None };
+        let source = self.bytes();
+        let mut moved = vec![0u8; source.len()];
+        match self.dtype.size_in_bytes() {
+            1 => transpose_elements::<1>(source, &mut moved, rows, columns),
+            2 => transpose_elements::<2>(source, &mut moved, rows, columns),
+            4 => transpose_elements::<4>(source, &mut moved, rows, columns),
+            _ => transpose_elements::<8>(source, &mut moved, rows, columns),
+        }
+        Some(Constant {
+            dtype: self.dtype,
+            shape: vec![columns, rows],
+            storage: Storage::Owned(moved.into()),
+            hash: Default::default(),
+        })
+    }
+
     /// The value, decoded for evaluation.
     pub fn to_tensor(&self) -> Tensor {
         Tensor::from_le_bytes(self.dtype, self.shape.clone(), self.bytes()).expect("length checked at construction")
@@ -109,15 +134,37 @@ impl Constant {
         self.dtype.is_integer().then(|| self.to_tensor().as_ints().map(<[i64]>::to_vec)).flatten()
     }
 
-    /// SHA-256 of dtype, shape and bytes, as lowercase hex.
+    /// SHA-256 of dtype, shape and bytes, as lowercase hex (computed once per constant).
     pub fn content_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.dtype.name().as_bytes());
-        for d in &self.shape {
-            hasher.update((*d as u64).to_le_bytes());
+        self.hash
+            .get_or_init(|| {
+                let mut hasher = Sha256::new();
+                hasher.update(self.dtype.name().as_bytes());
+                for d in &self.shape {
+                    hasher.update((*d as u64).to_le_bytes());
+                }
+                hasher.update(self.bytes());
+                hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .clone()
+    }
+}
+
+/// `to` = the `rows × columns` matrix of `N`-byte elements in `from`,
+/// transposed, in tiles that stay in cache.
+fn transpose_elements<const N: usize>(from: &[u8], to: &mut [u8], rows: usize, columns: usize) {
+    const TILE: usize = 32;
+    for row_start in (0..rows).step_by(TILE) {
+        for column_start in (0..columns).step_by(TILE) {
+            for row in row_start..(row_start + TILE).min(rows) {
+                for column in column_start..(column_start + TILE).min(columns) {
+                    let at = (row * columns + column) * N;
+                    let element: [u8; N] = from[at..at + N].try_into().expect("N bytes");
+                    let at = (column * rows + row) * N;
+                    to[at..at + N].copy_from_slice(&element);
+                }
+            }
         }
-        hasher.update(self.bytes());
-        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

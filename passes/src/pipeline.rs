@@ -144,6 +144,9 @@ impl Pipeline {
         graph: &mut Graph,
         observe: &mut dyn FnMut(Phase, &str, &Graph),
     ) -> Result<Option<MemoryPlan>, PassError> {
+        // `KILN_TIME_PASSES=1`: the time spent in each pass, on stderr at the end.
+        let timing = std::env::var_os("KILN_TIME_PASSES").is_some();
+        let mut times: Vec<(&str, std::time::Duration)> = Vec::new();
         for PhasePasses { phase, schedule, passes } in &self.phases {
             if *phase > self.options.stop_after {
                 break;
@@ -152,7 +155,15 @@ impl Pipeline {
             loop {
                 let mut changed = false;
                 for pass in passes {
-                    if pass.run(graph)? {
+                    let started = std::time::Instant::now();
+                    let ran = pass.run(graph)?;
+                    if timing {
+                        match times.iter_mut().find(|(name, _)| *name == pass.name()) {
+                            Some((_, total)) => *total += started.elapsed(),
+                            None => times.push((pass.name(), started.elapsed())),
+                        }
+                    }
+                    if ran {
                         changed = true;
                         if self.options.verify_each_pass || cfg!(debug_assertions) {
                             verify(graph)
@@ -171,6 +182,12 @@ impl Pipeline {
                         format!("phase {phase} did not settle in {MAX_ROUNDS} rounds"),
                     ));
                 }
+            }
+        }
+        if timing {
+            times.sort_by_key(|(_, time)| std::cmp::Reverse(*time));
+            for (name, time) in &times {
+                eprintln!("  pass {name}: {time:.2?}");
             }
         }
         if self.options.stop_after < Phase::Plan {

@@ -78,7 +78,7 @@ pub fn run(arguments: &Arguments) -> Result<()> {
         packed = Some(artifact);
     }
     let bound_text: Vec<String> = bounds.iter().map(|(s, (min, max))| format!("{s}={min}..{max}")).collect();
-    println!("kernels: {}", compiled.kernels.len());
+    println!("kernels: {} distinct", compiled.distinct_kernels().count());
     println!("fusion groups: {}", compiled.graph.groups().len());
     let formats = |target: &str| -> String {
         let names: Vec<&str> = compiled.code.iter().filter(|o| o.target == target).map(|o| o.format.name()).collect();

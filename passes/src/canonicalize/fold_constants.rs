@@ -40,14 +40,23 @@ impl Pass for FoldConstants {
             if output_count > ALWAYS_FOLD_ELEMENTS.max(largest_input) {
                 continue;
             }
-            let tensors: Vec<Tensor> = constants.iter().map(|c| c.to_tensor()).collect();
-            let arguments: Vec<&Tensor> = tensors.iter().collect();
-            let result = evaluate_op(&op, &arguments, &SymbolBindings::new()).map_err(|message| {
-                PassError::new(self.name(), format!("node `{}`: {message}", graph.node(node).name))
-            })?;
+            let folded = match (&op, constants.as_slice()) {
+                // Weight matrices: bytes moved, nothing decoded.
+                (Op::Transpose { permutation }, [matrix]) if permutation[..] == [1, 0] && matrix.shape().len() == 2 => {
+                    matrix.transposed_2d().expect("rank 2")
+                }
+                _ => {
+                    let tensors: Vec<Tensor> = constants.iter().map(|c| c.to_tensor()).collect();
+                    let arguments: Vec<&Tensor> = tensors.iter().collect();
+                    let result = evaluate_op(&op, &arguments, &SymbolBindings::new()).map_err(|message| {
+                        PassError::new(self.name(), format!("node `{}`: {message}", graph.node(node).name))
+                    })?;
+                    Constant::from_tensor(&result)
+                }
+            };
             let value = kiln_ir::ValueRef::new(node, 0);
             let name = graph.fresh_value_name(&format!("{}.folded", graph.value_name(value)));
-            let folded = graph.add_constant(&name, Constant::from_tensor(&result));
+            let folded = graph.add_constant(&name, folded);
             graph.replace_all_uses(value, folded);
             graph.remove_node(node);
             changed = true;

@@ -6,9 +6,8 @@
 //! Establishes: every weight matmul reads a constant `[n, k]` weight
 //! (`transpose_b`), and no weight is transposed at run time.
 
-use kiln_ir::eval::evaluate_op;
 use kiln_ir::graph::ValueRef;
-use kiln_ir::{Constant, Graph, Op, SymbolBindings};
+use kiln_ir::{Graph, Op};
 
 use crate::pass::{Pass, PassError};
 
@@ -37,11 +36,9 @@ impl Pass for PackMatmulWeights {
             if transpose_b {
                 continue;
             }
-            let packed =
-                evaluate_op(&Op::Transpose { permutation: vec![1, 0] }, &[&weight.to_tensor()], &SymbolBindings::new())
-                    .map_err(|message| PassError::new(self.name(), message))?;
+            let packed = weight.transposed_2d().expect("a rank-2 weight");
             let name = graph.fresh_value_name(&format!("{}.n_by_k", graph.value_name(inputs[1])));
-            let packed = graph.add_constant(&name, Constant::from_tensor(&packed));
+            let packed = graph.add_constant(&name, packed);
             let old = ValueRef::new(node, 0);
             let new_name = graph.fresh_value_name(graph.value_name(old));
             let replacement = graph
