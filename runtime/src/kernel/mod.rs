@@ -13,23 +13,38 @@
 //! the simulator ([`crate::sim`]) and lowered to MLIR by `kiln-targets`.
 
 pub mod codec;
+mod parse;
 mod print;
 
 use crate::{DType, Dim};
 
+pub use parse::{parse_kernel, KernelParseError};
 pub use print::print_kernel;
 
 /// A per-thread variable (mutable, typed at its `let`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Var(pub u32);
 
-/// A literal.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A literal. Literals are equal when their bits are (a NaN literal equals
+/// itself, `0.0` and `-0.0` differ), so kernels compare as programs.
+#[derive(Clone, Copy, Debug)]
 pub enum Literal {
     F32(f32),
     I64(i64),
     I32(i32),
     Bool(bool),
+}
+
+impl PartialEq for Literal {
+    fn eq(&self, other: &Literal) -> bool {
+        match (self, other) {
+            (Literal::F32(a), Literal::F32(b)) => a.to_bits() == b.to_bits(),
+            (Literal::I64(a), Literal::I64(b)) => a == b,
+            (Literal::I32(a), Literal::I32(b)) => a == b,
+            (Literal::Bool(a), Literal::Bool(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Literal {

@@ -154,7 +154,11 @@ fn expr(kernel: &Kernel, e: &Expr) -> String {
             Some(symbol) => format!("({} {symbol} {})", expr(kernel, a), expr(kernel, b)),
             None => format!(
                 "{}({}, {})",
-                if *op == BinaryOp::Max { "max" } else { "min" },
+                match op {
+                    BinaryOp::Max => "max",
+                    BinaryOp::Min => "min",
+                    _ => "pow",
+                },
                 expr(kernel, a),
                 expr(kernel, b)
             ),

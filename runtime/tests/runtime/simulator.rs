@@ -369,3 +369,30 @@ fn shared_memory_vectors_are_race_checked_like_scalars() {
         run_kernel(&shared_vector_rotation(false), &mut arguments, &SymbolBindings::new(), SimOptions::default());
     assert!(matches!(error, Err(SimError::SharedRace { .. }) | Err(SimError::UninitializedShared { .. })), "{error:?}");
 }
+
+#[test]
+fn kernels_parse_back_from_their_text_and_hand_written_text_parses() {
+    use kiln_runtime::kernel::{parse_kernel, print_kernel};
+    for kernel in [vector_add(BinaryOp::Lt), block_sum(true), vector_copy(4), shared_vector_rotation(true)] {
+        let text = print_kernel(&kernel);
+        assert_eq!(parse_kernel(&text).unwrap(), kernel, "{text}");
+    }
+    let text = "kernel scale(in x: f32*, out y: f32*, n: i64) threads 64 blocks ((n + 63)/64) {
+  let v0: i64 = ((i64(block) * i64(threads)) + i64(thread))
+  if (v0 < n) {
+    y[v0] = (x[v0] * -2.5)
+  } else {
+    barrier
+  }
+}
+";
+    let kernel = parse_kernel(text).unwrap();
+    assert_eq!(print_kernel(&kernel), text);
+    let mut arguments =
+        vec![buffer(DType::F32, vec![1.0, 2.0]), buffer(DType::F32, vec![0.0, 0.0]), SimArgument::Scalar(2.0)];
+    let error = run_kernel(&kernel, &mut arguments, &bindings(2), SimOptions::default()).unwrap_err();
+    assert!(matches!(error, SimError::DivergentBarrier { .. }), "the else branch's barrier: {error}");
+    let bad = parse_kernel("kernel k(in x: f32*) threads 32 blocks 1 {\n  x[0] = (y + 1)\n}\n").unwrap_err();
+    assert_eq!(bad.line, 2, "{bad}");
+    assert!(bad.to_string().contains("`y` is not a variable"), "{bad}");
+}
