@@ -35,7 +35,8 @@ fn every_testdata_model_round_trips_through_text() {
 }
 
 /// Kernel IR's text form round-trips too: every kernel generated for every
-/// testdata model, at every precision, parses back to the same kernel.
+/// testdata model, at every precision, passes the verifier and parses back
+/// to the same kernel.
 #[test]
 fn every_generated_kernel_round_trips_through_text() {
     use kiln_passes::{Phase, Pipeline, PipelineOptions, Precision};
@@ -48,6 +49,7 @@ fn every_generated_kernel_round_trips_through_text() {
             Pipeline::new(options).run(&mut graph, &mut |_, _, _| {}).expect("optimizes");
             for &group in graph.groups().keys() {
                 let kernel = kiln_targets::generate::generate_kernel(&graph, group).expect("generates").kernel;
+                kiln_runtime::kernel::verify_kernel(&kernel).unwrap_or_else(|e| panic!("{}: {e}", model.name));
                 let text = print_kernel(&kernel);
                 let parsed =
                     parse_kernel(&text).unwrap_or_else(|e| panic!("{} {}: {e}\n{text}", model.name, kernel.name));

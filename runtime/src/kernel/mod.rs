@@ -15,11 +15,15 @@
 pub mod codec;
 mod parse;
 mod print;
+mod uniformity;
+mod verify;
 
 use crate::{DType, Dim};
 
 pub use parse::{parse_kernel, KernelParseError};
 pub use print::print_kernel;
+pub use uniformity::{divergent_vars, is_uniform};
+pub use verify::{verify_kernel, KernelVerifyError};
 
 /// A per-thread variable (mutable, typed at its `let`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -233,14 +237,15 @@ pub fn is_vector_width(dtype: DType, count: usize) -> bool {
     count >= 2 && count.is_power_of_two() && count * dtype.size_in_bytes() <= 16
 }
 
-/// The register type of a value loaded from memory of `dtype`: floats load
-/// as f32, i32 as i32, bool as bool, every other integer as i64. The one rule
-/// the simulator, the machine, the generators and the lowering share.
+/// The register type of values of `dtype` — of a load from memory of
+/// `dtype`, and of the values generators compute for tensors of `dtype`:
+/// floats are f32, bool is bool, every integer is i64 (sign- or
+/// zero-extended). The one rule the interpreter, the machine, the generators
+/// and the lowering share (the lowering's loads widen to it).
 pub fn register_type(dtype: DType) -> DType {
     match dtype {
         d if d.is_float() => DType::F32,
         DType::Bool => DType::Bool,
-        DType::I32 => DType::I32,
         _ => DType::I64,
     }
 }

@@ -276,7 +276,7 @@ impl Program {
             .collect();
         let mut compiler = Compiler {
             kernel,
-            divergent: divergent_vars(&kernel.body),
+            divergent: crate::kernel::divergent_vars(&kernel.body),
             code: Vec::new(),
             vector_registers: 0,
             uniform_registers: 0,
@@ -319,65 +319,6 @@ impl Program {
     pub fn listing(&self) -> String {
         self.code.iter().enumerate().map(|(pc, inst)| format!("{pc:4}  {inst:?}\n")).collect()
     }
-}
-
-/// Variables that may differ between the lanes of a warp: assigned a
-/// non-uniform value, or assigned under control flow that is not uniform.
-/// A fixpoint, since a loop may make a variable divergent after its first use.
-fn divergent_vars(body: &[Stmt]) -> HashSet<Var> {
-    fn uniform(expr: &Expr, divergent: &HashSet<Var>) -> bool {
-        match expr {
-            Expr::Literal(_) | Expr::Param(_) => true,
-            Expr::Special(special) => !matches!(special, Special::ThreadIndex | Special::Lane),
-            Expr::Var(var) => !divergent.contains(var),
-            Expr::Unary(_, a) | Expr::Cast(_, a) => uniform(a, divergent),
-            Expr::Binary(_, a, b) => uniform(a, divergent) && uniform(b, divergent),
-            Expr::Select(c, a, b) => uniform(c, divergent) && uniform(a, divergent) && uniform(b, divergent),
-            Expr::Load { index, .. } | Expr::SharedLoad { index, .. } => uniform(index, divergent),
-            Expr::ShuffleXor { value, .. } => uniform(value, divergent),
-        }
-    }
-    fn walk(body: &[Stmt], control: bool, divergent: &mut HashSet<Var>) -> bool {
-        let mut changed = false;
-        let mark = |var: Var, divergent: &mut HashSet<Var>| divergent.insert(var);
-        for stmt in body {
-            match stmt {
-                Stmt::Let { var, value, .. } | Stmt::Assign { var, value } => {
-                    if !(control && uniform(value, divergent)) {
-                        changed |= mark(*var, divergent);
-                    }
-                }
-                Stmt::VectorLoad { vars, index, .. } => {
-                    if !(control && uniform(index, divergent)) {
-                        for var in vars {
-                            changed |= mark(*var, divergent);
-                        }
-                    }
-                }
-                Stmt::If { condition, then, otherwise } => {
-                    let inner = control && uniform(condition, divergent);
-                    changed |= walk(then, inner, divergent);
-                    changed |= walk(otherwise, inner, divergent);
-                }
-                Stmt::For { var, start, end, body, .. } => {
-                    let inner = control && uniform(start, divergent) && uniform(end, divergent);
-                    if !inner {
-                        changed |= mark(*var, divergent);
-                    }
-                    changed |= walk(body, inner, divergent);
-                }
-                Stmt::Store { .. }
-                | Stmt::SharedStore { .. }
-                | Stmt::AtomicAdd { .. }
-                | Stmt::VectorStore { .. }
-                | Stmt::Barrier => {}
-            }
-        }
-        changed
-    }
-    let mut divergent = HashSet::new();
-    while walk(body, true, &mut divergent) {}
-    divergent
 }
 
 /// What a value-numbered expression computed.

@@ -25,14 +25,7 @@ impl Value {
     }
 }
 
-/// The register type of values of `dtype`.
-pub fn register_type(dtype: DType) -> DType {
-    match dtype {
-        d if d.is_float() => DType::F32,
-        DType::Bool => DType::Bool,
-        _ => DType::I64,
-    }
-}
+pub use kiln_runtime::kernel::register_type;
 
 /// A thread's run of consecutive output elements (see the elementwise
 /// generator): the coordinates of each lane of the run over `shape`. A stored

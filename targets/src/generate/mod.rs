@@ -88,5 +88,8 @@ pub fn generate_kernel(graph: &Graph, group: GroupId) -> Result<GeneratedKernel,
     }
     .map_err(fail)?;
     let (kernel, bindings) = context.finish(body).map_err(fail)?;
+    if cfg!(debug_assertions) {
+        kiln_runtime::kernel::verify_kernel(&kernel).map_err(|e| fail(e.to_string()))?;
+    }
     Ok(GeneratedKernel { group, kernel, bindings })
 }

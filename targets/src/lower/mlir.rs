@@ -781,7 +781,15 @@ impl Emitter<'_> {
     }
 
     /// A memory element of `dtype` as a register value.
+    /// A loaded element of `dtype` in its register form: the type
+    /// [`kiln_runtime::kernel::register_type`] gives (the one rule).
     fn register_form(&mut self, name: String, dtype: DType) -> Result<Ssa, String> {
+        let form = self.widen(name, dtype)?;
+        debug_assert_eq!(form.dtype, kiln_runtime::kernel::register_type(dtype), "the register-type rule");
+        Ok(form)
+    }
+
+    fn widen(&mut self, name: String, dtype: DType) -> Result<Ssa, String> {
         Ok(match dtype {
             DType::Bool => {
                 let zero = self.fresh();
