@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{
     divergent_vars, is_uniform, is_vector_width, register_type, Expr, Kernel, Literal, Memory, Param, SharedArray,
-    Special, Stmt, UnaryOp, Var,
+    Stmt, UnaryOp, Var,
 };
 use crate::DType;
 
