@@ -728,19 +728,26 @@ impl<'a> Access<'a> {
                             ErrorAt::OutOfBounds { access: "read", name, index: element, length: length as usize };
                         return Err((bounds, lane));
                     }
-                    out[lane as usize] = values::decode(dtype, $read(element as usize));
+                    out[lane as usize] = $read(element as usize);
                 }
             }};
         }
-        match (&self.target, self.size) {
-            (Target::Global(window), 4) => each_lane!(|e: usize| window.load(e * 4, 4)),
-            (Target::Global(window), 8) => each_lane!(|e: usize| window.load(e * 8, 8)),
-            (Target::Global(window), 2) => each_lane!(|e: usize| window.load(e * 2, 2)),
-            (Target::Global(window), _) => each_lane!(|e: usize| window.load(e, 1)),
-            (Target::Shared { offset: base, .. }, 4) => each_lane!(|e: usize| shared.load(base + e * 4, 4)),
-            (Target::Shared { offset: base, .. }, 8) => each_lane!(|e: usize| shared.load(base + e * 8, 8)),
-            (Target::Shared { offset: base, .. }, 2) => each_lane!(|e: usize| shared.load(base + e * 2, 2)),
-            (Target::Shared { offset: base, .. }, _) => each_lane!(|e: usize| shared.load(base + e, 1)),
+        // f32 and i64 elements are their register bits: no decoding in the lane loop.
+        let raw = matches!(dtype, DType::F32 | DType::I64);
+        match (&self.target, self.size, raw) {
+            (Target::Global(window), 4, true) => each_lane!(|e: usize| window.load(e * 4, 4)),
+            (Target::Global(window), 8, true) => each_lane!(|e: usize| window.load(e * 8, 8)),
+            (Target::Shared { offset: base, .. }, 4, true) => each_lane!(|e: usize| shared.load(base + e * 4, 4)),
+            (Target::Shared { offset: base, .. }, 8, true) => each_lane!(|e: usize| shared.load(base + e * 8, 8)),
+            (Target::Global(window), size, false) => {
+                each_lane!(|e: usize| values::decode(dtype, window.load(e * size, size)))
+            }
+            (Target::Shared { offset: base, .. }, size, _) => {
+                each_lane!(|e: usize| values::decode(dtype, shared.load(base + e * size, size)))
+            }
+            (Target::Global(window), size, true) => {
+                each_lane!(|e: usize| values::decode(dtype, window.load(e * size, size)))
+            }
         }
         Ok(())
     }
