@@ -59,7 +59,7 @@ impl SimExecutor {
     }
 
     fn machine_options(&self) -> MachineOptions {
-        MachineOptions { warp_size: self.options.warp_size, seed: self.options.seed, threads: 0 }
+        MachineOptions { warp_size: self.options.warp_size, seed: self.options.seed, ..MachineOptions::default() }
     }
 }
 

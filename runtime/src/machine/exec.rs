@@ -30,11 +30,104 @@ pub struct MachineOptions {
     /// Worker threads for the blocks of one launch; 0: one per core
     /// (capped by `KILN_SIM_THREADS`).
     pub threads: usize,
+    /// Count memory traffic and shared-memory bank conflicts ([`Counters`]).
+    pub counters: bool,
+}
+
+/// What a launch asked of memory, counted the way the hardware serves it:
+/// one request per warp-wide access (a vector access is one request of its
+/// whole width); global requests touch 32-byte sectors; shared requests are
+/// split into phases — the whole warp for accesses of up to 4 bytes per
+/// lane, half-warps for 8, quarter-warps for 16 — and a phase takes as many
+/// wavefronts as the most distinct 4-byte words any one of the 32 banks
+/// holds among its lanes (lanes reading the same word share it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub global_requests: u64,
+    pub global_bytes_read: u64,
+    pub global_bytes_written: u64,
+    pub global_sectors_read: u64,
+    pub global_sectors_written: u64,
+    pub shared_requests: u64,
+    pub shared_wavefronts: u64,
+    /// Wavefronts beyond one per phase: the replays bank conflicts cost.
+    pub shared_conflict_wavefronts: u64,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.global_requests += other.global_requests;
+        self.global_bytes_read += other.global_bytes_read;
+        self.global_bytes_written += other.global_bytes_written;
+        self.global_sectors_read += other.global_sectors_read;
+        self.global_sectors_written += other.global_sectors_written;
+        self.shared_requests += other.shared_requests;
+        self.shared_wavefronts += other.shared_wavefronts;
+        self.shared_conflict_wavefronts += other.shared_conflict_wavefronts;
+    }
+
+    /// One request: each active lane of `mask` accesses `bytes` bytes at
+    /// element `indices[lane] + offset` of `access`.
+    fn request(&mut self, access: &Access<'_>, indices: &[u64], offset: i64, mask: u64, bytes: usize, write: bool) {
+        let lanes: Vec<(u32, usize)> = active(mask)
+            .map(|lane| {
+                (lane, ((indices[lane as usize] as i64).wrapping_add(offset) as usize).wrapping_mul(access.size))
+            })
+            .collect();
+        match &access.target {
+            Target::Global(window) => {
+                let mut sectors: Vec<usize> = Vec::new();
+                for &(_, at) in &lanes {
+                    let address = window.address().wrapping_add(at);
+                    sectors.extend(address / 32..=(address + bytes - 1) / 32);
+                }
+                sectors.sort_unstable();
+                sectors.dedup();
+                self.global_requests += 1;
+                let moved = (lanes.len() * bytes) as u64;
+                if write {
+                    self.global_bytes_written += moved;
+                    self.global_sectors_written += sectors.len() as u64;
+                } else {
+                    self.global_bytes_read += moved;
+                    self.global_sectors_read += sectors.len() as u64;
+                }
+            }
+            Target::Shared { offset: base, .. } => {
+                let phase_lanes = match bytes {
+                    0..=4 => 32,
+                    5..=8 => 16,
+                    _ => 8,
+                };
+                self.shared_requests += 1;
+                let mut phases: Vec<Vec<usize>> = Vec::new();
+                for &(lane, at) in &lanes {
+                    let phase = lane as usize / phase_lanes;
+                    if phases.len() <= phase {
+                        phases.resize(phase + 1, Vec::new());
+                    }
+                    let address = base + at;
+                    phases[phase].extend(address / 4..(address + bytes).div_ceil(4));
+                }
+                for mut words in phases.into_iter().filter(|words| !words.is_empty()) {
+                    words.sort_unstable();
+                    words.dedup();
+                    let mut per_bank = [0u64; 32];
+                    for word in words {
+                        per_bank[word % 32] += 1;
+                    }
+                    let degree = per_bank.iter().copied().max().unwrap_or(1).max(1);
+                    self.shared_wavefronts += degree;
+                    self.shared_conflict_wavefronts += degree - 1;
+                }
+            }
+        }
+    }
 }
 
 impl Default for MachineOptions {
     fn default() -> MachineOptions {
-        MachineOptions { warp_size: 32, seed: 0x5eed, threads: 0 }
+        MachineOptions { warp_size: 32, seed: 0x5eed, threads: 0, counters: false }
     }
 }
 
@@ -57,14 +150,15 @@ pub enum Binding {
 
 /// Runs `program` once over `regions` in place; the grid size is evaluated
 /// under `symbols`. Blocks may run on several threads: a kernel must not
-/// depend on another block's writes, as on a GPU.
+/// depend on another block's writes, as on a GPU. Returns the launch's
+/// memory counters (all zero unless [`MachineOptions::counters`]).
 pub fn launch(
     program: &Program,
     regions: &mut [Region<'_>],
     bindings: &[Binding],
     symbols: &SymbolBindings,
     options: MachineOptions,
-) -> Result<(), SimError> {
+) -> Result<Counters, SimError> {
     let invalid = |message: String| SimError::Invalid { kernel: program.name.clone(), message };
     if !(1..=64).contains(&options.warp_size) {
         return Err(invalid(format!("warps of {} lanes", options.warp_size)));
@@ -112,18 +206,26 @@ pub fn launch(
         order.swap(i, j);
     }
     let work: Vec<(u64, u64)> = order.into_iter().map(|block| (block, random.next())).collect();
-    let launch = Launch { program, windows, scalars, blocks: blocks as u64, warp_size: options.warp_size };
+    let launch = Launch {
+        program,
+        windows,
+        scalars,
+        blocks: blocks as u64,
+        warp_size: options.warp_size,
+        counting: options.counters,
+    };
     let workers = worker_count(program, options, work.len());
     if workers <= 1 {
         let mut runner = BlockRunner::new(&launch);
         for &(block, seed) in &work {
             runner.run(block, seed)?;
         }
-        return Ok(());
+        return Ok(runner.counters);
     }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<(usize, SimError)>> = Mutex::new(None);
+    let total = Mutex::new(Counters::default());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
@@ -143,12 +245,13 @@ pub fn launch(
                         break;
                     }
                 }
+                total.lock().unwrap_or_else(|p| p.into_inner()).add(&runner.counters);
             });
         }
     });
     match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some((_, error)) => Err(error),
-        None => Ok(()),
+        None => Ok(total.into_inner().unwrap_or_else(|p| p.into_inner())),
     }
 }
 
@@ -182,6 +285,7 @@ struct Launch<'p> {
     scalars: Vec<u64>,
     blocks: u64,
     warp_size: usize,
+    counting: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -212,6 +316,7 @@ struct BlockRunner<'l, 'p> {
     shared: SharedMemory,
     scratch: [Vec<u64>; 3],
     order: Vec<usize>,
+    counters: Counters,
 }
 
 impl<'l, 'p> BlockRunner<'l, 'p> {
@@ -241,6 +346,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
             shared: SharedMemory::new(program.shared_bytes),
             scratch: [vec![0; w], vec![0; w], vec![0; w]],
             order: Vec::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -294,7 +400,8 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
         let program = launch.program;
         let code = &program.code;
         let w = launch.warp_size;
-        let BlockRunner { warps, shared, scratch, .. } = self;
+        let BlockRunner { warps, shared, scratch, counters, .. } = self;
+        let counting = launch.counting;
         let warp = &mut warps[index];
         let [s0, s1, s2] = scratch;
         let thread_of = |lane: u32| (index * w) as u64 + lane as u64;
@@ -406,9 +513,13 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         }
                     }
                 },
-                Inst::Load { dst, memory, index, base, offset } => {
+                Inst::Load { dst, memory, index, base, offset, piece } => {
                     let access = Access::of(program, launch, memory);
                     let offset = (scalar(u, base) as i64).wrapping_add(offset as i64);
+                    if counting && !piece {
+                        let indices = lanes(v, u, w, index, u32::MAX, s0);
+                        counters.request(&access, indices, offset, warp.mask, access.size, false);
+                    }
                     match (dst, index) {
                         (_, Src::U(_) | Src::K(_)) => {
                             let lane = warp.mask.trailing_zeros();
@@ -429,10 +540,13 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         (Dst::U(_), Src::V(_)) => return Err(internal(program, "a uniform load at a divergent index")),
                     }
                 }
-                Inst::Store { memory, index, offset, value, class } => {
+                Inst::Store { memory, index, offset, value, class, piece } => {
                     let access = Access::of(program, launch, memory);
                     let indices = lanes(v, u, w, index, u32::MAX, s0);
                     let values_ = lanes(v, u, w, value, u32::MAX, s1);
+                    if counting && !piece {
+                        counters.request(&access, indices, offset as i64, warp.mask, access.size, true);
+                    }
                     for lane in active(warp.mask) {
                         let element = indices[lane as usize] as i64 + offset as i64;
                         let raw = values::encode(access.dtype, class, values_[lane as usize]);
@@ -444,6 +558,9 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     let indices = lanes(v, u, w, index, u32::MAX, s0);
                     let values_ = lanes(v, u, w, value, u32::MAX, s1);
                     let loaded = Class::loaded(access.dtype);
+                    if counting {
+                        counters.request(&access, indices, 0, warp.mask, access.size, true);
+                    }
                     for lane in active(warp.mask) {
                         let element = indices[lane as usize] as i64;
                         let current = access.load(shared, element).map_err(|kind| error_at(kind, lane))?;
@@ -452,8 +569,12 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         access.store(shared, element, raw).map_err(|kind| error_at(kind, lane))?;
                     }
                 }
-                Inst::CheckAligned { memory, index, width } => {
+                Inst::VectorAccess { memory, index, width, write } => {
                     let indices = lanes(v, u, w, index, u32::MAX, s0);
+                    if counting {
+                        let access = Access::of(program, launch, memory);
+                        counters.request(&access, indices, 0, warp.mask, access.size * width as usize, write);
+                    }
                     for lane in active(warp.mask) {
                         let element = indices[lane as usize] as i64;
                         if element.rem_euclid(width as i64) != 0 {

@@ -11,18 +11,24 @@
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-/// Owned bytes whose first byte is 16-byte aligned (the widest access).
+/// 64 bytes, 64-byte aligned: the unit [`AlignedBytes`] allocates in.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// Owned bytes whose first byte is 64-byte aligned (16 for the widest
+/// access; 32 so global 32-byte sectors are counted as a GPU's 256-byte-aligned
+/// allocations have them).
 #[derive(Clone, Default)]
 pub struct AlignedBytes {
-    words: Vec<u128>,
+    words: Vec<Line>,
     len: usize,
 }
 
 impl AlignedBytes {
     /// `len` bytes, each `fill`.
     pub fn filled(len: usize, fill: u8) -> AlignedBytes {
-        let word = u128::from_ne_bytes([fill; 16]);
-        AlignedBytes { words: vec![word; len.div_ceil(16)], len }
+        AlignedBytes { words: vec![Line([fill; 64]); len.div_ceil(64)], len }
     }
 
     /// A 16-byte-aligned copy of `bytes`.
@@ -34,9 +40,8 @@ impl AlignedBytes {
 
     /// Makes it `len` bytes of `fill` (reusing the allocation).
     pub fn refill(&mut self, len: usize, fill: u8) {
-        let word = u128::from_ne_bytes([fill; 16]);
         self.words.clear();
-        self.words.resize(len.div_ceil(16), word);
+        self.words.resize(len.div_ceil(64), Line([fill; 64]));
         self.len = len;
     }
 
@@ -91,6 +96,12 @@ impl Window {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The address of the window's first byte (for counting 32-byte sectors;
+    /// regions start 64-byte aligned).
+    pub(crate) fn address(&self) -> usize {
+        self.base as usize
     }
 
     /// The window of bytes `range` of this one, when in bounds and 16-byte aligned.

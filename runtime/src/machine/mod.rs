@@ -29,7 +29,7 @@ pub mod memory;
 mod program;
 mod values;
 
-pub use exec::{launch, Binding, MachineOptions, Region};
+pub use exec::{launch, Binding, Counters, MachineOptions, Region};
 pub use memory::AlignedBytes;
 pub use program::Program;
 
@@ -40,14 +40,14 @@ use crate::SymbolBindings;
 
 /// Runs `kernel` on interpreter-style arguments (buffers of f64 elements,
 /// updated in place): each buffer is encoded to bytes, the program runs,
-/// the writable buffers are decoded back. For tests that compare the
-/// machine with the interpreter on the same inputs.
+/// the writable buffers are decoded back; returns the launch's counters. For
+/// tests that compare the machine with the interpreter on the same inputs.
 pub fn run_on_arguments(
     kernel: &Kernel,
     arguments: &mut [SimArgument],
     symbols: &SymbolBindings,
     options: MachineOptions,
-) -> Result<(), SimError> {
+) -> Result<Counters, SimError> {
     let program = Program::compile(kernel)?;
     let mut memories: Vec<AlignedBytes> = Vec::new();
     let mut bindings = Vec::with_capacity(arguments.len());
@@ -62,9 +62,10 @@ pub fn run_on_arguments(
             SimArgument::Scalar(value) => bindings.push(Binding::Scalar(*value)),
         }
     }
+    let counters;
     {
         let mut regions: Vec<Region> = memories.iter_mut().map(|m| Region::ReadWrite(m.as_bytes_mut())).collect();
-        launch(&program, &mut regions, &bindings, symbols, options)?;
+        counters = launch(&program, &mut regions, &bindings, symbols, options)?;
     }
     for ((argument, binding), param) in arguments.iter_mut().zip(&bindings).zip(&kernel.params) {
         if let (SimArgument::Buffer(buffer), Binding::Buffer { region, .. }, Param::Buffer { writable: true, .. }) =
@@ -73,5 +74,5 @@ pub fn run_on_arguments(
             buffer.data = decode_elements(buffer.dtype, memories[*region].as_bytes());
         }
     }
-    Ok(())
+    Ok(counters)
 }

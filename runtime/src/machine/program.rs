@@ -99,6 +99,8 @@ pub(crate) enum Inst {
         index: Src,
         base: Src,
         offset: u32,
+        /// One element of a vector access (its [`Inst::VectorAccess`] counts the traffic).
+        piece: bool,
     },
     /// `acc + a × b` in f32, rounded after the product and after the sum
     /// (two kernel IR operations, one dispatch).
@@ -115,6 +117,8 @@ pub(crate) enum Inst {
         offset: u32,
         value: Src,
         class: Class,
+        /// One element of a vector access (its [`Inst::VectorAccess`] counts the traffic).
+        piece: bool,
     },
     AtomicAdd {
         buffer: usize,
@@ -122,11 +126,14 @@ pub(crate) enum Inst {
         value: Src,
         class: Class,
     },
-    /// Every active lane's `index` must be a multiple of `width`.
-    CheckAligned {
+    /// A vector access of `width` elements at each active lane's `index`:
+    /// the index must be a multiple of `width` (the access aligned to its
+    /// size); with counters on, its traffic is counted here as one request.
+    VectorAccess {
         memory: Memory,
         index: Src,
         width: u32,
+        write: bool,
     },
     Shuffle {
         dst: u32,
@@ -464,14 +471,21 @@ impl Compiler<'_> {
                 self.buffer_param(*buffer)?;
                 let index = self.index(index)?;
                 let (value, class) = self.expr(value)?;
-                self.emit(Inst::Store { memory: Memory::Buffer(*buffer), index, offset: 0, value, class });
+                self.emit(Inst::Store {
+                    memory: Memory::Buffer(*buffer),
+                    index,
+                    offset: 0,
+                    value,
+                    class,
+                    piece: false,
+                });
                 self.forget_memory(Memory::Buffer(*buffer));
             }
             Stmt::SharedStore { array, index, value } => {
                 self.shared_array(*array)?;
                 let index = self.index(index)?;
                 let (value, class) = self.expr(value)?;
-                self.emit(Inst::Store { memory: Memory::Shared(*array), index, offset: 0, value, class });
+                self.emit(Inst::Store { memory: Memory::Shared(*array), index, offset: 0, value, class, piece: false });
                 self.forget_memory(Memory::Shared(*array));
             }
             Stmt::AtomicAdd { buffer, index, value } => {
@@ -485,7 +499,7 @@ impl Compiler<'_> {
             Stmt::VectorLoad { vars, dtype, memory, index } => {
                 self.memory(*memory)?;
                 let index = self.index(index)?;
-                self.emit(Inst::CheckAligned { memory: *memory, index, width: vars.len() as u32 });
+                self.emit(Inst::VectorAccess { memory: *memory, index, width: vars.len() as u32, write: false });
                 let loaded = Class::loaded(self.memory_dtype(*memory));
                 let class_to = Class::declared(*dtype);
                 let uniform_index = !matches!(index, Src::V(_));
@@ -495,11 +509,19 @@ impl Compiler<'_> {
                         return Err(self.invalid(format!("v{} is uniform but loaded at a divergent index", var.0)));
                     }
                     if loaded == class_to {
-                        self.emit(Inst::Load { dst, memory: *memory, index, base: Src::K(0), offset: offset as u32 });
+                        let offset = offset as u32;
+                        self.emit(Inst::Load { dst, memory: *memory, index, base: Src::K(0), offset, piece: true });
                     } else {
                         let temp = self.register(matches!(dst, Dst::U(_)));
                         let offset = offset as u32;
-                        self.emit(Inst::Load { dst: temp, memory: *memory, index, base: Src::K(0), offset });
+                        self.emit(Inst::Load {
+                            dst: temp,
+                            memory: *memory,
+                            index,
+                            base: Src::K(0),
+                            offset,
+                            piece: true,
+                        });
                         self.emit(Inst::Convert { from: loaded, to: class_to, dst, a: temp.src() });
                     }
                     self.vars.insert(*var, VarRegister { dst, class: class_to });
@@ -512,9 +534,9 @@ impl Compiler<'_> {
                 for value in values {
                     sources.push(self.expr(value)?);
                 }
-                self.emit(Inst::CheckAligned { memory: *memory, index, width: values.len() as u32 });
+                self.emit(Inst::VectorAccess { memory: *memory, index, width: values.len() as u32, write: true });
                 for (offset, (value, class)) in sources.into_iter().enumerate() {
-                    self.emit(Inst::Store { memory: *memory, index, offset: offset as u32, value, class });
+                    self.emit(Inst::Store { memory: *memory, index, offset: offset as u32, value, class, piece: true });
                 }
                 self.forget_memory(*memory);
             }
@@ -758,7 +780,14 @@ impl Compiler<'_> {
         let (index, base) = split;
         let uniform = is_uniform(index) && is_uniform(base);
         let key = Key::Load(memory, index, base, 0);
-        self.numbered(key, Class::loaded(dtype), uniform, |dst| Inst::Load { dst, memory, index, base, offset: 0 })
+        self.numbered(key, Class::loaded(dtype), uniform, |dst| Inst::Load {
+            dst,
+            memory,
+            index,
+            base,
+            offset: 0,
+            piece: false,
+        })
     }
 
     /// Removes the fresh value's instruction (the caller folds it into the

@@ -192,3 +192,71 @@ fn a_kernel_writing_a_read_only_buffer_or_bound_wrongly_is_refused() {
             .unwrap_err();
     assert!(error.to_string().contains("16-byte-aligned"), "{error}");
 }
+
+/// One warp stores to shared memory at `thread × stride` (as one access of
+/// `width` floats per lane), waits, reads it back the same way and writes
+/// `y[thread × y_stride]`.
+fn strided(stride: i64, width: usize, y_stride: i64) -> Kernel {
+    let access = |target: &str| {
+        if width == 1 {
+            format!("{target}[(v0 * {stride})]")
+        } else {
+            format!("{target}.v{width}[(v0 * {stride})]")
+        }
+    };
+    let vars: Vec<String> = (1..=width).map(|i| format!("v{i}")).collect();
+    let ones: Vec<&str> = vec!["1.0"; width];
+    let (store, load) = if width == 1 {
+        (format!("  {} = 1.0\n", access("s")), format!("  let v1: f32 = {}\n", access("s")))
+    } else {
+        (
+            format!("  {} = ({})\n", access("s"), ones.join(", ")),
+            format!("  let {}: f32 = {}\n", vars.join(", "), access("s")),
+        )
+    };
+    let text = format!(
+        "kernel strided(out y: f32*) threads 32 blocks 1 {{\n  shared s: f32[2048] align 16\n  let v0: i64 = i64(thread)\n{store}  barrier\n{load}  y[(v0 * {y_stride})] = v1\n}}\n"
+    );
+    kiln_runtime::kernel::parse_kernel(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn counted(kernel: &Kernel, y_elements: usize) -> kiln_runtime::machine::Counters {
+    let mut arguments = vec![buffer(DType::F32, vec![0.0; y_elements])];
+    let options = MachineOptions { counters: true, ..MachineOptions::default() };
+    run_on_arguments(kernel, &mut arguments, &SymbolBindings::new(), options).unwrap()
+}
+
+#[test]
+fn shared_bank_conflicts_are_counted_per_phase_as_the_hardware_splits_requests() {
+    // (stride in floats, floats per lane, wavefronts per request): 32-bit
+    // accesses are served per warp, 64-bit per half-warp, 128-bit per quarter-warp.
+    for (stride, width, per_request) in
+        [(1, 1, 1), (0, 1, 1), (2, 1, 2), (8, 1, 8), (32, 1, 32), (2, 2, 2), (4, 4, 4), (8, 4, 8)]
+    {
+        let counters = counted(&strided(stride, width, 1), 32);
+        assert_eq!(counters.shared_requests, 2, "stride {stride}, width {width}");
+        assert_eq!(counters.shared_wavefronts, 2 * per_request, "stride {stride}, width {width}: {counters:?}");
+        let phases = match width {
+            1 => 1,
+            2 => 2,
+            _ => 4,
+        };
+        assert_eq!(counters.shared_conflict_wavefronts, 2 * (per_request - phases), "stride {stride}, width {width}");
+    }
+}
+
+#[test]
+fn global_traffic_is_counted_in_bytes_and_32_byte_sectors() {
+    let coalesced = counted(&strided(1, 1, 1), 32);
+    assert_eq!(
+        (coalesced.global_requests, coalesced.global_bytes_written, coalesced.global_sectors_written),
+        (1, 128, 4)
+    );
+    let scattered = counted(&strided(1, 1, 8), 256);
+    assert_eq!((scattered.global_bytes_written, scattered.global_sectors_written), (128, 32));
+    assert_eq!(counted(&strided(1, 1, 1), 32).global_bytes_read, 0);
+    // Counting is off by default.
+    let mut arguments = vec![buffer(DType::F32, vec![0.0; 32])];
+    let quiet = run_on_arguments(&strided(1, 1, 1), &mut arguments, &SymbolBindings::new(), MachineOptions::default());
+    assert_eq!(quiet.unwrap(), kiln_runtime::machine::Counters::default());
+}
