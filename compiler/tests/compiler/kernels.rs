@@ -12,7 +12,7 @@ use kiln_passes::{Phase, Pipeline, PipelineOptions, Precision};
 use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
 use kiln_targets::generate::{generate_kernel, ParamBinding};
 
-use crate::common::{models, random_model_inputs};
+use crate::common::{models, random_model_inputs, testdata};
 
 /// A seed that differs between runs (printed, so a failure can be replayed
 /// with `KILN_TEST_SEED`).
@@ -373,4 +373,37 @@ fn elementwise_kernels_move_whole_vectors_where_the_layout_allows() {
         let failures = check_every_group("vectors", &graph, &inputs, &bindings, run_seed(), 1e-6);
         assert!(failures.is_empty(), "{failures:?}");
     }
+}
+
+/// The kernel IR filetests (`testdata/kernels/*.kir`) on the lowering side:
+/// each kernel the verifier accepts has its MLIR snapshotted and lowers to
+/// PTX that ptxas accepts for sm_90 (when ptxas is installed).
+#[test]
+fn every_kir_filetest_kernel_lowers_and_its_mlir_is_snapshotted() {
+    use kiln_targets::lower::nvptx::{assemble, find_libdevice, find_ptxas, lower_to_ptx, nvptx_module};
+    let directory = testdata().join("kernels");
+    let mut files: Vec<_> = std::fs::read_dir(&directory)
+        .expect("testdata/kernels")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "kir"))
+        .collect();
+    files.sort();
+    let (libdevice, ptxas) = (find_libdevice(), find_ptxas());
+    let mut lowered = 0;
+    for path in files {
+        let name = path.file_stem().expect("a name").to_string_lossy().to_string();
+        let kernel = kiln_runtime::kernel::parse_kernel(&std::fs::read_to_string(&path).expect("reads"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if kiln_runtime::kernel::verify_kernel(&kernel).is_err() {
+            continue; // A filetest of a kernel the verifier refuses: nothing to lower.
+        }
+        let mlir = nvptx_module(&[&kernel], "sm_90", None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        insta::assert_snapshot!(format!("kir_{name}_mlir"), mlir);
+        let ptx = lower_to_ptx(&[&kernel], "sm_90", libdevice.as_deref()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(ptxas) = &ptxas {
+            assemble(ptxas, &ptx, "sm_90").unwrap_or_else(|log| panic!("{name}: ptxas:\n{log}"));
+        }
+        lowered += 1;
+    }
+    assert!(lowered >= 4, "{lowered} .kir kernels lowered");
 }

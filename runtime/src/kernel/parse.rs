@@ -2,7 +2,7 @@
 //!
 //! Reads exactly what [`super::print_kernel`] writes, so kernels can be
 //! written by hand for tests (`*.kir` files) and read back from
-//! `kiln compile --emit-dir`. Names resolve as the printer writes them: an
+//! `kiln compile --emit-dir`. `//` comments run to the end of a line. Names resolve as the printer writes them: an
 //! identifier is a buffer parameter, a scalar parameter or a shared array
 //! by name, else a variable `vN`, else a special (`thread`, `block`,
 //! `threads`, `blocks`, `lane`).
@@ -44,6 +44,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, KernelParseError> {
     let mut tokens = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line_number = number + 1;
+        // `//` starts a comment to the end of the line (filetests keep their directives there).
+        let line = line.split_once("//").map_or(line, |(code, _)| code);
         let chars: Vec<char> = line.chars().collect();
         let mut i = 0;
         while i < chars.len() {
@@ -182,6 +184,7 @@ impl Parser {
         // The grid is a dim expression: the rest of the header line before its `{`.
         let header_line = self.line();
         let line_text = text.lines().nth(header_line - 1).unwrap_or("");
+        let line_text = line_text.split_once("//").map_or(line_text, |(code, _)| code);
         let after = line_text.rsplit_once(" blocks ").map(|(_, rest)| rest).unwrap_or("");
         let grid_text = after.trim_end().strip_suffix('{').unwrap_or(after).trim();
         let grid_blocks = Dim::parse(grid_text).or_else(|e| self.error(format!("grid `{grid_text}`: {e}")))?;

@@ -4,5 +4,6 @@
 
 mod architecture;
 mod artifact;
+mod kir_files;
 mod machine;
 mod simulator;

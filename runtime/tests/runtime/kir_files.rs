@@ -1,0 +1,147 @@
+//! The kernel IR filetests of `testdata/kernels/*.kir` (format in that
+//! directory's README): each kernel runs on the checked interpreter and on
+//! the machine, against the outputs or the error its directives expect.
+
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::kernel::{parse_kernel, verify_kernel, Kernel, Param};
+use kiln_runtime::machine::{run_on_arguments, MachineOptions};
+use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
+use kiln_runtime::SymbolBindings;
+
+fn kir_files() -> Vec<PathBuf> {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/kernels");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&directory)
+        .expect("testdata/kernels")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|x| x == "kir"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The directives of one file.
+#[derive(Default)]
+struct Directives {
+    bindings: SymbolBindings,
+    buffers: Vec<(String, Vec<f64>)>,
+    expected: Vec<(String, Vec<f64>)>,
+    error: Option<String>,
+    machine_error: Option<String>,
+    verify_error: Option<String>,
+    warp_size: Option<usize>,
+}
+
+fn values(text: &str) -> Vec<f64> {
+    let text = text.trim();
+    let call = |name: &str| text.strip_prefix(name).and_then(|rest| rest.strip_prefix('(')?.strip_suffix(')'));
+    if let Some(count) = call("iota") {
+        return (0..count.trim().parse::<usize>().expect("a count")).map(|i| i as f64).collect();
+    }
+    if let Some(arguments) = call("fill") {
+        let (count, value) = arguments.split_once(',').expect("fill(N, V)");
+        return vec![value.trim().parse().expect("a value"); count.trim().parse().expect("a count")];
+    }
+    text.split(',').map(|v| v.trim().parse().unwrap_or_else(|_| panic!("`{v}` is not a number"))).collect()
+}
+
+fn directives(text: &str) -> Directives {
+    let mut found = Directives::default();
+    for line in text.lines().filter_map(|l| l.trim().strip_prefix("//")).map(str::trim) {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim().to_string();
+        match key.trim() {
+            "bind" => {
+                for pair in value.split(',') {
+                    let (name, n) = pair.split_once('=').expect("NAME=VALUE");
+                    found.bindings.insert(name.trim().into(), n.trim().parse().expect("an integer"));
+                }
+            }
+            "expect error" => found.error = Some(value),
+            "expect machine error" => found.machine_error = Some(value),
+            "expect verify error" => found.verify_error = Some(value),
+            "warp" => found.warp_size = Some(value.parse().expect("a warp size")),
+            key if key.starts_with("buffer ") => found.buffers.push((key[7..].trim().into(), values(&value))),
+            key if key.starts_with("expect ") => found.expected.push((key[7..].trim().into(), values(&value))),
+            _ => {}
+        }
+    }
+    found
+}
+
+fn arguments(kernel: &Kernel, directives: &Directives, file: &str) -> Vec<SimArgument> {
+    kernel
+        .params
+        .iter()
+        .map(|param| match param {
+            Param::Buffer { name, dtype, .. } => {
+                let data = directives.buffers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+                let data = data.unwrap_or_else(|| panic!("{file}: no `// buffer {name}:` line"));
+                SimArgument::Buffer(SimBuffer { dtype: *dtype, data })
+            }
+            Param::Scalar { name, .. } => {
+                let value = directives.bindings.get(name).unwrap_or_else(|| panic!("{file}: no binding for `{name}`"));
+                SimArgument::Scalar(*value as f64)
+            }
+        })
+        .collect()
+}
+
+fn buffer_named<'a>(kernel: &Kernel, arguments: &'a [SimArgument], name: &str) -> &'a [f64] {
+    let index = kernel.params.iter().position(|p| p.name() == name).unwrap_or_else(|| panic!("no parameter `{name}`"));
+    match &arguments[index] {
+        SimArgument::Buffer(buffer) => &buffer.data,
+        SimArgument::Scalar(_) => panic!("`{name}` is a scalar"),
+    }
+}
+
+#[test]
+fn every_kir_filetest_holds_on_both_simulators() {
+    let files = kir_files();
+    assert!(files.len() >= 5, "{} .kir files", files.len());
+    for path in files {
+        let file = path.file_name().expect("a name").to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).expect("reads");
+        let kernel = parse_kernel(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let directives = directives(&text);
+        match (&directives.verify_error, verify_kernel(&kernel)) {
+            (None, Ok(())) => {}
+            (Some(expected), Err(error)) => {
+                assert!(error.to_string().contains(expected.as_str()), "{file}: verifier said `{error}`")
+            }
+            (None, Err(error)) => panic!("{file}: {error}"),
+            (Some(expected), Ok(())) => panic!("{file}: the verifier accepted it; expected `{expected}`"),
+        }
+        let warp_size = directives.warp_size.unwrap_or(32);
+        let mut checked = arguments(&kernel, &directives, &file);
+        let interpreted =
+            run_kernel(&kernel, &mut checked, &directives.bindings, SimOptions { warp_size, ..SimOptions::default() });
+        let mut fast = arguments(&kernel, &directives, &file);
+        let machine = run_on_arguments(
+            &kernel,
+            &mut fast,
+            &directives.bindings,
+            MachineOptions { warp_size, ..MachineOptions::default() },
+        );
+        if let Some(expected) = &directives.error {
+            let error =
+                interpreted.err().unwrap_or_else(|| panic!("{file}: the interpreter ran; expected `{expected}`"));
+            assert!(error.to_string().contains(expected.as_str()), "{file}: the interpreter said `{error}`");
+        } else {
+            interpreted.unwrap_or_else(|e| panic!("{file}: interpreter: {e}"));
+        }
+        if let Some(expected) = &directives.machine_error {
+            let error = machine.err().unwrap_or_else(|| panic!("{file}: the machine ran; expected `{expected}`"));
+            assert!(error.to_string().contains(expected.as_str()), "{file}: the machine said `{error}`");
+        } else if directives.error.is_none() {
+            machine.unwrap_or_else(|e| panic!("{file}: machine: {e}"));
+        }
+        if directives.error.is_some() {
+            continue;
+        }
+        for (name, expected) in &directives.expected {
+            assert_eq!(buffer_named(&kernel, &checked, name), expected.as_slice(), "{file}: `{name}` (interpreter)");
+            assert_eq!(buffer_named(&kernel, &fast, name), expected.as_slice(), "{file}: `{name}` (machine)");
+        }
+    }
+}
