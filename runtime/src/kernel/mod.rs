@@ -386,6 +386,76 @@ pub fn dim_expr(dim: &Dim, symbol_param: &dyn Fn(&str) -> Option<usize>) -> Opti
     lower(&dim.to_node(), symbol_param)
 }
 
+/// Arithmetic on expressions reads as the arithmetic it builds:
+/// `(row * 2 + i) * DEPTH + kk` is `Binary(Add, Binary(Mul, …), …)` node for
+/// node. An `i64` operand is an i64 literal; `lt`, `le`, `eq`, `and` build
+/// comparisons and conjunctions.
+mod arithmetic {
+    use super::{BinaryOp, Expr, Literal};
+
+    macro_rules! operator {
+        ($trait:ident, $method:ident, $op:expr) => {
+            impl std::ops::$trait for Expr {
+                type Output = Expr;
+                fn $method(self, other: Expr) -> Expr {
+                    Expr::Binary($op, Box::new(self), Box::new(other))
+                }
+            }
+            impl std::ops::$trait<i64> for Expr {
+                type Output = Expr;
+                fn $method(self, other: i64) -> Expr {
+                    Expr::Binary($op, Box::new(self), Box::new(Expr::Literal(Literal::I64(other))))
+                }
+            }
+            impl std::ops::$trait<&Expr> for Expr {
+                type Output = Expr;
+                fn $method(self, other: &Expr) -> Expr {
+                    Expr::Binary($op, Box::new(self), Box::new(other.clone()))
+                }
+            }
+        };
+    }
+    operator!(Add, add, BinaryOp::Add);
+    operator!(Sub, sub, BinaryOp::Sub);
+    operator!(Mul, mul, BinaryOp::Mul);
+    operator!(Div, div, BinaryOp::Div);
+    operator!(Rem, rem, BinaryOp::Rem);
+
+    impl Expr {
+        fn compare(self, op: BinaryOp, other: impl Into<Expr>) -> Expr {
+            Expr::Binary(op, Box::new(self), Box::new(other.into()))
+        }
+        /// `self < other`.
+        pub fn lt(self, other: impl Into<Expr>) -> Expr {
+            self.compare(BinaryOp::Lt, other)
+        }
+        /// `self <= other`.
+        pub fn le(self, other: impl Into<Expr>) -> Expr {
+            self.compare(BinaryOp::Le, other)
+        }
+        /// `self == other`.
+        pub fn equals(self, other: impl Into<Expr>) -> Expr {
+            self.compare(BinaryOp::Eq, other)
+        }
+        /// `self && other`.
+        pub fn and(self, other: impl Into<Expr>) -> Expr {
+            self.compare(BinaryOp::And, other)
+        }
+    }
+
+    impl From<i64> for Expr {
+        fn from(value: i64) -> Expr {
+            Expr::Literal(Literal::I64(value))
+        }
+    }
+
+    impl From<&Expr> for Expr {
+        fn from(value: &Expr) -> Expr {
+            value.clone()
+        }
+    }
+}
+
 /// Shorthands for building expressions.
 pub mod build {
     use super::*;

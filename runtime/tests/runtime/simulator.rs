@@ -396,3 +396,20 @@ fn kernels_parse_back_from_their_text_and_hand_written_text_parses() {
     assert_eq!(bad.line, 2, "{bad}");
     assert!(bad.to_string().contains("`y` is not a variable"), "{bad}");
 }
+
+#[test]
+fn expressions_built_with_operators_are_the_trees_they_read_as() {
+    use kiln_runtime::kernel::build::{binary, var};
+    let (row, kk) = (Var(1), Var(2));
+    let written = (var(row) * 2 + 1) * 16 + var(kk);
+    let spelled = binary(
+        BinaryOp::Add,
+        binary(BinaryOp::Mul, binary(BinaryOp::Add, binary(BinaryOp::Mul, var(row), i64(2)), i64(1)), i64(16)),
+        var(kk),
+    );
+    assert_eq!(written, spelled);
+    assert_eq!(
+        var(row).lt(&var(kk)).and(var(kk) % 4),
+        binary(BinaryOp::And, lt(var(row), var(kk)), binary(BinaryOp::Rem, var(kk), i64(4)))
+    );
+}

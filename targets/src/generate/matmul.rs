@@ -61,10 +61,8 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let batch_dims: Vec<Expr> = batch_shape.iter().map(|d| context.dim(d)).collect::<Result<_, _>>()?;
     let batch_coords: Vec<Expr> =
         unravel(batch.expr.clone(), &batch_dims).into_iter().map(|c| context.bind(&mut body, i64v(c)).expr).collect();
-    let row_in_tile =
-        context.bind(&mut body, i64v(build::binary(kernel::BinaryOp::Div, thread.expr.clone(), build::i64(16))));
-    let column_in_tile =
-        context.bind(&mut body, i64v(build::binary(kernel::BinaryOp::Rem, thread.expr.clone(), build::i64(16))));
+    let row_in_tile = context.bind(&mut body, i64v(thread.expr.clone() / 16));
+    let column_in_tile = context.bind(&mut body, i64v(thread.expr.clone() % 16));
 
     let accumulators: Vec<kernel::Var> = (0..4).map(|_| context.fresh_var()).collect();
     for &acc in &accumulators {
@@ -96,14 +94,10 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let mut tile_loop = Vec::new();
     // Each thread loads two elements of each tile (512 elements, 256 threads).
     for part in 0..2 {
-        let element = build::add(thread.expr.clone(), build::i64(part * THREADS as i64));
+        let element = thread.expr.clone() + part * THREADS as i64;
         // A tile: 32 rows (m) × 16 columns (k).
-        let (r, c) = (
-            build::binary(kernel::BinaryOp::Div, element.clone(), build::i64(DEPTH)),
-            build::binary(kernel::BinaryOp::Rem, element.clone(), build::i64(DEPTH)),
-        );
-        let row = build::add(build::mul(tile_m.expr.clone(), build::i64(TILE)), r.clone());
-        let column = build::add(build::var(k0), c.clone());
+        let row = tile_m.expr.clone() * TILE + element.clone() / DEPTH;
+        let column = build::var(k0) + element.clone() % DEPTH;
         tile_loop.extend(guarded_tile_load(
             context,
             a_tile,
@@ -115,12 +109,8 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
             |context, body| operand(context, body, a, transpose_a, row.clone(), column.clone()),
         )?);
         // B tile: 16 rows (k) × 32 columns (n).
-        let (r, c) = (
-            build::binary(kernel::BinaryOp::Div, element.clone(), build::i64(TILE)),
-            build::binary(kernel::BinaryOp::Rem, element.clone(), build::i64(TILE)),
-        );
-        let row = build::add(build::var(k0), r);
-        let column = build::add(build::mul(tile_n.expr.clone(), build::i64(TILE)), c);
+        let row = build::var(k0) + element.clone() / TILE;
+        let column = tile_n.expr.clone() * TILE + element.clone() % TILE;
         tile_loop.extend(guarded_tile_load(context, b_tile, element, &row, &k, &column, &n, |context, body| {
             operand(context, body, b, transpose_b, row.clone(), column.clone())
         })?);
@@ -130,28 +120,12 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let mut inner = Vec::new();
     for i in 0..2 {
         for j in 0..2 {
-            let a_index = build::add(
-                build::mul(
-                    build::add(build::mul(row_in_tile.expr.clone(), build::i64(2)), build::i64(i)),
-                    build::i64(DEPTH),
-                ),
-                build::var(kk),
-            );
-            let b_index = build::add(
-                build::mul(build::var(kk), build::i64(TILE)),
-                build::add(build::mul(column_in_tile.expr.clone(), build::i64(2)), build::i64(j)),
-            );
+            let a_index = (row_in_tile.expr.clone() * 2 + i) * DEPTH + build::var(kk);
+            let b_index = build::var(kk) * TILE + (column_in_tile.expr.clone() * 2 + j);
             let acc = accumulators[(i * 2 + j) as usize];
-            inner.push(Stmt::Assign {
-                var: acc,
-                value: build::add(
-                    build::var(acc),
-                    build::mul(
-                        Expr::SharedLoad { array: a_tile, index: Box::new(a_index) },
-                        Expr::SharedLoad { array: b_tile, index: Box::new(b_index) },
-                    ),
-                ),
-            });
+            let a = Expr::SharedLoad { array: a_tile, index: Box::new(a_index) };
+            let b = Expr::SharedLoad { array: b_tile, index: Box::new(b_index) };
+            inner.push(Stmt::Assign { var: acc, value: build::var(acc) + a * b });
         }
     }
     tile_loop.push(Stmt::For { var: kk, start: build::i64(0), end: build::i64(DEPTH), step: 1, body: inner });
@@ -160,14 +134,8 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
 
     // Epilogue: the matmul's result is this thread's accumulator at its (row, column).
     let position = |i: i64, j: i64| {
-        let row = build::add(
-            build::mul(tile_m.expr.clone(), build::i64(TILE)),
-            build::add(build::mul(row_in_tile.expr.clone(), build::i64(2)), build::i64(i)),
-        );
-        let column = build::add(
-            build::mul(tile_n.expr.clone(), build::i64(TILE)),
-            build::add(build::mul(column_in_tile.expr.clone(), build::i64(2)), build::i64(j)),
-        );
+        let row = tile_m.expr.clone() * TILE + (row_in_tile.expr.clone() * 2 + i);
+        let column = tile_n.expr.clone() * TILE + (column_in_tile.expr.clone() * 2 + j);
         (row, column)
     };
     let entries = (0..4)
@@ -202,7 +170,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         for i in 0..2 {
             for j in 0..if pairs { 1 } else { 2 } {
                 let (row, column) = position(i, j);
-                let column = if pairs { build::binary(kernel::BinaryOp::Div, column, build::i64(2)) } else { column };
+                let column = if pairs { column / 2 } else { column };
                 let mut coords = batch_coords.clone();
                 coords.push(row.clone());
                 coords.push(column.clone());
@@ -213,11 +181,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
                     index: linear_index(&coords, &dims),
                     value: value.expr,
                 });
-                let inside = build::binary(
-                    kernel::BinaryOp::And,
-                    build::lt(row, m.clone()),
-                    build::lt(column, stored_n.clone()),
-                );
+                let inside = row.lt(&m).and(column.lt(&stored_n));
                 body.push(Stmt::If { condition: inside, then: stores, otherwise: Vec::new() });
             }
         }
@@ -241,11 +205,7 @@ fn guarded_tile_load(
     let mut then = Vec::new();
     let loaded = operand(context, &mut then)?;
     then.push(Stmt::Assign { var: value, value: loaded.expr });
-    let inside = build::binary(
-        kernel::BinaryOp::And,
-        build::lt(row.clone(), rows.clone()),
-        build::lt(column.clone(), columns.clone()),
-    );
+    let inside = row.clone().lt(rows).and(column.clone().lt(columns));
     Ok(vec![
         Stmt::Let { var: value, dtype: DType::F32, value: build::f32(0.0) },
         Stmt::If { condition: inside, then, otherwise: Vec::new() },
