@@ -843,19 +843,7 @@ fn round_to(dtype: DType, value: f64) -> f64 {
 }
 
 fn unary(op: UnaryOp, dtype: DType, v: f64) -> f64 {
-    let result = match op {
-        UnaryOp::Neg => -v,
-        UnaryOp::Abs => v.abs(),
-        UnaryOp::Sqrt => v.sqrt(),
-        UnaryOp::Rsqrt => 1.0 / v.sqrt(),
-        UnaryOp::Exp => v.exp(),
-        UnaryOp::Log => v.ln(),
-        UnaryOp::Tanh => v.tanh(),
-        UnaryOp::Erf => erf_f64(v),
-        UnaryOp::Sin => v.sin(),
-        UnaryOp::Cos => v.cos(),
-        UnaryOp::Not => (v == 0.0) as u8 as f64,
-    };
+    let result = crate::machine::values::unary_f64(op, v);
     round_to(dtype, result)
 }
 

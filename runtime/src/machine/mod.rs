@@ -27,7 +27,7 @@
 mod exec;
 pub mod memory;
 mod program;
-mod values;
+pub(crate) mod values;
 
 pub use exec::{launch, Binding, Counters, MachineOptions, Region};
 pub use memory::AlignedBytes;

@@ -100,7 +100,8 @@ pub(crate) fn unary_lanes(op: UnaryOp, class: Class, dst: &mut [u64], a: &[u64])
     }
 }
 
-fn unary_f64(op: UnaryOp, v: f64) -> f64 {
+/// `op` of `v` in f64 (the interpreter's definition, which the machine shares).
+pub(crate) fn unary_f64(op: UnaryOp, v: f64) -> f64 {
     match op {
         UnaryOp::Neg => -v,
         UnaryOp::Abs => v.abs(),
