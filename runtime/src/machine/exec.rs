@@ -379,10 +379,17 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
             let same = waiting.all(|pc| pc == first);
             let finished: Vec<usize> = (0..self.warps.len()).filter(|&w| self.warps[w].state == State::Done).collect();
             if !finished.is_empty() {
+                let waiters: Vec<usize> =
+                    (0..self.warps.len()).filter(|&w| self.warps[w].state == State::AtBarrier(first)).collect();
+                // Barriers are numbered in the kernel's text order, from 1.
+                let ordinal = program.code[..first].iter().filter(|inst| matches!(inst, Inst::Barrier)).count() + 1;
                 return Err(SimError::Deadlock {
                     kernel: program.name.clone(),
                     block,
-                    detail: format!("warps wait at a barrier that warps {finished:?} finished without reaching"),
+                    detail: format!(
+                        "warps {waiters:?} wait at barrier {ordinal} (in text order), which warps {finished:?} \
+                         finished without reaching"
+                    ),
                 });
             }
             if !same {

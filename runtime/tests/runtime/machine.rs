@@ -73,7 +73,10 @@ fn a_barrier_one_warp_waits_at_while_the_others_finish_is_a_deadlock() {
     let error =
         run_on_arguments(&kernel, &mut sum_arguments(), &SymbolBindings::new(), MachineOptions::default()).unwrap_err();
     assert!(matches!(error, SimError::Deadlock { .. }), "{error}");
-    assert!(error.to_string().contains("finished without reaching"), "{error}");
+    assert!(
+        error.to_string().contains("warps [0] wait at barrier 1 (in text order), which warps [1, 2, 3] finished"),
+        "{error}"
+    );
 }
 
 #[test]
