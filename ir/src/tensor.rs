@@ -189,6 +189,13 @@ impl Tensor {
             }
             DType::I8 => TensorData::Int(chunks.map(|c| c[0] as i8 as i64).collect()),
             DType::U8 => TensorData::Int(chunks.map(|c| c[0] as i64).collect()),
+            DType::U32 => {
+                TensorData::Int(chunks.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect())
+            }
+            // u64 elements keep their bits in the i64 (values past 2^63 read negative).
+            DType::U64 => TensorData::Int(
+                chunks.map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as i64).collect(),
+            ),
             DType::Bool => TensorData::Bool(chunks.map(|c| c[0] != 0).collect()),
         };
         Ok(Tensor { dtype, shape, data })
@@ -206,8 +213,10 @@ impl Tensor {
                 v.iter().for_each(|x| bytes.extend_from_slice(&bf16::from_f32(*x).to_le_bytes()))
             }
             (TensorData::Float(v), _) => v.iter().for_each(|x| bytes.push(f32_to_f8e4m3(*x))),
-            (TensorData::Int(v), DType::I64) => v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
-            (TensorData::Int(v), DType::I32) => {
+            (TensorData::Int(v), DType::I64 | DType::U64) => {
+                v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()))
+            }
+            (TensorData::Int(v), DType::I32 | DType::U32) => {
                 v.iter().for_each(|x| bytes.extend_from_slice(&(*x as i32).to_le_bytes()))
             }
             (TensorData::Int(v), _) => v.iter().for_each(|x| bytes.push(*x as u8)),
@@ -233,6 +242,7 @@ pub fn wrap_integers_to(dtype: DType, values: &mut [i64]) {
         DType::I32 => values.iter_mut().for_each(|x| *x = *x as i32 as i64),
         DType::I8 => values.iter_mut().for_each(|x| *x = *x as i8 as i64),
         DType::U8 => values.iter_mut().for_each(|x| *x = *x as u8 as i64),
+        DType::U32 => values.iter_mut().for_each(|x| *x = *x as u32 as i64),
         _ => {}
     }
 }

@@ -18,20 +18,35 @@ pub enum DType {
     I32,
     I8,
     U8,
+    /// Unsigned 32-bit integer: packed weights and bit patterns.
+    U32,
+    /// Unsigned 64-bit integer.
+    U64,
     Bool,
 }
 
 impl DType {
-    /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 9] =
-        [DType::F32, DType::F16, DType::BF16, DType::F8E4M3, DType::I64, DType::I32, DType::I8, DType::U8, DType::Bool];
+    /// Every dtype, in a fixed order (artifacts store dtypes by position: new ones go last).
+    pub const ALL: [DType; 11] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::F8E4M3,
+        DType::I64,
+        DType::I32,
+        DType::I8,
+        DType::U8,
+        DType::Bool,
+        DType::U32,
+        DType::U64,
+    ];
 
     /// Bytes per element.
     pub fn size_in_bytes(self) -> usize {
         match self {
-            DType::F32 | DType::I32 => 4,
+            DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 => 2,
-            DType::I64 => 8,
+            DType::I64 | DType::U64 => 8,
             DType::F8E4M3 | DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
@@ -41,7 +56,12 @@ impl DType {
     }
 
     pub fn is_integer(self) -> bool {
-        matches!(self, DType::I64 | DType::I32 | DType::I8 | DType::U8)
+        matches!(self, DType::I64 | DType::I32 | DType::I8 | DType::U8 | DType::U32 | DType::U64)
+    }
+
+    /// Unsigned integers: compared, divided and shifted right as unsigned.
+    pub fn is_unsigned(self) -> bool {
+        matches!(self, DType::U8 | DType::U32 | DType::U64)
     }
 
     /// The name used in IR text and error messages.
@@ -55,6 +75,8 @@ impl DType {
             DType::I32 => "i32",
             DType::I8 => "i8",
             DType::U8 => "u8",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
             DType::Bool => "bool",
         }
     }
@@ -68,7 +90,7 @@ impl fmt::Display for DType {
 
 /// The text did not name a dtype.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dtype `{0}` (expected one of f32, f16, bf16, f8e4m3, i64, i32, i8, u8, bool)")]
+#[error("unknown dtype `{0}` (expected one of f32, f16, bf16, f8e4m3, i64, i32, i8, u8, u32, u64, bool)")]
 pub struct UnknownDType(pub String);
 
 impl FromStr for DType {
@@ -78,7 +100,6 @@ impl FromStr for DType {
     }
 }
 
-/// Decodes an OCP E4M3FN byte (bias 7, no infinities, `S.1111.111` is NaN).
 /// `value` rounded to the nearest bf16 (ties to even), as `cvt.rn.bf16`
 /// rounds. (`half::bf16::from_f64` can round down values just above a
 /// midpoint, e.g. 152.50002 to 152, so kiln does not use it.) Rounds to f32
@@ -95,6 +116,7 @@ pub fn bf16_from_f64(value: f64) -> half::bf16 {
     half::bf16::from_f32(odd)
 }
 
+/// Decodes an OCP E4M3FN byte (bias 7, no infinities, `S.1111.111` is NaN).
 pub fn f8e4m3_to_f32(byte: u8) -> f32 {
     let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
     let exponent = ((byte >> 3) & 0x0f) as i32;

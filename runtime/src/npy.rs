@@ -66,6 +66,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostTensor, String> {
         "<i4" => (DType::I32, false),
         "|i1" => (DType::I8, false),
         "|u1" => (DType::U8, false),
+        "<u4" => (DType::U32, false),
+        "<u8" => (DType::U64, false),
         "|b1" => (DType::Bool, false),
         other => return Err(format!("dtype `{other}` is not supported")),
     };
@@ -101,6 +103,8 @@ pub fn npy_bytes(tensor: &HostTensor) -> Vec<u8> {
         DType::I32 => ("<i4", tensor.bytes.clone()),
         DType::I8 => ("|i1", tensor.bytes.clone()),
         DType::U8 => ("|u1", tensor.bytes.clone()),
+        DType::U32 => ("<u4", tensor.bytes.clone()),
+        DType::U64 => ("<u8", tensor.bytes.clone()),
         DType::Bool => ("|b1", tensor.bytes.clone()),
     };
     let shape = match tensor.shape.len() {

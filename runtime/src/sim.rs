@@ -13,11 +13,14 @@
 //! Without checks it is the `sim` device's fast mode.
 //!
 //! Values are held as f64 per lane: floats are rounded to f32 after every
-//! operation (and to a buffer's dtype on store), integers are exact i64.
+//! operation (and to a buffer's dtype on store), integers are exact below
+//! 2^53 (index arithmetic). Kernels with u64 values, whose bit patterns need
+//! all 64 bits, are refused: they run on the machine ([`crate::machine`]).
 
 use std::collections::HashMap;
 
 use crate::kernel::{register_type, BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
+use crate::machine::values::{self, Class};
 use crate::{DType, SymbolBindings};
 
 /// How to run.
@@ -102,6 +105,11 @@ pub fn run_kernel(
         if !fits {
             return Err(invalid(format!("argument for `{}` has the wrong kind", param.name())));
         }
+    }
+    if uses_u64(kernel) {
+        return Err(invalid(
+            "u64 values need all 64 bits, which the interpreter's f64 lanes lack; the machine runs them".into(),
+        ));
     }
     let blocks = kernel.grid_blocks.evaluate(bindings).map_err(|e| invalid(e.to_string()))?;
     if blocks < 0 {
@@ -404,18 +412,20 @@ impl<'k> BlockState<'k> {
             Stmt::Store { buffer, index, value } | Stmt::AtomicAdd { buffer, index, value } => {
                 let atomic = matches!(stmt, Stmt::AtomicAdd { .. });
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
-                let (_, values) = self.evaluate(value, warp, mask, arguments)?;
-                self.store_lanes(*buffer, &indices, &values, warp, mask, arguments, writers, atomic)?;
+                let (value_dtype, values) = self.evaluate(value, warp, mask, arguments)?;
+                let values = (value_dtype, values.as_slice());
+                self.store_lanes(*buffer, &indices, values, warp, mask, arguments, writers, atomic)?;
             }
             Stmt::VectorStore { memory, index, values } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
                 self.check_vector_alignment(*memory, &indices, values.len(), warp, mask)?;
                 let mut lanes = Vec::with_capacity(values.len());
                 for value in values {
-                    lanes.push(self.evaluate(value, warp, mask, arguments)?.1);
+                    lanes.push(self.evaluate(value, warp, mask, arguments)?);
                 }
-                for (offset, values) in lanes.iter().enumerate() {
+                for (offset, (value_dtype, values)) in lanes.iter().enumerate() {
                     let shifted: Vec<f64> = indices.iter().map(|i| i + offset as f64).collect();
+                    let values = (*value_dtype, values.as_slice());
                     match *memory {
                         Memory::Buffer(buffer) => {
                             self.store_lanes(buffer, &shifted, values, warp, mask, arguments, writers, false)?
@@ -439,8 +449,8 @@ impl<'k> BlockState<'k> {
             }
             Stmt::SharedStore { array, index, value } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
-                let (_, values) = self.evaluate(value, warp, mask, arguments)?;
-                self.shared_write_lanes(*array, &indices, &values, warp, mask)?;
+                let (value_dtype, values) = self.evaluate(value, warp, mask, arguments)?;
+                self.shared_write_lanes(*array, &indices, (value_dtype, &values), warp, mask)?;
             }
             Stmt::If { condition, then, otherwise } => {
                 let (_, conditions) = self.evaluate(condition, warp, mask, arguments)?;
@@ -513,7 +523,7 @@ impl<'k> BlockState<'k> {
         &mut self,
         array: usize,
         indices: &[f64],
-        values: &[f64],
+        (value_dtype, values): (DType, &[f64]),
         warp: usize,
         mask: &[bool],
     ) -> Result<(), SimError> {
@@ -521,7 +531,7 @@ impl<'k> BlockState<'k> {
             if mask[lane] {
                 let element = self.shared_index(array, indices[lane], warp, lane, "write")?;
                 self.record_shared(array, element, warp, true)?;
-                self.shared[array][element] = round_to(self.kernel.shared[array].dtype, values[lane]);
+                self.shared[array][element] = stored(self.kernel.shared[array].dtype, value_dtype, values[lane]);
             }
         }
         Ok(())
@@ -632,7 +642,7 @@ impl<'k> BlockState<'k> {
         &mut self,
         buffer: usize,
         indices: &[f64],
-        values: &[f64],
+        (value_dtype, values): (DType, &[f64]),
         warp: usize,
         mask: &[bool],
         arguments: &mut [SimArgument],
@@ -676,8 +686,11 @@ impl<'k> BlockState<'k> {
             } else if self.log_writes {
                 writers.insert((buffer, element), self.block);
             }
-            let stored = if atomic { target.data[element] + values[lane] } else { values[lane] };
-            target.data[element] = round_to(target.dtype, stored);
+            target.data[element] = if atomic {
+                round_to(target.dtype, target.data[element] + values[lane])
+            } else {
+                stored(target.dtype, value_dtype, values[lane])
+            };
         }
         Ok(())
     }
@@ -773,8 +786,27 @@ impl<'k> BlockState<'k> {
                 (dtype, (0..width).map(|l| if conditions[l] != 0.0 { x[l] } else { y[l] }).collect())
             }
             Expr::Cast(dtype, a) => {
-                let (_, values) = self.evaluate(a, warp, mask, arguments)?;
-                (*dtype, values.into_iter().map(|v| convert(*dtype, v)).collect())
+                let (from, values) = self.evaluate(a, warp, mask, arguments)?;
+                let (from, to) = (Class::declared(from), Class::declared(*dtype));
+                (*dtype, values.into_iter().map(|v| on_bits(to, values::convert(from, to, on_f64(from, v)))).collect())
+            }
+            Expr::Convert { dtype, rounding, value } => {
+                let (from, values) = self.evaluate(value, warp, mask, arguments)?;
+                let (from, to) = (Class::declared(from), Class::declared(*dtype));
+                let convert = |v| on_bits(to, values::convert_rounded(from, to, *rounding, on_f64(from, v)));
+                (*dtype, values.into_iter().map(convert).collect())
+            }
+            Expr::Bitcast(dtype, a) => {
+                let (from, values) = self.evaluate(a, warp, mask, arguments)?;
+                let (from, to) = (Class::declared(from), Class::declared(*dtype));
+                (*dtype, values.into_iter().map(|v| on_bits(to, values::bitcast(to, on_f64(from, v)))).collect())
+            }
+            Expr::Fma(a, b, c) => {
+                let (_, x) = self.evaluate(a, warp, mask, arguments)?;
+                let (_, y) = self.evaluate(b, warp, mask, arguments)?;
+                let (_, z) = self.evaluate(c, warp, mask, arguments)?;
+                let lanes = (0..width).map(|l| (x[l] as f32).mul_add(y[l] as f32, z[l] as f32) as f64).collect();
+                (DType::F32, lanes)
             }
             Expr::Load { buffer, index } => {
                 let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
@@ -808,6 +840,39 @@ impl<'k> BlockState<'k> {
     }
 }
 
+/// Whether the kernel has a u64 parameter, shared array, variable or conversion.
+fn uses_u64(kernel: &Kernel) -> bool {
+    fn expr(e: &Expr) -> bool {
+        match e {
+            Expr::Cast(d, a) | Expr::Bitcast(d, a) => *d == DType::U64 || expr(a),
+            Expr::Convert { dtype, value, .. } => *dtype == DType::U64 || expr(value),
+            Expr::Unary(_, a) | Expr::ShuffleXor { value: a, .. } => expr(a),
+            Expr::Load { index: a, .. } | Expr::SharedLoad { index: a, .. } => expr(a),
+            Expr::Binary(_, a, b) => expr(a) || expr(b),
+            Expr::Select(a, b, c) | Expr::Fma(a, b, c) => expr(a) || expr(b) || expr(c),
+            Expr::Literal(_) | Expr::Var(_) | Expr::Param(_) | Expr::Special(_) => false,
+        }
+    }
+    fn stmt(s: &Stmt) -> bool {
+        match s {
+            Stmt::Let { dtype, value, .. } => *dtype == DType::U64 || expr(value),
+            Stmt::Assign { value, .. } => expr(value),
+            Stmt::Store { index, value, .. }
+            | Stmt::SharedStore { index, value, .. }
+            | Stmt::AtomicAdd { index, value, .. } => expr(index) || expr(value),
+            Stmt::If { condition, then, otherwise } => expr(condition) || then.iter().chain(otherwise).any(stmt),
+            Stmt::For { start, end, body, .. } => expr(start) || expr(end) || body.iter().any(stmt),
+            Stmt::VectorLoad { dtype, index, .. } => *dtype == DType::U64 || expr(index),
+            Stmt::VectorStore { index, values, .. } => expr(index) || values.iter().any(expr),
+            Stmt::Barrier => false,
+        }
+    }
+    let param_u64 = kernel.params.iter().any(|p| match p {
+        Param::Buffer { dtype, .. } | Param::Scalar { dtype, .. } => *dtype == DType::U64,
+    });
+    param_u64 || kernel.shared.iter().any(|a| a.dtype == DType::U64) || kernel.body.iter().any(stmt)
+}
+
 fn contains_barrier(stmt: &Stmt) -> bool {
     match stmt {
         Stmt::Barrier => true,
@@ -817,19 +882,23 @@ fn contains_barrier(stmt: &Stmt) -> bool {
     }
 }
 
-/// `value` as a value of `dtype`, as a GPU conversion gives it.
-fn convert(dtype: DType, value: f64) -> f64 {
-    match dtype {
-        DType::Bool => (value != 0.0) as u8 as f64,
-        d if d.is_integer() => {
-            if value.is_nan() {
-                0.0
-            } else {
-                value.trunc()
-            }
-        }
-        d => round_to(d, value),
-    }
+/// The machine's register bits of a value of `class` the interpreter holds
+/// as f64 (exact for floats and for integers below 2^53).
+fn on_f64(class: Class, value: f64) -> u64 {
+    values::from_f64(class, value)
+}
+
+/// The interpreter's f64 of machine register bits of `class`.
+fn on_bits(class: Class, bits: u64) -> f64 {
+    values::to_f64(class, bits)
+}
+
+/// What memory of `dtype` holds after a store of `value` (of register type
+/// `value_dtype`): the machine's element encoding, read back as f64.
+fn stored(dtype: DType, value_dtype: DType, value: f64) -> f64 {
+    let class = Class::declared(value_dtype);
+    let element = values::encode(dtype, class, on_f64(class, value));
+    on_bits(Class::loaded(dtype), values::decode(dtype, element))
 }
 
 /// Rounds to the precision of `dtype` (memory dtypes round to themselves).
@@ -843,7 +912,14 @@ fn round_to(dtype: DType, value: f64) -> f64 {
 }
 
 fn unary(op: UnaryOp, dtype: DType, v: f64) -> f64 {
-    let result = crate::machine::values::unary_f64(op, v);
+    if !dtype.is_float() {
+        // Integer semantics (wrapping, bitwise) are the machine's.
+        let class = Class::declared(dtype);
+        let mut out = [0];
+        values::unary_lanes(op, class, &mut out, &[on_f64(class, v)]);
+        return on_bits(class, out[0]);
+    }
+    let result = values::unary_f64(op, v);
     round_to(dtype, result)
 }
 
@@ -907,25 +983,12 @@ fn binary_lanes(op: BinaryOp, dtype: DType, x: &mut [f64], y: &[f64]) {
 }
 
 fn binary(op: BinaryOp, dtype: DType, p: f64, q: f64) -> f64 {
-    if dtype.is_integer() {
-        let (a, b) = (p as i64, q as i64);
-        let value = match op {
-            BinaryOp::Add => a.wrapping_add(b),
-            BinaryOp::Sub => a.wrapping_sub(b),
-            BinaryOp::Mul => a.wrapping_mul(b),
-            BinaryOp::Div => a.checked_div(b).unwrap_or(0),
-            BinaryOp::Rem => a.checked_rem(b).unwrap_or(0),
-            BinaryOp::Pow => (a as f64).powf(b as f64) as i64,
-            BinaryOp::Max => a.max(b),
-            BinaryOp::Min => a.min(b),
-            BinaryOp::Lt => (a < b) as i64,
-            BinaryOp::Le => (a <= b) as i64,
-            BinaryOp::Eq => (a == b) as i64,
-            BinaryOp::Ne => (a != b) as i64,
-            BinaryOp::And => (a != 0 && b != 0) as i64,
-            BinaryOp::Or => (a != 0 || b != 0) as i64,
-        };
-        return value as f64;
+    if !dtype.is_float() {
+        // Integer semantics (widths, signedness, shifts) are the machine's.
+        let class = Class::declared(dtype);
+        let mut out = [0];
+        values::binary_lanes(op, class, &mut out, &[on_f64(class, p)], &[on_f64(class, q)]);
+        return on_bits(values::binary_class(op, class), out[0]);
     }
     let value = match op {
         BinaryOp::Add => p + q,
@@ -948,6 +1011,7 @@ fn binary(op: BinaryOp, dtype: DType, p: f64, q: f64) -> f64 {
         BinaryOp::Ne => return (p != q) as u8 as f64,
         BinaryOp::And => return (p != 0.0 && q != 0.0) as u8 as f64,
         BinaryOp::Or => return (p != 0.0 || q != 0.0) as u8 as f64,
+        _ => return f64::NAN, // bitwise operations on floats: refused by the verifier
     };
     round_to(dtype, value)
 }

@@ -55,7 +55,7 @@ impl HostTensor {
         self.shape.iter().product()
     }
 
-    /// Every element as f64 (exact for every dtype but i64 beyond 2⁵³).
+    /// Every element as f64 (exact for every dtype but i64 and u64 beyond 2⁵³).
     pub fn to_f64_vec(&self) -> Vec<f64> {
         decode_elements(self.dtype, &self.bytes)
     }
@@ -73,6 +73,8 @@ pub fn decode_elements(dtype: DType, bytes: &[u8]) -> Vec<f64> {
         DType::I32 => chunks.map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
         DType::I8 => chunks.map(|c| c[0] as i8 as f64).collect(),
         DType::U8 => chunks.map(|c| c[0] as f64).collect(),
+        DType::U32 => chunks.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+        DType::U64 => chunks.map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect(),
         DType::Bool => chunks.map(|c| (c[0] != 0) as u8 as f64).collect(),
     }
 }
@@ -91,6 +93,8 @@ pub fn encode_elements(dtype: DType, values: &[f64], out: &mut [u8]) {
             DType::I32 => slot.copy_from_slice(&(*value as i32).to_le_bytes()),
             DType::I8 => slot[0] = *value as i8 as u8,
             DType::U8 => slot[0] = *value as u8,
+            DType::U32 => slot.copy_from_slice(&(*value as u32).to_le_bytes()),
+            DType::U64 => slot.copy_from_slice(&(*value as u64).to_le_bytes()),
             DType::Bool => slot[0] = (*value != 0.0) as u8,
         }
     }
@@ -105,7 +109,8 @@ mod tests {
         let values = [0.5, -1.0, 3.0, 0.0];
         for dtype in DType::ALL {
             let expected: Vec<f64> = match dtype {
-                DType::U8 => vec![0.0, 0.0, 3.0, 0.0],
+                // Unsigned conversions saturate (as Rust's `as` does): -1.0 becomes 0.
+                DType::U8 | DType::U32 | DType::U64 => vec![0.0, 0.0, 3.0, 0.0],
                 DType::Bool => vec![1.0, 1.0, 1.0, 0.0],
                 d if d.is_integer() => vec![0.0, -1.0, 3.0, 0.0],
                 _ => values.to_vec(),

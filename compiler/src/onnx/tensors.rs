@@ -141,6 +141,14 @@ fn typed_field_bytes(tensor: &TensorProto, dtype: DType, count: usize) -> Result
             check(tensor.int32_data.len())?;
             tensor.int32_data.iter().for_each(|v| bytes.push(*v as u8));
         }
+        DType::U32 => {
+            check(tensor.uint64_data.len())?;
+            tensor.uint64_data.iter().for_each(|v| bytes.extend_from_slice(&(*v as u32).to_le_bytes()));
+        }
+        DType::U64 => {
+            check(tensor.uint64_data.len())?;
+            tensor.uint64_data.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+        }
     }
     Ok(bytes)
 }

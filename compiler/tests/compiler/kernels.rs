@@ -392,14 +392,21 @@ fn every_kir_filetest_kernel_lowers_and_its_mlir_is_snapshotted() {
     let mut lowered = 0;
     for path in files {
         let name = path.file_stem().expect("a name").to_string_lossy().to_string();
-        let kernel = kiln_runtime::kernel::parse_kernel(&std::fs::read_to_string(&path).expect("reads"))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let text = std::fs::read_to_string(&path).expect("reads");
+        let kernel = kiln_runtime::kernel::parse_kernel(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         if kiln_runtime::kernel::verify_kernel(&kernel).is_err() {
             continue; // A filetest of a kernel the verifier refuses: nothing to lower.
         }
         let mlir = nvptx_module(&[&kernel], "sm_90", None).unwrap_or_else(|e| panic!("{name}: {e}"));
         insta::assert_snapshot!(format!("kir_{name}_mlir"), mlir);
         let ptx = lower_to_ptx(&[&kernel], "sm_90", libdevice.as_deref()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // `// expect ptx: cvt.rmi.s32.f32, fma.rn.f32` names instructions the PTX must hold.
+        for line in text.lines().filter_map(|l| l.trim().strip_prefix("// expect ptx:")) {
+            for instruction in line.split(',').map(str::trim) {
+                let found = ptx.lines().any(|l| l.trim_start().starts_with(&format!("{instruction} ")));
+                assert!(found, "{name}: the PTX has no `{instruction}`:\n{ptx}");
+            }
+        }
         if let Some(ptxas) = &ptxas {
             assemble(ptxas, &ptx, "sm_90").unwrap_or_else(|log| panic!("{name}: ptxas:\n{log}"));
         }

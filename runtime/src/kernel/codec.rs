@@ -9,7 +9,9 @@
 //! against the kernel's declarations, so a corrupted kernel is an error,
 //! never a panic or an out-of-bounds access in the simulator.
 
-use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, SharedArray, Special, Stmt, UnaryOp, Var};
+use crate::kernel::{
+    BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, SharedArray, Special, Stmt, UnaryOp, Var,
+};
 use crate::{DType, Dim};
 
 /// Deepest nesting of expressions and statements that decoding accepts.
@@ -47,8 +49,9 @@ pub fn decode_kernels(bytes: &[u8]) -> Result<Vec<Kernel>, DecodeError> {
     Ok(kernels)
 }
 
-const DTYPES: [DType; 9] = DType::ALL;
-const UNARY: [UnaryOp; 11] = [
+const DTYPES: [DType; 11] = DType::ALL;
+// Tables only grow at their ends: a tag's meaning never changes.
+const UNARY: [UnaryOp; 12] = [
     UnaryOp::Neg,
     UnaryOp::Abs,
     UnaryOp::Sqrt,
@@ -60,8 +63,9 @@ const UNARY: [UnaryOp; 11] = [
     UnaryOp::Sin,
     UnaryOp::Cos,
     UnaryOp::Not,
+    UnaryOp::BitNot,
 ];
-const BINARY: [BinaryOp; 14] = [
+const BINARY: [BinaryOp; 19] = [
     BinaryOp::Add,
     BinaryOp::Sub,
     BinaryOp::Mul,
@@ -76,7 +80,13 @@ const BINARY: [BinaryOp; 14] = [
     BinaryOp::Ne,
     BinaryOp::And,
     BinaryOp::Or,
+    BinaryOp::Shl,
+    BinaryOp::Shr,
+    BinaryOp::BitAnd,
+    BinaryOp::BitOr,
+    BinaryOp::BitXor,
 ];
+const ROUNDINGS: [Rounding; 4] = Rounding::ALL;
 const SPECIALS: [Special; 5] =
     [Special::ThreadIndex, Special::BlockIndex, Special::BlockThreads, Special::GridBlocks, Special::Lane];
 
@@ -288,6 +298,23 @@ impl Writer {
                 self.u8(10);
                 self.u32(*mask);
                 self.expr(value);
+            }
+            Expr::Convert { dtype, rounding, value } => {
+                self.u8(11);
+                self.dtype(*dtype);
+                self.u8(position(&ROUNDINGS, rounding));
+                self.expr(value);
+            }
+            Expr::Bitcast(dtype, a) => {
+                self.u8(12);
+                self.dtype(*dtype);
+                self.expr(a);
+            }
+            Expr::Fma(a, b, c) => {
+                self.u8(13);
+                self.expr(a);
+                self.expr(b);
+                self.expr(c);
             }
         }
     }
@@ -533,6 +560,13 @@ impl<'a> Reader<'a> {
                 let mask = self.u32()?;
                 Expr::ShuffleXor { mask, value: self.boxed(declared)? }
             }
+            11 => Expr::Convert {
+                dtype: self.dtype()?,
+                rounding: self.tag(&ROUNDINGS, "rounding mode")?,
+                value: self.boxed(declared)?,
+            },
+            12 => Expr::Bitcast(self.dtype()?, self.boxed(declared)?),
+            13 => Expr::Fma(self.boxed(declared)?, self.boxed(declared)?, self.boxed(declared)?),
             tag => return Err(self.error(format!("unknown expression tag {tag}"))),
         };
         self.depth -= 1;

@@ -85,7 +85,10 @@ pub enum UnaryOp {
     Erf,
     Sin,
     Cos,
+    /// Logical not: 1 (true) where the operand is zero.
     Not,
+    /// Bitwise complement of an integer.
+    BitNot,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,13 +108,57 @@ pub enum BinaryOp {
     Le,
     Eq,
     Ne,
+    /// Logical and of truth values (nonzero is true).
     And,
+    /// Logical or of truth values.
     Or,
+    /// `a << (b mod width)`: integers; the amount is taken modulo the
+    /// operand's bit width (as AMD hardware and Rust's `wrapping_shl` do), so
+    /// every amount is defined; the lowering masks amounts it cannot prove in range.
+    Shl,
+    /// `a >> (b mod width)`: arithmetic for signed integers, logical for unsigned.
+    Shr,
+    BitAnd,
+    BitOr,
+    BitXor,
 }
 
 impl BinaryOp {
     pub fn is_comparison(self) -> bool {
         matches!(self, BinaryOp::Lt | BinaryOp::Le | BinaryOp::Eq | BinaryOp::Ne)
+    }
+
+    /// Shifts and bitwise operations: integer operands only.
+    pub fn is_bitwise(self) -> bool {
+        matches!(self, BinaryOp::Shl | BinaryOp::Shr | BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor)
+    }
+}
+
+/// How a conversion rounds when the value is not representable: PTX's
+/// `.rn`/`.rz`/`.rm`/`.rp` (`.rni`/`.rzi`/`.rmi`/`.rpi` to integers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rounding {
+    /// To nearest, ties to even.
+    Nearest,
+    /// Toward zero.
+    Zero,
+    /// Toward negative infinity.
+    Down,
+    /// Toward positive infinity.
+    Up,
+}
+
+impl Rounding {
+    pub const ALL: [Rounding; 4] = [Rounding::Nearest, Rounding::Zero, Rounding::Down, Rounding::Up];
+
+    /// The PTX modifier's name: `rn`, `rz`, `rm`, `rp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rounding::Nearest => "rn",
+            Rounding::Zero => "rz",
+            Rounding::Down => "rm",
+            Rounding::Up => "rp",
+        }
     }
 }
 
@@ -126,7 +173,22 @@ pub enum Expr {
     Unary(UnaryOp, Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Conversion to `dtype` as the simulator and the lowering define it:
+    /// floats round to nearest even, floats to integers truncate toward zero
+    /// (saturating, NaN to 0), integers wrap to narrower integers.
     Cast(DType, Box<Expr>),
+    /// A conversion that rounds as `rounding` says: float to integer (then
+    /// saturating, NaN to 0), integer to float, or f32 to f16/bf16.
+    Convert {
+        dtype: DType,
+        rounding: Rounding,
+        value: Box<Expr>,
+    },
+    /// The bits of the value as `dtype`, a register type of the same width
+    /// (f32, i32 and u32; i64 and u64).
+    Bitcast(DType, Box<Expr>),
+    /// `a × b + c` on f32 with one rounding (`fma.rn.f32`).
+    Fma(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Element `index` of buffer parameter `buffer`, converted to f32 (floats),
     /// i64 (integers) or bool.
     Load {
@@ -239,15 +301,27 @@ pub fn is_vector_width(dtype: DType, count: usize) -> bool {
 
 /// The register type of values of `dtype` — of a load from memory of
 /// `dtype`, and of the values generators compute for tensors of `dtype`:
-/// floats are f32, bool is bool, every integer is i64 (sign- or
-/// zero-extended). The one rule the interpreter, the machine, the generators
-/// and the lowering share (the lowering's loads widen to it).
+/// floats are f32, bool is bool, the integers of tensors (i8, u8, i32, i64:
+/// indices, token ids) are i64 (sign- or zero-extended) so index arithmetic
+/// cannot overflow, and u32 and u64 — bit patterns such as packed weights —
+/// keep their width. The one rule the interpreter, the machine, the
+/// generators and the lowering share (the lowering's loads widen to it).
 pub fn register_type(dtype: DType) -> DType {
     match dtype {
         d if d.is_float() => DType::F32,
         DType::Bool => DType::Bool,
+        DType::U32 => DType::U32,
+        DType::U64 => DType::U64,
         _ => DType::I64,
     }
+}
+
+/// Whether `dtype` is a type kernel IR values (registers) can have.
+pub fn is_register_type(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::F32 | DType::F16 | DType::BF16 | DType::I64 | DType::I32 | DType::U32 | DType::U64 | DType::Bool
+    )
 }
 
 /// A kernel parameter.
@@ -420,6 +494,11 @@ mod arithmetic {
     operator!(Mul, mul, BinaryOp::Mul);
     operator!(Div, div, BinaryOp::Div);
     operator!(Rem, rem, BinaryOp::Rem);
+    operator!(Shl, shl, BinaryOp::Shl);
+    operator!(Shr, shr, BinaryOp::Shr);
+    operator!(BitAnd, bitand, BinaryOp::BitAnd);
+    operator!(BitOr, bitor, BinaryOp::BitOr);
+    operator!(BitXor, bitxor, BinaryOp::BitXor);
 
     impl Expr {
         fn compare(self, op: BinaryOp, other: impl Into<Expr>) -> Expr {
@@ -495,6 +574,15 @@ pub mod build {
     }
     pub fn cast(dtype: DType, value: Expr) -> Expr {
         Expr::Cast(dtype, Box::new(value))
+    }
+    pub fn convert(dtype: DType, rounding: Rounding, value: Expr) -> Expr {
+        Expr::Convert { dtype, rounding, value: Box::new(value) }
+    }
+    pub fn bitcast(dtype: DType, value: Expr) -> Expr {
+        Expr::Bitcast(dtype, Box::new(value))
+    }
+    pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
+        Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
     }
     /// `blockIdx · blockDim + threadIdx` as i64.
     pub fn global_thread_index() -> Expr {

@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use super::{BinaryOp, Expr, Kernel, Literal, Memory, Param, SharedArray, Special, Stmt, UnaryOp, Var};
+use super::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, SharedArray, Special, Stmt, UnaryOp, Var};
 use crate::{DType, Dim};
 
 /// Why a text is not a kernel, with the line (from 1) at fault.
@@ -76,8 +76,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, KernelParseError> {
                 }
             } else {
                 let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
-                i += if ["==", "!=", "<=", "&&", "||", "..", "+="].contains(&two.as_str()) { 2 } else { 1 };
-                if !"()[]{},:=<+-*/%.".contains(c) && i - start == 1 {
+                i += if ["==", "!=", "<=", "&&", "||", "..", "+=", "<<", ">>"].contains(&two.as_str()) { 2 } else { 1 };
+                if !"()[]{},:=<+-*/%.&|^".contains(c) && i - start == 1 {
                     return Err(KernelParseError { line: line_number, message: format!("unexpected character `{c}`") });
                 }
             }
@@ -412,6 +412,11 @@ impl Parser {
                 "!=" => BinaryOp::Ne,
                 "&&" => BinaryOp::And,
                 "||" => BinaryOp::Or,
+                "<<" => BinaryOp::Shl,
+                ">>" => BinaryOp::Shr,
+                "&" => BinaryOp::BitAnd,
+                "|" => BinaryOp::BitOr,
+                "^" => BinaryOp::BitXor,
                 _ => {
                     self.at -= 1;
                     return self.error(format!("expected a binary operator, found `{symbol}`"));
@@ -460,6 +465,27 @@ impl Parser {
 
     fn call(&mut self, function: &str) -> Result<Expr, KernelParseError> {
         self.expect("(")?;
+        if function == "convert" || function == "bitcast" {
+            let dtype = self.dtype()?;
+            self.expect(",")?;
+            let rounding = if function == "convert" {
+                let name = self.next()?;
+                let Some(rounding) = Rounding::ALL.into_iter().find(|r| r.name() == name) else {
+                    self.at -= 1;
+                    return self.error(format!("`{name}` is not a rounding mode (rn, rz, rm, rp)"));
+                };
+                self.expect(",")?;
+                Some(rounding)
+            } else {
+                None
+            };
+            let value = Box::new(self.expr()?);
+            self.expect(")")?;
+            return Ok(match rounding {
+                Some(rounding) => Expr::Convert { dtype, rounding, value },
+                None => Expr::Bitcast(dtype, value),
+            });
+        }
         let mut arguments = vec![self.expr()?];
         while self.peek() == Some(",") {
             self.at += 1;
@@ -487,6 +513,7 @@ impl Parser {
             "sin" => Some(UnaryOp::Sin),
             "cos" => Some(UnaryOp::Cos),
             "not" => Some(UnaryOp::Not),
+            "bitnot" => Some(UnaryOp::BitNot),
             _ => None,
         };
         let binary = match function {
@@ -499,6 +526,7 @@ impl Parser {
             (_, 1) if unary.is_some() => Ok(Expr::Unary(unary.expect("matched"), take())),
             (_, 2) if binary.is_some() => Ok(Expr::Binary(binary.expect("matched"), take(), take())),
             ("select", 3) => Ok(Expr::Select(take(), take(), take())),
+            ("fma", 3) => Ok(Expr::Fma(take(), take(), take())),
             (name, 1) if DType::from_str(name).is_ok() => {
                 Ok(Expr::Cast(DType::from_str(name).expect("checked"), take()))
             }

@@ -165,6 +165,11 @@ fn expr(kernel: &Kernel, e: &Expr) -> String {
         },
         Expr::Select(c, a, b) => format!("select({}, {}, {})", expr(kernel, c), expr(kernel, a), expr(kernel, b)),
         Expr::Cast(dtype, a) => format!("{dtype}({})", expr(kernel, a)),
+        Expr::Convert { dtype, rounding, value } => {
+            format!("convert({dtype}, {}, {})", rounding.name(), expr(kernel, value))
+        }
+        Expr::Bitcast(dtype, a) => format!("bitcast({dtype}, {})", expr(kernel, a)),
+        Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(kernel, a), expr(kernel, b), expr(kernel, c)),
         Expr::Load { buffer, index } => format!("{}[{}]", kernel.params[*buffer].name(), expr(kernel, index)),
         Expr::SharedLoad { array, index } => format!("{}[{}]", kernel.shared[*array].name, expr(kernel, index)),
         Expr::ShuffleXor { value, mask } => format!("shuffle_xor({}, {mask})", expr(kernel, value)),
@@ -184,6 +189,7 @@ fn unary_name(op: UnaryOp) -> &'static str {
         UnaryOp::Sin => "sin",
         UnaryOp::Cos => "cos",
         UnaryOp::Not => "not",
+        UnaryOp::BitNot => "bitnot",
     }
 }
 
@@ -200,6 +206,11 @@ fn binary_symbol(op: BinaryOp) -> Option<&'static str> {
         BinaryOp::Ne => "!=",
         BinaryOp::And => "&&",
         BinaryOp::Or => "||",
+        BinaryOp::Shl => "<<",
+        BinaryOp::Shr => ">>",
+        BinaryOp::BitAnd => "&",
+        BinaryOp::BitOr => "|",
+        BinaryOp::BitXor => "^",
         BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => return None,
     })
 }

@@ -60,9 +60,12 @@ pub fn is_uniform(expr: &Expr, divergent: &HashSet<Var>) -> bool {
         Expr::Literal(_) | Expr::Param(_) => true,
         Expr::Special(special) => !matches!(special, Special::ThreadIndex | Special::Lane),
         Expr::Var(var) => !divergent.contains(var),
-        Expr::Unary(_, a) | Expr::Cast(_, a) => is_uniform(a, divergent),
+        Expr::Unary(_, a) | Expr::Cast(_, a) | Expr::Bitcast(_, a) => is_uniform(a, divergent),
+        Expr::Convert { value, .. } => is_uniform(value, divergent),
         Expr::Binary(_, a, b) => is_uniform(a, divergent) && is_uniform(b, divergent),
-        Expr::Select(c, a, b) => is_uniform(c, divergent) && is_uniform(a, divergent) && is_uniform(b, divergent),
+        Expr::Select(c, a, b) | Expr::Fma(c, a, b) => {
+            is_uniform(c, divergent) && is_uniform(a, divergent) && is_uniform(b, divergent)
+        }
         Expr::Load { index, .. } | Expr::SharedLoad { index, .. } => is_uniform(index, divergent),
         Expr::ShuffleXor { value, .. } => is_uniform(value, divergent),
     }

@@ -3,8 +3,11 @@
 //!
 //! - **types**: every expression has one register type
 //!   ([`super::register_type`]); binary operands agree, indices and loop
-//!   bounds are integers, conditions are bool or integers; a `let` or an
-//!   assignment keeps its variable's type (a float may round to another float);
+//!   bounds are integers, conditions are bool or integers; shifts and
+//!   bitwise operations take integers, bit casts keep the width, `fma` takes
+//!   f32, rounding conversions go between floats and integers or narrow f32;
+//!   a `let` or an assignment keeps its variable's type (a float may round
+//!   to another float);
 //! - **definition before use**: a variable is read only inside the block of
 //!   its `let` (or loop) after it, and assigned only there;
 //! - **parameters as declared**: loads, stores and vector accesses name
@@ -18,8 +21,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    divergent_vars, is_uniform, is_vector_width, register_type, Expr, Kernel, Literal, Memory, Param, SharedArray,
-    Stmt, UnaryOp, Var,
+    divergent_vars, is_register_type, is_uniform, is_vector_width, register_type, Expr, Kernel, Literal, Memory, Param,
+    Rounding, SharedArray, Stmt, UnaryOp, Var,
 };
 use crate::DType;
 
@@ -75,7 +78,29 @@ fn assignable(value: DType, var: DType) -> bool {
 }
 
 fn is_integer(dtype: DType) -> bool {
-    matches!(dtype, DType::I64 | DType::I32)
+    matches!(dtype, DType::I64 | DType::I32 | DType::U32 | DType::U64)
+}
+
+/// Why `value` cannot be converted to `to` with `rounding`, if it cannot:
+/// the conversions PTX rounds — float → integer and integer → f32 in every
+/// mode, f32 → f16/bf16 to nearest or toward zero.
+fn rounding_conversion_error(value: DType, to: DType, rounding: Rounding) -> Option<String> {
+    let narrowing = value == DType::F32 && matches!(to, DType::F16 | DType::BF16);
+    if narrowing {
+        return matches!(rounding, Rounding::Down | Rounding::Up)
+            .then(|| format!("f32 to {to} rounds {} (to nearest or toward zero only)", rounding.name()));
+    }
+    let float_integer = (value.is_float() && is_integer(to)) || (is_integer(value) && to == DType::F32);
+    (!float_integer).then(|| format!("a rounding conversion from {value} to {to}"))
+}
+
+/// The bit width of `dtype` as a bit-cast operand, for register types that can be bit-cast.
+fn bitcast_width(dtype: DType) -> Option<usize> {
+    match dtype {
+        DType::F32 | DType::I32 | DType::U32 => Some(32),
+        DType::I64 | DType::U64 => Some(64),
+        _ => None,
+    }
 }
 
 impl Checker<'_> {
@@ -240,8 +265,8 @@ impl Checker<'_> {
             Expr::Special(_) => DType::I32,
             Expr::Unary(op, a) => {
                 let found = self.expr(a)?;
-                let float_only = !matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Not);
-                if float_only && !found.is_float() {
+                let float_only = !matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Not | UnaryOp::BitNot);
+                if float_only && !found.is_float() || *op == UnaryOp::BitNot && !is_integer(found) {
                     return Err(format!("{op:?} of a {found}"));
                 }
                 found
@@ -250,6 +275,9 @@ impl Checker<'_> {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 if x != y {
                     return Err(format!("{op:?} of a {x} and a {y}"));
+                }
+                if op.is_bitwise() && !is_integer(x) {
+                    return Err(format!("{op:?} of {x}s (shifts and bitwise operations take integers)"));
                 }
                 if op.is_comparison() {
                     DType::Bool
@@ -270,7 +298,33 @@ impl Checker<'_> {
             }
             Expr::Cast(dtype, a) => {
                 self.expr(a)?;
+                if !is_register_type(*dtype) {
+                    return Err(format!("a cast to {dtype}, which is not a register type"));
+                }
                 *dtype
+            }
+            Expr::Convert { dtype, rounding, value } => {
+                let found = self.expr(value)?;
+                if let Some(error) = rounding_conversion_error(found, *dtype, *rounding) {
+                    return Err(error);
+                }
+                *dtype
+            }
+            Expr::Bitcast(dtype, a) => {
+                let found = self.expr(a)?;
+                match (bitcast_width(found), bitcast_width(*dtype)) {
+                    (Some(from), Some(to)) if from == to => *dtype,
+                    _ => {
+                        return Err(format!("a bit cast from {found} to {dtype} (same-width f32, i32, u32, i64, u64)"))
+                    }
+                }
+            }
+            Expr::Fma(a, b, c) => {
+                let types = [self.expr(a)?, self.expr(b)?, self.expr(c)?];
+                if types != [DType::F32; 3] {
+                    return Err(format!("an fma of {}, {} and {} (fma takes f32)", types[0], types[1], types[2]));
+                }
+                DType::F32
             }
             Expr::Load { buffer, index } => {
                 let element = self.buffer(*buffer, false, "a load")?;
@@ -329,6 +383,14 @@ mod tests {
         );
         assert!(error_of("  if (i64(thread) < 32) {\n    let v1: f32 = 1.0\n  }\n  y[0] = v1\n")
             .contains("v1 is read before"));
+        assert!(error_of("  y[0] = (x[0] >> x[1])\n").contains("shifts and bitwise operations take integers"));
+        assert!(error_of("  y[0] = f32(bitcast(u64, x[0]))\n").contains("a bit cast from f32 to u64"));
+        assert_eq!(error_of("  y[0] = bitcast(f32, bitcast(u32, x[0]))\n"), "");
+        assert!(error_of("  y[0] = fma(x[0], x[1], f16(1.0))\n").contains("fma takes f32"));
+        assert!(error_of("  y[0] = convert(f16, rm, x[0])\n").contains("to nearest or toward zero only"));
+        assert!(error_of("  y[0] = convert(f16, rz, i64(thread))\n").contains("a rounding conversion from i64 to f16"));
+        assert_eq!(error_of("  y[0] = convert(f32, rp, convert(u64, rm, x[0]))\n"), "");
+        assert!(error_of("  y[0] = f32(bitnot(x[0]))\n").contains("BitNot of a f32"));
         let eight = "  let v0, v1, v2, v3, v4, v5, v6, v7: f32 = x.v8[0]\n";
         assert!(error_of(eight).contains("a vector load of 8 f32 elements"), "{}", error_of(eight));
     }

@@ -506,6 +506,36 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         }
                     }
                 },
+                Inst::RoundConvert { from, to, rounding, dst, a } => match dst {
+                    Dst::U(d) => u[d as usize] = values::convert_rounded(from, to, rounding, scalar(u, a)),
+                    Dst::V(d) => {
+                        let a = lanes(v, u, w, a, d, s0);
+                        for (slot, &x) in vector_mut(v, d, w).iter_mut().zip(a) {
+                            *slot = values::convert_rounded(from, to, rounding, x);
+                        }
+                    }
+                },
+                Inst::Bitcast { to, dst, a } => match dst {
+                    Dst::U(d) => u[d as usize] = values::bitcast(to, scalar(u, a)),
+                    Dst::V(d) => {
+                        let a = lanes(v, u, w, a, d, s0);
+                        for (slot, &x) in vector_mut(v, d, w).iter_mut().zip(a) {
+                            *slot = values::bitcast(to, x);
+                        }
+                    }
+                },
+                Inst::Fma { dst, a, b, c } => match dst {
+                    Dst::U(d) => u[d as usize] = values::fma(scalar(u, a), scalar(u, b), scalar(u, c)),
+                    Dst::V(d) => {
+                        let a = lanes(v, u, w, a, d, s0);
+                        let b = lanes(v, u, w, b, d, s1);
+                        let c = lanes(v, u, w, c, d, s2);
+                        let out = vector_mut(v, d, w);
+                        for lane in 0..w {
+                            out[lane] = values::fma(a[lane], b[lane], c[lane]);
+                        }
+                    }
+                },
                 Inst::Copy { dst, a, masked } => match dst {
                     Dst::U(d) => u[d as usize] = scalar(u, a),
                     Dst::V(d) => {

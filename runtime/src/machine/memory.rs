@@ -106,7 +106,7 @@ impl Window {
 
     /// The window of bytes `range` of this one, when in bounds and 16-byte aligned.
     pub(crate) fn sub(&self, range: std::ops::Range<usize>) -> Option<Window> {
-        if range.start > range.end || range.end > self.len || range.start % 16 != 0 {
+        if range.start > range.end || range.end > self.len || !range.start.is_multiple_of(16) {
             return None;
         }
         // SAFETY: in bounds of this window's bytes.
@@ -122,10 +122,10 @@ impl Window {
     }
 
     /// The `size`-byte little-endian value at byte `offset`. The caller has
-    /// checked `offset + size <= len`, `offset % size == 0` and `size` ∈ {1, 2, 4, 8}.
+    /// checked `offset + size <= len`, `offset.is_multiple_of(size)` and `size` ∈ {1, 2, 4, 8}.
     #[inline(always)]
     pub(crate) fn load(&self, offset: usize, size: usize) -> u64 {
-        debug_assert!(offset + size <= self.len && offset % size == 0);
+        debug_assert!(offset + size <= self.len && offset.is_multiple_of(size));
         // SAFETY: in bounds and aligned (checked by the caller; the base is 16-aligned).
         unsafe {
             let at = self.base.add(offset);
@@ -142,7 +142,7 @@ impl Window {
     /// conditions of [`Window::load`] and on a writable window.
     #[inline(always)]
     pub(crate) fn store(&self, offset: usize, size: usize, bits: u64) {
-        debug_assert!(self.writable && offset + size <= self.len && offset % size == 0);
+        debug_assert!(self.writable && offset + size <= self.len && offset.is_multiple_of(size));
         // SAFETY: as in `load`; the window was made from a unique borrow.
         unsafe {
             let at = self.base.add(offset);

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
+use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, Special, Stmt, UnaryOp, Var};
 use crate::sim::SimError;
 use crate::{DType, Dim};
 
@@ -84,6 +84,27 @@ pub(crate) enum Inst {
         to: Class,
         dst: Dst,
         a: Src,
+    },
+    /// A conversion with a rounding mode ([`Expr::Convert`]).
+    RoundConvert {
+        from: Class,
+        to: Class,
+        rounding: Rounding,
+        dst: Dst,
+        a: Src,
+    },
+    /// The bits of `a` as class `to` ([`Expr::Bitcast`]).
+    Bitcast {
+        to: Class,
+        dst: Dst,
+        a: Src,
+    },
+    /// `a × b + c` in f32 with one rounding ([`Expr::Fma`]).
+    Fma {
+        dst: Dst,
+        a: Src,
+        b: Src,
+        c: Src,
     },
     /// `dst = a` in the active lanes (`masked`) or in every lane.
     Copy {
@@ -197,6 +218,9 @@ impl Inst {
             | Inst::Binary { dst, .. }
             | Inst::Select { dst, .. }
             | Inst::Convert { dst, .. }
+            | Inst::RoundConvert { dst, .. }
+            | Inst::Bitcast { dst, .. }
+            | Inst::Fma { dst, .. }
             | Inst::Copy { dst, .. }
             | Inst::MulAdd { dst, .. }
             | Inst::Load { dst, .. } => Some(dst),
@@ -337,6 +361,9 @@ enum Key {
     Binary(BinaryOp, Class, Src, Src),
     Select(Src, Src, Src),
     Convert(Class, Class, Src),
+    RoundConvert(Class, Class, Rounding, Src),
+    Bitcast(Class, Src),
+    Fma(Src, Src, Src),
     Load(Memory, Src, Src, u32),
 }
 
@@ -344,10 +371,10 @@ impl Key {
     fn operands(&self) -> Vec<Src> {
         match *self {
             Key::Special(_) | Key::Param(_) => vec![],
-            Key::Unary(_, _, a) | Key::Convert(_, _, a) => vec![a],
+            Key::Unary(_, _, a) | Key::Convert(_, _, a) | Key::RoundConvert(_, _, _, a) | Key::Bitcast(_, a) => vec![a],
             Key::Load(_, index, base, _) => vec![index, base],
             Key::Binary(_, _, a, b) => vec![a, b],
-            Key::Select(c, a, b) => vec![c, a, b],
+            Key::Select(c, a, b) | Key::Fma(c, a, b) => vec![c, a, b],
         }
     }
 }
@@ -757,6 +784,8 @@ impl Compiler<'_> {
         let (src, class) = self.expr(index)?;
         match class {
             Class::I64 | Class::I32 | Class::Bool => Ok(src),
+            // Unsigned indices are below 2^63 in any memory, so their bits are the i64 index.
+            Class::U32 | Class::U64 => Ok(src),
             _ => Err(self.invalid(format!("an index of class {class:?}"))),
         }
     }
@@ -911,6 +940,38 @@ impl Compiler<'_> {
                 }
                 self.numbered(Key::Convert(from, to, a), to, is_uniform(a), |dst| Inst::Convert { from, to, dst, a })
             }
+            Expr::Convert { dtype, rounding, value } => {
+                let (a, from) = self.expr(value)?;
+                let (to, rounding) = (Class::declared(*dtype), *rounding);
+                if let Src::K(bits) = a {
+                    return Ok((Src::K(values::convert_rounded(from, to, rounding, bits)), to));
+                }
+                self.numbered(Key::RoundConvert(from, to, rounding, a), to, is_uniform(a), |dst| Inst::RoundConvert {
+                    from,
+                    to,
+                    rounding,
+                    dst,
+                    a,
+                })
+            }
+            Expr::Bitcast(dtype, value) => {
+                let (a, _) = self.expr(value)?;
+                let to = Class::declared(*dtype);
+                if let Src::K(bits) = a {
+                    return Ok((Src::K(values::bitcast(to, bits)), to));
+                }
+                self.numbered(Key::Bitcast(to, a), to, is_uniform(a), |dst| Inst::Bitcast { to, dst, a })
+            }
+            Expr::Fma(a, b, c) => {
+                let (a, _) = self.expr(a)?;
+                let (b, _) = self.expr(b)?;
+                let (c, _) = self.expr(c)?;
+                if let (Src::K(x), Src::K(y), Src::K(z)) = (a, b, c) {
+                    return Ok((Src::K(values::fma(x, y, z)), Class::F32));
+                }
+                let uniform = is_uniform(a) && is_uniform(b) && is_uniform(c);
+                self.numbered(Key::Fma(a, b, c), Class::F32, uniform, |dst| Inst::Fma { dst, a, b, c })
+            }
             Expr::Load { buffer, index } => {
                 let dtype = self.buffer_param(*buffer)?;
                 let index = self.index(index)?;
@@ -946,6 +1007,9 @@ fn set_dst(inst: &mut Inst, to: Dst) {
         | Inst::Binary { dst, .. }
         | Inst::Select { dst, .. }
         | Inst::Convert { dst, .. }
+        | Inst::RoundConvert { dst, .. }
+        | Inst::Bitcast { dst, .. }
+        | Inst::Fma { dst, .. }
         | Inst::MulAdd { dst, .. }
         | Inst::Load { dst, .. } => *dst = to,
         Inst::Param { dst, .. } => match to {

@@ -409,7 +409,7 @@ fn expressions_built_with_operators_are_the_trees_they_read_as() {
     );
     assert_eq!(written, spelled);
     assert_eq!(
-        var(row).lt(&var(kk)).and(var(kk) % 4),
+        var(row).lt(var(kk)).and(var(kk) % 4),
         binary(BinaryOp::And, lt(var(row), var(kk)), binary(BinaryOp::Rem, var(kk), i64(4)))
     );
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
+use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, Special, Stmt, UnaryOp, Var};
 use kiln_runtime::DType;
 
 /// Which vendor's attributes the function carries.
@@ -27,8 +27,8 @@ fn register_type(dtype: DType) -> &'static str {
         DType::F32 => "f32",
         DType::F16 => "f16",
         DType::BF16 => "bf16",
-        DType::I64 => "i64",
-        DType::I32 => "i32",
+        DType::I64 | DType::U64 => "i64",
+        DType::I32 | DType::U32 => "i32",
         DType::Bool => "i1",
         DType::I8 | DType::U8 | DType::F8E4M3 => "i8",
     }
@@ -403,13 +403,13 @@ impl Emitter<'_> {
     /// A register value as a memory element of `dtype`.
     fn store_form(&mut self, value: Ssa, dtype: DType) -> Result<String, String> {
         Ok(match dtype {
-            DType::Bool | DType::U8 => {
+            DType::Bool => {
                 let bit = self.convert(value, DType::Bool)?;
                 let name = self.fresh();
                 self.line(&format!("{name} = arith.extui {} : i1 to i8", bit.name));
                 name
             }
-            DType::I8 => {
+            DType::I8 | DType::U8 => {
                 let wide = self.convert(value, DType::I64)?;
                 let name = self.fresh();
                 self.line(&format!("{name} = arith.trunci {} : i64 to i8", wide.name));
@@ -448,10 +448,19 @@ impl Emitter<'_> {
                 }
                 format!("arith.{} {} : {from_type} to {to_type}", if wider { "extf" } else { "truncf" }, value.name)
             }
-            (f, _) if f.is_float() => format!("arith.fptosi {} : {from_type} to {to_type}", value.name),
-            (_, t) if t.is_float() => format!("arith.sitofp {} : {from_type} to {to_type}", value.name),
+            (f, t) if f.is_float() => {
+                let operation = if t.is_unsigned() { "fptoui" } else { "fptosi" };
+                format!("arith.{operation} {} : {from_type} to {to_type}", value.name)
+            }
+            (f, t) if t.is_float() => {
+                let operation = if f.is_unsigned() { "uitofp" } else { "sitofp" };
+                format!("arith.{operation} {} : {from_type} to {to_type}", value.name)
+            }
+            // i32 and u32 (i64 and u64) are one MLIR type: the same bits.
+            _ if from_type == to_type => return Ok(Ssa { name: value.name, dtype: to }),
             (f, t) if f.size_in_bytes() < t.size_in_bytes() => {
-                format!("arith.extsi {} : {from_type} to {to_type}", value.name)
+                let operation = if f.is_unsigned() { "extui" } else { "extsi" };
+                format!("arith.{operation} {} : {from_type} to {to_type}", value.name)
             }
             _ => format!("arith.trunci {} : {from_type} to {to_type}", value.name),
         };
@@ -524,6 +533,12 @@ impl Emitter<'_> {
                         format!("arith.subi {zero}, {} : {ty}", a.name)
                     }
                     UnaryOp::Abs if float => format!("math.absf {} : {ty}", a.name),
+                    UnaryOp::Abs if a.dtype.is_unsigned() => return Ok(a),
+                    UnaryOp::BitNot => {
+                        let ones = self.fresh();
+                        self.line(&format!("{ones} = arith.constant -1 : {ty}"));
+                        format!("arith.xori {}, {ones} : {ty}", a.name)
+                    }
                     UnaryOp::Abs => format!("math.absi {} : {ty}", a.name),
                     UnaryOp::Sqrt => format!("math.sqrt {} : {ty}", a.name),
                     UnaryOp::Rsqrt => format!("math.rsqrt {} : {ty}", a.name),
@@ -544,14 +559,24 @@ impl Emitter<'_> {
                 self.line(&format!("{name} = {operation}"));
                 Ssa { name, dtype: a.dtype }
             }
-            Expr::Binary(op, a, b) => {
+            Expr::Binary(op, a, b_expr) => {
                 let a = self.expression(a)?;
-                let b = self.expression(b)?;
+                let b = self.expression(b_expr)?;
                 let b = self.convert(b, a.dtype)?;
                 let ty = register_type(a.dtype);
                 let float = a.dtype.is_float();
+                let unsigned = a.dtype.is_unsigned();
+                if op.is_bitwise() {
+                    return self.bitwise(*op, a, b, b_expr);
+                }
                 let name = self.fresh();
                 let (operation, dtype) = match (op, float) {
+                    (BinaryOp::Div, false) if unsigned => ("arith.divui", a.dtype),
+                    (BinaryOp::Rem, false) if unsigned => ("arith.remui", a.dtype),
+                    (BinaryOp::Max, false) if unsigned => ("arith.maxui", a.dtype),
+                    (BinaryOp::Min, false) if unsigned => ("arith.minui", a.dtype),
+                    (BinaryOp::Lt, false) if unsigned => ("arith.cmpi ult,", DType::Bool),
+                    (BinaryOp::Le, false) if unsigned => ("arith.cmpi ule,", DType::Bool),
                     (BinaryOp::Add, true) => ("arith.addf", a.dtype),
                     (BinaryOp::Sub, true) => ("arith.subf", a.dtype),
                     (BinaryOp::Mul, true) => ("arith.mulf", a.dtype),
@@ -596,6 +621,7 @@ impl Emitter<'_> {
                         return Ok(Ssa { name, dtype: DType::Bool });
                     }
                     (BinaryOp::Pow, false) => return Err("integer power has no lowering".into()),
+                    (_, _) => return Err(format!("{op:?} of {} has no lowering", a.dtype)),
                 };
                 self.line(&format!("{name} = {operation} {}, {} : {ty}", a.name, b.name));
                 Ssa { name, dtype }
@@ -619,6 +645,27 @@ impl Emitter<'_> {
             Expr::Cast(dtype, a) => {
                 let a = self.expression(a)?;
                 self.convert(a, *dtype)?
+            }
+            Expr::Convert { dtype, rounding, value } => {
+                let value = self.expression(value)?;
+                self.rounding_convert(value, *dtype, *rounding)?
+            }
+            Expr::Bitcast(dtype, a) => {
+                let a = self.expression(a)?;
+                let (from, to) = (register_type(a.dtype), register_type(*dtype));
+                if from == to {
+                    Ssa { name: a.name, dtype: *dtype }
+                } else {
+                    let name = self.fresh();
+                    self.line(&format!("{name} = arith.bitcast {} : {from} to {to}", a.name));
+                    Ssa { name, dtype: *dtype }
+                }
+            }
+            Expr::Fma(a, b, c) => {
+                let (a, b, c) = (self.expression(a)?, self.expression(b)?, self.expression(c)?);
+                let name = self.fresh();
+                self.line(&format!("{name} = math.fma {}, {}, {} : f32", a.name, b.name, c.name));
+                Ssa { name, dtype: DType::F32 }
             }
             Expr::Load { buffer, index } => {
                 let Param::Buffer { dtype, .. } = &self.kernel.params[*buffer] else {
@@ -646,7 +693,7 @@ impl Emitter<'_> {
                 let (offset, width) = (self.fresh(), self.fresh());
                 self.line(&format!("{offset} = arith.constant {mask} : i32"));
                 self.line(&format!("{width} = arith.constant 32 : i32"));
-                if value.dtype == DType::I64 {
+                if matches!(value.dtype, DType::I64 | DType::U64) {
                     // 64-bit values shuffle as two 32-bit halves.
                     let (low, high_shifted, high, thirty_two) =
                         (self.fresh(), self.fresh(), self.fresh(), self.fresh());
@@ -662,9 +709,9 @@ impl Emitter<'_> {
                     self.line(&format!("{high_w} = arith.extui {high_s} : i32 to i64"));
                     self.line(&format!("{high_back} = arith.shli {high_w}, {thirty_two} : i64"));
                     self.line(&format!("{name} = arith.ori {high_back}, {low_w} : i64"));
-                    return Ok(Ssa { name, dtype: DType::I64 });
+                    return Ok(Ssa { name, dtype: value.dtype });
                 }
-                let value = if value.dtype == DType::F32 || value.dtype == DType::I32 {
+                let value = if matches!(value.dtype, DType::F32 | DType::I32 | DType::U32) {
                     value
                 } else {
                     self.convert(value, DType::F32)?
@@ -678,6 +725,112 @@ impl Emitter<'_> {
                 Ssa { name, dtype: value.dtype }
             }
         })
+    }
+
+    /// A shift or bitwise operation. A shift amount is taken modulo the
+    /// width (kernel IR's rule); the mask is emitted unless the amount is a
+    /// literal already in range (LLVM's shifts are poison past the width).
+    fn bitwise(&mut self, op: BinaryOp, a: Ssa, b: Ssa, b_expr: &Expr) -> Result<Ssa, String> {
+        let ty = register_type(a.dtype);
+        let width = 8 * a.dtype.size_in_bytes() as i64;
+        let operation = match op {
+            BinaryOp::Shl => "arith.shli",
+            BinaryOp::Shr if a.dtype.is_unsigned() => "arith.shrui",
+            BinaryOp::Shr => "arith.shrsi",
+            BinaryOp::BitAnd => "arith.andi",
+            BinaryOp::BitOr => "arith.ori",
+            _ => "arith.xori",
+        };
+        let mut amount = b.name;
+        let in_range = literal_integer(b_expr).is_some_and(|v| (0..width).contains(&v));
+        if matches!(op, BinaryOp::Shl | BinaryOp::Shr) && !in_range {
+            let (mask, masked) = (self.fresh(), self.fresh());
+            self.line(&format!("{mask} = arith.constant {} : {ty}", width - 1));
+            self.line(&format!("{masked} = arith.andi {amount}, {mask} : {ty}"));
+            amount = masked;
+        }
+        let name = self.fresh();
+        self.line(&format!("{name} = {operation} {}, {amount} : {ty}", a.name));
+        Ok(Ssa { name, dtype: a.dtype })
+    }
+
+    /// A conversion with a rounding mode, as one `cvt` on NVIDIA (the NVVM
+    /// conversion intrinsics); AMD rounds floats to integers with
+    /// `roundeven`/`trunc`/`floor`/`ceil` before the conversion and has only
+    /// the to-nearest forms of the others.
+    fn rounding_convert(&mut self, value: Ssa, to: DType, rounding: Rounding) -> Result<Ssa, String> {
+        let mode = rounding.name();
+        let from = value.dtype;
+        if from.is_float() && !to.is_float() {
+            let x = self.convert(value, DType::F32)?;
+            let name = self.fresh();
+            let to_type = register_type(to);
+            if self.vendor == Vendor::Amd {
+                let rounded = self.fresh();
+                let function = match rounding {
+                    Rounding::Nearest => "roundeven",
+                    Rounding::Zero => "trunc",
+                    Rounding::Down => "floor",
+                    Rounding::Up => "ceil",
+                };
+                self.line(&format!("{rounded} = math.{function} {} : f32", x.name));
+                let operation = if to.is_unsigned() { "fptoui" } else { "fptosi" };
+                self.line(&format!("{name} = arith.{operation} {rounded} : f32 to {to_type}"));
+            } else {
+                let intrinsic = match (to.size_in_bytes(), to.is_unsigned()) {
+                    (4, false) => "f2i",
+                    (4, true) => "f2ui",
+                    (_, false) => "f2ll",
+                    (_, true) => "f2ull",
+                };
+                self.line(&format!(
+                    "{name} = llvm.call_intrinsic \"llvm.nvvm.{intrinsic}.{mode}\"({}) : (f32) -> {to_type}",
+                    x.name
+                ));
+            }
+            return Ok(Ssa { name, dtype: to });
+        }
+        if rounding == Rounding::Nearest {
+            return self.convert(value, to);
+        }
+        if self.vendor == Vendor::Amd {
+            return Err(format!("a conversion from {from} to {to} rounding {mode} has no AMDGPU lowering"));
+        }
+        let from_type = register_type(from);
+        let name = self.fresh();
+        if !from.is_float() && to == DType::F32 {
+            let intrinsic = match (from.size_in_bytes(), from.is_unsigned()) {
+                (4, false) => "i2f",
+                (4, true) => "ui2f",
+                (_, false) => "ll2f",
+                (_, true) => "ull2f",
+            };
+            self.line(&format!(
+                "{name} = llvm.call_intrinsic \"llvm.nvvm.{intrinsic}.{mode}\"({}) : ({from_type}) -> f32",
+                value.name
+            ));
+            return Ok(Ssa { name, dtype: to });
+        }
+        match (from, to, rounding) {
+            (DType::F32, DType::BF16, Rounding::Zero) => {
+                self.line(&format!(
+                    "{name} = llvm.call_intrinsic \"llvm.nvvm.f2bf16.rz\"({}) : (f32) -> bf16",
+                    value.name
+                ));
+            }
+            (DType::F32, DType::F16, Rounding::Zero) => {
+                // One `cvt.rz.f16x2.f32` of the value twice; its low half.
+                let (pair, index) = (self.fresh(), self.fresh());
+                self.line(&format!(
+                    "{pair} = llvm.call_intrinsic \"llvm.nvvm.ff2f16x2.rz\"({0}, {0}) : (f32, f32) -> vector<2xf16>",
+                    value.name
+                ));
+                self.line(&format!("{index} = llvm.mlir.constant(0 : i32) : i32"));
+                self.line(&format!("{name} = llvm.extractelement {pair}[{index} : i32] : vector<2xf16>"));
+            }
+            _ => return Err(format!("a conversion from {from} to {to} rounding {mode} has no lowering")),
+        }
+        Ok(Ssa { name, dtype: to })
     }
 
     /// Math functions from AMDGPU's native instructions (`v_exp_f32`,
@@ -829,6 +982,16 @@ fn a_is_math(op: UnaryOp) -> bool {
             | UnaryOp::Tanh
             | UnaryOp::Erf
     )
+}
+
+/// The value of an integer literal, also under casts (`u32(4)`).
+fn literal_integer(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::Literal(Literal::I64(v)) => Some(*v),
+        Expr::Literal(Literal::I32(v)) => Some(*v as i64),
+        Expr::Cast(_, inner) => literal_integer(inner),
+        _ => None,
+    }
 }
 
 /// An f32 literal MLIR parses exactly (hex for non-finite values).
