@@ -487,6 +487,15 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                 },
                 Inst::MulAdd { dst, acc, a, b } => match dst {
                     Dst::U(d) => u[d as usize] = values::mul_add(scalar(u, acc), scalar(u, a), scalar(u, b)),
+                    // An accumulation in place (`v = v + a × b`): no copy of the accumulator.
+                    Dst::V(d) if acc == Src::V(d) && a != acc && b != acc => {
+                        let a = lanes(v, u, w, a, d, s1);
+                        let b = lanes(v, u, w, b, d, s2);
+                        let out = vector_mut(v, d, w);
+                        for lane in 0..w {
+                            out[lane] = values::mul_add(out[lane], a[lane], b[lane]);
+                        }
+                    }
                     Dst::V(d) => {
                         let acc = lanes(v, u, w, acc, d, s0);
                         let a = lanes(v, u, w, a, d, s1);
@@ -876,8 +885,29 @@ impl<'a> Access<'a> {
     ) -> Result<(), (ErrorAt, u32)> {
         let length = self.elements() as u64;
         let dtype = self.dtype;
+        // Every lane active and every element in bounds (one min/max pass):
+        // the lane loop then has no branches.
+        let full = mask == u64::MAX >> (64 - out.len());
+        let in_bounds = full && {
+            let (mut low, mut high) = (i64::MAX, i64::MIN);
+            for &index in indices {
+                let element = (index as i64).wrapping_add(offset);
+                low = low.min(element);
+                high = high.max(element);
+            }
+            low >= 0 && (high as u64) < length
+        };
         macro_rules! each_lane {
-            ($read:expr) => {{
+            ($read:expr) => {
+                each_lane!($read, $read)
+            };
+            ($read:expr, $unchecked:expr) => {{
+                if in_bounds {
+                    for (slot, &index) in out.iter_mut().zip(indices) {
+                        *slot = $unchecked((index as i64).wrapping_add(offset) as usize);
+                    }
+                    return Ok(());
+                }
                 for lane in active(mask) {
                     let element = (indices[lane as usize] as i64).wrapping_add(offset);
                     if element as u64 >= length {
@@ -895,8 +925,16 @@ impl<'a> Access<'a> {
         match (&self.target, self.size, raw) {
             (Target::Global(window), 4, true) => each_lane!(|e: usize| window.load(e * 4, 4)),
             (Target::Global(window), 8, true) => each_lane!(|e: usize| window.load(e * 8, 8)),
-            (Target::Shared { offset: base, .. }, 4, true) => each_lane!(|e: usize| shared.load(base + e * 4, 4)),
-            (Target::Shared { offset: base, .. }, 8, true) => each_lane!(|e: usize| shared.load(base + e * 8, 8)),
+            // SAFETY (unchecked reads): `in_bounds` put every element inside
+            // its array, and arrays lie inside the block's shared memory.
+            (Target::Shared { offset: base, .. }, 4, true) => each_lane!(
+                |e: usize| shared.load(base + e * 4, 4),
+                |e: usize| unsafe { shared.load_unchecked::<4>(base + e * 4) }
+            ),
+            (Target::Shared { offset: base, .. }, 8, true) => each_lane!(
+                |e: usize| shared.load(base + e * 8, 8),
+                |e: usize| unsafe { shared.load_unchecked::<8>(base + e * 8) }
+            ),
             (Target::Global(window), size, false) => {
                 each_lane!(|e: usize| values::decode(dtype, window.load(e * size, size)))
             }

@@ -183,6 +183,20 @@ impl SharedMemory {
         }
     }
 
+    /// The `SIZE`-byte (4 or 8) little-endian value at byte `offset`, unchecked.
+    ///
+    /// # Safety
+    /// `offset + SIZE` must be at most the length.
+    #[inline(always)]
+    pub(crate) unsafe fn load_unchecked<const SIZE: usize>(&self, offset: usize) -> u64 {
+        debug_assert!(offset + SIZE <= self.bytes.as_bytes().len());
+        let at = self.bytes.as_bytes().as_ptr().add(offset);
+        match SIZE {
+            4 => u32::from_le(at.cast::<u32>().read_unaligned()) as u64,
+            _ => u64::from_le(at.cast::<u64>().read_unaligned()),
+        }
+    }
+
     /// Writes the low `size` bytes of `bits` at byte `offset`.
     #[inline(always)]
     pub(crate) fn store(&mut self, offset: usize, size: usize, bits: u64) {
