@@ -149,7 +149,12 @@ pub fn run_artifact(arguments: &RunArguments) -> Result<()> {
 }
 
 /// One line per launch (`launch INDEX GROUP KERNEL median_us=… flops=… bytes=…`,
-/// for scripts) and the achieved rates.
+/// for scripts) and the achieved rates; on the simulator, a second line of
+/// the launch's memory counters (`counters INDEX global_read=… sectors_read=…
+/// coalesced=… shared_requests=… conflict_replays=…`): `coalesced` is the
+/// share of the bytes in the 32-byte sectors touched that were asked for
+/// (above 1 when lanes share bytes); and a line per weight the launch reads
+/// (`weight INDEX NAME bytes=… read=… passes=… sector_efficiency=…`).
 fn print_profile(launches: &[kiln_runtime::session::LaunchProfile]) {
     let mut total = std::time::Duration::ZERO;
     for (index, launch) in launches.iter().enumerate() {
@@ -166,6 +171,31 @@ fn print_profile(launches: &[kiln_runtime::session::LaunchProfile]) {
             launch.flops as f64 / seconds / 1e12,
             launch.bytes as f64 / seconds / 1e9
         );
+        if let Some(c) = &launch.counters {
+            let sectors = c.global_sectors_read + c.global_sectors_written;
+            let asked = c.global_bytes_read + c.global_bytes_written;
+            println!(
+                "counters {index} global_read={} global_written={} sectors_read={} sectors_written={} coalesced={:.2} shared_requests={} shared_wavefronts={} conflict_replays={}",
+                c.global_bytes_read,
+                c.global_bytes_written,
+                c.global_sectors_read,
+                c.global_sectors_written,
+                asked as f64 / (sectors.max(1) * 32) as f64,
+                c.shared_requests,
+                c.shared_wavefronts,
+                c.shared_conflict_wavefronts
+            );
+        }
+        for weight in &launch.weights {
+            println!(
+                "weight {index} {} bytes={} read={} passes={:.2} sector_efficiency={:.2}",
+                weight.name,
+                weight.bytes,
+                weight.traffic.bytes_read,
+                weight.passes(),
+                weight.sector_efficiency()
+            );
+        }
     }
     println!("launches {} total_us={:.2}", launches.len(), total.as_secs_f64() * 1e6);
 }

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use crate::artifact::{Artifact, ArtifactError, EntrySpec};
+use crate::artifact::{ArgumentSpec, Artifact, ArtifactError, EntrySpec};
 use crate::device::cuda::{CudaError, CudaWeights, DeviceTensor};
 use crate::device::{executor_kind, Executor, EXECUTORS};
 use crate::machine::{AlignedBytes, Program};
@@ -305,17 +305,41 @@ impl Session {
         let (bindings, ordered) = bind_inputs(artifact, spec, inputs)?;
         self.run_bound(spec, &bindings, &ordered)?;
         let times = self.executor.profile_launches(&model, spec, &bindings, repeats)?;
+        let counters = self.executor.launch_counters(&model, spec, &bindings)?;
         spec.launches
             .iter()
             .zip(times)
-            .map(|(launch, times)| {
+            .enumerate()
+            .map(|(index, (launch, times))| {
                 let variant = choose_variant(launch, &bindings)?;
+                let counted = counters.as_ref().map(|all| all[index].clone());
+                let weights = match &counted {
+                    Some(counted) => variant
+                        .arguments
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(param, argument)| match argument {
+                            ArgumentSpec::Weight(weight) => {
+                                let spec = &artifact.weights[*weight];
+                                Some(WeightTraffic {
+                                    name: spec.name.clone(),
+                                    bytes: spec.file_range.len() as u64,
+                                    traffic: counted.buffer(param),
+                                })
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
                 Ok(LaunchProfile {
                     group: launch.group.clone(),
                     kernel: artifact.kernels[variant.kernel].name.clone(),
                     times,
                     flops: launch.flops.evaluate(&bindings)?,
                     bytes: launch.bytes.evaluate(&bindings)?,
+                    counters: counted,
+                    weights,
                 })
             })
             .collect()
@@ -331,6 +355,33 @@ pub struct LaunchProfile {
     pub flops: i64,
     /// The compiler's least bytes moved for the launch.
     pub bytes: i64,
+    /// What the launch asked of memory, where the executor counts it (the
+    /// simulator's machine): global traffic and sectors, shared-memory
+    /// wavefronts and bank-conflict replays.
+    pub counters: Option<crate::machine::Counters>,
+    /// With counters: what the launch read of each weight it is given.
+    pub weights: Vec<WeightTraffic>,
+}
+
+/// One weight's global traffic in one launch.
+pub struct WeightTraffic {
+    pub name: String,
+    /// The weight's size.
+    pub bytes: u64,
+    pub traffic: crate::machine::Traffic,
+}
+
+impl WeightTraffic {
+    /// How many times the launch read the weight over (1.0: streamed once).
+    pub fn passes(&self) -> f64 {
+        self.traffic.bytes_read as f64 / self.bytes.max(1) as f64
+    }
+
+    /// The share of the bytes of the 32-byte sectors touched that were asked
+    /// for (1.0: perfectly coalesced; above 1, lanes shared bytes).
+    pub fn sector_efficiency(&self) -> f64 {
+        self.traffic.bytes_read as f64 / (self.traffic.sectors_read.max(1) * 32) as f64
+    }
 }
 
 impl LaunchProfile {

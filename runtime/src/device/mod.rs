@@ -56,6 +56,18 @@ pub trait Executor: Send {
         repeats: usize,
     ) -> Result<Vec<Vec<Duration>>, RunError>;
 
+    /// Each launch's memory counters from one more run of `entry` after a
+    /// run with the same bindings, where the executor counts them (the
+    /// simulator's machine); `None` elsewhere.
+    fn launch_counters(
+        &mut self,
+        _model: &Model,
+        _entry: &EntrySpec,
+        _bindings: &SymbolBindings,
+    ) -> Result<Option<Vec<crate::machine::Counters>>, RunError> {
+        Ok(None)
+    }
+
     /// Copies a host tensor to the device, for [`Executor::run_device`].
     fn upload(&self, _tensor: &HostTensor) -> Result<DeviceTensor, RunError> {
         Err(RunError::NotOnDevice)

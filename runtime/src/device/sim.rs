@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::artifact::{ArgumentSpec, EntrySpec};
 use crate::device::{Executor, ExecutorKind};
 use crate::kernel::Param;
-use crate::machine::{self, AlignedBytes, Binding, MachineOptions, Region};
+use crate::machine::{self, AlignedBytes, Binding, Counters, MachineOptions, Region};
 use crate::session::{choose_variant, concrete_shape, Model, RunError};
 use crate::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
 use crate::tensor::{decode_elements, encode_elements};
@@ -129,6 +129,22 @@ impl Executor for SimExecutor {
         }
         Ok(times)
     }
+
+    /// One more replay on the machine with its counters on (the interpreter
+    /// modes count nothing).
+    fn launch_counters(
+        &mut self,
+        model: &Model,
+        entry: &EntrySpec,
+        bindings: &SymbolBindings,
+    ) -> Result<Option<Vec<Counters>>, RunError> {
+        if !self.machine {
+            return Ok(None);
+        }
+        let mut counters = Vec::with_capacity(entry.launches.len());
+        self.replay_on_machine(model, entry, bindings, None, Some(&mut counters))?;
+        Ok(Some(counters))
+    }
 }
 
 impl SimExecutor {
@@ -152,7 +168,7 @@ impl SimExecutor {
         }
         let range = |slot: usize| slot_range(model, slot, bindings, arena_bytes);
         if self.machine {
-            self.replay_on_machine(model, entry, bindings, launch_times)?;
+            self.replay_on_machine(model, entry, bindings, launch_times, None)?;
             return read_outputs(model, entry, bindings, self.arena.as_bytes());
         }
         let weights = model.sim_weights();
@@ -202,9 +218,10 @@ impl SimExecutor {
         entry: &EntrySpec,
         bindings: &SymbolBindings,
         mut launch_times: Option<&mut Vec<Duration>>,
+        mut launch_counters: Option<&mut Vec<Counters>>,
     ) -> Result<(), RunError> {
         let machine = model.machine()?;
-        let options = self.machine_options();
+        let options = MachineOptions { counters: launch_counters.is_some(), ..self.machine_options() };
         let arena_bytes = self.arena.len();
         for launch in &entry.launches {
             let started = Instant::now();
@@ -230,7 +247,10 @@ impl SimExecutor {
             let mut regions = Vec::with_capacity(weights.len() + 1);
             regions.push(Region::ReadWrite(self.arena.as_bytes_mut()));
             regions.extend(weights.into_iter().map(Region::ReadOnly));
-            machine::launch(program, &mut regions, &arguments, bindings, options)?;
+            let counted = machine::launch(program, &mut regions, &arguments, bindings, options)?;
+            if let Some(counters) = launch_counters.as_deref_mut() {
+                counters.push(counted);
+            }
             if let Some(times) = launch_times.as_deref_mut() {
                 times.push(started.elapsed());
             }

@@ -41,7 +41,7 @@ pub struct MachineOptions {
 /// lane, half-warps for 8, quarter-warps for 16 — and a phase takes as many
 /// wavefronts as the most distinct 4-byte words any one of the 32 banks
 /// holds among its lanes (lanes reading the same word share it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub global_requests: u64,
     pub global_bytes_read: u64,
@@ -52,10 +52,42 @@ pub struct Counters {
     pub shared_wavefronts: u64,
     /// Wavefronts beyond one per phase: the replays bank conflicts cost.
     pub shared_conflict_wavefronts: u64,
+    /// Global traffic per kernel parameter (empty entries for scalars), so
+    /// a test can say "streams the weight once, coalesced".
+    pub buffers: Vec<Traffic>,
+}
+
+/// Global-memory traffic of one buffer parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub sectors_read: u64,
+    pub sectors_written: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, other: &Traffic) {
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.sectors_read += other.sectors_read;
+        self.sectors_written += other.sectors_written;
+    }
 }
 
 impl Counters {
+    /// The traffic of buffer parameter `param` (zero when it has none).
+    pub fn buffer(&self, param: usize) -> Traffic {
+        self.buffers.get(param).copied().unwrap_or_default()
+    }
+
     fn add(&mut self, other: &Counters) {
+        if self.buffers.len() < other.buffers.len() {
+            self.buffers.resize(other.buffers.len(), Traffic::default());
+        }
+        for (mine, theirs) in self.buffers.iter_mut().zip(&other.buffers) {
+            mine.add(theirs);
+        }
         self.global_requests += other.global_requests;
         self.global_bytes_read += other.global_bytes_read;
         self.global_bytes_written += other.global_bytes_written;
@@ -85,12 +117,21 @@ impl Counters {
                 sectors.dedup();
                 self.global_requests += 1;
                 let moved = (lanes.len() * bytes) as u64;
-                if write {
+                let touched = sectors.len() as u64;
+                let traffic = if write {
                     self.global_bytes_written += moved;
-                    self.global_sectors_written += sectors.len() as u64;
+                    self.global_sectors_written += touched;
+                    Traffic { bytes_written: moved, sectors_written: touched, ..Traffic::default() }
                 } else {
                     self.global_bytes_read += moved;
-                    self.global_sectors_read += sectors.len() as u64;
+                    self.global_sectors_read += touched;
+                    Traffic { bytes_read: moved, sectors_read: touched, ..Traffic::default() }
+                };
+                if let Some(param) = access.buffer {
+                    if self.buffers.len() <= param {
+                        self.buffers.resize(param + 1, Traffic::default());
+                    }
+                    self.buffers[param].add(&traffic);
                 }
             }
             Target::Shared { offset: base, .. } => {
@@ -821,6 +862,8 @@ impl ErrorAt {
 
 /// The memory one load or store addresses.
 struct Access<'a> {
+    /// The buffer parameter, for global memory.
+    buffer: Option<usize>,
     dtype: DType,
     size: usize,
     name: &'a str,
@@ -842,11 +885,18 @@ impl<'a> Access<'a> {
                     Param::Scalar { name, dtype } => (name.as_str(), *dtype),
                 };
                 let window = launch.windows[buffer].expect("the compiler checked buffer parameters");
-                Access { dtype, size: dtype.size_in_bytes(), name, target: Target::Global(window) }
+                Access {
+                    buffer: Some(buffer),
+                    dtype,
+                    size: dtype.size_in_bytes(),
+                    name,
+                    target: Target::Global(window),
+                }
             }
             Memory::Shared(array) => {
                 let layout = &program.shared[array];
                 Access {
+                    buffer: None,
                     dtype: layout.dtype,
                     size: layout.dtype.size_in_bytes(),
                     name: &layout.name,
@@ -927,14 +977,16 @@ impl<'a> Access<'a> {
             (Target::Global(window), 8, true) => each_lane!(|e: usize| window.load(e * 8, 8)),
             // SAFETY (unchecked reads): `in_bounds` put every element inside
             // its array, and arrays lie inside the block's shared memory.
-            (Target::Shared { offset: base, .. }, 4, true) => each_lane!(
-                |e: usize| shared.load(base + e * 4, 4),
-                |e: usize| unsafe { shared.load_unchecked::<4>(base + e * 4) }
-            ),
-            (Target::Shared { offset: base, .. }, 8, true) => each_lane!(
-                |e: usize| shared.load(base + e * 8, 8),
-                |e: usize| unsafe { shared.load_unchecked::<8>(base + e * 8) }
-            ),
+            (Target::Shared { offset: base, .. }, 4, true) => {
+                each_lane!(|e: usize| shared.load(base + e * 4, 4), |e: usize| unsafe {
+                    shared.load_unchecked::<4>(base + e * 4)
+                })
+            }
+            (Target::Shared { offset: base, .. }, 8, true) => {
+                each_lane!(|e: usize| shared.load(base + e * 8, 8), |e: usize| unsafe {
+                    shared.load_unchecked::<8>(base + e * 8)
+                })
+            }
             (Target::Global(window), size, false) => {
                 each_lane!(|e: usize| values::decode(dtype, window.load(e * size, size)))
             }

@@ -190,10 +190,13 @@ impl SharedMemory {
     #[inline(always)]
     pub(crate) unsafe fn load_unchecked<const SIZE: usize>(&self, offset: usize) -> u64 {
         debug_assert!(offset + SIZE <= self.bytes.as_bytes().len());
-        let at = self.bytes.as_bytes().as_ptr().add(offset);
-        match SIZE {
-            4 => u32::from_le(at.cast::<u32>().read_unaligned()) as u64,
-            _ => u64::from_le(at.cast::<u64>().read_unaligned()),
+        // SAFETY: in bounds by the caller's contract; unaligned reads need no alignment.
+        unsafe {
+            let at = self.bytes.as_bytes().as_ptr().add(offset);
+            match SIZE {
+                4 => u32::from_le(at.cast::<u32>().read_unaligned()) as u64,
+                _ => u64::from_le(at.cast::<u64>().read_unaligned()),
+            }
         }
     }
 

@@ -29,7 +29,7 @@ pub mod memory;
 mod program;
 pub(crate) mod values;
 
-pub use exec::{launch, Binding, Counters, MachineOptions, Region};
+pub use exec::{launch, Binding, Counters, MachineOptions, Region, Traffic};
 pub use memory::AlignedBytes;
 pub use program::Program;
 

@@ -4,6 +4,13 @@
 //! and B stream through shared memory in 32×16 and 16×32 tiles. This is the
 //! f32 path and every target's fallback; tensor-core kernels replace it where
 //! the hardware allows.
+//!
+//! Tile loads are coalesced whichever way an operand is stored: consecutive
+//! threads read consecutive elements of its contiguous dimension (k for A
+//! and for a transposed, n-by-k B; m for a transposed A; n for B). Shared
+//! rows are padded — A's to 17 words, B's to 34 — so neither the stores of
+//! either mapping nor the inner loop's reads conflict on banks (the
+//! machine's counters check it: `compiler/tests/compiler/machine.rs`).
 
 use kiln_ir::graph::{NodeIndex, ValueRef};
 use kiln_ir::{DType, Dim, Op};
@@ -14,6 +21,11 @@ use super::context::{broadcast_coords, linear_index, unravel, KernelContext, Val
 const TILE: i64 = 32;
 const DEPTH: i64 = 16;
 const THREADS: u32 = 256;
+/// Words between rows of the A tile (32 rows of `DEPTH`): odd, so 32 rows at one k fall in 32 banks.
+const A_STRIDE: i64 = DEPTH + 1;
+/// Words between rows of the B tile (`DEPTH` rows of 32): 34 ≡ 2 (mod 32), so 16 rows at
+/// two adjacent columns fall in 32 banks.
+const B_STRIDE: i64 = TILE + 2;
 
 pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<Stmt>, String> {
     let graph = context.graph;
@@ -35,8 +47,8 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let (tiles_m, tiles_n) = (tiles(&m_dim), tiles(&n_dim));
     context.block_threads = THREADS;
     context.grid_blocks = &(&batches * &tiles_m) * &tiles_n;
-    let a_tile = context.add_shared("a_tile", DType::F32, (TILE * DEPTH) as usize);
-    let b_tile = context.add_shared("b_tile", DType::F32, (DEPTH * TILE) as usize);
+    let a_tile = context.add_shared("a_tile", DType::F32, (TILE * A_STRIDE) as usize);
+    let b_tile = context.add_shared("b_tile", DType::F32, (DEPTH * B_STRIDE) as usize);
 
     let mut body = Vec::new();
     let i64v = |expr: Expr| Value { expr, dtype: DType::I64 };
@@ -95,23 +107,34 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     // Each thread loads two elements of each tile (512 elements, 256 threads).
     for part in 0..2 {
         let element = thread.expr.clone() + part * THREADS as i64;
-        // A tile: 32 rows (m) × 16 columns (k).
-        let row = tile_m.expr.clone() * TILE + element.clone() / DEPTH;
-        let column = build::var(k0) + element.clone() % DEPTH;
+        // A tile: 32 rows (m) × 16 columns (k); threads run along A's contiguous dim.
+        let (row_in, k_in) = if transpose_a {
+            (element.clone() % TILE, element.clone() / TILE)
+        } else {
+            (element.clone() / DEPTH, element.clone() % DEPTH)
+        };
+        let row = tile_m.expr.clone() * TILE + row_in.clone();
+        let column = build::var(k0) + k_in.clone();
         tile_loop.extend(guarded_tile_load(
             context,
             a_tile,
-            element.clone(),
+            row_in * A_STRIDE + k_in,
             &row,
             &m,
             &column,
             &k,
             |context, body| operand(context, body, a, transpose_a, row.clone(), column.clone()),
         )?);
-        // B tile: 16 rows (k) × 32 columns (n).
-        let row = build::var(k0) + element.clone() / TILE;
-        let column = tile_n.expr.clone() * TILE + element.clone() % TILE;
-        tile_loop.extend(guarded_tile_load(context, b_tile, element, &row, &k, &column, &n, |context, body| {
+        // B tile: 16 rows (k) × 32 columns (n); threads run along B's contiguous dim.
+        let (k_in, column_in) = if transpose_b {
+            (element.clone() % DEPTH, element.clone() / DEPTH)
+        } else {
+            (element.clone() / TILE, element.clone() % TILE)
+        };
+        let row = build::var(k0) + k_in.clone();
+        let column = tile_n.expr.clone() * TILE + column_in.clone();
+        let slot = k_in * B_STRIDE + column_in;
+        tile_loop.extend(guarded_tile_load(context, b_tile, slot, &row, &k, &column, &n, |context, body| {
             operand(context, body, b, transpose_b, row.clone(), column.clone())
         })?);
     }
@@ -120,8 +143,8 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let mut inner = Vec::new();
     for i in 0..2 {
         for j in 0..2 {
-            let a_index = (row_in_tile.expr.clone() * 2 + i) * DEPTH + build::var(kk);
-            let b_index = build::var(kk) * TILE + (column_in_tile.expr.clone() * 2 + j);
+            let a_index = (row_in_tile.expr.clone() * 2 + i) * A_STRIDE + build::var(kk);
+            let b_index = build::var(kk) * B_STRIDE + (column_in_tile.expr.clone() * 2 + j);
             let acc = accumulators[(i * 2 + j) as usize];
             let a = Expr::SharedLoad { array: a_tile, index: Box::new(a_index) };
             let b = Expr::SharedLoad { array: b_tile, index: Box::new(b_index) };
@@ -189,12 +212,12 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     Ok(body)
 }
 
-/// `tile[element] = inside ? operand : 0`, reading the operand only inside.
+/// `tile[slot] = inside ? operand : 0`, reading the operand only inside.
 #[allow(clippy::too_many_arguments)]
 fn guarded_tile_load(
     context: &mut KernelContext,
     tile: usize,
-    element: Expr,
+    slot: Expr,
     row: &Expr,
     rows: &Expr,
     column: &Expr,
@@ -209,6 +232,6 @@ fn guarded_tile_load(
     Ok(vec![
         Stmt::Let { var: value, dtype: DType::F32, value: build::f32(0.0) },
         Stmt::If { condition: inside, then, otherwise: Vec::new() },
-        Stmt::SharedStore { array: tile, index: element, value: build::var(value) },
+        Stmt::SharedStore { array: tile, index: slot, value: build::var(value) },
     ])
 }
