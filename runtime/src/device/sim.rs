@@ -26,16 +26,17 @@ use crate::{HostTensor, SymbolBindings};
 pub const KIND: ExecutorKind =
     ExecutorKind { name: "sim", present: || true, open: |_, device| Ok(Box::new(SimExecutor::new(device.check))) };
 
-/// `--device interpreter`: the tree-walking interpreter even without checks
-/// (the fast mode before the machine; kept to measure the machine against).
+/// `--device interpreter`: the tree-walking interpreter, with `--check` its
+/// detectors (the independent oracle the machine is tested against; also
+/// what the machine is measured against).
 pub const INTERPRETER_KIND: ExecutorKind = ExecutorKind {
     name: "interpreter",
     present: || false,
     open: |_, device| Ok(Box::new(SimExecutor::interpreter(device.check))),
 };
 
-/// Runs kernels in the simulator: the machine (fast mode), or the
-/// interpreter (with the sanitizer's checks, or on request without).
+/// Runs kernels in the simulator: the machine (fast or checked), or on
+/// request the interpreter (with or without its checks).
 pub struct SimExecutor {
     options: SimOptions,
     /// Launch on the machine; else on the interpreter.
@@ -44,11 +45,12 @@ pub struct SimExecutor {
 }
 
 impl SimExecutor {
-    /// The fast mode (the machine), or with `check` the interpreter with every detector.
+    /// The machine: its fast mode, or with `check` its checked mode (every
+    /// detector, by happens-before; [`crate::machine::MachineOptions::check`]).
     pub fn new(check: bool) -> SimExecutor {
         SimExecutor {
             options: SimOptions { check, ..SimOptions::default() },
-            machine: !check,
+            machine: true,
             arena: AlignedBytes::default(),
         }
     }
@@ -59,15 +61,21 @@ impl SimExecutor {
     }
 
     fn machine_options(&self) -> MachineOptions {
-        MachineOptions { warp_size: self.options.warp_size, seed: self.options.seed, ..MachineOptions::default() }
+        MachineOptions {
+            warp_size: self.options.warp_size,
+            seed: self.options.seed,
+            check: self.options.check,
+            ..MachineOptions::default()
+        }
     }
 }
 
 impl Executor for SimExecutor {
     fn description(&self) -> String {
         let mode = match (self.machine, self.options.check) {
-            (_, true) => "sanitizer on",
+            (true, true) => "sanitizer on",
             (true, false) => "fast mode",
+            (false, true) => "interpreter, sanitizer on",
             (false, false) => "interpreter, no checks",
         };
         format!("kernel simulator ({mode}, warps of {})", self.options.warp_size)

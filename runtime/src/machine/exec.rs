@@ -16,6 +16,7 @@ use crate::kernel::{Memory, Param, Special};
 use crate::sim::SimError;
 use crate::{DType, SymbolBindings};
 
+use super::check::{GlobalWriters, SharedChecker, Violation};
 use super::memory::{SharedMemory, Window};
 use super::program::{Dst, Inst, Program, Src};
 use super::values::{self, Class};
@@ -32,6 +33,10 @@ pub struct MachineOptions {
     pub threads: usize,
     /// Count memory traffic and shared-memory bank conflicts ([`Counters`]).
     pub counters: bool,
+    /// The checked mode ([`super::check`]): shared-memory races by
+    /// happens-before, uninitialized shared reads, global writes of one
+    /// byte by two blocks. Blocks then run on one thread.
+    pub check: bool,
 }
 
 /// What a launch asked of memory, counted the way the hardware serves it:
@@ -168,7 +173,7 @@ impl Counters {
 
 impl Default for MachineOptions {
     fn default() -> MachineOptions {
-        MachineOptions { warp_size: 32, seed: 0x5eed, threads: 0, counters: false }
+        MachineOptions { warp_size: 32, seed: 0x5eed, threads: 0, counters: false, check: false }
     }
 }
 
@@ -254,6 +259,7 @@ pub fn launch(
         blocks: blocks as u64,
         warp_size: options.warp_size,
         counting: options.counters,
+        checking: options.check,
     };
     let workers = worker_count(program, options, work.len());
     if workers <= 1 {
@@ -299,7 +305,7 @@ pub fn launch(
 /// Threads for one launch: blocks are independent, so they spread over the
 /// cores; kernels with atomics and small grids stay on one thread.
 fn worker_count(program: &Program, options: MachineOptions, blocks: usize) -> usize {
-    if program.has_atomics {
+    if program.has_atomics || options.check {
         return 1;
     }
     let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -327,6 +333,7 @@ struct Launch<'p> {
     blocks: u64,
     warp_size: usize,
     counting: bool,
+    checking: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -358,6 +365,9 @@ struct BlockRunner<'l, 'p> {
     scratch: [Vec<u64>; 3],
     order: Vec<usize>,
     counters: Counters,
+    /// The checked mode's state: this block's clocks and shadow, and every
+    /// block's global writes.
+    checker: Option<(SharedChecker, GlobalWriters)>,
 }
 
 impl<'l, 'p> BlockRunner<'l, 'p> {
@@ -388,12 +398,18 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
             scratch: [vec![0; w], vec![0; w], vec![0; w]],
             order: Vec::new(),
             counters: Counters::default(),
+            checker: launch
+                .checking
+                .then(|| (SharedChecker::new(threads.div_ceil(w), program.shared_bytes), GlobalWriters::default())),
         }
     }
 
     fn run(&mut self, block: u64, seed: u64) -> Result<(), SimError> {
         let program = self.launch.program;
         self.shared.clear();
+        if let Some((checker, _)) = &mut self.checker {
+            checker.reset(self.warps.len(), program.shared_bytes);
+        }
         for warp in &mut self.warps {
             warp.pc = 0;
             warp.mask = warp.full;
@@ -436,6 +452,10 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
             if !same {
                 return Err(SimError::DivergentBarrier { kernel: program.name.clone(), block });
             }
+            if let Some((checker, _)) = &mut self.checker {
+                let all: Vec<usize> = (0..self.warps.len()).collect();
+                checker.release(&all);
+            }
             for warp in &mut self.warps {
                 warp.state = State::Ready;
             }
@@ -448,10 +468,11 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
         let program = launch.program;
         let code = &program.code;
         let w = launch.warp_size;
-        let BlockRunner { warps, shared, scratch, counters, .. } = self;
+        let BlockRunner { warps, shared, scratch, counters, checker, .. } = self;
         let counting = launch.counting;
         let warp = &mut warps[index];
         let [s0, s1, s2] = scratch;
+        let warp_index = index;
         let thread_of = |lane: u32| (index * w) as u64 + lane as u64;
         let error_at = |kind: ErrorAt, lane: u32| kind.error(program, block, thread_of(lane));
         loop {
@@ -603,6 +624,19 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                 Inst::Load { dst, memory, index, base, offset, piece } => {
                     let access = Access::of(program, launch, memory);
                     let offset = (scalar(u, base) as i64).wrapping_add(offset as i64);
+                    if let (Some((checker, _)), Memory::Shared(array)) = (checker.as_mut(), memory) {
+                        let indices = lanes(v, u, w, index, u32::MAX, s0);
+                        check_shared(
+                            checker,
+                            program,
+                            array,
+                            (warp_index, block, (warp_index * w) as u64),
+                            indices,
+                            offset,
+                            warp.mask,
+                            false,
+                        )?;
+                    }
                     if counting && !piece {
                         let indices = lanes(v, u, w, index, u32::MAX, s0);
                         counters.request(&access, indices, offset, warp.mask, access.size, false);
@@ -633,6 +667,22 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     let values_ = lanes(v, u, w, value, u32::MAX, s1);
                     if counting && !piece {
                         counters.request(&access, indices, offset as i64, warp.mask, access.size, true);
+                    }
+                    match (checker.as_mut(), memory) {
+                        (Some((checker, _)), Memory::Shared(array)) => check_shared(
+                            checker,
+                            program,
+                            array,
+                            (warp_index, block, (warp_index * w) as u64),
+                            indices,
+                            offset as i64,
+                            warp.mask,
+                            true,
+                        )?,
+                        (Some((_, writers)), Memory::Buffer(_)) => {
+                            check_global_write(writers, &access, block, indices, offset as i64, warp.mask, program)?
+                        }
+                        (None, _) => {}
                     }
                     for lane in active(warp.mask) {
                         let element = indices[lane as usize] as i64 + offset as i64;
@@ -763,6 +813,87 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
             }
         }
     }
+}
+
+/// The checked mode's verdict on the active lanes of `mask` accessing shared
+/// `array` at `indices + offset` (the warp, the block, the warp's first
+/// thread). Lanes out
+/// of bounds are left to the access, which reports them.
+#[allow(clippy::too_many_arguments)]
+fn check_shared(
+    checker: &mut SharedChecker,
+    program: &Program,
+    array: usize,
+    (warp, block, first_thread): (usize, u64, u64),
+    indices: &[u64],
+    offset: i64,
+    mask: u64,
+    write: bool,
+) -> Result<(), SimError> {
+    let layout = &program.shared[array];
+    let size = layout.dtype.size_in_bytes();
+    for lane in active(mask) {
+        let element = (indices[lane as usize] as i64).wrapping_add(offset);
+        if element < 0 || element as usize >= layout.elements {
+            continue;
+        }
+        let byte = layout.offset + element as usize * size;
+        let verdict =
+            if write { checker.write(warp, byte..byte + size) } else { checker.read(warp, byte..byte + size) };
+        match verdict {
+            Ok(()) => {}
+            Err(Violation::Race { other }) => {
+                return Err(SimError::SharedRace {
+                    kernel: program.name.clone(),
+                    block,
+                    array: layout.name.clone(),
+                    index: element as usize,
+                    first: other,
+                    second: warp,
+                })
+            }
+            Err(Violation::Uninitialized) => {
+                return Err(SimError::UninitializedShared {
+                    kernel: program.name.clone(),
+                    block,
+                    thread: first_thread + lane as u64,
+                    array: layout.name.clone(),
+                    index: element as usize,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checked mode's verdict on block `block` storing to global memory.
+fn check_global_write(
+    writers: &mut GlobalWriters,
+    access: &Access<'_>,
+    block: u64,
+    indices: &[u64],
+    offset: i64,
+    mask: u64,
+    program: &Program,
+) -> Result<(), SimError> {
+    let Target::Global(window) = &access.target else { return Ok(()) };
+    for lane in active(mask) {
+        let element = (indices[lane as usize] as i64).wrapping_add(offset);
+        if element < 0 || element as usize >= access.elements() {
+            continue;
+        }
+        let address = window.address() + element as usize * access.size;
+        if let Some(first) = writers.write(address, access.size, block) {
+            return Err(SimError::OverlappingWrites {
+                kernel: program.name.clone(),
+                buffer: access.name.to_string(),
+                index: element as usize,
+                first,
+                second: block,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn internal(program: &Program, what: &str) -> SimError {

@@ -24,6 +24,7 @@
 //! overlapping-write detectors are not here: the checked mode runs the
 //! interpreter.
 
+mod check;
 mod exec;
 pub mod memory;
 mod program;

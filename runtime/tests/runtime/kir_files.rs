@@ -146,6 +146,22 @@ fn every_kir_filetest_holds_on_both_simulators() {
         } else if directives.error.is_none() {
             machine.unwrap_or_else(|e| panic!("{file}: machine: {e}"));
         }
+        // The machine's checked mode finds what the checked interpreter finds
+        // (or the machine's own error), by happens-before.
+        let mut checked_fast = arguments(&kernel, &directives, &file);
+        let options = MachineOptions { warp_size, check: true, ..MachineOptions::default() };
+        let machine_checked = run_on_arguments(&kernel, &mut checked_fast, &directives.bindings, options);
+        match directives.machine_error.as_ref().or(directives.error.as_ref()) {
+            Some(expected) => {
+                let error = machine_checked
+                    .err()
+                    .unwrap_or_else(|| panic!("{file}: the checked machine ran; expected `{expected}`"));
+                assert!(error.to_string().contains(expected.as_str()), "{file}: the checked machine said `{error}`");
+            }
+            None => {
+                machine_checked.unwrap_or_else(|e| panic!("{file}: checked machine: {e}"));
+            }
+        }
         if directives.error.is_some() {
             continue;
         }
@@ -155,6 +171,8 @@ fn every_kir_filetest_holds_on_both_simulators() {
                 assert_eq!(found, expected.as_slice(), "{file}: `{name}` (interpreter)");
             }
             assert_eq!(buffer_named(&kernel, &fast, name), expected.as_slice(), "{file}: `{name}` (machine)");
+            let found = buffer_named(&kernel, &checked_fast, name);
+            assert_eq!(found, expected.as_slice(), "{file}: `{name}` (checked machine)");
         }
     }
 }

@@ -263,3 +263,44 @@ fn global_traffic_is_counted_in_bytes_and_32_byte_sectors() {
     let quiet = run_on_arguments(&strided(1, 1, 1), &mut arguments, &SymbolBindings::new(), MachineOptions::default());
     assert_eq!(quiet.unwrap(), kiln_runtime::machine::Counters::default());
 }
+
+/// The checked machine judges by happens-before, not by the order it ran
+/// warps in: after a barrier, warp 1 writes what warp 0 reads with no
+/// barrier between them, and every seed reports the race — whichever warp
+/// this seed ran first, and so whichever value the read saw.
+#[test]
+fn the_checked_machine_reports_a_race_whatever_order_the_warps_ran_in() {
+    let kernel = kiln_runtime::kernel::parse_kernel(
+        "kernel handoff(out y: f32*) threads 64 blocks 1 {
+  shared s: f32[1] align 16
+  let v0: i64 = i64(thread)
+  if (v0 == 0) {
+    s[0] = 1.0
+  }
+  barrier
+  if (v0 == 32) {
+    s[0] = 7.0
+  }
+  if (v0 == 0) {
+    y[0] = s[0]
+  }
+}
+",
+    )
+    .expect("parses");
+    let mut outcomes = std::collections::BTreeSet::new();
+    for seed in 0..16 {
+        let mut fast = vec![buffer(DType::F32, vec![0.0])];
+        let options = MachineOptions { seed, ..MachineOptions::default() };
+        let outcome = match run_on_arguments(&kernel, &mut fast, &SymbolBindings::new(), options) {
+            Ok(_) => floats(&fast[0])[0],
+            Err(error) => panic!("seed {seed}: the fast mode does not check: {error}"),
+        };
+        outcomes.insert(outcome.to_bits());
+        let mut checked = vec![buffer(DType::F32, vec![0.0])];
+        let options = MachineOptions { seed, check: true, ..MachineOptions::default() };
+        let error = run_on_arguments(&kernel, &mut checked, &SymbolBindings::new(), options).unwrap_err();
+        assert!(matches!(error, SimError::SharedRace { ref array, .. } if array == "s"), "seed {seed}: {error}");
+    }
+    assert_eq!(outcomes.len(), 2, "both orders occurred among the seeds (the read saw 1 and 7)");
+}
