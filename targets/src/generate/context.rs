@@ -477,6 +477,12 @@ pub fn linear_index(coords: &[Expr], dims: &[Expr]) -> Expr {
     for (coord, dim) in coords.iter().zip(dims) {
         index = match index {
             Expr::Literal(Literal::I64(0)) => coord.clone(),
+            // `(x / d) · d + x % d` is `x` (the coords of an unraveled index).
+            Expr::Binary(kernel::BinaryOp::Div, x, d)
+                if *d == *dim && *coord == build::binary(kernel::BinaryOp::Rem, (*x).clone(), dim.clone()) =>
+            {
+                *x
+            }
             index => build::add(build::mul(index, dim.clone()), coord.clone()),
         };
     }

@@ -43,16 +43,23 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let k_dim = if transpose_a { a_shape[a_shape.len() - 2].clone() } else { a_shape[a_shape.len() - 1].clone() };
     let batch_shape = out_shape[..rank - 2].to_vec();
     let batches = batch_shape.iter().fold(Dim::constant(1), |p, d| &p * d);
+    // A weight (B without batch dims) shared by every batch: the batch dims
+    // fold into M, so short sequences fill whole row tiles and the weight
+    // streams once per 32 rows of all sequences, not once per sequence.
+    let flatten = !batch_shape.is_empty() && graph.value_type(b).rank() == 2;
+    let rows_dim = if flatten { &batches * &m_dim } else { m_dim.clone() };
     let tiles = |d: &Dim| (d + &Dim::constant(TILE - 1)).floor_div(TILE).expect("positive");
-    let (tiles_m, tiles_n) = (tiles(&m_dim), tiles(&n_dim));
+    let (tiles_m, tiles_n) = (tiles(&rows_dim), tiles(&n_dim));
     context.block_threads = THREADS;
-    context.grid_blocks = &(&batches * &tiles_m) * &tiles_n;
+    let grid_batches = if flatten { Dim::constant(1) } else { batches.clone() };
+    context.grid_blocks = &(&grid_batches * &tiles_m) * &tiles_n;
     let a_tile = context.add_shared("a_tile", DType::F32, (TILE * A_STRIDE) as usize);
     let b_tile = context.add_shared("b_tile", DType::F32, (DEPTH * B_STRIDE) as usize);
 
     let mut body = Vec::new();
     let i64v = |expr: Expr| Value { expr, dtype: DType::I64 };
     let (m, n, k) = (context.dim(&m_dim)?, context.dim(&n_dim)?, context.dim(&k_dim)?);
+    let rows = context.dim(&rows_dim)?;
     let (tm_count, tn_count) = (context.dim(&tiles_m)?, context.dim(&tiles_n)?);
     let block = context.bind(&mut body, i64v(build::cast(DType::I64, build::special(Special::BlockIndex))));
     let thread = context.bind(&mut body, i64v(build::cast(DType::I64, build::special(Special::ThreadIndex))));
@@ -66,13 +73,24 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
             tm_count.clone(),
         )),
     );
-    let batch = context.bind(
-        &mut body,
-        i64v(build::binary(kernel::BinaryOp::Div, block.expr.clone(), build::mul(tn_count, tm_count))),
-    );
     let batch_dims: Vec<Expr> = batch_shape.iter().map(|d| context.dim(d)).collect::<Result<_, _>>()?;
-    let batch_coords: Vec<Expr> =
-        unravel(batch.expr.clone(), &batch_dims).into_iter().map(|c| context.bind(&mut body, i64v(c)).expr).collect();
+    let block_batch_coords: Vec<Expr> = if flatten {
+        Vec::new()
+    } else {
+        let batch = context.bind(
+            &mut body,
+            i64v(build::binary(kernel::BinaryOp::Div, block.expr.clone(), build::mul(tn_count, tm_count))),
+        );
+        unravel(batch.expr.clone(), &batch_dims).into_iter().map(|c| context.bind(&mut body, i64v(c)).expr).collect()
+    };
+    // A row of the (possibly flattened) M dim as batch coordinates and a row of its matrix.
+    let split_row = |row: Expr| -> (Vec<Expr>, Expr) {
+        if flatten {
+            (unravel(row.clone() / &m, &batch_dims), row % &m)
+        } else {
+            (block_batch_coords.clone(), row)
+        }
+    };
     let row_in_tile = context.bind(&mut body, i64v(thread.expr.clone() / 16));
     let column_in_tile = context.bind(&mut body, i64v(thread.expr.clone() % 16));
 
@@ -85,11 +103,12 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
                    body: &mut Vec<Stmt>,
                    value: ValueRef,
                    transposed: bool,
+                   batch_coords: &[Expr],
                    row: Expr,
                    column: Expr|
      -> Result<Value, String> {
         let shape = &context.graph.value_type(value).shape;
-        let mut full = batch_coords.clone();
+        let mut full = batch_coords.to_vec();
         if transposed {
             full.push(column);
             full.push(row);
@@ -115,15 +134,16 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         };
         let row = tile_m.expr.clone() * TILE + row_in.clone();
         let column = build::var(k0) + k_in.clone();
+        let (a_batch, a_row) = split_row(row.clone());
         tile_loop.extend(guarded_tile_load(
             context,
             a_tile,
             row_in * A_STRIDE + k_in,
             &row,
-            &m,
+            &rows,
             &column,
             &k,
-            |context, body| operand(context, body, a, transpose_a, row.clone(), column.clone()),
+            |context, body| operand(context, body, a, transpose_a, &a_batch, a_row, column.clone()),
         )?);
         // B tile: 16 rows (k) × 32 columns (n); threads run along B's contiguous dim.
         let (k_in, column_in) = if transpose_b {
@@ -134,8 +154,10 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         let row = build::var(k0) + k_in.clone();
         let column = tile_n.expr.clone() * TILE + column_in.clone();
         let slot = k_in * B_STRIDE + column_in;
+        // B's batch coords: the block's (a weight has none).
+        let b_batch = if flatten { vec![build::i64(0); batch_dims.len()] } else { block_batch_coords.clone() };
         tile_loop.extend(guarded_tile_load(context, b_tile, slot, &row, &k, &column, &n, |context, body| {
-            operand(context, body, b, transpose_b, row.clone(), column.clone())
+            operand(context, body, b, transpose_b, &b_batch, row.clone(), column.clone())
         })?);
     }
     tile_loop.push(Stmt::Barrier);
@@ -164,7 +186,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let entries = (0..4)
         .map(|r| {
             let (row, column) = position(r / 2, r % 2);
-            let mut coords = batch_coords.clone();
+            let (mut coords, row) = split_row(row);
             coords.push(row);
             coords.push(column);
             (coords, Value { expr: build::var(accumulators[r as usize]), dtype: DType::F32 })
@@ -192,10 +214,10 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         let stored_n = context.dim(&stored_columns)?;
         for i in 0..2 {
             for j in 0..if pairs { 1 } else { 2 } {
-                let (row, column) = position(i, j);
+                let (flat_row, column) = position(i, j);
                 let column = if pairs { column / 2 } else { column };
-                let mut coords = batch_coords.clone();
-                coords.push(row.clone());
+                let (mut coords, row) = split_row(flat_row.clone());
+                coords.push(row);
                 coords.push(column.clone());
                 let mut stores = Vec::new();
                 let value = context.value_at(&mut stores, stored, &coords)?;
@@ -204,7 +226,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
                     index: linear_index(&coords, &dims),
                     value: value.expr,
                 });
-                let inside = row.lt(&m).and(column.lt(&stored_n));
+                let inside = flat_row.lt(&rows).and(column.lt(&stored_n));
                 body.push(Stmt::If { condition: inside, then: stores, otherwise: Vec::new() });
             }
         }
