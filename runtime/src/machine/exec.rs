@@ -535,20 +535,10 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         values::binary_lanes(op, class, vector_mut(v, d, w), a, b);
                     }
                 },
-                Inst::Select { dst, c, a, b } => match dst {
-                    Dst::U(d) => u[d as usize] = if scalar(u, c) != 0 { scalar(u, a) } else { scalar(u, b) },
-                    Dst::V(d) => {
-                        let c = lanes(v, u, w, c, d, s0);
-                        let a = lanes(v, u, w, a, d, s1);
-                        let b = lanes(v, u, w, b, d, s2);
-                        let out = vector_mut(v, d, w);
-                        for lane in 0..w {
-                            out[lane] = if c[lane] != 0 { a[lane] } else { b[lane] };
-                        }
-                    }
-                },
+                Inst::Select { dst, c, a, b } => {
+                    each_lane3(v, u, w, dst, (c, a, b), [s0, s1, s2], |c, a, b| if c != 0 { a } else { b })
+                }
                 Inst::MulAdd { dst, acc, a, b } => match dst {
-                    Dst::U(d) => u[d as usize] = values::mul_add(scalar(u, acc), scalar(u, a), scalar(u, b)),
                     // An accumulation in place (`v = v + a × b`): no copy of the accumulator.
                     Dst::V(d) if acc == Src::V(d) && a != acc && b != acc => {
                         let a = lanes(v, u, w, a, d, s1);
@@ -558,55 +548,14 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             out[lane] = values::mul_add(out[lane], a[lane], b[lane]);
                         }
                     }
-                    Dst::V(d) => {
-                        let acc = lanes(v, u, w, acc, d, s0);
-                        let a = lanes(v, u, w, a, d, s1);
-                        let b = lanes(v, u, w, b, d, s2);
-                        let out = vector_mut(v, d, w);
-                        for lane in 0..w {
-                            out[lane] = values::mul_add(acc[lane], a[lane], b[lane]);
-                        }
-                    }
+                    dst => each_lane3(v, u, w, dst, (acc, a, b), [s0, s1, s2], values::mul_add),
                 },
-                Inst::Convert { from, to, dst, a } => match dst {
-                    Dst::U(d) => u[d as usize] = values::convert(from, to, scalar(u, a)),
-                    Dst::V(d) => {
-                        let a = lanes(v, u, w, a, d, s0);
-                        for (slot, &x) in vector_mut(v, d, w).iter_mut().zip(a) {
-                            *slot = values::convert(from, to, x);
-                        }
-                    }
-                },
-                Inst::RoundConvert { from, to, rounding, dst, a } => match dst {
-                    Dst::U(d) => u[d as usize] = values::convert_rounded(from, to, rounding, scalar(u, a)),
-                    Dst::V(d) => {
-                        let a = lanes(v, u, w, a, d, s0);
-                        for (slot, &x) in vector_mut(v, d, w).iter_mut().zip(a) {
-                            *slot = values::convert_rounded(from, to, rounding, x);
-                        }
-                    }
-                },
-                Inst::Bitcast { to, dst, a } => match dst {
-                    Dst::U(d) => u[d as usize] = values::bitcast(to, scalar(u, a)),
-                    Dst::V(d) => {
-                        let a = lanes(v, u, w, a, d, s0);
-                        for (slot, &x) in vector_mut(v, d, w).iter_mut().zip(a) {
-                            *slot = values::bitcast(to, x);
-                        }
-                    }
-                },
-                Inst::Fma { dst, a, b, c } => match dst {
-                    Dst::U(d) => u[d as usize] = values::fma(scalar(u, a), scalar(u, b), scalar(u, c)),
-                    Dst::V(d) => {
-                        let a = lanes(v, u, w, a, d, s0);
-                        let b = lanes(v, u, w, b, d, s1);
-                        let c = lanes(v, u, w, c, d, s2);
-                        let out = vector_mut(v, d, w);
-                        for lane in 0..w {
-                            out[lane] = values::fma(a[lane], b[lane], c[lane]);
-                        }
-                    }
-                },
+                Inst::Convert { from, to, dst, a } => each_lane(v, u, w, dst, a, s0, |x| values::convert(from, to, x)),
+                Inst::RoundConvert { from, to, rounding, dst, a } => {
+                    each_lane(v, u, w, dst, a, s0, |x| values::convert_rounded(from, to, rounding, x))
+                }
+                Inst::Bitcast { to, dst, a } => each_lane(v, u, w, dst, a, s0, |x| values::bitcast(to, x)),
+                Inst::Fma { dst, a, b, c } => each_lane3(v, u, w, dst, (a, b, c), [s0, s1, s2], values::fma),
                 Inst::Copy { dst, a, masked } => match dst {
                     Dst::U(d) => u[d as usize] = scalar(u, a),
                     Dst::V(d) => {
@@ -942,6 +891,53 @@ fn vector<'a>(registers: *mut u64, r: u32, w: usize) -> &'a [u64] {
 fn vector_mut<'a>(registers: *mut u64, r: u32, w: usize) -> &'a mut [u64] {
     // SAFETY: as in `vector`; this is the instruction's only view of register `r`.
     unsafe { std::slice::from_raw_parts_mut(registers.add(r as usize * w), w) }
+}
+
+/// `dst = f(a)` lane by lane (once, for a uniform destination).
+#[inline(always)]
+fn each_lane(
+    registers: *mut u64,
+    uniform: &mut [u64],
+    w: usize,
+    dst: Dst,
+    a: Src,
+    scratch: &mut [u64],
+    f: impl Fn(u64) -> u64,
+) {
+    match dst {
+        Dst::U(d) => uniform[d as usize] = f(scalar(uniform, a)),
+        Dst::V(d) => {
+            let a = lanes(registers, uniform, w, a, d, scratch);
+            for (slot, &x) in vector_mut(registers, d, w).iter_mut().zip(a) {
+                *slot = f(x);
+            }
+        }
+    }
+}
+
+/// `dst = f(a, b, c)` lane by lane (once, for a uniform destination).
+#[inline(always)]
+fn each_lane3(
+    registers: *mut u64,
+    uniform: &mut [u64],
+    w: usize,
+    dst: Dst,
+    (a, b, c): (Src, Src, Src),
+    [s0, s1, s2]: [&mut [u64]; 3],
+    f: impl Fn(u64, u64, u64) -> u64,
+) {
+    match dst {
+        Dst::U(d) => uniform[d as usize] = f(scalar(uniform, a), scalar(uniform, b), scalar(uniform, c)),
+        Dst::V(d) => {
+            let a = lanes(registers, uniform, w, a, d, s0);
+            let b = lanes(registers, uniform, w, b, d, s1);
+            let c = lanes(registers, uniform, w, c, d, s2);
+            let out = vector_mut(registers, d, w);
+            for lane in 0..w {
+                out[lane] = f(a[lane], b[lane], c[lane]);
+            }
+        }
+    }
 }
 
 /// The lanes of `src`: a register read in place, or `scratch` holding a

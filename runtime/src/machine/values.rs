@@ -194,16 +194,6 @@ pub(crate) fn binary_lanes(op: BinaryOp, class: Class, dst: &mut [u64], a: &[u64
             each!(|x: u64, y: u64| $g(f(x), f(y)) as u64)
         };
     }
-    macro_rules! ints {
-        ($g:expr) => {
-            each!(|x: u64, y: u64| $g(x as i64, y as i64) as u64)
-        };
-    }
-    macro_rules! ints32 {
-        ($g:expr) => {
-            each!(|x: u64, y: u64| $g(x as i32, y as i32) as i64 as u64)
-        };
-    }
     if op.is_bitwise() {
         let width = class.integer_bits();
         match op {
@@ -216,29 +206,36 @@ pub(crate) fn binary_lanes(op: BinaryOp, class: Class, dst: &mut [u64], a: &[u64
         }
         return;
     }
-    macro_rules! unsigned {
-        ($g:expr) => {
-            each!(|x: u64, y: u64| wrap(class, $g(x, y) as u64))
+    // One definition of integer arithmetic per width and signedness: lanes
+    // hold the canonical form (`wrap`), operations run in the native type.
+    macro_rules! integers {
+        ($t:ty) => {
+            match op {
+                BinaryOp::Add => each!(|x: u64, y: u64| wrap(class, (x as $t).wrapping_add(y as $t) as u64)),
+                BinaryOp::Sub => each!(|x: u64, y: u64| wrap(class, (x as $t).wrapping_sub(y as $t) as u64)),
+                BinaryOp::Mul => each!(|x: u64, y: u64| wrap(class, (x as $t).wrapping_mul(y as $t) as u64)),
+                BinaryOp::Div => {
+                    each!(|x: u64, y: u64| wrap(class, (x as $t).checked_div(y as $t).unwrap_or(0) as u64))
+                }
+                BinaryOp::Rem => {
+                    each!(|x: u64, y: u64| wrap(class, (x as $t).checked_rem(y as $t).unwrap_or(0) as u64))
+                }
+                BinaryOp::Pow => {
+                    each!(|x: u64, y: u64| wrap(class, ((x as $t) as f64).powf((y as $t) as f64) as $t as u64))
+                }
+                BinaryOp::Max => each!(|x: u64, y: u64| wrap(class, (x as $t).max(y as $t) as u64)),
+                BinaryOp::Min => each!(|x: u64, y: u64| wrap(class, (x as $t).min(y as $t) as u64)),
+                BinaryOp::Lt => each!(|x: u64, y: u64| ((x as $t) < (y as $t)) as u64),
+                BinaryOp::Le => each!(|x: u64, y: u64| ((x as $t) <= (y as $t)) as u64),
+                BinaryOp::Eq => each!(|x: u64, y: u64| ((x as $t) == (y as $t)) as u64),
+                BinaryOp::Ne => each!(|x: u64, y: u64| ((x as $t) != (y as $t)) as u64),
+                BinaryOp::And => each!(|x: u64, y: u64| (x != 0 && y != 0) as u64),
+                BinaryOp::Or => each!(|x: u64, y: u64| (x != 0 || y != 0) as u64),
+                _ => unreachable!("bitwise operations are handled above"),
+            }
         };
     }
     match class {
-        Class::U32 | Class::U64 => match op {
-            BinaryOp::Add => unsigned!(|p: u64, q: u64| p.wrapping_add(q)),
-            BinaryOp::Sub => unsigned!(|p: u64, q: u64| p.wrapping_sub(q)),
-            BinaryOp::Mul => unsigned!(|p: u64, q: u64| p.wrapping_mul(q)),
-            BinaryOp::Div => unsigned!(|p: u64, q: u64| p.checked_div(q).unwrap_or(0)),
-            BinaryOp::Rem => unsigned!(|p: u64, q: u64| p.checked_rem(q).unwrap_or(0)),
-            BinaryOp::Pow => unsigned!(|p: u64, q: u64| (p as f64).powf(q as f64) as u64),
-            BinaryOp::Max => unsigned!(|p: u64, q: u64| p.max(q)),
-            BinaryOp::Min => unsigned!(|p: u64, q: u64| p.min(q)),
-            BinaryOp::Lt => each!(|p: u64, q: u64| (p < q) as u64),
-            BinaryOp::Le => each!(|p: u64, q: u64| (p <= q) as u64),
-            BinaryOp::Eq => each!(|p: u64, q: u64| (p == q) as u64),
-            BinaryOp::Ne => each!(|p: u64, q: u64| (p != q) as u64),
-            BinaryOp::And => each!(|p: u64, q: u64| (p != 0 && q != 0) as u64),
-            BinaryOp::Or => each!(|p: u64, q: u64| (p != 0 || q != 0) as u64),
-            _ => unreachable!("bitwise operations are handled above"),
-        },
         Class::F32 => match op {
             BinaryOp::Add => floats!(|p: f32, q: f32| p + q),
             BinaryOp::Sub => floats!(|p: f32, q: f32| p - q),
@@ -260,40 +257,10 @@ pub(crate) fn binary_lanes(op: BinaryOp, class: Class, dst: &mut [u64], a: &[u64
             let result = binary_class(op, class);
             each!(|x: u64, y: u64| from_f64(result, binary_f64(op, to_f64(class, x), to_f64(class, y))))
         }
-        Class::I64 | Class::Bool => match op {
-            BinaryOp::Add => ints!(|p: i64, q: i64| p.wrapping_add(q)),
-            BinaryOp::Sub => ints!(|p: i64, q: i64| p.wrapping_sub(q)),
-            BinaryOp::Mul => ints!(|p: i64, q: i64| p.wrapping_mul(q)),
-            BinaryOp::Div => ints!(|p: i64, q: i64| p.checked_div(q).unwrap_or(0)),
-            BinaryOp::Rem => ints!(|p: i64, q: i64| p.checked_rem(q).unwrap_or(0)),
-            BinaryOp::Pow => ints!(|p: i64, q: i64| (p as f64).powf(q as f64) as i64),
-            BinaryOp::Max => ints!(|p: i64, q: i64| p.max(q)),
-            BinaryOp::Min => ints!(|p: i64, q: i64| p.min(q)),
-            BinaryOp::Lt => ints!(|p: i64, q: i64| p < q),
-            BinaryOp::Le => ints!(|p: i64, q: i64| p <= q),
-            BinaryOp::Eq => ints!(|p: i64, q: i64| p == q),
-            BinaryOp::Ne => ints!(|p: i64, q: i64| p != q),
-            BinaryOp::And => ints!(|p: i64, q: i64| p != 0 && q != 0),
-            BinaryOp::Or => ints!(|p: i64, q: i64| p != 0 || q != 0),
-            _ => unreachable!("bitwise operations are handled above"),
-        },
-        Class::I32 => match op {
-            BinaryOp::Add => ints32!(|p: i32, q: i32| p.wrapping_add(q)),
-            BinaryOp::Sub => ints32!(|p: i32, q: i32| p.wrapping_sub(q)),
-            BinaryOp::Mul => ints32!(|p: i32, q: i32| p.wrapping_mul(q)),
-            BinaryOp::Div => ints32!(|p: i32, q: i32| p.checked_div(q).unwrap_or(0)),
-            BinaryOp::Rem => ints32!(|p: i32, q: i32| p.checked_rem(q).unwrap_or(0)),
-            BinaryOp::Pow => ints32!(|p: i32, q: i32| (p as f64).powf(q as f64) as i32),
-            BinaryOp::Max => ints32!(|p: i32, q: i32| p.max(q)),
-            BinaryOp::Min => ints32!(|p: i32, q: i32| p.min(q)),
-            BinaryOp::Lt => ints32!(|p: i32, q: i32| (p < q) as i32),
-            BinaryOp::Le => ints32!(|p: i32, q: i32| (p <= q) as i32),
-            BinaryOp::Eq => ints32!(|p: i32, q: i32| (p == q) as i32),
-            BinaryOp::Ne => ints32!(|p: i32, q: i32| (p != q) as i32),
-            BinaryOp::And => ints32!(|p: i32, q: i32| (p != 0 && q != 0) as i32),
-            BinaryOp::Or => ints32!(|p: i32, q: i32| (p != 0 || q != 0) as i32),
-            _ => unreachable!("bitwise operations are handled above"),
-        },
+        Class::I64 | Class::Bool => integers!(i64),
+        Class::I32 => integers!(i32),
+        Class::U32 => integers!(u32),
+        Class::U64 => integers!(u64),
     }
 }
 

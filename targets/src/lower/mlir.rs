@@ -777,14 +777,9 @@ impl Emitter<'_> {
                 let operation = if to.is_unsigned() { "fptoui" } else { "fptosi" };
                 self.line(&format!("{name} = arith.{operation} {rounded} : f32 to {to_type}"));
             } else {
-                let intrinsic = match (to.size_in_bytes(), to.is_unsigned()) {
-                    (4, false) => "f2i",
-                    (4, true) => "f2ui",
-                    (_, false) => "f2ll",
-                    (_, true) => "f2ull",
-                };
+                let integer = nvvm_integer(to);
                 self.line(&format!(
-                    "{name} = llvm.call_intrinsic \"llvm.nvvm.{intrinsic}.{mode}\"({}) : (f32) -> {to_type}",
+                    "{name} = llvm.call_intrinsic \"llvm.nvvm.f2{integer}.{mode}\"({}) : (f32) -> {to_type}",
                     x.name
                 ));
             }
@@ -799,14 +794,9 @@ impl Emitter<'_> {
         let from_type = register_type(from);
         let name = self.fresh();
         if !from.is_float() && to == DType::F32 {
-            let intrinsic = match (from.size_in_bytes(), from.is_unsigned()) {
-                (4, false) => "i2f",
-                (4, true) => "ui2f",
-                (_, false) => "ll2f",
-                (_, true) => "ull2f",
-            };
+            let integer = nvvm_integer(from);
             self.line(&format!(
-                "{name} = llvm.call_intrinsic \"llvm.nvvm.{intrinsic}.{mode}\"({}) : ({from_type}) -> f32",
+                "{name} = llvm.call_intrinsic \"llvm.nvvm.{integer}2f.{mode}\"({}) : ({from_type}) -> f32",
                 value.name
             ));
             return Ok(Ssa { name, dtype: to });
@@ -982,6 +972,16 @@ fn a_is_math(op: UnaryOp) -> bool {
             | UnaryOp::Tanh
             | UnaryOp::Erf
     )
+}
+
+/// How NVVM's conversion intrinsics name an integer type (`f2i`, `ull2f`, …).
+fn nvvm_integer(dtype: DType) -> &'static str {
+    match (dtype.size_in_bytes(), dtype.is_unsigned()) {
+        (4, false) => "i",
+        (4, true) => "ui",
+        (_, false) => "ll",
+        (_, true) => "ull",
+    }
 }
 
 /// The value of an integer literal, also under casts (`u32(4)`).
