@@ -34,11 +34,14 @@ pub struct RunArguments {
     /// A `.kiln` artifact written by `kiln compile -o`.
     pub artifact: PathBuf,
     /// Where to run: auto (CUDA device 0 when a GPU and driver are present,
-    /// else the simulator), cuda, cuda:N, or sim.
+    /// else the simulator), cuda, cuda:N, sim, or interpreter (the
+    /// simulator's slow, independent reference implementation).
     #[arg(long, default_value = "auto")]
     pub device: Device,
-    /// Turn the simulator's sanitizer checks on (out-of-bounds accesses,
-    /// shared-memory races, divergent barriers, …); ignored on CUDA.
+    /// Turn the simulator's sanitizer checks on (out-of-bounds and misaligned
+    /// accesses, shared-memory races by happens-before, uninitialized shared
+    /// reads, global bytes written by two blocks, divergent barriers,
+    /// deadlocks); ignored on CUDA.
     #[arg(long)]
     pub check: bool,
     #[command(flatten)]

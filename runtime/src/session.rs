@@ -120,7 +120,7 @@ pub(crate) struct MachineModel {
 /// A compiled model, opened and validated; share it between threads with `Arc`.
 pub struct Model {
     pub artifact: Artifact,
-    /// Weights decoded for the interpreter (the checked simulator), made on first use.
+    /// Weights decoded for the interpreter (the simulator's oracle), made on first use.
     sim_weights: OnceLock<Vec<SimBuffer>>,
     /// Weights as aligned bytes and kernels compiled for the machine (the
     /// fast simulator), made on first use.
