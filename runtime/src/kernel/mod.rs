@@ -6,7 +6,11 @@
 //! scalar dims — no memref descriptors. The body is structured: `let`/assign
 //! of mutable per-thread variables, loads and stores (global buffers and
 //! block-shared arrays; global accesses also as aligned vectors of up to 16
-//! bytes), `if`, counted `for` loops, barriers, warp shuffles and atomics. Index arithmetic is i64 so bounds past 2³¹ elements are safe.
+//! bytes), `if`, counted `for` loops, barriers, warp shuffles and atomics.
+//! Values have native types (f32, f16, bf16, i32, i64, u32, u64, bool) with
+//! integer and bit operations (shifts, and/or/xor, bit casts), conversions
+//! with PTX's rounding modes and a one-rounding `fma`. Index arithmetic is
+//! i64 so bounds past 2³¹ elements are safe.
 //! The grid size is an expression of the model's symbolic dims.
 //!
 //! The same program is printed for snapshots ([`print_kernel`]), executed by

@@ -99,36 +99,25 @@ impl SharedChecker {
         Event { warp: warp as u32, clock: self.clocks[warp][warp] }
     }
 
-    /// Whether `event` is ordered before everything `warp` does now.
-    fn ordered(&self, event: Event, warp: usize) -> bool {
-        event.warp as usize == warp || event.clock <= self.clocks[warp][event.warp as usize]
-    }
-
     /// `warp` reads bytes `range` of shared memory.
     pub(crate) fn read(&mut self, warp: usize, range: std::ops::Range<usize>) -> Result<(), Violation> {
         let now = self.now(warp);
-        for byte in range {
-            let shadow = &self.shadow[byte];
+        let clocks = &self.clocks[warp];
+        for shadow in &mut self.shadow[range] {
             let Some(write) = shadow.write else { return Err(Violation::Uninitialized) };
-            if !self.ordered(write, warp) {
+            if !ordered(clocks, write, warp) {
                 return Err(Violation::Race { other: write.warp as usize });
             }
-            let reads = match &shadow.reads {
-                Reads::None => Reads::One(now),
-                Reads::One(previous) if self.ordered(*previous, warp) => Reads::One(now),
-                Reads::One(previous) => {
-                    let mut each = vec![0; self.clocks.len()];
+            match &mut shadow.reads {
+                Reads::Many(each) => each[warp] = now.clock,
+                Reads::One(previous) if !ordered(clocks, *previous, warp) => {
+                    let mut each = vec![0; clocks.len()];
                     each[previous.warp as usize] = previous.clock;
                     each[warp] = now.clock;
-                    Reads::Many(each)
+                    shadow.reads = Reads::Many(each);
                 }
-                Reads::Many(each) => {
-                    let mut each = each.clone();
-                    each[warp] = now.clock;
-                    Reads::Many(each)
-                }
-            };
-            self.shadow[byte].reads = reads;
+                reads => *reads = Reads::One(now),
+            }
         }
         Ok(())
     }
@@ -136,17 +125,17 @@ impl SharedChecker {
     /// `warp` writes bytes `range` of shared memory.
     pub(crate) fn write(&mut self, warp: usize, range: std::ops::Range<usize>) -> Result<(), Violation> {
         let now = self.now(warp);
-        for byte in range {
-            let shadow = &self.shadow[byte];
+        let clocks = &self.clocks[warp];
+        for shadow in &mut self.shadow[range] {
             if let Some(write) = shadow.write {
-                if !self.ordered(write, warp) {
+                if !ordered(clocks, write, warp) {
                     return Err(Violation::Race { other: write.warp as usize });
                 }
             }
             match &shadow.reads {
                 Reads::None => {}
                 Reads::One(read) => {
-                    if !self.ordered(*read, warp) {
+                    if !ordered(clocks, *read, warp) {
                         return Err(Violation::Race { other: read.warp as usize });
                     }
                 }
@@ -154,16 +143,22 @@ impl SharedChecker {
                     let unordered = each
                         .iter()
                         .enumerate()
-                        .find(|&(u, &clock)| clock != 0 && !self.ordered(Event { warp: u as u32, clock }, warp));
+                        .find(|&(u, &clock)| clock != 0 && !ordered(clocks, Event { warp: u as u32, clock }, warp));
                     if let Some((other, _)) = unordered {
                         return Err(Violation::Race { other });
                     }
                 }
             }
-            self.shadow[byte] = Shadow { write: Some(now), reads: Reads::None };
+            *shadow = Shadow { write: Some(now), reads: Reads::None };
         }
         Ok(())
     }
+}
+
+/// Whether `event` is ordered before everything warp `warp` (whose vector
+/// clock is `clocks`) does now.
+fn ordered(clocks: &[u32], event: Event, warp: usize) -> bool {
+    event.warp as usize == warp || event.clock <= clocks[event.warp as usize]
 }
 
 /// Which block last wrote each global byte, over one launch.
