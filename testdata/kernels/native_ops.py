@@ -76,6 +76,7 @@ for x, f in zip(X, (f32(v) for v in F)):
         fused,
         float(round_significand(Fraction(x), 24, "rz")),
         float(round_significand(Fraction(f), 8, "rz")),
+        float(round_significand(Fraction(f), 11, "rz")),  # f16: 11 significant bits (normal range)
     ]
 
 print("// expect y: " + ", ".join(str(v) for v in y))
