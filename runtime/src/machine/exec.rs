@@ -1062,28 +1062,25 @@ impl<'a> Access<'a> {
     ) -> Result<(), (ErrorAt, u32)> {
         let length = self.elements() as u64;
         let dtype = self.dtype;
-        // Every lane active and every element in bounds (one min/max pass):
-        // the lane loop then has no branches.
-        let full = mask == u64::MAX >> (64 - out.len());
-        let in_bounds = full && {
-            let (mut low, mut high) = (i64::MAX, i64::MIN);
-            for &index in indices {
-                let element = (index as i64).wrapping_add(offset);
-                low = low.min(element);
-                high = high.max(element);
-            }
-            low >= 0 && (high as u64) < length
-        };
+        // Every lane active: one branch-free pass reads each element at its
+        // index clamped into bounds and notes whether any index was outside;
+        // only then does the lane-by-lane path run (to report the first).
+        let full = mask == u64::MAX >> (64 - out.len()) && length > 0;
         macro_rules! each_lane {
             ($read:expr) => {
                 each_lane!($read, $read)
             };
             ($read:expr, $unchecked:expr) => {{
-                if in_bounds {
+                if full {
+                    let mut outside = false;
                     for (slot, &index) in out.iter_mut().zip(indices) {
-                        *slot = $unchecked((index as i64).wrapping_add(offset) as usize);
+                        let element = (index as i64).wrapping_add(offset) as u64;
+                        outside |= element >= length;
+                        *slot = $unchecked(element.min(length - 1) as usize);
                     }
-                    return Ok(());
+                    if !outside {
+                        return Ok(());
+                    }
                 }
                 for lane in active(mask) {
                     let element = (indices[lane as usize] as i64).wrapping_add(offset);
@@ -1102,8 +1099,8 @@ impl<'a> Access<'a> {
         match (&self.target, self.size, raw) {
             (Target::Global(window), 4, true) => each_lane!(|e: usize| window.load(e * 4, 4)),
             (Target::Global(window), 8, true) => each_lane!(|e: usize| window.load(e * 8, 8)),
-            // SAFETY (unchecked reads): `in_bounds` put every element inside
-            // its array, and arrays lie inside the block's shared memory.
+            // SAFETY (unchecked reads): elements are clamped inside their
+            // array, and arrays lie inside the block's shared memory.
             (Target::Shared { offset: base, .. }, 4, true) => {
                 each_lane!(|e: usize| shared.load(base + e * 4, 4), |e: usize| unsafe {
                     shared.load_unchecked::<4>(base + e * 4)
