@@ -410,7 +410,30 @@ fn every_kir_filetest_kernel_lowers_and_its_mlir_is_snapshotted() {
         if let Some(ptxas) = &ptxas {
             assemble(ptxas, &ptx, "sm_90").unwrap_or_else(|log| panic!("{name}: ptxas:\n{log}"));
         }
+        // AMD lowers it too, or names the operation it has no lowering for.
+        if let Err(error) = kiln_targets::lower::amdgpu::lower_to_amdgpu(&[&kernel], "gfx942") {
+            assert!(error.contains("has no AMDGPU lowering"), "{name}: gfx942: {error}");
+        }
         lowered += 1;
     }
     assert!(lowered >= 4, "{lowered} .kir kernels lowered");
+}
+
+/// AMD lowers `fma` and the directed float→integer conversions to the
+/// hardware's own instructions (no ROCm device libraries are linked).
+#[test]
+fn fma_and_directed_float_to_integer_lower_to_amdgpu_instructions() {
+    let kernel = kiln_runtime::kernel::parse_kernel(
+        "kernel amd_ops(in x: f32*, out y: f32*, out z: i32*) threads 64 blocks 1 {
+  let v0: i64 = i64(thread)
+  y[v0] = fma(x[v0], x[v0], 1.0)
+  z[v0] = (convert(i32, rm, x[v0]) + convert(i32, rn, x[v0]))
+}
+",
+    )
+    .expect("parses");
+    let assembly = kiln_targets::lower::amdgpu::lower_to_amdgpu(&[&kernel], "gfx942").expect("lowers");
+    for instruction in ["v_fma", "v_floor_f32", "v_rndne_f32", "v_cvt_i32_f32"] {
+        assert!(assembly.contains(instruction), "no {instruction} in:\n{assembly}");
+    }
 }

@@ -664,7 +664,15 @@ impl Emitter<'_> {
             Expr::Fma(a, b, c) => {
                 let (a, b, c) = (self.expression(a)?, self.expression(b)?, self.expression(c)?);
                 let name = self.fresh();
-                self.line(&format!("{name} = math.fma {}, {}, {} : f32", a.name, b.name, c.name));
+                if self.vendor == Vendor::Amd {
+                    // `math.fma` would call the ROCm device libraries; LLVM's intrinsic is `v_fma_f32`.
+                    self.line(&format!(
+                        "{name} = llvm.call_intrinsic \"llvm.fma.f32\"({}, {}, {}) : (f32, f32, f32) -> f32",
+                        a.name, b.name, c.name
+                    ));
+                } else {
+                    self.line(&format!("{name} = math.fma {}, {}, {} : f32", a.name, b.name, c.name));
+                }
                 Ssa { name, dtype: DType::F32 }
             }
             Expr::Load { buffer, index } => {
@@ -773,7 +781,11 @@ impl Emitter<'_> {
                     Rounding::Down => "floor",
                     Rounding::Up => "ceil",
                 };
-                self.line(&format!("{rounded} = math.{function} {} : f32", x.name));
+                // LLVM's own intrinsics: the `math` forms would call the ROCm device libraries.
+                self.line(&format!(
+                    "{rounded} = llvm.call_intrinsic \"llvm.{function}.f32\"({}) : (f32) -> f32",
+                    x.name
+                ));
                 let operation = if to.is_unsigned() { "fptoui" } else { "fptosi" };
                 self.line(&format!("{name} = arith.{operation} {rounded} : f32 to {to_type}"));
             } else {
