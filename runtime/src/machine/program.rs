@@ -209,21 +209,29 @@ pub(crate) enum Inst {
     Preheader(usize),
 }
 
+/// The instructions whose result is a [`Dst`] register, binding it to `$dst`:
+/// the one list [`Inst::dst`] and [`set_dst`] share.
+macro_rules! writes_register {
+    ($dst:ident) => {
+        Inst::Special { dst: $dst, .. }
+            | Inst::Unary { dst: $dst, .. }
+            | Inst::Binary { dst: $dst, .. }
+            | Inst::Select { dst: $dst, .. }
+            | Inst::Convert { dst: $dst, .. }
+            | Inst::RoundConvert { dst: $dst, .. }
+            | Inst::Bitcast { dst: $dst, .. }
+            | Inst::Fma { dst: $dst, .. }
+            | Inst::Copy { dst: $dst, .. }
+            | Inst::MulAdd { dst: $dst, .. }
+            | Inst::Load { dst: $dst, .. }
+    };
+}
+
 impl Inst {
     /// The register the instruction writes, if it writes one.
     fn dst(&self) -> Option<Dst> {
         match *self {
-            Inst::Special { dst, .. }
-            | Inst::Unary { dst, .. }
-            | Inst::Binary { dst, .. }
-            | Inst::Select { dst, .. }
-            | Inst::Convert { dst, .. }
-            | Inst::RoundConvert { dst, .. }
-            | Inst::Bitcast { dst, .. }
-            | Inst::Fma { dst, .. }
-            | Inst::Copy { dst, .. }
-            | Inst::MulAdd { dst, .. }
-            | Inst::Load { dst, .. } => Some(dst),
+            writes_register!(dst) => Some(dst),
             Inst::Param { dst, .. } => Some(Dst::U(dst)),
             Inst::Shuffle { dst, .. } => Some(Dst::V(dst)),
             _ => None,
@@ -1002,16 +1010,7 @@ fn is_uniform(src: Src) -> bool {
 
 fn set_dst(inst: &mut Inst, to: Dst) {
     match inst {
-        Inst::Special { dst, .. }
-        | Inst::Unary { dst, .. }
-        | Inst::Binary { dst, .. }
-        | Inst::Select { dst, .. }
-        | Inst::Convert { dst, .. }
-        | Inst::RoundConvert { dst, .. }
-        | Inst::Bitcast { dst, .. }
-        | Inst::Fma { dst, .. }
-        | Inst::MulAdd { dst, .. }
-        | Inst::Load { dst, .. } => *dst = to,
+        writes_register!(dst) => *dst = to,
         Inst::Param { dst, .. } => match to {
             Dst::U(r) => *dst = r,
             Dst::V(_) => unreachable!("same kind checked"),
