@@ -102,12 +102,25 @@ fn measure(
     Ok((flops, times[times.len() / 2]))
 }
 
-/// The five slowest launches on the machine, and the compiled program of the slowest.
+/// The twelve slowest launches on the machine, and the compiled program of the slowest.
 fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)]) -> Result<()> {
     let mut session = Session::new(model.clone(), Device::sim(false))?;
     let mut launches = session.profile(inputs, 1)?;
     launches.sort_by_key(|launch| std::cmp::Reverse(launch.median()));
-    for launch in launches.iter().take(5) {
+    // Time and useful FLOPs per kernel kind (the name after the group).
+    let mut kinds: std::collections::BTreeMap<String, (Duration, i64, usize)> = Default::default();
+    for launch in &launches {
+        let kind = launch.kernel.split_once('_').map_or(launch.kernel.as_str(), |(_, kind)| kind).to_string();
+        let entry = kinds.entry(kind).or_default();
+        entry.0 += launch.median();
+        entry.1 += launch.flops;
+        entry.2 += 1;
+    }
+    for (kind, (time, flops, count)) in &kinds {
+        let rate = *flops as f64 / time.as_secs_f64() / 1e9;
+        println!("  {kind:>18}: {count:>4} launches {:>9.2?} {rate:>7.3} GFLOP/s", time);
+    }
+    for launch in launches.iter().take(12) {
         let rate = launch.flops as f64 / launch.median().as_secs_f64() / 1e9;
         println!("  {:>9.2?} {:>7.3} GFLOP/s  {}", launch.median(), rate, launch.kernel);
     }

@@ -13,7 +13,7 @@ use kiln_passes::fuse::contract::GroupContract;
 use kiln_passes::fuse::cost::LaunchCost;
 use kiln_passes::plan::BufferKind;
 use kiln_runtime::artifact::manifest::{
-    self, ArenaBuffer, Argument, ArgumentSource, EntryPoint, KernelInfo, Launch, Manifest, SymbolBound,
+    self, ArenaBuffer, Argument, ArgumentSource, DimRange, EntryPoint, KernelInfo, Launch, Manifest, SymbolBound,
     TensorSignature, Variant, WeightInfo,
 };
 use kiln_runtime::artifact::{write_artifact, ArtifactParts, WeightsBlob};
@@ -105,9 +105,8 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
     let mut blob = WeightsBlob::default();
     let mut weights: Vec<WeightInfo> = Vec::new();
     let mut weight_of: HashMap<ValueRef, u32> = HashMap::new();
-    // Group → its generated kernel, and → the shipped kernel it launches.
-    let mut kernel_of = HashMap::new();
-    let mut shipped_of = HashMap::new();
+    // Group → its generated variants (in order), and each → the shipped kernel it launches.
+    let mut variants_of: HashMap<_, Vec<usize>> = HashMap::new();
     let mut shipped_index = vec![0; compiled.kernels.len()];
     let mut kernels = Vec::new();
     for (index, generated) in compiled.kernels.iter().enumerate() {
@@ -116,52 +115,61 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
             shipped_index[index] = kernels.len();
             kernels.push(KernelInfo::describe(&generated.kernel));
         }
-        kernel_of.insert(generated.group, index);
-        shipped_of.insert(generated.group, shipped_index[first]);
+        shipped_index[index] = shipped_index[first];
+        variants_of.entry(generated.group).or_default().push(index);
     }
 
     let mut launches = Vec::with_capacity(plan.order.len());
     for group in &plan.order {
-        let kernel_index =
-            *kernel_of.get(group).ok_or_else(|| packing_error(format!("fusion group g{group} has no kernel")))?;
-        let generated = &compiled.kernels[kernel_index];
-        let mut arguments = Vec::with_capacity(generated.bindings.len());
-        for binding in &generated.bindings {
-            let source = match binding {
-                ParamBinding::Symbol(symbol) => ArgumentSource::Symbol(symbol.clone()),
-                ParamBinding::Input(value) | ParamBinding::Output(value) => {
-                    if let Some(&slot) = slot_of.get(value) {
-                        ArgumentSource::Arena(slot)
-                    } else if let Op::Constant(constant) = &graph.node(value.node).op {
-                        let next = weights.len() as u32;
-                        let index = *weight_of.entry(*value).or_insert_with(|| {
-                            let offset = blob.push(constant.bytes());
-                            weights.push(WeightInfo {
-                                name: graph.value_name(*value).to_string(),
-                                dtype: constant.dtype().name().into(),
-                                shape: constant.shape().iter().map(|&d| d as u64).collect(),
-                                offset,
-                                bytes: constant.bytes().len() as u64,
+        let indices =
+            variants_of.get(group).ok_or_else(|| packing_error(format!("fusion group g{group} has no kernel")))?;
+        let mut variants = Vec::with_capacity(indices.len());
+        for &kernel_index in indices {
+            let generated = &compiled.kernels[kernel_index];
+            let mut arguments = Vec::with_capacity(generated.bindings.len());
+            for binding in &generated.bindings {
+                let source = match binding {
+                    ParamBinding::Symbol(symbol) => ArgumentSource::Symbol(symbol.clone()),
+                    ParamBinding::Input(value) | ParamBinding::Output(value) => {
+                        if let Some(&slot) = slot_of.get(value) {
+                            ArgumentSource::Arena(slot)
+                        } else if let Op::Constant(constant) = &graph.node(value.node).op {
+                            let next = weights.len() as u32;
+                            let index = *weight_of.entry(*value).or_insert_with(|| {
+                                let offset = blob.push(constant.bytes());
+                                weights.push(WeightInfo {
+                                    name: graph.value_name(*value).to_string(),
+                                    dtype: constant.dtype().name().into(),
+                                    shape: constant.shape().iter().map(|&d| d as u64).collect(),
+                                    offset,
+                                    bytes: constant.bytes().len() as u64,
+                                });
+                                next
                             });
-                            next
-                        });
-                        ArgumentSource::Weight(index)
-                    } else {
-                        return Err(packing_error(format!(
-                            "g{group} reads `{}`, which is neither planned nor a constant",
-                            graph.value_name(*value)
-                        )));
+                            ArgumentSource::Weight(index)
+                        } else {
+                            return Err(packing_error(format!(
+                                "g{group} reads `{}`, which is neither planned nor a constant",
+                                graph.value_name(*value)
+                            )));
+                        }
                     }
-                }
-            };
-            arguments.push(Argument { source: Some(source) });
+                };
+                arguments.push(Argument { source: Some(source) });
+            }
+            let dims = generated
+                .when
+                .iter()
+                .map(|(dim, min, max)| DimRange { dim: dim.to_string(), min: *min, max: *max })
+                .collect();
+            variants.push(Variant { ranges: Vec::new(), kernel: shipped_index[kernel_index] as u32, arguments, dims });
         }
         let contract = GroupContract::of(graph, *group)
             .ok_or_else(|| packing_error(format!("fusion group g{group} has no contract")))?;
         let cost = LaunchCost::of(graph, &contract);
         launches.push(Launch {
             group: format!("g{group}"),
-            variants: vec![Variant { ranges: Vec::new(), kernel: shipped_of[group] as u32, arguments }],
+            variants,
             flops: cost.flops.to_string(),
             bytes: cost.bytes.to_string(),
         });

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use kiln_ir::Graph;
 use kiln_passes::{MemoryPlan, Pipeline, PipelineOptions};
-use kiln_targets::generate::{generate_kernel, GeneratedKernel};
+use kiln_targets::generate::{generate_variants, GeneratedKernel};
 use kiln_targets::lower::mlir::{kernel_module, Vendor};
 use kiln_targets::target::{CodeObject, KernelResources, Target};
 
@@ -67,8 +67,10 @@ pub fn compile(
     let mut phase_times = vec![("optimize".to_string(), started.elapsed())];
     progress(&format!("optimized: {} fusion groups in {:.2?}", graph.groups().len(), started.elapsed()));
     let started = Instant::now();
-    let kernels: Vec<GeneratedKernel> =
-        graph.groups().keys().map(|&g| generate_kernel(&graph, g)).collect::<Result<_, _>>()?;
+    let mut kernels: Vec<GeneratedKernel> = Vec::new();
+    for &group in graph.groups().keys() {
+        kernels.extend(generate_variants(&graph, group)?);
+    }
     phase_times.push(("generate".to_string(), started.elapsed()));
     progress(&format!("generated {} kernels in {:.2?}", kernels.len(), started.elapsed()));
     let same_as = first_identical(&kernels);

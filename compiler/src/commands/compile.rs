@@ -78,7 +78,12 @@ pub fn run(arguments: &Arguments) -> Result<()> {
         packed = Some(artifact);
     }
     let bound_text: Vec<String> = bounds.iter().map(|(s, (min, max))| format!("{s}={min}..{max}")).collect();
-    println!("kernels: {} distinct", compiled.distinct_kernels().count());
+    let variants = compiled.kernels.iter().filter(|k| !k.when.is_empty()).count();
+    println!(
+        "kernels: {} distinct of {} generated ({variants} of them shape-bucket variants)",
+        compiled.distinct_kernels().count(),
+        compiled.kernels.len()
+    );
     println!("fusion groups: {}", compiled.graph.groups().len());
     let formats = |target: &str| -> String {
         let names: Vec<&str> = compiled.code.iter().filter(|o| o.target == target).map(|o| o.format.name()).collect();

@@ -223,3 +223,57 @@ fn kiln_embed_tokenizes_like_the_model_s_own_python_tokenizer() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+/// Decode-shaped runs — one token, or a few rows — launch the skinny matmul
+/// variants (row buckets `1` and `2..=4` of `batch·seq`), and more rows the
+/// tiled kernel; every shape still matches the reference. A causal decoder's
+/// logits over a prefix of unmasked tokens are the reference's logits there,
+/// so each run takes the first `seq` tokens of the first `batch` sequences
+/// (both unmasked for at least five tokens in the testdata).
+#[test]
+fn decoders_launch_the_skinny_matmul_variant_of_their_row_bucket_and_match_the_reference() {
+    // Decoders: logits over (batch, seq, vocab), with symbolic dims.
+    let decoders: Vec<_> = models()
+        .into_iter()
+        .filter(|m| m.outputs == ["logits"] && !m.name.ends_with("-static"))
+        .filter(|m| expected_in(&m.directory, "logits").shape.len() == 3)
+        .collect();
+    assert!(decoders.len() >= 5, "the testdata has decoders");
+    for model in decoders {
+        let mut session = session_for(artifact_bytes(&model.model, Precision::F32, &[]));
+        let tensors = inputs_in(&model.directory, &model.inputs);
+        let expected = expected_in(&model.directory, "logits");
+        let (full_seq, vocab) = (expected.shape[1], expected.shape[2]);
+        for (batch, seq, kernel_suffix) in
+            [(1, 1, "_matmul_rows1"), (2, 2, "_matmul_rows4"), (1, 3, "_matmul_rows4"), (2, 5, "_matmul")]
+        {
+            let prefix = |values: Vec<f64>, width: usize| -> Vec<f64> {
+                (0..batch).flat_map(|b| values[b * full_seq * width..][..seq * width].to_vec()).collect()
+            };
+            let inputs: Vec<(String, HostTensor)> = model
+                .inputs
+                .iter()
+                .map(|name| {
+                    let values: Vec<i64> = prefix(tensors[name].to_f64_vec(), 1).iter().map(|&v| v as i64).collect();
+                    (name.clone(), HostTensor::from_i64(vec![batch, seq], &values))
+                })
+                .collect();
+            let what = format!("{} at batch {batch}, seq {seq}", model.name);
+            let launched = session.profile(&inputs, 1).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let matmuls: Vec<&str> =
+                launched.iter().map(|l| l.kernel.as_str()).filter(|k| k.contains("_matmul")).collect();
+            assert!(!matmuls.is_empty(), "{what}: no matmul launched");
+            assert!(
+                matmuls.iter().any(|k| k.ends_with(kernel_suffix)),
+                "{what}: expected a `…{kernel_suffix}` launch among {matmuls:?}"
+            );
+            let outputs = session.run(&inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let reference = kiln_ir::Tensor::from_f32(
+                kiln_ir::DType::F32,
+                vec![batch, seq, vocab],
+                prefix(expected.to_f64_vec(), vocab).iter().map(|&v| v as f32).collect(),
+            );
+            assert_close(&what, &host_to_tensor(&outputs[0].1), &reference, 1e-3);
+        }
+    }
+}

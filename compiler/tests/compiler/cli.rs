@@ -238,7 +238,13 @@ fn compile_writes_an_artifact_and_each_kernels_ir_mlir_and_ptx() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .expect("a kernel count");
-    assert!((1..15).contains(&distinct), "{stdout}");
+    let generated: usize = stdout
+        .split(" distinct of ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count of generated kernels");
+    assert!(distinct >= 1 && distinct < generated, "{stdout}");
     assert!(stdout.contains(&format!("kernels: {distinct} distinct")), "{stdout}");
     assert!(stdout.contains("(batch=1..8, seq=2..128)"), "{stdout}");
     assert!(

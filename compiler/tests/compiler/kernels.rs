@@ -10,7 +10,7 @@ use kiln_ir::eval::evaluate_all;
 use kiln_ir::{Graph, SymbolBindings, Tensor};
 use kiln_passes::{Phase, Pipeline, PipelineOptions, Precision};
 use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
-use kiln_targets::generate::{generate_kernel, ParamBinding};
+use kiln_targets::generate::{generate_kernel, generate_variants, ParamBinding};
 
 use crate::common::{models, random_model_inputs, testdata};
 
@@ -182,8 +182,9 @@ fn every_kernel_lowers_to_ptx_that_ptxas_accepts_for_sm_80_and_sm_90() {
     for model in models().into_iter().filter(|m| only.as_ref().is_none_or(|o| &m.name == o)) {
         let mut graph = load_model(&model.model).expect("imports");
         fused(&mut graph, Precision::F32);
+        // Every variant of every group, shape-bucket variants included.
         let generated: Vec<_> =
-            graph.groups().keys().map(|&g| generate_kernel(&graph, g).expect("generates")).collect();
+            graph.groups().keys().flat_map(|&g| generate_variants(&graph, g).expect("generates")).collect();
         let kernels: Vec<_> = generated.iter().map(|g| &g.kernel).collect();
         for chip in ["sm_80", "sm_90"] {
             let ptx = lower_to_ptx(&kernels, chip, libdevice.as_deref())
@@ -270,6 +271,17 @@ fn snapshots_of_one_kernel_of_each_kind_as_kernel_ir_mlir_and_ptx() {
         insta::assert_snapshot!(format!("ptx_{kind}"), ptx);
     }
     assert_eq!(seen.len(), 5, "kinds seen: {seen:?}");
+    // The one-row variant of the first matmul against an n-by-k weight.
+    let model = models().into_iter().find(|m| m.name == "llama-dynamo").expect("the snapshot model");
+    let mut graph = load_model(&model.model).expect("imports");
+    fused(&mut graph, Precision::F32);
+    let skinny = graph
+        .groups()
+        .keys()
+        .flat_map(|&g| generate_variants(&graph, g).expect("generates"))
+        .find(|g| g.kernel.name.ends_with("_matmul_rows1"))
+        .expect("a one-row variant");
+    insta::assert_snapshot!("kernel_ir_matmul_rows1", kiln_runtime::kernel::print_kernel(&skinny.kernel));
 }
 
 #[test]
@@ -298,8 +310,9 @@ fn every_group_runs_correctly_in_wave64_and_lowers_to_amdgpu_that_llvm_mc_accept
             1e-4,
             64,
         ));
+        // Every variant of every group, shape-bucket variants included.
         let generated: Vec<_> =
-            graph.groups().keys().map(|&g| generate_kernel(&graph, g).expect("generates")).collect();
+            graph.groups().keys().flat_map(|&g| generate_variants(&graph, g).expect("generates")).collect();
         let kernels: Vec<_> = generated.iter().map(|g| &g.kernel).collect();
         for chip in ["gfx90a", "gfx942"] {
             let assembly = lower_to_amdgpu(&kernels, chip).unwrap_or_else(|e| panic!("{}: {chip}: {e}", model.name));

@@ -88,6 +88,7 @@ pub fn scale_artifact() -> Vec<u8> {
                         argument(ArgumentSource::Arena(1)),
                         argument(ArgumentSource::Symbol("batch".into())),
                     ],
+                    dims: Vec::new(),
                 }],
                 flops: "4*batch".into(),
                 bytes: "32*batch + 16".into(),

@@ -291,6 +291,21 @@ pub struct Variant {
     /// One per kernel parameter, in order.
     #[prost(message, repeated, tag = "3")]
     pub arguments: Vec<Argument>,
+    /// Ranges of dim expressions (`batch*seq` in `1..=1`): a shape bucket.
+    /// Empty: every binding.
+    #[prost(message, repeated, tag = "4")]
+    pub dims: Vec<DimRange>,
+}
+
+/// A dim expression of the model's symbols and the range it must fall in.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DimRange {
+    #[prost(string, tag = "1")]
+    pub dim: String,
+    #[prost(int64, tag = "2")]
+    pub min: i64,
+    #[prost(int64, tag = "3")]
+    pub max: i64,
 }
 
 /// What a kernel parameter is bound to.

@@ -94,6 +94,9 @@ pub enum ArgumentSpec {
 pub struct VariantSpec {
     /// `(symbol, min, max)`; empty means every binding.
     pub ranges: Vec<(String, i64, i64)>,
+    /// `(dim expression, min, max)`: a shape bucket such as `batch*seq` in
+    /// `1..=1`; empty means every binding.
+    pub dims: Vec<(Dim, i64, i64)>,
     pub kernel: usize,
     pub arguments: Vec<ArgumentSpec>,
 }
@@ -102,6 +105,7 @@ impl VariantSpec {
     /// Whether `bindings` fall in this variant's ranges.
     pub fn accepts(&self, bindings: &crate::SymbolBindings) -> bool {
         self.ranges.iter().all(|(symbol, min, max)| bindings.get(symbol).is_some_and(|v| (min..=max).contains(&v)))
+            && self.dims.iter().all(|(dim, min, max)| dim.evaluate(bindings).is_ok_and(|v| (*min..=*max).contains(&v)))
     }
 }
 

@@ -263,7 +263,15 @@ fn check_entry(
                 );
             }
             let ranges = variant.ranges.iter().map(|r| (r.symbol.clone(), r.min, r.max)).collect();
-            variants.push(VariantSpec { ranges, kernel: variant.kernel as usize, arguments });
+            let mut dims = Vec::new();
+            for range in &variant.dims {
+                let parsed = dim(&range.dim, &format!("{what}: variant range"))?;
+                if let Some(symbol) = parsed.symbols().into_iter().find(|s| !bounds.contains_key(s)) {
+                    return Err(corrupt(format!("{what}: a variant range uses `{symbol}`, which has no bound")));
+                }
+                dims.push((parsed, range.min, range.max));
+            }
+            variants.push(VariantSpec { ranges, dims, kernel: variant.kernel as usize, arguments });
         }
         let cost = |text: &str, what_cost: &str| -> Result<Dim, ArtifactError> {
             let parsed = dim(text, &format!("{what}: {what_cost}"))?;

@@ -1096,6 +1096,31 @@ impl<'a> Access<'a> {
         }
         // f32 and i64 elements are their register bits: no decoding in the lane loop.
         let raw = matches!(dtype, DType::F32 | DType::I64);
+        // Consecutive lanes at consecutive elements (a coalesced row): one
+        // bounds check for the run, then a plain copy.
+        if full && raw && self.size == 4 {
+            let first = (indices[0] as i64).wrapping_add(offset);
+            let consecutive =
+                indices.iter().enumerate().all(|(lane, &index)| index.wrapping_sub(lane as u64) == indices[0]);
+            if consecutive && first >= 0 && (first as u64).saturating_add(out.len() as u64) <= length {
+                let start = first as usize * 4;
+                match &self.target {
+                    Target::Global(window) => {
+                        for (lane, slot) in out.iter_mut().enumerate() {
+                            *slot = window.load(start + lane * 4, 4);
+                        }
+                    }
+                    // SAFETY: the run lies inside its array (checked above),
+                    // and arrays lie inside the block's shared memory.
+                    Target::Shared { offset: base, .. } => {
+                        for (lane, slot) in out.iter_mut().enumerate() {
+                            *slot = unsafe { shared.load_unchecked::<4>(base + start + lane * 4) };
+                        }
+                    }
+                }
+                return Ok(());
+            }
+        }
         match (&self.target, self.size, raw) {
             (Target::Global(window), 4, true) => each_lane!(|e: usize| window.load(e * 4, 4)),
             (Target::Global(window), 8, true) => each_lane!(|e: usize| window.load(e * 8, 8)),

@@ -28,6 +28,7 @@ mod check;
 mod exec;
 pub mod memory;
 mod program;
+mod registers;
 pub(crate) mod values;
 
 pub use exec::{launch, Binding, Counters, MachineOptions, Region, Traffic};

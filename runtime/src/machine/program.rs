@@ -41,7 +41,7 @@ pub(crate) enum Dst {
 }
 
 impl Dst {
-    fn src(self) -> Src {
+    pub(crate) fn src(self) -> Src {
         match self {
             Dst::V(r) => Src::V(r),
             Dst::U(r) => Src::U(r),
@@ -328,7 +328,8 @@ impl Program {
             preheaders: Vec::new(),
         };
         compiler.block(&kernel.body, true)?;
-        let code = expand_preheaders(std::mem::take(&mut compiler.code), std::mem::take(&mut compiler.preheaders));
+        let mut code = expand_preheaders(std::mem::take(&mut compiler.code), std::mem::take(&mut compiler.preheaders));
+        let (vector_registers, uniform_registers) = super::registers::reuse_registers(&mut code);
         Ok(Program {
             name: kernel.name.clone(),
             params: kernel.params.clone(),
@@ -337,8 +338,8 @@ impl Program {
             shared,
             shared_bytes: kernel.shared_bytes(),
             code,
-            vector_registers: compiler.vector_registers,
-            uniform_registers: compiler.uniform_registers,
+            vector_registers,
+            uniform_registers,
             has_atomics: compiler.has_atomics,
         })
     }

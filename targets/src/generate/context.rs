@@ -227,6 +227,10 @@ impl<'g> KernelContext<'g> {
     /// which must run before (and under the same conditions as) the use.
     pub fn value_at(&self, body: &mut Vec<Stmt>, value: ValueRef, coords: &[Expr]) -> Result<Value, String> {
         if let Some(entries) = self.overrides.get(&value) {
+            // Coordinates built the same way as an entry's are that entry.
+            if let Some((_, exact)) = entries.iter().find(|(at, _)| at.as_slice() == coords) {
+                return Ok(exact.clone());
+            }
             let (_, last) = entries.last().ok_or("an empty override")?;
             let mut result = last.clone();
             for (at, candidate) in entries.iter().rev().skip(1) {

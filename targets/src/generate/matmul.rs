@@ -1,16 +1,24 @@
 //! Matmul groups: `C = A·B` (either input transposed) over broadcast batch
-//! dims, with the epilogue applied to each accumulator. A block computes a
-//! 32×32 tile of C with 256 threads, each holding a 2×2 register block; A
-//! and B stream through shared memory in 32×16 and 16×32 tiles. This is the
+//! dims, with the epilogue applied to each accumulator. A block of 128
+//! threads computes a 32×64 tile of C, each thread a 4×4 register block; A
+//! and B stream through shared memory in 32×16 and 16×64 tiles. This is the
 //! f32 path and every target's fallback; tensor-core kernels replace it where
 //! the hardware allows.
+//!
+//! A thread owns rows `r, r+8, r+16, r+24` of the tile and the column pairs
+//! `2c, 2c+1` and `32+2c, 33+2c`: within a warp, the inner loop's B reads are
+//! then two words apart (16 banks, the other half-warp broadcast) and its A
+//! reads two rows (broadcasts), so the loop is free of bank conflicts; a
+//! SwiGLU epilogue over interleaved gate/up columns finds both columns of a
+//! pair in one thread.
 //!
 //! Tile loads are coalesced whichever way an operand is stored: consecutive
 //! threads read consecutive elements of its contiguous dimension (k for A
 //! and for a transposed, n-by-k B; m for a transposed A; n for B). Shared
-//! rows are padded — A's to 17 words, B's to 34 — so neither the stores of
-//! either mapping nor the inner loop's reads conflict on banks (the
-//! machine's counters check it: `compiler/tests/compiler/machine.rs`).
+//! rows are padded — A's to 17 words, B's to 66 — so the stores of either
+//! mapping conflict at most 2-way (the machine's counters check it:
+//! `compiler/tests/compiler/machine.rs`). Bounds guards a constant dim makes
+//! always true (K a multiple of 16, N of 64) are left out.
 
 use kiln_ir::graph::{NodeIndex, ValueRef};
 use kiln_ir::{DType, Dim, Op};
@@ -18,14 +26,33 @@ use kiln_runtime::kernel::{self, build, Expr, Special, Stmt};
 
 use super::context::{broadcast_coords, linear_index, unravel, KernelContext, Value};
 
-const TILE: i64 = 32;
+/// Rows of C per block.
+const TILE_M: i64 = 32;
+/// Columns of C per block.
+const TILE_N: i64 = 64;
+/// The k extent of one shared-memory stage.
 const DEPTH: i64 = 16;
-const THREADS: u32 = 256;
+/// Rows and columns of C per thread.
+const BLOCK: i64 = 4;
+/// Threads along M and along N (`8 × 16 = 128`).
+const THREADS_M: i64 = TILE_M / BLOCK;
+const THREADS_N: i64 = TILE_N / BLOCK;
+const THREADS: u32 = (THREADS_M * THREADS_N) as u32;
 /// Words between rows of the A tile (32 rows of `DEPTH`): odd, so 32 rows at one k fall in 32 banks.
 const A_STRIDE: i64 = DEPTH + 1;
-/// Words between rows of the B tile (`DEPTH` rows of 32): 34 ≡ 2 (mod 32), so 16 rows at
+/// Words between rows of the B tile (`DEPTH` rows of 64): ≡ 2 (mod 32), so 16 rows at
 /// two adjacent columns fall in 32 banks.
-const B_STRIDE: i64 = TILE + 2;
+const B_STRIDE: i64 = TILE_N + 2;
+
+/// The tile row of a thread's `i`-th accumulator row (`row_group` = thread / 16).
+fn tile_row(row_group: &Expr, i: i64) -> Expr {
+    row_group.clone() + i * THREADS_M
+}
+
+/// The tile column of a thread's `j`-th accumulator column (`column_group` = thread % 16).
+fn tile_column(column_group: &Expr, j: i64) -> Expr {
+    column_group.clone() * 2 + ((j / 2) * (TILE_N / 2) + j % 2)
+}
 
 pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<Stmt>, String> {
     let graph = context.graph;
@@ -48,13 +75,16 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     // streams once per 32 rows of all sequences, not once per sequence.
     let flatten = !batch_shape.is_empty() && graph.value_type(b).rank() == 2;
     let rows_dim = if flatten { &batches * &m_dim } else { m_dim.clone() };
-    let tiles = |d: &Dim| (d + &Dim::constant(TILE - 1)).floor_div(TILE).expect("positive");
-    let (tiles_m, tiles_n) = (tiles(&rows_dim), tiles(&n_dim));
+    let tiles = |d: &Dim, tile: i64| (d + &Dim::constant(tile - 1)).floor_div(tile).expect("positive");
+    let (tiles_m, tiles_n) = (tiles(&rows_dim, TILE_M), tiles(&n_dim, TILE_N));
     context.block_threads = THREADS;
     let grid_batches = if flatten { Dim::constant(1) } else { batches.clone() };
     context.grid_blocks = &(&grid_batches * &tiles_m) * &tiles_n;
-    let a_tile = context.add_shared("a_tile", DType::F32, (TILE * A_STRIDE) as usize);
+    let a_tile = context.add_shared("a_tile", DType::F32, (TILE_M * A_STRIDE) as usize);
     let b_tile = context.add_shared("b_tile", DType::F32, (DEPTH * B_STRIDE) as usize);
+    // Guards a constant dim makes always true are left out.
+    let divides = |dim: &Dim, tile: i64| dim.as_constant().is_some_and(|d| d % tile == 0);
+    let (k_whole, n_whole, rows_whole) = (divides(&k_dim, DEPTH), divides(&n_dim, TILE_N), divides(&rows_dim, TILE_M));
 
     let mut body = Vec::new();
     let i64v = |expr: Expr| Value { expr, dtype: DType::I64 };
@@ -63,24 +93,13 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     let (tm_count, tn_count) = (context.dim(&tiles_m)?, context.dim(&tiles_n)?);
     let block = context.bind(&mut body, i64v(build::cast(DType::I64, build::special(Special::BlockIndex))));
     let thread = context.bind(&mut body, i64v(build::cast(DType::I64, build::special(Special::ThreadIndex))));
-    let tile_n =
-        context.bind(&mut body, i64v(build::binary(kernel::BinaryOp::Rem, block.expr.clone(), tn_count.clone())));
-    let tile_m = context.bind(
-        &mut body,
-        i64v(build::binary(
-            kernel::BinaryOp::Rem,
-            build::binary(kernel::BinaryOp::Div, block.expr.clone(), tn_count.clone()),
-            tm_count.clone(),
-        )),
-    );
+    let tile_n = context.bind(&mut body, i64v(block.expr.clone() % &tn_count));
+    let tile_m = context.bind(&mut body, i64v((block.expr.clone() / &tn_count) % &tm_count));
     let batch_dims: Vec<Expr> = batch_shape.iter().map(|d| context.dim(d)).collect::<Result<_, _>>()?;
     let block_batch_coords: Vec<Expr> = if flatten {
         Vec::new()
     } else {
-        let batch = context.bind(
-            &mut body,
-            i64v(build::binary(kernel::BinaryOp::Div, block.expr.clone(), build::mul(tn_count, tm_count))),
-        );
+        let batch = context.bind(&mut body, i64v(block.expr.clone() / (tn_count * tm_count)));
         unravel(batch.expr.clone(), &batch_dims).into_iter().map(|c| context.bind(&mut body, i64v(c)).expr).collect()
     };
     // A row of the (possibly flattened) M dim as batch coordinates and a row of its matrix.
@@ -91,10 +110,10 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
             (block_batch_coords.clone(), row)
         }
     };
-    let row_in_tile = context.bind(&mut body, i64v(thread.expr.clone() / 16));
-    let column_in_tile = context.bind(&mut body, i64v(thread.expr.clone() % 16));
+    let row_group = context.bind(&mut body, i64v(thread.expr.clone() / THREADS_N)).expr;
+    let column_group = context.bind(&mut body, i64v(thread.expr.clone() % THREADS_N)).expr;
 
-    let accumulators: Vec<kernel::Var> = (0..4).map(|_| context.fresh_var()).collect();
+    let accumulators: Vec<kernel::Var> = (0..BLOCK * BLOCK).map(|_| context.fresh_var()).collect();
     for &acc in &accumulators {
         body.push(Stmt::Let { var: acc, dtype: DType::F32, value: build::f32(0.0) });
     }
@@ -123,54 +142,62 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     };
     let k0 = context.fresh_var();
     let mut tile_loop = Vec::new();
-    // Each thread loads two elements of each tile (512 elements, 256 threads).
-    for part in 0..2 {
+    // A tile: 32 rows (m) × 16 columns (k), four elements per thread;
+    // threads run along A's contiguous dim.
+    for part in 0..(TILE_M * DEPTH) / THREADS as i64 {
         let element = thread.expr.clone() + part * THREADS as i64;
-        // A tile: 32 rows (m) × 16 columns (k); threads run along A's contiguous dim.
         let (row_in, k_in) = if transpose_a {
-            (element.clone() % TILE, element.clone() / TILE)
+            (element.clone() % TILE_M, element.clone() / TILE_M)
         } else {
             (element.clone() / DEPTH, element.clone() % DEPTH)
         };
-        let row = tile_m.expr.clone() * TILE + row_in.clone();
+        let row = tile_m.expr.clone() * TILE_M + row_in.clone();
         let column = build::var(k0) + k_in.clone();
         let (a_batch, a_row) = split_row(row.clone());
-        tile_loop.extend(guarded_tile_load(
-            context,
-            a_tile,
-            row_in * A_STRIDE + k_in,
-            &row,
-            &rows,
-            &column,
-            &k,
-            |context, body| operand(context, body, a, transpose_a, &a_batch, a_row, column.clone()),
-        )?);
-        // B tile: 16 rows (k) × 32 columns (n); threads run along B's contiguous dim.
+        let guard = Guard::new().below(&row, &rows, rows_whole).below(&column, &k, k_whole);
+        tile_loop.extend(guarded_tile_load(context, a_tile, row_in * A_STRIDE + k_in, guard, |context, body| {
+            operand(context, body, a, transpose_a, &a_batch, a_row, column.clone())
+        })?);
+    }
+    // B tile: 16 rows (k) × 64 columns (n), eight elements per thread;
+    // threads run along B's contiguous dim.
+    for part in 0..(DEPTH * TILE_N) / THREADS as i64 {
+        let element = thread.expr.clone() + part * THREADS as i64;
         let (k_in, column_in) = if transpose_b {
             (element.clone() % DEPTH, element.clone() / DEPTH)
         } else {
-            (element.clone() / TILE, element.clone() % TILE)
+            (element.clone() / TILE_N, element.clone() % TILE_N)
         };
         let row = build::var(k0) + k_in.clone();
-        let column = tile_n.expr.clone() * TILE + column_in.clone();
+        let column = tile_n.expr.clone() * TILE_N + column_in.clone();
         let slot = k_in * B_STRIDE + column_in;
         // B's batch coords: the block's (a weight has none).
         let b_batch = if flatten { vec![build::i64(0); batch_dims.len()] } else { block_batch_coords.clone() };
-        tile_loop.extend(guarded_tile_load(context, b_tile, slot, &row, &k, &column, &n, |context, body| {
+        let guard = Guard::new().below(&row, &k, k_whole).below(&column, &n, n_whole);
+        tile_loop.extend(guarded_tile_load(context, b_tile, slot, guard, |context, body| {
             operand(context, body, b, transpose_b, &b_batch, row.clone(), column.clone())
         })?);
     }
     tile_loop.push(Stmt::Barrier);
     let kk = context.fresh_var();
     let mut inner = Vec::new();
-    for i in 0..2 {
-        for j in 0..2 {
-            let a_index = (row_in_tile.expr.clone() * 2 + i) * A_STRIDE + build::var(kk);
-            let b_index = build::var(kk) * B_STRIDE + (column_in_tile.expr.clone() * 2 + j);
-            let acc = accumulators[(i * 2 + j) as usize];
-            let a = Expr::SharedLoad { array: a_tile, index: Box::new(a_index) };
-            let b = Expr::SharedLoad { array: b_tile, index: Box::new(b_index) };
-            inner.push(Stmt::Assign { var: acc, value: build::var(acc) + a * b });
+    let a_values: Vec<kernel::Var> = (0..BLOCK).map(|_| context.fresh_var()).collect();
+    let b_values: Vec<kernel::Var> = (0..BLOCK).map(|_| context.fresh_var()).collect();
+    for i in 0..BLOCK {
+        let index = tile_row(&row_group, i) * A_STRIDE + build::var(kk);
+        let value = Expr::SharedLoad { array: a_tile, index: Box::new(index) };
+        inner.push(Stmt::Let { var: a_values[i as usize], dtype: DType::F32, value });
+    }
+    for j in 0..BLOCK {
+        let index = build::var(kk) * B_STRIDE + tile_column(&column_group, j);
+        let value = Expr::SharedLoad { array: b_tile, index: Box::new(index) };
+        inner.push(Stmt::Let { var: b_values[j as usize], dtype: DType::F32, value });
+    }
+    for i in 0..BLOCK {
+        for j in 0..BLOCK {
+            let acc = accumulators[(i * BLOCK + j) as usize];
+            let product = build::var(a_values[i as usize]) * build::var(b_values[j as usize]);
+            inner.push(Stmt::Assign { var: acc, value: build::var(acc) + product });
         }
     }
     tile_loop.push(Stmt::For { var: kk, start: build::i64(0), end: build::i64(DEPTH), step: 1, body: inner });
@@ -179,20 +206,18 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
 
     // Epilogue: the matmul's result is this thread's accumulator at its (row, column).
     let position = |i: i64, j: i64| {
-        let row = tile_m.expr.clone() * TILE + (row_in_tile.expr.clone() * 2 + i);
-        let column = tile_n.expr.clone() * TILE + (column_in_tile.expr.clone() * 2 + j);
+        let row = tile_m.expr.clone() * TILE_M + tile_row(&row_group, i);
+        let column = tile_n.expr.clone() * TILE_N + tile_column(&column_group, j);
         (row, column)
     };
-    let entries = (0..4)
-        .map(|r| {
-            let (row, column) = position(r / 2, r % 2);
-            let (mut coords, row) = split_row(row);
-            coords.push(row);
-            coords.push(column);
-            (coords, Value { expr: build::var(accumulators[r as usize]), dtype: DType::F32 })
-        })
-        .collect();
-    context.overrides.insert(output, entries);
+    // The matmul's element of accumulator (i, j), as an override entry.
+    let entry = |i: i64, j: i64| {
+        let (row, column) = position(i, j);
+        let (mut coords, row) = split_row(row);
+        coords.push(row);
+        coords.push(column);
+        (coords, Value::float(build::var(accumulators[(i * BLOCK + j) as usize])))
+    };
     for stored in context.contract.outputs.clone() {
         let dims = context.dims(stored)?;
         let stored_columns = context.graph.value_type(stored).shape.last().cloned().ok_or("a scalar output")?;
@@ -212,13 +237,17 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
             ));
         };
         let stored_n = context.dim(&stored_columns)?;
-        for i in 0..2 {
-            for j in 0..if pairs { 1 } else { 2 } {
+        for i in 0..BLOCK {
+            for j in (0..BLOCK).step_by(if pairs { 2 } else { 1 }) {
                 let (flat_row, column) = position(i, j);
                 let column = if pairs { column / 2 } else { column };
                 let (mut coords, row) = split_row(flat_row.clone());
                 coords.push(row);
                 coords.push(column.clone());
+                // The store reads the matmul at its own element, or at both
+                // columns of its pair: only those accumulators are candidates.
+                let candidates = if pairs { vec![entry(i, j), entry(i, j + 1)] } else { vec![entry(i, j)] };
+                context.overrides.insert(output, candidates);
                 let mut stores = Vec::new();
                 let value = context.value_at(&mut stores, stored, &coords)?;
                 stores.push(Stmt::Store {
@@ -234,23 +263,46 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
     Ok(body)
 }
 
-/// `tile[slot] = inside ? operand : 0`, reading the operand only inside.
-#[allow(clippy::too_many_arguments)]
+/// The conjunction of `index < bound` conditions a tile load needs (none
+/// when every one is known to hold).
+struct Guard(Option<Expr>);
+
+impl Guard {
+    fn new() -> Guard {
+        Guard(None)
+    }
+
+    /// Adds `index < bound`, unless `always` says it holds for every index the kernel forms.
+    fn below(self, index: &Expr, bound: &Expr, always: bool) -> Guard {
+        if always {
+            return self;
+        }
+        let condition = index.clone().lt(bound);
+        Guard(Some(match self.0 {
+            Some(previous) => previous.and(condition),
+            None => condition,
+        }))
+    }
+}
+
+/// `tile[slot] = guard ? operand : 0`, reading the operand only where the guard holds.
 fn guarded_tile_load(
     context: &mut KernelContext,
     tile: usize,
     slot: Expr,
-    row: &Expr,
-    rows: &Expr,
-    column: &Expr,
-    columns: &Expr,
+    guard: Guard,
     operand: impl FnOnce(&KernelContext, &mut Vec<Stmt>) -> Result<Value, String>,
 ) -> Result<Vec<Stmt>, String> {
+    let Some(inside) = guard.0 else {
+        let mut body = Vec::new();
+        let loaded = operand(context, &mut body)?;
+        body.push(Stmt::SharedStore { array: tile, index: slot, value: loaded.expr });
+        return Ok(body);
+    };
     let value = context.fresh_var();
     let mut then = Vec::new();
     let loaded = operand(context, &mut then)?;
     then.push(Stmt::Assign { var: value, value: loaded.expr });
-    let inside = row.clone().lt(rows).and(column.clone().lt(columns));
     Ok(vec![
         Stmt::Let { var: value, dtype: DType::F32, value: build::f32(0.0) },
         Stmt::If { condition: inside, then, otherwise: Vec::new() },

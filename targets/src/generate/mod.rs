@@ -10,8 +10,10 @@
 //! - elementwise and gather groups: one thread per output element;
 //! - row reductions (norms, softmax, last-axis reductions): one block per row,
 //!   statistics in f32 through warp shuffles and shared memory;
-//! - matmuls: shared-memory tiles with 2×2 register blocking per thread, the
-//!   epilogue applied to each accumulator;
+//! - matmuls: shared-memory tiles with 4×4 register blocking per thread, the
+//!   epilogue applied to each accumulator; with few rows against an n-by-k
+//!   weight, also skinny variants that stream the weight once from global
+//!   memory (see [`generate_variants`]);
 //! - attention: one warp per query row, online softmax over the keys.
 //!
 //! Parameters are the group's input tensors, then its outputs, then one i64
@@ -23,9 +25,10 @@ mod context;
 mod elementwise;
 mod matmul;
 mod row_reduction;
+mod skinny_matmul;
 
 use kiln_ir::graph::ValueRef;
-use kiln_ir::{Graph, GroupId, KernelKind, Op};
+use kiln_ir::{Dim, Graph, GroupId, KernelKind, Op};
 use kiln_passes::fuse::contract::GroupContract;
 use kiln_runtime::kernel::Kernel;
 
@@ -48,6 +51,47 @@ pub struct GeneratedKernel {
     pub group: GroupId,
     pub kernel: Kernel,
     pub bindings: Vec<ParamBinding>,
+    /// The shape bucket this variant is for: each dim expression within its
+    /// inclusive range. Empty: every shape (the group's general kernel).
+    pub when: Vec<(Dim, i64, i64)>,
+}
+
+/// Row buckets of the skinny matmul variants: one row (a single decode
+/// step), and two to four (a few sequences decoding together).
+const SKINNY_BUCKETS: [(i64, i64); 2] = [(1, 1), (2, 4)];
+
+/// The kernels of fusion group `group`, most specialized first, general
+/// last: the runtime launches the first whose bucket holds the bound dims.
+/// A matmul against an n-by-k weight gets a skinny variant per row bucket
+/// of [`SKINNY_BUCKETS`]; when its rows are a constant, only the one kernel
+/// that fits is generated.
+pub fn generate_variants(graph: &Graph, group: GroupId) -> Result<Vec<GeneratedKernel>, GenerateError> {
+    let contract = GroupContract::of(graph, group);
+    let skinny_rows = contract
+        .as_ref()
+        .filter(|c| c.kind == KernelKind::Matmul)
+        .and_then(|c| c.anchor)
+        .and_then(|anchor| skinny_matmul::rows_dim(graph, anchor).map(|rows| (anchor, rows)));
+    let Some((anchor, rows)) = skinny_rows else { return Ok(vec![generate_kernel(graph, group)?]) };
+    let mut variants = Vec::new();
+    for (low, high) in SKINNY_BUCKETS {
+        let fits = rows.as_constant().map(|r| (low..=high).contains(&r));
+        if fits == Some(false) {
+            continue;
+        }
+        let name = format!("g{group}_matmul_rows{high}");
+        let mut variant =
+            generate_with(graph, group, &name, &mut |context| skinny_matmul::generate(context, anchor, high))?;
+        if fits.is_none() {
+            variant.when = vec![(rows.clone(), low, high)];
+        }
+        variants.push(variant);
+        if fits == Some(true) {
+            return Ok(variants);
+        }
+    }
+    variants.push(generate_kernel(graph, group)?);
+    Ok(variants)
 }
 
 /// Why a group has no kernel.
@@ -59,37 +103,57 @@ pub struct GenerateError {
     pub message: String,
 }
 
-/// Generates the kernel of fusion group `group`.
+/// Generates the general kernel of fusion group `group` (every shape).
 pub fn generate_kernel(graph: &Graph, group: GroupId) -> Result<GeneratedKernel, GenerateError> {
     let contract = GroupContract::of(graph, group).ok_or_else(|| GenerateError {
         group,
         kind: KernelKind::Elementwise,
         message: "no such group".into(),
     })?;
-    let fail = |message: String| GenerateError { group, kind: contract.kind, message };
     let name = format!("g{group}_{}", contract.kind);
-    let mut context = KernelContext::new(graph, &contract, &name);
-    let anchor_op = contract.anchor.map(|a| &graph.node(a).op);
-    let norm = contract.prologue.iter().chain(&contract.epilogue).copied().chain(contract.anchor).find(|&n| {
-        matches!(graph.node(n).op, Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Softmax { .. } | Op::Reduce { .. })
-    });
-    let body = match (contract.kind, anchor_op) {
-        (KernelKind::Matmul, Some(Op::MatMul { .. })) => {
-            matmul::generate(&mut context, contract.anchor.expect("anchor"))
+    generate_with(graph, group, &name, &mut |context| {
+        let contract = context.contract.clone();
+        let anchor_op = contract.anchor.map(|a| &graph.node(a).op);
+        let norm = contract.prologue.iter().chain(&contract.epilogue).copied().chain(contract.anchor).find(|&n| {
+            matches!(
+                graph.node(n).op,
+                Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Softmax { .. } | Op::Reduce { .. }
+            )
+        });
+        match (contract.kind, anchor_op) {
+            (KernelKind::Matmul, Some(Op::MatMul { .. })) => {
+                matmul::generate(context, contract.anchor.expect("anchor"))
+            }
+            (KernelKind::Attention, Some(Op::Attention { .. })) => {
+                attention::generate(context, contract.anchor.expect("anchor"))
+            }
+            (KernelKind::RowReduction, _) | (KernelKind::Gather, _) if norm.is_some() => {
+                row_reduction::generate(context, norm.expect("checked"))
+            }
+            (KernelKind::Elementwise, _) | (KernelKind::Gather, _) => elementwise::generate(context),
+            (kind, _) => Err(format!("no generator for a {kind} group with this anchor")),
         }
-        (KernelKind::Attention, Some(Op::Attention { .. })) => {
-            attention::generate(&mut context, contract.anchor.expect("anchor"))
-        }
-        (KernelKind::RowReduction, _) | (KernelKind::Gather, _) if norm.is_some() => {
-            row_reduction::generate(&mut context, norm.expect("checked"))
-        }
-        (KernelKind::Elementwise, _) | (KernelKind::Gather, _) => elementwise::generate(&mut context),
-        (kind, _) => Err(format!("no generator for a {kind} group with this anchor")),
-    }
-    .map_err(fail)?;
+    })
+}
+
+/// The kernel `name` of group `group` whose body `body` generates, verified in debug builds.
+fn generate_with(
+    graph: &Graph,
+    group: GroupId,
+    name: &str,
+    body: &mut dyn FnMut(&mut KernelContext) -> Result<Vec<kiln_runtime::kernel::Stmt>, String>,
+) -> Result<GeneratedKernel, GenerateError> {
+    let contract = GroupContract::of(graph, group).ok_or_else(|| GenerateError {
+        group,
+        kind: KernelKind::Elementwise,
+        message: "no such group".into(),
+    })?;
+    let fail = |message: String| GenerateError { group, kind: contract.kind, message };
+    let mut context = KernelContext::new(graph, &contract, name);
+    let body = body(&mut context).map_err(fail)?;
     let (kernel, bindings) = context.finish(body).map_err(fail)?;
     if cfg!(debug_assertions) {
         kiln_runtime::kernel::verify_kernel(&kernel).map_err(|e| fail(e.to_string()))?;
     }
-    Ok(GeneratedKernel { group, kernel, bindings })
+    Ok(GeneratedKernel { group, kernel, bindings, when: Vec::new() })
 }
