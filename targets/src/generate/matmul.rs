@@ -219,24 +219,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         (coords, Value::float(build::var(accumulators[(i * BLOCK + j) as usize])))
     };
     for stored in context.contract.outputs.clone() {
-        let dims = context.dims(stored)?;
-        let stored_columns = context.graph.value_type(stored).shape.last().cloned().ok_or("a scalar output")?;
-        if dims.len() != rank {
-            return Err(format!("matmul group output `{}` has another rank", context.graph.value_name(stored)));
-        }
-        // Outputs as wide as the matmul take one element per accumulator; a
-        // SwiGLU over interleaved gate/up columns takes one per column pair.
-        let pairs = if stored_columns == n_dim {
-            false
-        } else if &stored_columns * &Dim::constant(2) == n_dim {
-            true
-        } else {
-            return Err(format!(
-                "matmul group output `{}` is neither as wide as the matmul nor half of it",
-                context.graph.value_name(stored)
-            ));
-        };
-        let stored_n = context.dim(&stored_columns)?;
+        let StoredOutput { dims, pairs, columns: stored_n } = StoredOutput::of(context, stored, rank, &n_dim)?;
         for i in 0..BLOCK {
             for j in (0..BLOCK).step_by(if pairs { 2 } else { 1 }) {
                 let (flat_row, column) = position(i, j);
@@ -261,6 +244,38 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         }
     }
     Ok(body)
+}
+
+/// How a matmul group stores one of its outputs.
+pub(super) struct StoredOutput {
+    /// The output's dims as expressions.
+    pub dims: Vec<Expr>,
+    /// One element per column pair (a SwiGLU over interleaved gate/up
+    /// columns) rather than one per matmul column.
+    pub pairs: bool,
+    /// The output's columns.
+    pub columns: Expr,
+}
+
+impl StoredOutput {
+    /// Output `stored` of a matmul of rank `rank` and `n_dim` columns: as
+    /// wide as the matmul, or half as wide; anything else is refused.
+    pub fn of(context: &KernelContext, stored: ValueRef, rank: usize, n_dim: &Dim) -> Result<StoredOutput, String> {
+        let dims = context.dims(stored)?;
+        let name = context.graph.value_name(stored);
+        let columns = context.graph.value_type(stored).shape.last().cloned().ok_or("a scalar output")?;
+        if dims.len() != rank {
+            return Err(format!("matmul group output `{name}` has another rank"));
+        }
+        let pairs = if &columns == n_dim {
+            false
+        } else if &(&columns * &Dim::constant(2)) == n_dim {
+            true
+        } else {
+            return Err(format!("matmul group output `{name}` is neither as wide as the matmul nor half of it"));
+        };
+        Ok(StoredOutput { dims, pairs, columns: context.dim(&columns)? })
+    }
 }
 
 /// The conjunction of `index < bound` conditions a tile load needs (none

@@ -17,6 +17,7 @@ use kiln_ir::{DType, Dim, Graph, Op};
 use kiln_runtime::kernel::{self, build, Expr, Special, Stmt};
 
 use super::context::{linear_index, unravel, KernelContext, Value};
+use super::matmul::StoredOutput;
 
 /// Output columns per warp.
 const COLUMNS: i64 = 8;
@@ -137,23 +138,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, rows: i64) -> Re
     let entry = |r: i64, c: i64| (coords_of(r, c), Value::float(build::var(partials[(r * COLUMNS + c) as usize])));
     let mut stores = Vec::new();
     for stored in context.contract.outputs.clone() {
-        let dims = context.dims(stored)?;
-        let stored_columns = context.graph.value_type(stored).shape.last().cloned().ok_or("a scalar output")?;
-        if dims.len() != rank {
-            return Err(format!("matmul group output `{}` has another rank", context.graph.value_name(stored)));
-        }
-        // A SwiGLU over interleaved gate/up columns stores one element per column pair.
-        let pairs = if stored_columns == n_dim {
-            false
-        } else if &stored_columns * &Dim::constant(2) == n_dim {
-            true
-        } else {
-            return Err(format!(
-                "matmul group output `{}` is neither as wide as the matmul nor half of it",
-                context.graph.value_name(stored)
-            ));
-        };
-        let stored_n = context.dim(&stored_columns)?;
+        let StoredOutput { dims, pairs, columns: stored_n } = StoredOutput::of(context, stored, rank, &n_dim)?;
         for r in 0..rows {
             for c in (0..COLUMNS).step_by(if pairs { 2 } else { 1 }) {
                 let column = first_column.clone() + c;
