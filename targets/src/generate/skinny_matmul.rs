@@ -8,9 +8,11 @@
 //! A warp owns [`COLUMNS`] consecutive output columns; its lanes stride
 //! along k (consecutive lanes read consecutive weight elements: one
 //! coalesced 128-byte request per weight row and step) and keep one partial
-//! sum per (row, column); a butterfly of shuffles adds the lanes' partials
-//! and lane 0 applies the epilogue and stores. Rows past the bound `M` read
-//! row `M − 1` (always in bounds) and are never stored.
+//! sum per (row, column); a reduce-scatter of shuffles ([`reduce_scatter`])
+//! adds the lanes' partials so that each group of lanes ends with one
+//! (row, column) total, and one lane of each group applies the epilogue and
+//! stores. Rows past the bound `M` read row `M − 1` (always in bounds) and
+//! are never stored.
 
 use kiln_ir::graph::{NodeIndex, ValueRef};
 use kiln_ir::{DType, Dim, Graph, Op};
@@ -126,41 +128,99 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, rows: i64) -> Re
     let step =
         if whole_steps { step } else { vec![Stmt::If { condition: k_lane.lt(&k), then: step, otherwise: Vec::new() }] };
     body.push(Stmt::For { var: k0, start: build::i64(0), end: k, step: 32, body: step });
-    for &partial in &partials {
-        for offset in [16u32, 8, 4, 2, 1] {
-            let other = Expr::ShuffleXor { value: Box::new(build::var(partial)), mask: offset };
-            body.push(Stmt::Assign { var: partial, value: build::var(partial) + other });
-        }
-    }
+    let (total, index_shift) = reduce_scatter(context, &mut body, &partials, &lane);
 
-    // Epilogue, in lane 0: every (row, column) of the warp inside the output.
-    let coords_of = |r: i64, c: i64| a_coords(build::i64(r), first_column.clone() + c);
-    let entry = |r: i64, c: i64| (coords_of(r, c), Value::float(build::var(partials[(r * COLUMNS + c) as usize])));
+    // Epilogue: the lanes holding a total store it (lane `l` holds partial
+    // `l >> index_shift`, i.e. row `p / COLUMNS`, column `p % COLUMNS`).
+    let partial_index = context.bind(&mut body, i64v(lane.clone() >> index_shift as i64)).expr;
+    let row = context.bind(&mut body, i64v(partial_index.clone() / COLUMNS)).expr;
+    let column_in_warp = context.bind(&mut body, i64v(partial_index % COLUMNS)).expr;
+    let column = context.bind(&mut body, i64v(first_column.clone() + column_in_warp.clone())).expr;
+    // The total of the next column (for a pair's second element) is one
+    // column over, `1 << index_shift` lanes away; every lane takes part.
+    let next_total = context.fresh_var();
+    let next = Expr::ShuffleXor { value: Box::new(build::var(total)), mask: 1 << index_shift };
+    body.push(Stmt::Let { var: next_total, dtype: DType::F32, value: next });
+    let holder = (lane.clone() & ((1i64 << index_shift) - 1)).equals(0);
     let mut stores = Vec::new();
     for stored in context.contract.outputs.clone() {
         let StoredOutput { dims, pairs, columns: stored_n } = StoredOutput::of(context, stored, rank, &n_dim)?;
-        for r in 0..rows {
-            for c in (0..COLUMNS).step_by(if pairs { 2 } else { 1 }) {
-                let column = first_column.clone() + c;
-                let column = if pairs { column / 2 } else { column };
-                let mut coords = coords_of(r, c);
-                *coords.last_mut().expect("a column") = column.clone();
-                // The store reads the matmul at its own element, or at both
-                // columns of its pair: only those partials are candidates.
-                let candidates = if pairs { vec![entry(r, c), entry(r, c + 1)] } else { vec![entry(r, c)] };
-                context.overrides.insert(output, candidates);
-                let mut store = Vec::new();
-                let value = context.value_at(&mut store, stored, &coords)?;
-                store.push(Stmt::Store {
-                    buffer: context.buffer(stored)?,
-                    index: linear_index(&coords, &dims),
-                    value: value.expr,
-                });
-                let inside = build::i64(r).lt(&total_rows).and(column.lt(&stored_n));
-                stores.push(Stmt::If { condition: inside, then: store, otherwise: Vec::new() });
-            }
+        let mut coords = a_coords(row.clone(), column.clone());
+        // The store reads the matmul at its own element, or at both columns
+        // of its pair: only those totals are candidates.
+        let mut candidates = vec![(coords.clone(), Value::float(build::var(total)))];
+        if pairs {
+            let next_coords = a_coords(row.clone(), column.clone() + 1);
+            candidates.push((next_coords, Value::float(build::var(next_total))));
+            *coords.last_mut().expect("a column") = column.clone() / 2;
         }
+        context.overrides.insert(output, candidates);
+        let mut store = Vec::new();
+        let value = context.value_at(&mut store, stored, &coords)?;
+        store.push(Stmt::Store {
+            buffer: context.buffer(stored)?,
+            index: linear_index(&coords, &dims),
+            value: value.expr,
+        });
+        let stored_column = coords.last().expect("a column").clone();
+        let mut inside = holder.clone().and(row.clone().lt(&total_rows)).and(stored_column.lt(&stored_n));
+        if pairs {
+            inside = inside.and((column_in_warp.clone() % 2).equals(0));
+        }
+        stores.push(Stmt::If { condition: inside, then: store, otherwise: Vec::new() });
     }
-    body.push(Stmt::If { condition: lane.equals(0), then: stores, otherwise: Vec::new() });
+    body.extend(stores);
     Ok(body)
+}
+
+/// Adds each partial over the warp's 32 lanes, leaving one total per lane
+/// group: halving steps at lane distances 16, 8, … swap half the remaining
+/// partials with the partner lane (each keeps the half its lane bit picks),
+/// then plain butterfly steps add over the lanes left. `partials.len()` is a
+/// power of two up to 32; returns the variable holding the lane's total and
+/// `s` such that lane `l` holds partial `l >> s`. Costs about two selects,
+/// a shuffle and an add per partial, where a butterfly per partial costs
+/// five shuffles and five adds.
+fn reduce_scatter(
+    context: &KernelContext,
+    body: &mut Vec<Stmt>,
+    partials: &[kernel::Var],
+    lane: &Expr,
+) -> (kernel::Var, u32) {
+    assert!(partials.len().is_power_of_two() && partials.len() <= 32, "a power of two of partials");
+    let mut values = partials.to_vec();
+    let mut offset = 16u32;
+    while values.len() > 1 {
+        let half = values.len() / 2;
+        let upper = context.fresh_var();
+        body.push(Stmt::Let {
+            var: upper,
+            dtype: DType::Bool,
+            value: (lane.clone() & offset as i64).equals(offset as i64),
+        });
+        let mut kept = Vec::with_capacity(half);
+        for i in 0..half {
+            let (low, high) = (build::var(values[i]), build::var(values[i + half]));
+            let select = |upper_value: Expr, lower_value: Expr| {
+                Expr::Select(Box::new(build::var(upper)), Box::new(upper_value), Box::new(lower_value))
+            };
+            // Send the half the partner keeps; keep the half this lane's bit picks.
+            let sent = context.fresh_var();
+            body.push(Stmt::Let { var: sent, dtype: DType::F32, value: select(low.clone(), high.clone()) });
+            let received = Expr::ShuffleXor { value: Box::new(build::var(sent)), mask: offset };
+            let sum = context.fresh_var();
+            body.push(Stmt::Let { var: sum, dtype: DType::F32, value: select(high, low) + received });
+            kept.push(sum);
+        }
+        values = kept;
+        offset /= 2;
+    }
+    let total = values[0];
+    let shift = 5 - partials.len().trailing_zeros();
+    while offset >= 1 {
+        let other = Expr::ShuffleXor { value: Box::new(build::var(total)), mask: offset };
+        body.push(Stmt::Assign { var: total, value: build::var(total) + other });
+        offset /= 2;
+    }
+    (total, shift)
 }
