@@ -1100,6 +1100,18 @@ impl<'a> Access<'a> {
         // bounds check for the run, then a plain copy.
         if full && raw && self.size == 4 {
             let first = (indices[0] as i64).wrapping_add(offset);
+            // Every lane at one element (a broadcast): one read.
+            if indices.iter().all(|&index| index == indices[0]) && first >= 0 && (first as u64) < length {
+                let bits = match &self.target {
+                    Target::Global(window) => window.load(first as usize * 4, 4),
+                    // SAFETY: the element lies inside its array (checked above).
+                    Target::Shared { offset: base, .. } => unsafe {
+                        shared.load_unchecked::<4>(base + first as usize * 4)
+                    },
+                };
+                out.fill(bits);
+                return Ok(());
+            }
             let consecutive =
                 indices.iter().enumerate().all(|(lane, &index)| index.wrapping_sub(lane as u64) == indices[0]);
             if consecutive && first >= 0 && (first as u64).saturating_add(out.len() as u64) <= length {

@@ -1,24 +1,24 @@
 //! Matmul groups: `C = A·B` (either input transposed) over broadcast batch
-//! dims, with the epilogue applied to each accumulator. A block of 128
-//! threads computes a 32×64 tile of C, each thread a 4×4 register block; A
-//! and B stream through shared memory in 32×16 and 16×64 tiles. This is the
+//! dims, with the epilogue applied to each accumulator. A block of 256
+//! threads computes a 32×128 tile of C, each thread a 4×4 register block; A
+//! and B stream through shared memory in 32×16 and 16×128 tiles. This is the
 //! f32 path and every target's fallback; tensor-core kernels replace it where
 //! the hardware allows.
 //!
-//! A thread owns rows `r, r+8, r+16, r+24` of the tile and the column pairs
-//! `2c, 2c+1` and `32+2c, 33+2c`: within a warp, the inner loop's B reads are
-//! then two words apart (16 banks, the other half-warp broadcast) and its A
-//! reads two rows (broadcasts), so the loop is free of bank conflicts; a
-//! SwiGLU epilogue over interleaved gate/up columns finds both columns of a
-//! pair in one thread.
+//! Warp `w` owns rows `w, w+8, w+16, w+24` of the tile and lane `l` the
+//! columns `l, l+32, l+64, l+96`: the inner loop's A reads are broadcasts
+//! (one address per warp) and its B reads 32 consecutive words, so the loop
+//! is free of bank conflicts, and the epilogue's stores are coalesced. A
+//! SwiGLU epilogue over interleaved gate/up columns takes each pair's odd
+//! column from the next lane by a shuffle; the even lanes store.
 //!
 //! Tile loads are coalesced whichever way an operand is stored: consecutive
 //! threads read consecutive elements of its contiguous dimension (k for A
 //! and for a transposed, n-by-k B; m for a transposed A; n for B). Shared
-//! rows are padded — A's to 17 words, B's to 66 — so the stores of either
+//! rows are padded — A's to 17 words, B's to 130 — so the stores of either
 //! mapping conflict at most 2-way (the machine's counters check it:
 //! `compiler/tests/compiler/machine.rs`). Bounds guards a constant dim makes
-//! always true (K a multiple of 16, N of 64) are left out.
+//! always true (K a multiple of 16, N of 128) are left out.
 
 use kiln_ir::graph::{NodeIndex, ValueRef};
 use kiln_ir::{DType, Dim, Op};
@@ -29,29 +29,29 @@ use super::context::{broadcast_coords, linear_index, unravel, KernelContext, Val
 /// Rows of C per block.
 const TILE_M: i64 = 32;
 /// Columns of C per block.
-const TILE_N: i64 = 64;
+const TILE_N: i64 = 128;
 /// The k extent of one shared-memory stage.
 const DEPTH: i64 = 16;
 /// Rows and columns of C per thread.
 const BLOCK: i64 = 4;
-/// Threads along M and along N (`8 × 16 = 128`).
+/// Threads along M (one warp per row group) and along N (a warp's lanes): `8 × 32 = 256`.
 const THREADS_M: i64 = TILE_M / BLOCK;
 const THREADS_N: i64 = TILE_N / BLOCK;
 const THREADS: u32 = (THREADS_M * THREADS_N) as u32;
 /// Words between rows of the A tile (32 rows of `DEPTH`): odd, so 32 rows at one k fall in 32 banks.
 const A_STRIDE: i64 = DEPTH + 1;
-/// Words between rows of the B tile (`DEPTH` rows of 64): ≡ 2 (mod 32), so 16 rows at
+/// Words between rows of the B tile (`DEPTH` rows of 128): ≡ 2 (mod 32), so 16 rows at
 /// two adjacent columns fall in 32 banks.
 const B_STRIDE: i64 = TILE_N + 2;
 
-/// The tile row of a thread's `i`-th accumulator row (`row_group` = thread / 16).
+/// The tile row of a thread's `i`-th accumulator row (`row_group` = thread / 32, its warp).
 fn tile_row(row_group: &Expr, i: i64) -> Expr {
     row_group.clone() + i * THREADS_M
 }
 
-/// The tile column of a thread's `j`-th accumulator column (`column_group` = thread % 16).
+/// The tile column of a thread's `j`-th accumulator column (`column_group` = thread % 32, its lane).
 fn tile_column(column_group: &Expr, j: i64) -> Expr {
-    column_group.clone() * 2 + ((j / 2) * (TILE_N / 2) + j % 2)
+    column_group.clone() + j * THREADS_N
 }
 
 pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<Stmt>, String> {
@@ -210,27 +210,47 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
         let column = tile_n.expr.clone() * TILE_N + tile_column(&column_group, j);
         (row, column)
     };
-    // The matmul's element of accumulator (i, j), as an override entry.
-    let entry = |i: i64, j: i64| {
-        let (row, column) = position(i, j);
+    // A pair's second column (odd) is the next lane's: every lane fetches
+    // its neighbour's accumulators, and the even lanes store the pairs.
+    let outputs = context.contract.outputs.clone();
+    let any_pairs = outputs.iter().any(|&o| StoredOutput::of(context, o, rank, &n_dim).is_ok_and(|s| s.pairs));
+    let neighbours: Vec<kernel::Var> = if any_pairs {
+        accumulators
+            .iter()
+            .map(|&acc| {
+                let neighbour = context.fresh_var();
+                let value = Expr::ShuffleXor { value: Box::new(build::var(acc)), mask: 1 };
+                body.push(Stmt::Let { var: neighbour, dtype: DType::F32, value });
+                neighbour
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let coords_at = |row: Expr, column: Expr| {
         let (mut coords, row) = split_row(row);
         coords.push(row);
         coords.push(column);
-        (coords, Value::float(build::var(accumulators[(i * BLOCK + j) as usize])))
+        coords
     };
-    for stored in context.contract.outputs.clone() {
+    for stored in outputs {
         let StoredOutput { dims, pairs, columns: stored_n } = StoredOutput::of(context, stored, rank, &n_dim)?;
         for i in 0..BLOCK {
-            for j in (0..BLOCK).step_by(if pairs { 2 } else { 1 }) {
+            for j in 0..BLOCK {
                 let (flat_row, column) = position(i, j);
-                let column = if pairs { column / 2 } else { column };
-                let (mut coords, row) = split_row(flat_row.clone());
-                coords.push(row);
-                coords.push(column.clone());
+                let accumulator = Value::float(build::var(accumulators[(i * BLOCK + j) as usize]));
                 // The store reads the matmul at its own element, or at both
                 // columns of its pair: only those accumulators are candidates.
-                let candidates = if pairs { vec![entry(i, j), entry(i, j + 1)] } else { vec![entry(i, j)] };
+                let mut candidates = vec![(coords_at(flat_row.clone(), column.clone()), accumulator)];
+                let stored_column = if pairs {
+                    let neighbour = Value::float(build::var(neighbours[(i * BLOCK + j) as usize]));
+                    candidates.push((coords_at(flat_row.clone(), column.clone() + 1), neighbour));
+                    column.clone() / 2
+                } else {
+                    column.clone()
+                };
                 context.overrides.insert(output, candidates);
+                let coords = coords_at(flat_row.clone(), stored_column.clone());
                 let mut stores = Vec::new();
                 let value = context.value_at(&mut stores, stored, &coords)?;
                 stores.push(Stmt::Store {
@@ -238,7 +258,10 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
                     index: linear_index(&coords, &dims),
                     value: value.expr,
                 });
-                let inside = flat_row.lt(&rows).and(column.lt(&stored_n));
+                let mut inside = flat_row.lt(&rows).and(stored_column.lt(&stored_n));
+                if pairs {
+                    inside = inside.and((column_group.clone() % 2).equals(0));
+                }
                 body.push(Stmt::If { condition: inside, then: stores, otherwise: Vec::new() });
             }
         }
