@@ -18,8 +18,10 @@ use sha2::{Digest, Sha256};
 use super::ArtifactError;
 
 pub const MAGIC: &[u8; 8] = b"KILNART\0";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this build writes and reads. 3: launch variants may
+/// carry dim-expression ranges (`Variant::dims`), which a version-2 reader
+/// would ignore and so launch a shape-bucket variant outside its bucket.
+pub const FORMAT_VERSION: u32 = 3;
 /// Sections start at, and weights inside the weights section are aligned to, this.
 pub const SECTION_ALIGNMENT: usize = 256;
 const HEADER_BYTES: usize = 48;
