@@ -232,18 +232,12 @@ fn compile_writes_an_artifact_and_each_kernels_ir_mlir_and_ptx() {
     let stdout = text(&output.stdout);
     // 15 launches; the second layer repeats the first one's kernels, which ship once.
     assert!(stdout.contains("launches: 15"), "{stdout}");
-    let distinct: usize = stdout
-        .split("kernels: ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("a kernel count");
-    let generated: usize = stdout
-        .split(" distinct of ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("a count of generated kernels");
+    // The number printed right after `marker`.
+    let count_after = |marker: &str| -> usize {
+        let count = stdout.split(marker).nth(1).and_then(|rest| rest.split(' ').next());
+        count.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("a count after `{marker}`: {stdout}"))
+    };
+    let (distinct, generated) = (count_after("kernels: "), count_after(" distinct of "));
     assert!(distinct >= 1 && distinct < generated, "{stdout}");
     assert!(stdout.contains(&format!("kernels: {distinct} distinct")), "{stdout}");
     assert!(stdout.contains("(batch=1..8, seq=2..128)"), "{stdout}");
