@@ -126,7 +126,7 @@ fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)]) -> Result<()> {
     }
     if let Some(slowest) = launches.first() {
         let kernel = model.artifact.kernel_ir.iter().find(|k| k.name == slowest.kernel).context("the kernel")?;
-        let program = kiln_runtime::machine::Program::compile(kernel)?;
+        let program = kiln_runtime::machine::Program::compile(kernel, 32)?;
         println!("{}\n{}", kiln_runtime::kernel::print_kernel(kernel), program.listing());
     }
     Ok(())

@@ -111,10 +111,29 @@ pub enum RunError {
 }
 
 /// What the machine needs of a model: its weights 16-byte aligned, and its
-/// kernels compiled (indexed as the artifact's kernel IR).
+/// kernels compiled (indexed as the artifact's kernel IR) per warp size.
 pub(crate) struct MachineModel {
     pub(crate) weights: Vec<AlignedBytes>,
-    pub(crate) programs: Vec<Program>,
+    programs: std::sync::Mutex<Vec<(usize, Arc<Vec<Program>>)>>,
+}
+
+impl MachineModel {
+    /// `kernels` compiled for warps of `warp_size` lanes, compiled on first use.
+    pub(crate) fn programs(
+        &self,
+        kernels: &[crate::kernel::Kernel],
+        warp_size: usize,
+    ) -> Result<Arc<Vec<Program>>, SimError> {
+        let mut compiled = self.programs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, programs)) = compiled.iter().find(|(size, _)| *size == warp_size) {
+            return Ok(programs.clone());
+        }
+        let programs: Vec<Program> =
+            kernels.iter().map(|kernel| Program::compile(kernel, warp_size)).collect::<Result<_, _>>()?;
+        let programs = Arc::new(programs);
+        compiled.push((warp_size, programs.clone()));
+        Ok(programs)
+    }
 }
 
 /// A compiled model, opened and validated; share it between threads with `Arc`.
@@ -162,8 +181,7 @@ impl Model {
                 let weights = (0..self.artifact.weights.len())
                     .map(|index| AlignedBytes::copy_of(self.artifact.weight_bytes(index)))
                     .collect();
-                let programs = self.artifact.kernel_ir.iter().map(Program::compile).collect::<Result<_, _>>()?;
-                Ok(MachineModel { weights, programs })
+                Ok(MachineModel { weights, programs: Default::default() })
             })
             .as_ref()
             .map_err(Clone::clone)

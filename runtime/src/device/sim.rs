@@ -229,12 +229,13 @@ impl SimExecutor {
         mut launch_counters: Option<&mut Vec<Counters>>,
     ) -> Result<(), RunError> {
         let machine = model.machine()?;
+        let programs = machine.programs(&model.artifact.kernel_ir, self.options.warp_size)?;
         let options = MachineOptions { counters: launch_counters.is_some(), ..self.machine_options() };
         let arena_bytes = self.arena.len();
         for launch in &entry.launches {
             let started = Instant::now();
             let variant = choose_variant(launch, bindings)?;
-            let program = &machine.programs[variant.kernel];
+            let program = &programs[variant.kernel];
             // Region 0 is the arena; the weights this launch reads follow it.
             let mut weights = Vec::new();
             let mut arguments = Vec::with_capacity(variant.arguments.len());

@@ -206,8 +206,9 @@ pub fn launch(
     options: MachineOptions,
 ) -> Result<Counters, SimError> {
     let invalid = |message: String| SimError::Invalid { kernel: program.name.clone(), message };
-    if !(1..=64).contains(&options.warp_size) {
-        return Err(invalid(format!("warps of {} lanes", options.warp_size)));
+    if options.warp_size != program.warp_size {
+        let (asked, compiled) = (options.warp_size, program.warp_size);
+        return Err(invalid(format!("a launch with warps of {asked} lanes of a program compiled for {compiled}")));
     }
     if bindings.len() != program.params.len() {
         return Err(invalid(format!("{} arguments for {} parameters", bindings.len(), program.params.len())));
@@ -512,6 +513,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                 }
                 Inst::Param { dst, param } => u[dst as usize] = launch.scalars[param],
+                Inst::WarpBase { dst } => u[dst as usize] = (index * w) as u64,
                 Inst::Unary { op, class, dst, a } => match dst {
                     Dst::U(d) => {
                         let mut out = [0];
@@ -608,6 +610,50 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                                 .map_err(|(kind, lane)| error_at(kind, lane))?;
                         }
                         (Dst::U(_), Src::V(_)) => return Err(internal(program, "a uniform load at a divergent index")),
+                    }
+                }
+                Inst::LoadAffine { dst, memory, start, stride, offset, piece } => {
+                    let access = Access::of(program, launch, memory);
+                    let first = (scalar(u, start) as i64).wrapping_add(offset as i64);
+                    if checker.is_some() || (counting && !piece) {
+                        let indices = affine_indices(s0, first, stride);
+                        if let (Some((checker, _)), Memory::Shared(array)) = (checker.as_mut(), memory) {
+                            let warp_of = (warp_index, block, (warp_index * w) as u64);
+                            check_shared(checker, program, array, warp_of, indices, 0, warp.mask, false)?;
+                        }
+                        if counting && !piece {
+                            counters.request(&access, indices, 0, warp.mask, access.size, false);
+                        }
+                    }
+                    let out = vector_mut(v, dst, w);
+                    access
+                        .strided(shared, first, stride, warp.mask, out)
+                        .map_err(|(kind, lane)| error_at(kind, lane))?;
+                }
+                Inst::StoreAffine { memory, start, stride, offset, value, class, piece } => {
+                    let access = Access::of(program, launch, memory);
+                    let first = (scalar(u, start) as i64).wrapping_add(offset as i64);
+                    let values_ = lanes(v, u, w, value, u32::MAX, s1);
+                    if checker.is_some() || (counting && !piece) {
+                        let indices = affine_indices(s0, first, stride);
+                        if counting && !piece {
+                            counters.request(&access, indices, 0, warp.mask, access.size, true);
+                        }
+                        match (checker.as_mut(), memory) {
+                            (Some((checker, _)), Memory::Shared(array)) => {
+                                let warp_of = (warp_index, block, (warp_index * w) as u64);
+                                check_shared(checker, program, array, warp_of, indices, 0, warp.mask, true)?
+                            }
+                            (Some((_, writers)), Memory::Buffer(_)) => {
+                                check_global_write(writers, &access, block, indices, 0, warp.mask, program)?
+                            }
+                            (None, _) => {}
+                        }
+                    }
+                    for lane in active(warp.mask) {
+                        let element = first.wrapping_add(stride.wrapping_mul(lane as i64));
+                        let raw = values::encode(access.dtype, class, values_[lane as usize]);
+                        access.store(shared, element, raw).map_err(|kind| error_at(kind, lane))?;
                     }
                 }
                 Inst::Store { memory, index, offset, value, class, piece } => {
@@ -860,6 +906,14 @@ fn active(mut mask: u64) -> impl Iterator<Item = u32> {
         mask &= mask - 1;
         Some(lane)
     })
+}
+
+/// `scratch[lane] = first + stride × lane`: an affine access's element indices.
+fn affine_indices(scratch: &mut [u64], first: i64, stride: i64) -> &[u64] {
+    for (lane, slot) in scratch.iter_mut().enumerate() {
+        *slot = first.wrapping_add(stride.wrapping_mul(lane as i64)) as u64;
+    }
+    scratch
 }
 
 #[inline]
@@ -1157,6 +1211,60 @@ impl<'a> Access<'a> {
             (Target::Global(window), size, true) => {
                 each_lane!(|e: usize| values::decode(dtype, window.load(e * size, size)))
             }
+        }
+        Ok(())
+    }
+
+    /// `out[lane] = self[first + stride × lane]` (decoded) for the lanes of
+    /// `mask`. A full warp whose first and last elements are in bounds is
+    /// in bounds throughout (the elements are monotone in the lane): it is
+    /// read with no per-lane check.
+    #[inline]
+    fn strided(
+        &self,
+        shared: &SharedMemory,
+        first: i64,
+        stride: i64,
+        mask: u64,
+        out: &mut [u64],
+    ) -> Result<(), (ErrorAt, u32)> {
+        let length = self.elements() as i128;
+        let last = first as i128 + stride as i128 * (out.len() as i128 - 1);
+        let inside = |element: i128| (0..length).contains(&element);
+        let full = mask == u64::MAX >> (64 - out.len());
+        if full && inside(first as i128) && inside(last) {
+            let (size, dtype) = (self.size, self.dtype);
+            let raw = matches!(dtype, DType::F32 | DType::I64);
+            let element = |lane: usize| (first + stride * lane as i64) as usize;
+            match &self.target {
+                Target::Global(window) if raw => {
+                    for (lane, slot) in out.iter_mut().enumerate() {
+                        *slot = window.load(element(lane) * size, size);
+                    }
+                }
+                Target::Global(window) => {
+                    for (lane, slot) in out.iter_mut().enumerate() {
+                        *slot = values::decode(dtype, window.load(element(lane) * size, size));
+                    }
+                }
+                // SAFETY: every element lies inside its array (checked
+                // above), and arrays lie inside the block's shared memory.
+                Target::Shared { offset: base, .. } if raw && size == 4 => {
+                    for (lane, slot) in out.iter_mut().enumerate() {
+                        *slot = unsafe { shared.load_unchecked::<4>(base + element(lane) * 4) };
+                    }
+                }
+                Target::Shared { offset: base, .. } => {
+                    for (lane, slot) in out.iter_mut().enumerate() {
+                        *slot = values::decode(dtype, shared.load(base + element(lane) * size, size));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        for lane in active(mask) {
+            let element = first.wrapping_add(stride.wrapping_mul(lane as i64));
+            out[lane as usize] = self.load(shared, element).map_err(|kind| (kind, lane))?;
         }
         Ok(())
     }

@@ -24,6 +24,7 @@
 //! overlapping-write detectors are not here: the checked mode runs the
 //! interpreter.
 
+mod affine;
 mod check;
 mod exec;
 pub mod memory;
@@ -50,7 +51,7 @@ pub fn run_on_arguments(
     symbols: &SymbolBindings,
     options: MachineOptions,
 ) -> Result<Counters, SimError> {
-    let program = Program::compile(kernel)?;
+    let program = Program::compile(kernel, options.warp_size)?;
     let mut memories: Vec<AlignedBytes> = Vec::new();
     let mut bindings = Vec::with_capacity(arguments.len());
     for argument in arguments.iter() {

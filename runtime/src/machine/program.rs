@@ -20,6 +20,7 @@ use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, Sp
 use crate::sim::SimError;
 use crate::{DType, Dim};
 
+use super::affine::{self, Affine, Facts};
 use super::values::{self, Class};
 
 /// Where an operand comes from.
@@ -59,6 +60,10 @@ pub(crate) enum Inst {
     Param {
         dst: u32,
         param: usize,
+    },
+    /// The thread index of the warp's first lane (uniform, class i32).
+    WarpBase {
+        dst: u32,
     },
     Unary {
         op: UnaryOp,
@@ -123,6 +128,19 @@ pub(crate) enum Inst {
         /// One element of a vector access (its [`Inst::VectorAccess`] counts the traffic).
         piece: bool,
     },
+    /// Element `start + stride × lane + offset` of `memory` in each lane
+    /// (`start` uniform), decoded to its register class: a load whose index
+    /// the compiler proved affine in the lane ([`super::affine`]), so no
+    /// lane's index is computed or inspected and a warp in bounds at its
+    /// first and last lane is in bounds throughout.
+    LoadAffine {
+        dst: u32,
+        memory: Memory,
+        start: Src,
+        stride: i64,
+        offset: u32,
+        piece: bool,
+    },
     /// `acc + a × b` in f32, rounded after the product and after the sum
     /// (two kernel IR operations, one dispatch).
     MulAdd {
@@ -139,6 +157,17 @@ pub(crate) enum Inst {
         value: Src,
         class: Class,
         /// One element of a vector access (its [`Inst::VectorAccess`] counts the traffic).
+        piece: bool,
+    },
+    /// Writes `value` (of `class`) to element `start + stride × lane +
+    /// offset` of `memory` in each active lane (`start` uniform).
+    StoreAffine {
+        memory: Memory,
+        start: Src,
+        stride: i64,
+        offset: u32,
+        value: Src,
+        class: Class,
         piece: bool,
     },
     AtomicAdd {
@@ -232,14 +261,14 @@ impl Inst {
     fn dst(&self) -> Option<Dst> {
         match *self {
             writes_register!(dst) => Some(dst),
-            Inst::Param { dst, .. } => Some(Dst::U(dst)),
-            Inst::Shuffle { dst, .. } => Some(Dst::V(dst)),
+            Inst::Param { dst, .. } | Inst::WarpBase { dst } => Some(Dst::U(dst)),
+            Inst::Shuffle { dst, .. } | Inst::LoadAffine { dst, .. } => Some(Dst::V(dst)),
             _ => None,
         }
     }
 
     /// The branch target, if it has one.
-    fn target_mut(&mut self) -> Option<&mut usize> {
+    pub(crate) fn target_mut(&mut self) -> Option<&mut usize> {
         match self {
             Inst::BranchUnless { target, .. } | Inst::Jump { target } => Some(target),
             Inst::IfBegin { otherwise, .. } => Some(otherwise),
@@ -301,11 +330,19 @@ pub struct Program {
     pub(crate) vector_registers: u32,
     pub(crate) uniform_registers: u32,
     pub(crate) has_atomics: bool,
+    /// The warp size the program is compiled for (its uniform and affine
+    /// values are per warp of this many lanes).
+    pub(crate) warp_size: usize,
 }
 
 impl Program {
-    /// Compiles `kernel`; errors name what in the kernel is malformed.
-    pub fn compile(kernel: &Kernel) -> Result<Program, SimError> {
+    /// Compiles `kernel` for warps of `warp_size` lanes (32 on NVIDIA, 64
+    /// for AMD's wave64); errors name what in the kernel is malformed.
+    pub fn compile(kernel: &Kernel, warp_size: usize) -> Result<Program, SimError> {
+        if !(1..=64).contains(&warp_size) {
+            let message = format!("warps of {warp_size} lanes");
+            return Err(SimError::Invalid { kernel: kernel.name.clone(), message });
+        }
         let offsets = kernel.shared_offsets();
         let shared = kernel
             .shared
@@ -316,6 +353,10 @@ impl Program {
         let mut compiler = Compiler {
             kernel,
             divergent: crate::kernel::divergent_vars(&kernel.body),
+            assigned: assigned_vars(&kernel.body),
+            warp_size,
+            patterns: HashMap::new(),
+            facts: HashMap::new(),
             code: Vec::new(),
             vector_registers: 0,
             uniform_registers: 0,
@@ -328,7 +369,8 @@ impl Program {
             preheaders: Vec::new(),
         };
         compiler.block(&kernel.body, true)?;
-        let mut code = expand_preheaders(std::mem::take(&mut compiler.code), std::mem::take(&mut compiler.preheaders));
+        let code = expand_preheaders(std::mem::take(&mut compiler.code), std::mem::take(&mut compiler.preheaders));
+        let mut code = super::registers::remove_dead(code);
         let (vector_registers, uniform_registers) = super::registers::reuse_registers(&mut code);
         Ok(Program {
             name: kernel.name.clone(),
@@ -341,6 +383,7 @@ impl Program {
             vector_registers,
             uniform_registers,
             has_atomics: compiler.has_atomics,
+            warp_size,
         })
     }
 
@@ -365,6 +408,7 @@ impl Program {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
     Special(Special),
+    WarpBase,
     Param(usize),
     Unary(UnaryOp, Class, Src),
     Binary(BinaryOp, Class, Src, Src),
@@ -374,17 +418,27 @@ enum Key {
     Bitcast(Class, Src),
     Fma(Src, Src, Src),
     Load(Memory, Src, Src, u32),
+    LoadAffine(Memory, Src, i64, u32),
 }
 
 impl Key {
     fn operands(&self) -> Vec<Src> {
         match *self {
-            Key::Special(_) | Key::Param(_) => vec![],
+            Key::Special(_) | Key::WarpBase | Key::Param(_) => vec![],
+            Key::LoadAffine(_, start, _, _) => vec![start],
             Key::Unary(_, _, a) | Key::Convert(_, _, a) | Key::RoundConvert(_, _, _, a) | Key::Bitcast(_, a) => vec![a],
             Key::Load(_, index, base, _) => vec![index, base],
             Key::Binary(_, _, a, b) => vec![a, b],
             Key::Select(c, a, b) | Key::Fma(c, a, b) => vec![c, a, b],
         }
+    }
+
+    fn is_load(&self) -> bool {
+        matches!(self, Key::Load(..) | Key::LoadAffine(..))
+    }
+
+    fn loads(&self, memory: Memory) -> bool {
+        matches!(*self, Key::Load(m, ..) | Key::LoadAffine(m, ..) if m == memory)
     }
 }
 
@@ -398,6 +452,14 @@ struct VarRegister {
 struct Compiler<'k> {
     kernel: &'k Kernel,
     divergent: HashSet<Var>,
+    /// Variables some statement assigns after their `let` (or a loop or
+    /// vector load defines); the others hold one value per `let`.
+    assigned: HashSet<Var>,
+    warp_size: usize,
+    /// Vector registers known affine in the lane (written once per value).
+    patterns: HashMap<u32, Affine>,
+    /// What is known of uniform registers' integers (written once per value).
+    facts: HashMap<u32, Facts>,
     code: Vec<Inst>,
     vector_registers: u32,
     uniform_registers: u32,
@@ -434,6 +496,7 @@ impl Compiler<'_> {
         self.fresh = None;
         if let Some(dst) = inst.dst() {
             self.levels.insert(dst, self.loops.len());
+            self.forget_pattern(dst);
         }
         self.code.push(inst);
     }
@@ -456,7 +519,7 @@ impl Compiler<'_> {
         }
         let dst = self.register(uniform);
         let level = key.operands().into_iter().map(|src| self.level(src)).max().unwrap_or(0);
-        let pure = !matches!(key, Key::Load(..));
+        let pure = !key.is_load();
         if pure && level < self.loops.len() {
             self.preheaders[self.loops[level]].push(make(dst));
             self.levels.insert(dst, level);
@@ -489,10 +552,17 @@ impl Compiler<'_> {
         match stmt {
             Stmt::Let { var, dtype, value } => {
                 let (src, class) = self.expr(value)?;
-                let dst = self.register(!self.divergent.contains(var));
+                // A variable never assigned holds its value: uniform when
+                // the value is, though the kernel-wide analysis (which does
+                // not know the warp size) may call it divergent.
+                let single = !self.assigned.contains(var);
+                let dst = self.register(!self.divergent.contains(var) || (single && is_uniform(src)));
                 let class_to = Class::declared(*dtype);
                 self.vars.insert(*var, VarRegister { dst, class: class_to });
                 self.define(dst, src, class, class_to, false)?;
+                if single && class == class_to {
+                    self.inherit_pattern(dst, src);
+                }
             }
             Stmt::Assign { var, value } => {
                 let (src, class) = self.expr(value)?;
@@ -507,21 +577,14 @@ impl Compiler<'_> {
                 self.buffer_param(*buffer)?;
                 let index = self.index(index)?;
                 let (value, class) = self.expr(value)?;
-                self.emit(Inst::Store {
-                    memory: Memory::Buffer(*buffer),
-                    index,
-                    offset: 0,
-                    value,
-                    class,
-                    piece: false,
-                });
+                self.store(Memory::Buffer(*buffer), index, 0, value, class, false);
                 self.forget_memory(Memory::Buffer(*buffer));
             }
             Stmt::SharedStore { array, index, value } => {
                 self.shared_array(*array)?;
                 let index = self.index(index)?;
                 let (value, class) = self.expr(value)?;
-                self.emit(Inst::Store { memory: Memory::Shared(*array), index, offset: 0, value, class, piece: false });
+                self.store(Memory::Shared(*array), index, 0, value, class, false);
                 self.forget_memory(Memory::Shared(*array));
             }
             Stmt::AtomicAdd { buffer, index, value } => {
@@ -544,20 +607,12 @@ impl Compiler<'_> {
                     if matches!(dst, Dst::U(_)) && !uniform_index {
                         return Err(self.invalid(format!("v{} is uniform but loaded at a divergent index", var.0)));
                     }
+                    let offset = offset as u32;
                     if loaded == class_to {
-                        let offset = offset as u32;
-                        self.emit(Inst::Load { dst, memory: *memory, index, base: Src::K(0), offset, piece: true });
+                        self.emit_piece_load(dst, *memory, index, offset);
                     } else {
                         let temp = self.register(matches!(dst, Dst::U(_)));
-                        let offset = offset as u32;
-                        self.emit(Inst::Load {
-                            dst: temp,
-                            memory: *memory,
-                            index,
-                            base: Src::K(0),
-                            offset,
-                            piece: true,
-                        });
+                        self.emit_piece_load(temp, *memory, index, offset);
                         self.emit(Inst::Convert { from: loaded, to: class_to, dst, a: temp.src() });
                     }
                     self.vars.insert(*var, VarRegister { dst, class: class_to });
@@ -572,7 +627,7 @@ impl Compiler<'_> {
                 }
                 self.emit(Inst::VectorAccess { memory: *memory, index, width: values.len() as u32, write: true });
                 for (offset, (value, class)) in sources.into_iter().enumerate() {
-                    self.emit(Inst::Store { memory: *memory, index, offset: offset as u32, value, class, piece: true });
+                    self.store(*memory, index, offset as u32, value, class, true);
                 }
                 self.forget_memory(*memory);
             }
@@ -665,7 +720,7 @@ impl Compiler<'_> {
             }
             Stmt::Barrier => {
                 self.emit(Inst::Barrier);
-                self.numbered.retain(|key, _| !matches!(key, Key::Load(..)));
+                self.numbered.retain(|key, _| !key.is_load());
             }
         }
         Ok(())
@@ -743,7 +798,7 @@ impl Compiler<'_> {
     }
 
     fn forget_memory(&mut self, memory: Memory) {
-        self.numbered.retain(|key, _| !matches!(key, Key::Load(m, ..) if *m == memory));
+        self.numbered.retain(|key, _| !key.loads(memory));
         self.fresh = None;
     }
 
@@ -758,7 +813,7 @@ impl Compiler<'_> {
             }
         }
         if effects.barrier {
-            self.numbered.retain(|key, _| !matches!(key, Key::Load(..)));
+            self.numbered.retain(|key, _| !key.is_load());
         }
         for memory in effects.memories {
             self.forget_memory(memory);
@@ -802,6 +857,18 @@ impl Compiler<'_> {
     /// A load of element `index` of `memory`. An index `vector + uniform`
     /// just computed becomes the load's own `index + base`.
     fn load(&mut self, memory: Memory, dtype: DType, index: Src) -> (Src, Class) {
+        if let Some(pattern) = self.affine(index) {
+            let (start, stride) = (pattern.base, pattern.stride);
+            let key = Key::LoadAffine(memory, start, stride, 0);
+            return self.numbered(key, Class::loaded(dtype), false, |dst| Inst::LoadAffine {
+                dst: vector_number(dst),
+                memory,
+                start,
+                stride,
+                offset: 0,
+                piece: false,
+            });
+        }
         let mut split = (index, Src::K(0));
         if let Some((dst, Key::Binary(BinaryOp::Add, Class::I64 | Class::I32, a, b))) = self.fresh {
             if dst.src() == index {
@@ -870,7 +937,24 @@ impl Compiler<'_> {
             Expr::Special(which) => {
                 let uniform = !matches!(which, Special::ThreadIndex | Special::Lane);
                 let which = *which;
-                self.numbered(Key::Special(which), Class::I32, uniform, |dst| Inst::Special { dst, which })
+                let (src, class) =
+                    self.numbered(Key::Special(which), Class::I32, uniform, |dst| Inst::Special { dst, which });
+                match (which, src) {
+                    (Special::ThreadIndex, Src::V(r)) => {
+                        let (base, _) = self.numbered(Key::WarpBase, Class::I32, true, |dst| Inst::WarpBase {
+                            dst: uniform_number(dst),
+                        });
+                        let base_facts = Facts { align: self.warp_size as i64, nonneg: true };
+                        self.note_facts(base, base_facts);
+                        self.patterns.insert(r, Affine { base, stride: 1, base_facts });
+                    }
+                    (Special::Lane, Src::V(r)) => {
+                        let zero = Src::K(0);
+                        self.patterns.insert(r, Affine { base: zero, stride: 1, base_facts: Facts::of_constant(0) });
+                    }
+                    _ => self.note_facts(src, Facts { align: 1, nonneg: true }),
+                }
+                (src, class)
             }
             Expr::Unary(op, a) => {
                 let (a, class) = self.expr(a)?;
@@ -905,6 +989,14 @@ impl Compiler<'_> {
                 }
                 let op = *op;
                 let uniform = is_uniform(a) && is_uniform(b);
+                if class == Class::I64 {
+                    if uniform {
+                        return Ok((self.uniform_i64(op, a, b), result));
+                    }
+                    if let Some(found) = self.affine_binary(op, a, b) {
+                        return Ok(found);
+                    }
+                }
                 if let (BinaryOp::Add, Class::F32, Some((product, Key::Binary(BinaryOp::Mul, Class::F32, p, q)))) =
                     (op, class, self.fresh)
                 {
@@ -947,7 +1039,16 @@ impl Compiler<'_> {
                 if let Src::K(bits) = a {
                     return Ok((Src::K(values::convert(from, to, bits)), to));
                 }
-                self.numbered(Key::Convert(from, to, a), to, is_uniform(a), |dst| Inst::Convert { from, to, dst, a })
+                let converted = self.numbered(Key::Convert(from, to, a), to, is_uniform(a), |dst| Inst::Convert {
+                    from,
+                    to,
+                    dst,
+                    a,
+                });
+                if (from, to) == (Class::I32, Class::I64) {
+                    self.widen_pattern(a, converted.0);
+                }
+                converted
             }
             Expr::Convert { dtype, rounding, value } => {
                 let (a, from) = self.expr(value)?;
@@ -1005,6 +1106,212 @@ impl Compiler<'_> {
     }
 }
 
+/// Lane patterns and integer facts ([`super::affine`]) as the compiler
+/// tracks them: recorded for registers written once per value (numbered
+/// temporaries and variables never assigned), dropped when one is written.
+impl Compiler<'_> {
+    fn forget_pattern(&mut self, dst: Dst) {
+        match dst {
+            Dst::V(r) => {
+                self.patterns.remove(&r);
+            }
+            Dst::U(r) => {
+                self.facts.remove(&r);
+            }
+        }
+    }
+
+    fn note_facts(&mut self, src: Src, facts: Facts) {
+        if let Src::U(r) = src {
+            self.facts.insert(r, facts);
+        }
+    }
+
+    fn facts_of(&self, src: Src) -> Facts {
+        match src {
+            Src::K(bits) => Facts::of_constant(bits as i64),
+            Src::U(r) => self.facts.get(&r).copied().unwrap_or(Facts::NONE),
+            Src::V(_) => Facts::NONE,
+        }
+    }
+
+    /// The pattern of a lane vector known affine in the lane.
+    fn affine(&self, src: Src) -> Option<Affine> {
+        match src {
+            Src::V(r) => self.patterns.get(&r).copied(),
+            _ => None,
+        }
+    }
+
+    /// `src` as a pattern (a uniform value has stride 0), if it is one.
+    fn as_pattern(&self, src: Src) -> Option<Affine> {
+        match src {
+            Src::V(_) => self.affine(src),
+            _ => Some(Affine::uniform(src, self.facts_of(src))),
+        }
+    }
+
+    /// `dst`, just defined as `src` and never written again, is known as `src` is.
+    fn inherit_pattern(&mut self, dst: Dst, src: Src) {
+        match dst {
+            Dst::V(r) => {
+                if let Some(pattern) = self.affine(src) {
+                    self.patterns.insert(r, pattern);
+                }
+            }
+            Dst::U(_) => {
+                let facts = self.facts_of(src);
+                self.note_facts(dst.src(), facts);
+            }
+        }
+    }
+
+    /// What is known of `to`, the i64 widening of the i32 `from`. Only thread
+    /// coordinates are i32 patterns, far below 2^31, so the lanes widen exactly.
+    fn widen_pattern(&mut self, from: Src, to: Src) {
+        match (self.affine(from), to) {
+            (Some(pattern), Src::V(r)) => {
+                let base = match pattern.base {
+                    Src::K(bits) => Src::K(values::convert(Class::I32, Class::I64, bits)),
+                    a => {
+                        let (from, to) = (Class::I32, Class::I64);
+                        self.numbered(Key::Convert(from, to, a), to, true, |dst| Inst::Convert { from, to, dst, a }).0
+                    }
+                };
+                self.note_facts(base, pattern.base_facts);
+                self.patterns.insert(r, Affine { base, ..pattern });
+            }
+            _ if is_uniform(from) => {
+                let facts = self.facts_of(from);
+                self.note_facts(to, facts);
+            }
+            _ => {}
+        }
+    }
+
+    /// The i64 `a op b` of operands at least one of which is a lane vector,
+    /// when the result is affine in the lane: a uniform register when it is
+    /// the same in every lane, else the lane vector with its pattern noted.
+    fn affine_binary(&mut self, op: BinaryOp, a: Src, b: Src) -> Option<(Src, Class)> {
+        let (pa, pb) = (self.as_pattern(a)?, self.as_pattern(b)?);
+        let warp_size = self.warp_size;
+        let pattern = affine::binary(op, pa, pb, warp_size, &mut |op, x, y| self.uniform_i64(op, x, y))?;
+        if pattern.stride == 0 {
+            self.note_facts(pattern.base, pattern.base_facts);
+            return Some((pattern.base, Class::I64));
+        }
+        let class = Class::I64;
+        let found =
+            self.numbered(Key::Binary(op, class, a, b), class, false, |dst| Inst::Binary { op, class, dst, a, b });
+        if let Src::V(r) = found.0 {
+            self.patterns.insert(r, pattern);
+        }
+        Some(found)
+    }
+
+    /// The uniform i64 `a op b`: folded when constant, else computed once
+    /// per warp, with what is known of the result noted.
+    fn uniform_i64(&mut self, op: BinaryOp, a: Src, b: Src) -> Src {
+        let class = Class::I64;
+        let result = values::binary_class(op, class);
+        if let (Src::K(x), Src::K(y)) = (a, b) {
+            let mut out = [0];
+            values::binary_lanes(op, class, &mut out, &[x], &[y]);
+            return Src::K(out[0]);
+        }
+        match (op, a, b) {
+            (BinaryOp::Add, x, Src::K(0)) | (BinaryOp::Add, Src::K(0), x) => return x,
+            (BinaryOp::Sub, x, Src::K(0)) => return x,
+            (BinaryOp::Mul, x, Src::K(1)) | (BinaryOp::Mul, Src::K(1), x) => return x,
+            (BinaryOp::Div, x, Src::K(1)) => return x,
+            _ => {}
+        }
+        let constant = match b {
+            Src::K(bits) => Some(bits as i64),
+            _ => None,
+        };
+        let facts = affine::uniform_facts(op, self.facts_of(a), self.facts_of(b), constant);
+        let (src, _) =
+            self.numbered(Key::Binary(op, class, a, b), result, true, |dst| Inst::Binary { op, class, dst, a, b });
+        if result == class {
+            self.note_facts(src, facts);
+        }
+        src
+    }
+
+    /// One element of a vector load (its [`Inst::VectorAccess`] counts the traffic).
+    fn emit_piece_load(&mut self, dst: Dst, memory: Memory, index: Src, offset: u32) {
+        match (self.affine(index), dst) {
+            (Some(pattern), Dst::V(r)) => self.emit(Inst::LoadAffine {
+                dst: r,
+                memory,
+                start: pattern.base,
+                stride: pattern.stride,
+                offset,
+                piece: true,
+            }),
+            _ => self.emit(Inst::Load { dst, memory, index, base: Src::K(0), offset, piece: true }),
+        }
+    }
+
+    /// A store of `value` at element `index + offset` of `memory`.
+    fn store(&mut self, memory: Memory, index: Src, offset: u32, value: Src, class: Class, piece: bool) {
+        match self.affine(index) {
+            Some(pattern) => self.emit(Inst::StoreAffine {
+                memory,
+                start: pattern.base,
+                stride: pattern.stride,
+                offset,
+                value,
+                class,
+                piece,
+            }),
+            None => self.emit(Inst::Store { memory, index, offset, value, class, piece }),
+        }
+    }
+}
+
+/// Variables written after their `let`: assigned, loop variables, and
+/// those a vector load defines.
+fn assigned_vars(body: &[Stmt]) -> HashSet<Var> {
+    fn walk(body: &[Stmt], assigned: &mut HashSet<Var>) {
+        for stmt in body {
+            match stmt {
+                Stmt::Assign { var, .. } => {
+                    assigned.insert(*var);
+                }
+                Stmt::VectorLoad { vars, .. } => assigned.extend(vars.iter().copied()),
+                Stmt::For { var, body, .. } => {
+                    assigned.insert(*var);
+                    walk(body, assigned);
+                }
+                Stmt::If { then, otherwise, .. } => {
+                    walk(then, assigned);
+                    walk(otherwise, assigned);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut assigned = HashSet::new();
+    walk(body, &mut assigned);
+    assigned
+}
+
+fn vector_number(dst: Dst) -> u32 {
+    match dst {
+        Dst::V(r) => r,
+        Dst::U(_) => unreachable!("asked for a vector register"),
+    }
+}
+
+fn uniform_number(dst: Dst) -> u32 {
+    match dst {
+        Dst::U(r) => r,
+        Dst::V(_) => unreachable!("asked for a uniform register"),
+    }
+}
+
 fn is_uniform(src: Src) -> bool {
     !matches!(src, Src::V(_))
 }
@@ -1012,9 +1319,13 @@ fn is_uniform(src: Src) -> bool {
 fn set_dst(inst: &mut Inst, to: Dst) {
     match inst {
         writes_register!(dst) => *dst = to,
-        Inst::Param { dst, .. } => match to {
+        Inst::Param { dst, .. } | Inst::WarpBase { dst } => match to {
             Dst::U(r) => *dst = r,
             Dst::V(_) => unreachable!("same kind checked"),
+        },
+        Inst::LoadAffine { dst, .. } | Inst::Shuffle { dst, .. } => match to {
+            Dst::V(r) => *dst = r,
+            Dst::U(_) => unreachable!("same kind checked"),
         },
         other => unreachable!("{other:?} makes no fresh value"),
     }

@@ -61,7 +61,7 @@ fn each_register(inst: &mut Inst, visit: &mut dyn FnMut(&mut u32, Register, Role
     const UPDATE: &[Role] = &[Role::Read, Role::Write];
     match inst {
         Inst::Special { dst: d, .. } => dst(d, WRITE, visit),
-        Inst::Param { dst: d, .. } => visit_as(d, Register::Uniform, WRITE, visit),
+        Inst::Param { dst: d, .. } | Inst::WarpBase { dst: d } => visit_as(d, Register::Uniform, WRITE, visit),
         Inst::Unary { dst: d, a, .. }
         | Inst::Convert { dst: d, a, .. }
         | Inst::RoundConvert { dst: d, a, .. }
@@ -94,6 +94,14 @@ fn each_register(inst: &mut Inst, visit: &mut dyn FnMut(&mut u32, Register, Role
             src(index, visit);
             src(base, visit);
             dst(d, WRITE, visit);
+        }
+        Inst::LoadAffine { dst: d, start, .. } => {
+            src(start, visit);
+            visit_as(d, Register::Vector, WRITE, visit);
+        }
+        Inst::StoreAffine { start, value, .. } => {
+            src(start, visit);
+            src(value, visit);
         }
         Inst::Shuffle { dst: d, a, .. } => {
             src(a, visit);
@@ -197,4 +205,86 @@ pub(crate) fn reuse_registers(code: &mut [Inst]) -> (u32, u32) {
         each_register(inst, &mut |number, register, _| *number = slot_of[&register]);
     }
     (counts[0], counts[1])
+}
+
+/// Whether `inst` only computes its destination: no memory access (a load
+/// may fault), no control flow, no lane exchange (a shuffle may fault).
+fn is_pure(inst: &Inst) -> bool {
+    matches!(
+        inst,
+        Inst::Special { .. }
+            | Inst::WarpBase { .. }
+            | Inst::Param { .. }
+            | Inst::Unary { .. }
+            | Inst::Binary { .. }
+            | Inst::Select { .. }
+            | Inst::Convert { .. }
+            | Inst::RoundConvert { .. }
+            | Inst::Bitcast { .. }
+            | Inst::Fma { .. }
+            | Inst::MulAdd { .. }
+            | Inst::Copy { .. }
+    )
+}
+
+/// `code` without the pure instructions whose result no other instruction
+/// reads (repeated until none is left), branch targets moved with what they
+/// pointed at. Values the compiler computes for lane patterns it then did
+/// not need (a lane vector `thread % 32` whose every use became an affine
+/// load) go this way.
+pub(crate) fn remove_dead(mut code: Vec<Inst>) -> Vec<Inst> {
+    use std::collections::HashMap;
+    loop {
+        // Reads of each register, and each instruction's reads of its own destination.
+        let mut reads: HashMap<Register, usize> = HashMap::new();
+        let mut own_reads = vec![0usize; code.len()];
+        for (pc, inst) in code.iter_mut().enumerate() {
+            let mut written = None;
+            let mut mine = Vec::new();
+            each_register(inst, &mut |_, register, role| match role {
+                Role::Read => mine.push(register),
+                Role::Write => written = Some(register),
+            });
+            for register in mine {
+                *reads.entry(register).or_default() += 1;
+                if Some(register) == written {
+                    own_reads[pc] += 1;
+                }
+            }
+        }
+        let mut keep = Vec::with_capacity(code.len());
+        for (pc, inst) in code.iter_mut().enumerate() {
+            let mut written = None;
+            each_register(inst, &mut |_, register, role| {
+                if role == Role::Write {
+                    written = Some(register);
+                }
+            });
+            let dead = is_pure(inst)
+                && written.is_some_and(|register| reads.get(&register).copied().unwrap_or(0) == own_reads[pc]);
+            keep.push(!dead);
+        }
+        if keep.iter().all(|&k| k) {
+            return code;
+        }
+        // moved[pc]: the new position of the first kept instruction at or after pc.
+        let mut moved = Vec::with_capacity(code.len() + 1);
+        let mut at = 0;
+        for &kept in &keep {
+            moved.push(at);
+            at += kept as usize;
+        }
+        moved.push(at);
+        code = code
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, kept)| *kept)
+            .map(|(mut inst, _)| {
+                if let Some(target) = inst.target_mut() {
+                    *target = moved[*target];
+                }
+                inst
+            })
+            .collect();
+    }
 }

@@ -149,7 +149,7 @@ fn ping_pong(rounds: i64) -> Kernel {
 fn warps_resume_after_each_barrier_with_the_other_warps_writes_in_every_order() {
     let rounds = 5;
     for seed in 0..6 {
-        let program = Program::compile(&ping_pong(rounds)).unwrap();
+        let program = Program::compile(&ping_pong(rounds), 32).unwrap();
         let mut out = AlignedBytes::filled(64 * 4, 0xff);
         let options = MachineOptions { seed, ..MachineOptions::default() };
         let mut regions = [Region::ReadWrite(out.as_bytes_mut())];
@@ -171,7 +171,7 @@ fn warps_resume_after_each_barrier_with_the_other_warps_writes_in_every_order() 
 
 #[test]
 fn a_kernel_writing_a_read_only_buffer_or_bound_wrongly_is_refused() {
-    let program = Program::compile(&vector_add(BinaryOp::Lt)).unwrap();
+    let program = Program::compile(&vector_add(BinaryOp::Lt), 32).unwrap();
     let x = AlignedBytes::filled(256, 0);
     let mut z = AlignedBytes::filled(256, 0);
     let n = Binding::Scalar(64.0);
@@ -190,10 +190,20 @@ fn a_kernel_writing_a_read_only_buffer_or_bound_wrongly_is_refused() {
     // A range that is not 16-byte aligned.
     let mut regions = [Region::ReadOnly(x.as_bytes()), Region::ReadWrite(z.as_bytes_mut())];
     let skewed = Binding::Buffer { region: 0, range: 4..256 };
-    let error =
-        launch(&program, &mut regions, &[skewed, whole(0), whole(1), n], &bindings(64), MachineOptions::default())
-            .unwrap_err();
+    let error = launch(
+        &program,
+        &mut regions,
+        &[skewed, whole(0), whole(1), n.clone()],
+        &bindings(64),
+        MachineOptions::default(),
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("16-byte-aligned"), "{error}");
+    // A program compiled for warps of 32 launched with warps of 64.
+    let arguments = [whole(0), whole(0), whole(1), n];
+    let wave64 = MachineOptions { warp_size: 64, ..MachineOptions::default() };
+    let error = launch(&program, &mut regions, &arguments, &bindings(64), wave64).unwrap_err();
+    assert!(error.to_string().contains("warps of 64 lanes of a program compiled for 32"), "{error}");
 }
 
 /// One warp stores to shared memory at `thread × stride` (as one access of
@@ -303,4 +313,30 @@ fn the_checked_machine_reports_a_race_whatever_order_the_warps_ran_in() {
         assert!(matches!(error, SimError::SharedRace { ref array, .. } if array == "s"), "seed {seed}: {error}");
     }
     assert_eq!(outcomes.len(), 2, "both orders occurred among the seeds (the read saw 1 and 7)");
+}
+
+/// The instructions of `file` (in `testdata/kernels`) compiled for `warp_size`.
+fn listing_of(file: &str, warp_size: usize) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/kernels").join(file);
+    let kernel = kiln_runtime::kernel::parse_kernel(&std::fs::read_to_string(path).unwrap()).unwrap();
+    Program::compile(&kernel, warp_size).unwrap().listing()
+}
+
+#[test]
+fn the_compiler_knows_which_values_are_per_warp_and_which_are_affine_in_the_lane() {
+    // Warps of 32: `thread / 32` is one value per warp, so `x[v1 + 140]` is
+    // a uniform load; `x[v1*64 + (thread % 32)*2]` reads every other element
+    // and the store's elements are consecutive.
+    let warp32 = listing_of("lane_patterns.kir", 32);
+    assert!(warp32.contains("WarpBase"), "{warp32}");
+    assert!(warp32.contains("stride: 2"), "{warp32}");
+    assert!(warp32.contains("StoreAffine") && warp32.contains("stride: 1"), "{warp32}");
+    assert!(warp32.contains("Load { dst: U("), "{warp32}");
+    assert_eq!(warp32.matches("Load { dst: V(").count(), 1, "only x[(thread/16)%2 + 128] gathers:\n{warp32}");
+    // Warps of 64 straddle multiples of 32: the quotient and remainder by 32
+    // vary within a warp, so those loads gather; the store stays affine.
+    let warp64 = listing_of("lane_patterns_wave64.kir", 64);
+    assert!(!warp64.contains("stride: 2") && !warp64.contains("Load { dst: U("), "{warp64}");
+    assert_eq!(warp64.matches("Load { dst: V(").count(), 3, "{warp64}");
+    assert!(warp64.contains("StoreAffine"), "{warp64}");
 }
