@@ -526,11 +526,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                 },
                 Inst::Binary { op, class, dst, a, b } => match dst {
-                    Dst::U(d) => {
-                        let mut out = [0];
-                        values::binary_lanes(op, class, &mut out, &[scalar(u, a)], &[scalar(u, b)]);
-                        u[d as usize] = out[0];
-                    }
+                    Dst::U(d) => u[d as usize] = values::binary_scalar(op, class, scalar(u, a), scalar(u, b)),
                     Dst::V(d) => {
                         let a = lanes(v, u, w, a, d, s0);
                         let b = lanes(v, u, w, b, d, s1);
@@ -541,15 +537,34 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     each_lane3(v, u, w, dst, (c, a, b), [s0, s1, s2], |c, a, b| if c != 0 { a } else { b })
                 }
                 Inst::MulAdd { dst, acc, a, b } => match dst {
-                    // An accumulation in place (`v = v + a × b`): no copy of the accumulator.
-                    Dst::V(d) if acc == Src::V(d) && a != acc && b != acc => {
-                        let a = lanes(v, u, w, a, d, s1);
-                        let b = lanes(v, u, w, b, d, s2);
-                        let out = vector_mut(v, d, w);
-                        for lane in 0..w {
-                            out[lane] = values::mul_add(out[lane], a[lane], b[lane]);
+                    // An accumulation in place (`v = v + a × b`): no copy of the
+                    // accumulator; a uniform factor is read once.
+                    Dst::V(d) if acc == Src::V(d) && a != acc && b != acc => match (a, b) {
+                        (Src::V(ra), Src::V(rb)) => {
+                            let (a, b) = (vector(v, ra, w), vector(v, rb, w));
+                            let out = vector_mut(v, d, w);
+                            for lane in 0..w {
+                                out[lane] = values::mul_add(out[lane], a[lane], b[lane]);
+                            }
                         }
-                    }
+                        (x, Src::V(r)) => {
+                            let (x, b) = (scalar(u, x), vector(v, r, w));
+                            let out = vector_mut(v, d, w);
+                            for lane in 0..w {
+                                out[lane] = values::mul_add(out[lane], x, b[lane]);
+                            }
+                        }
+                        (Src::V(r), y) => {
+                            let (a, y) = (vector(v, r, w), scalar(u, y));
+                            let out = vector_mut(v, d, w);
+                            for lane in 0..w {
+                                out[lane] = values::mul_add(out[lane], a[lane], y);
+                            }
+                        }
+                        (x, y) => vector_mut(v, d, w).iter_mut().for_each(|slot| {
+                            *slot = values::mul_add(*slot, scalar(u, x), scalar(u, y));
+                        }),
+                    },
                     dst => each_lane3(v, u, w, dst, (acc, a, b), [s0, s1, s2], values::mul_add),
                 },
                 Inst::Convert { from, to, dst, a } => each_lane(v, u, w, dst, a, s0, |x| values::convert(from, to, x)),
@@ -612,9 +627,11 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         (Dst::U(_), Src::V(_)) => return Err(internal(program, "a uniform load at a divergent index")),
                     }
                 }
-                Inst::LoadAffine { dst, memory, start, stride, offset, piece } => {
+                Inst::LoadAffine { dst, memory, start, base, stride, offset, piece }
+                | Inst::MulAddAffine { dst, memory, start, base, stride, offset, piece, .. } => {
                     let access = Access::of(program, launch, memory);
-                    let first = (scalar(u, start) as i64).wrapping_add(offset as i64);
+                    let first =
+                        (scalar(u, start) as i64).wrapping_add(scalar(u, base) as i64).wrapping_add(offset as i64);
                     if checker.is_some() || (counting && !piece) {
                         let indices = affine_indices(s0, first, stride);
                         if let (Some((checker, _)), Memory::Shared(array)) = (checker.as_mut(), memory) {
@@ -625,14 +642,38 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             counters.request(&access, indices, 0, warp.mask, access.size, false);
                         }
                     }
-                    let out = vector_mut(v, dst, w);
-                    access
-                        .strided(shared, first, stride, warp.mask, out)
-                        .map_err(|(kind, lane)| error_at(kind, lane))?;
+                    if let Inst::MulAddAffine { a, .. } = *inst {
+                        // The element into scratch, then accumulated in place.
+                        let loaded = &mut s2[..];
+                        access
+                            .strided(shared, first, stride, warp.mask, loaded)
+                            .map_err(|(kind, lane)| error_at(kind, lane))?;
+                        let out = vector_mut(v, dst, w);
+                        match a {
+                            Src::V(r) => {
+                                let a = vector(v, r, w);
+                                for lane in 0..w {
+                                    out[lane] = values::mul_add(out[lane], a[lane], loaded[lane]);
+                                }
+                            }
+                            _ => {
+                                let a = scalar(u, a);
+                                for lane in 0..w {
+                                    out[lane] = values::mul_add(out[lane], a, loaded[lane]);
+                                }
+                            }
+                        }
+                    } else {
+                        let out = vector_mut(v, dst, w);
+                        access
+                            .strided(shared, first, stride, warp.mask, out)
+                            .map_err(|(kind, lane)| error_at(kind, lane))?;
+                    }
                 }
-                Inst::StoreAffine { memory, start, stride, offset, value, class, piece } => {
+                Inst::StoreAffine { memory, start, base, stride, offset, value, class, piece } => {
                     let access = Access::of(program, launch, memory);
-                    let first = (scalar(u, start) as i64).wrapping_add(offset as i64);
+                    let first =
+                        (scalar(u, start) as i64).wrapping_add(scalar(u, base) as i64).wrapping_add(offset as i64);
                     let values_ = lanes(v, u, w, value, u32::MAX, s1);
                     if checker.is_some() || (counting && !piece) {
                         let indices = affine_indices(s0, first, stride);
@@ -1171,11 +1212,7 @@ impl<'a> Access<'a> {
             if consecutive && first >= 0 && (first as u64).saturating_add(out.len() as u64) <= length {
                 let start = first as usize * 4;
                 match &self.target {
-                    Target::Global(window) => {
-                        for (lane, slot) in out.iter_mut().enumerate() {
-                            *slot = window.load(start + lane * 4, 4);
-                        }
-                    }
+                    Target::Global(window) => window.load_words(start, out),
                     // SAFETY: the run lies inside its array (checked above),
                     // and arrays lie inside the block's shared memory.
                     Target::Shared { offset: base, .. } => {
@@ -1237,6 +1274,7 @@ impl<'a> Access<'a> {
             let raw = matches!(dtype, DType::F32 | DType::I64);
             let element = |lane: usize| (first + stride * lane as i64) as usize;
             match &self.target {
+                Target::Global(window) if raw && size == 4 && stride == 1 => window.load_words(first as usize * 4, out),
                 Target::Global(window) if raw => {
                     for (lane, slot) in out.iter_mut().enumerate() {
                         *slot = window.load(element(lane) * size, size);

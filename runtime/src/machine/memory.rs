@@ -138,6 +138,28 @@ impl Window {
         }
     }
 
+    /// `out[i]` = the little-endian u32 at byte `offset + 4 i`, for
+    /// `out.len()` consecutive words; the caller has checked that they lie
+    /// in the window and `offset` is a multiple of 4. A read-only window is
+    /// read with plain loads (the compiler vectorizes them): it is made from
+    /// a shared borrow, which nothing writes while the launch holds it.
+    #[inline(always)]
+    pub(crate) fn load_words(&self, offset: usize, out: &mut [u64]) {
+        debug_assert!(offset + 4 * out.len() <= self.len && offset.is_multiple_of(4));
+        if self.writable {
+            for (i, slot) in out.iter_mut().enumerate() {
+                *slot = self.load(offset + 4 * i, 4);
+            }
+            return;
+        }
+        // SAFETY: in bounds and 4-aligned (checked by the caller, the base
+        // 16-aligned); read-only windows come from `&[u8]` borrows only.
+        let words = unsafe { std::slice::from_raw_parts(self.base.add(offset).cast::<u32>(), out.len()) };
+        for (slot, &word) in out.iter_mut().zip(words) {
+            *slot = u32::from_le(word) as u64;
+        }
+    }
+
     /// Writes the low `size` bytes of `bits` at byte `offset`, under the
     /// conditions of [`Window::load`] and on a writable window.
     #[inline(always)]

@@ -128,15 +128,29 @@ pub(crate) enum Inst {
         /// One element of a vector access (its [`Inst::VectorAccess`] counts the traffic).
         piece: bool,
     },
-    /// Element `start + stride × lane + offset` of `memory` in each lane
-    /// (`start` uniform), decoded to its register class: a load whose index
-    /// the compiler proved affine in the lane ([`super::affine`]), so no
-    /// lane's index is computed or inspected and a warp in bounds at its
-    /// first and last lane is in bounds throughout.
+    /// Element `start + base + stride × lane + offset` of `memory` in each
+    /// lane (`start` and `base` uniform), decoded to its register class: a
+    /// load whose index the compiler proved affine in the lane
+    /// ([`super::affine`]), so no lane's index is computed or inspected and
+    /// a warp in bounds at its first and last lane is in bounds throughout.
     LoadAffine {
         dst: u32,
         memory: Memory,
         start: Src,
+        base: Src,
+        stride: i64,
+        offset: u32,
+        piece: bool,
+    },
+    /// `dst = dst + a × element` (f32, rounded after the product and after
+    /// the sum) with `element` loaded as [`Inst::LoadAffine`] loads it: a
+    /// load whose only use is the accumulation right after it, fused.
+    MulAddAffine {
+        dst: u32,
+        a: Src,
+        memory: Memory,
+        start: Src,
+        base: Src,
         stride: i64,
         offset: u32,
         piece: bool,
@@ -159,11 +173,12 @@ pub(crate) enum Inst {
         /// One element of a vector access (its [`Inst::VectorAccess`] counts the traffic).
         piece: bool,
     },
-    /// Writes `value` (of `class`) to element `start + stride × lane +
-    /// offset` of `memory` in each active lane (`start` uniform).
+    /// Writes `value` (of `class`) to element `start + base + stride ×
+    /// lane + offset` of `memory` in each active lane (`start` and `base` uniform).
     StoreAffine {
         memory: Memory,
         start: Src,
+        base: Src,
         stride: i64,
         offset: u32,
         value: Src,
@@ -262,7 +277,9 @@ impl Inst {
         match *self {
             writes_register!(dst) => Some(dst),
             Inst::Param { dst, .. } | Inst::WarpBase { dst } => Some(Dst::U(dst)),
-            Inst::Shuffle { dst, .. } | Inst::LoadAffine { dst, .. } => Some(Dst::V(dst)),
+            Inst::Shuffle { dst, .. } | Inst::LoadAffine { dst, .. } | Inst::MulAddAffine { dst, .. } => {
+                Some(Dst::V(dst))
+            }
             _ => None,
         }
     }
@@ -357,6 +374,7 @@ impl Program {
             warp_size,
             patterns: HashMap::new(),
             facts: HashMap::new(),
+            sums: HashMap::new(),
             code: Vec::new(),
             vector_registers: 0,
             uniform_registers: 0,
@@ -370,7 +388,8 @@ impl Program {
         };
         compiler.block(&kernel.body, true)?;
         let code = expand_preheaders(std::mem::take(&mut compiler.code), std::mem::take(&mut compiler.preheaders));
-        let mut code = super::registers::remove_dead(code);
+        let code = super::registers::remove_dead(code);
+        let mut code = super::registers::fuse_accumulated_loads(code);
         let (vector_registers, uniform_registers) = super::registers::reuse_registers(&mut code);
         Ok(Program {
             name: kernel.name.clone(),
@@ -418,14 +437,14 @@ enum Key {
     Bitcast(Class, Src),
     Fma(Src, Src, Src),
     Load(Memory, Src, Src, u32),
-    LoadAffine(Memory, Src, i64, u32),
+    LoadAffine(Memory, Src, Src, i64, u32),
 }
 
 impl Key {
     fn operands(&self) -> Vec<Src> {
         match *self {
             Key::Special(_) | Key::WarpBase | Key::Param(_) => vec![],
-            Key::LoadAffine(_, start, _, _) => vec![start],
+            Key::LoadAffine(_, start, base, _, _) => vec![start, base],
             Key::Unary(_, _, a) | Key::Convert(_, _, a) | Key::RoundConvert(_, _, _, a) | Key::Bitcast(_, a) => vec![a],
             Key::Load(_, index, base, _) => vec![index, base],
             Key::Binary(_, _, a, b) => vec![a, b],
@@ -460,6 +479,8 @@ struct Compiler<'k> {
     patterns: HashMap<u32, Affine>,
     /// What is known of uniform registers' integers (written once per value).
     facts: HashMap<u32, Facts>,
+    /// Uniform registers made by an i64 addition: the addition.
+    sums: HashMap<u32, Key>,
     code: Vec<Inst>,
     vector_registers: u32,
     uniform_registers: u32,
@@ -858,12 +879,13 @@ impl Compiler<'_> {
     /// just computed becomes the load's own `index + base`.
     fn load(&mut self, memory: Memory, dtype: DType, index: Src) -> (Src, Class) {
         if let Some(pattern) = self.affine(index) {
-            let (start, stride) = (pattern.base, pattern.stride);
-            let key = Key::LoadAffine(memory, start, stride, 0);
+            let ((start, base), stride) = (self.split_sum(pattern.base), pattern.stride);
+            let key = Key::LoadAffine(memory, start, base, stride, 0);
             return self.numbered(key, Class::loaded(dtype), false, |dst| Inst::LoadAffine {
                 dst: vector_number(dst),
                 memory,
                 start,
+                base,
                 stride,
                 offset: 0,
                 piece: false,
@@ -1231,25 +1253,40 @@ impl Compiler<'_> {
             _ => None,
         };
         let facts = affine::uniform_facts(op, self.facts_of(a), self.facts_of(b), constant);
-        let (src, _) =
-            self.numbered(Key::Binary(op, class, a, b), result, true, |dst| Inst::Binary { op, class, dst, a, b });
+        let key = Key::Binary(op, class, a, b);
+        let (src, _) = self.numbered(key, result, true, |dst| Inst::Binary { op, class, dst, a, b });
         if result == class {
             self.note_facts(src, facts);
         }
+        if let (BinaryOp::Add, Src::U(r)) = (op, src) {
+            self.sums.insert(r, key);
+        }
         src
+    }
+
+    /// `sum` as two uniform addends: those of the i64 addition that made
+    /// it, while that addition is still valid (its operands unassigned since,
+    /// as value numbering keeps it), else `sum` and 0. An affine access adds
+    /// them itself, and the addition, if nothing else reads it, is dead.
+    fn split_sum(&self, sum: Src) -> (Src, Src) {
+        if let Src::U(r) = sum {
+            if let Some(&key @ Key::Binary(BinaryOp::Add, Class::I64, x, y)) = self.sums.get(&r) {
+                if self.numbered.get(&key).is_some_and(|&(found, _)| found == sum) {
+                    return (x, y);
+                }
+            }
+        }
+        (sum, Src::K(0))
     }
 
     /// One element of a vector load (its [`Inst::VectorAccess`] counts the traffic).
     fn emit_piece_load(&mut self, dst: Dst, memory: Memory, index: Src, offset: u32) {
         match (self.affine(index), dst) {
-            (Some(pattern), Dst::V(r)) => self.emit(Inst::LoadAffine {
-                dst: r,
-                memory,
-                start: pattern.base,
-                stride: pattern.stride,
-                offset,
-                piece: true,
-            }),
+            (Some(pattern), Dst::V(r)) => {
+                let (start, base) = self.split_sum(pattern.base);
+                let stride = pattern.stride;
+                self.emit(Inst::LoadAffine { dst: r, memory, start, base, stride, offset, piece: true })
+            }
             _ => self.emit(Inst::Load { dst, memory, index, base: Src::K(0), offset, piece: true }),
         }
     }
@@ -1257,15 +1294,11 @@ impl Compiler<'_> {
     /// A store of `value` at element `index + offset` of `memory`.
     fn store(&mut self, memory: Memory, index: Src, offset: u32, value: Src, class: Class, piece: bool) {
         match self.affine(index) {
-            Some(pattern) => self.emit(Inst::StoreAffine {
-                memory,
-                start: pattern.base,
-                stride: pattern.stride,
-                offset,
-                value,
-                class,
-                piece,
-            }),
+            Some(pattern) => {
+                let (start, base) = self.split_sum(pattern.base);
+                let stride = pattern.stride;
+                self.emit(Inst::StoreAffine { memory, start, base, stride, offset, value, class, piece })
+            }
             None => self.emit(Inst::Store { memory, index, offset, value, class, piece }),
         }
     }
@@ -1323,7 +1356,7 @@ fn set_dst(inst: &mut Inst, to: Dst) {
             Dst::U(r) => *dst = r,
             Dst::V(_) => unreachable!("same kind checked"),
         },
-        Inst::LoadAffine { dst, .. } | Inst::Shuffle { dst, .. } => match to {
+        Inst::LoadAffine { dst, .. } | Inst::MulAddAffine { dst, .. } | Inst::Shuffle { dst, .. } => match to {
             Dst::V(r) => *dst = r,
             Dst::U(_) => unreachable!("same kind checked"),
         },

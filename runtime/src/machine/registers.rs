@@ -95,12 +95,20 @@ fn each_register(inst: &mut Inst, visit: &mut dyn FnMut(&mut u32, Register, Role
             src(base, visit);
             dst(d, WRITE, visit);
         }
-        Inst::LoadAffine { dst: d, start, .. } => {
+        Inst::LoadAffine { dst: d, start, base, .. } => {
             src(start, visit);
+            src(base, visit);
             visit_as(d, Register::Vector, WRITE, visit);
         }
-        Inst::StoreAffine { start, value, .. } => {
+        Inst::MulAddAffine { dst: d, a, start, base, .. } => {
+            src(a, visit);
             src(start, visit);
+            src(base, visit);
+            visit_as(d, Register::Vector, UPDATE, visit);
+        }
+        Inst::StoreAffine { start, base, value, .. } => {
+            src(start, visit);
+            src(base, visit);
             src(value, visit);
         }
         Inst::Shuffle { dst: d, a, .. } => {
@@ -287,4 +295,61 @@ pub(crate) fn remove_dead(mut code: Vec<Inst>) -> Vec<Inst> {
             })
             .collect();
     }
+}
+
+/// `code` with each affine load whose only reader is the in-place
+/// accumulation right after it (`acc = acc + a × loaded`, the inner loop of
+/// a dot product) fused into one [`Inst::MulAddAffine`].
+pub(crate) fn fuse_accumulated_loads(code: Vec<Inst>) -> Vec<Inst> {
+    use std::collections::HashMap;
+    let mut mentions: HashMap<Register, usize> = HashMap::new();
+    for inst in &mut code.clone() {
+        each_register(inst, &mut |_, register, _| *mentions.entry(register).or_default() += 1);
+    }
+    // The loaded register is mentioned twice: written by the load, read by the accumulation.
+    let only_here = |r: u32| mentions.get(&Register::Vector(r)).copied() == Some(2);
+    let targets: std::collections::HashSet<usize> =
+        code.clone().iter_mut().filter_map(|inst| inst.target_mut().map(|t| *t)).collect();
+    let mut fused = Vec::with_capacity(code.len());
+    let mut removed = vec![false; code.len()];
+    let mut at = 0;
+    while at < code.len() {
+        if let (
+            Inst::LoadAffine { dst: loaded, memory, start, base, stride, offset, piece },
+            Some(&Inst::MulAdd { dst: Dst::V(acc), acc: Src::V(same), a, b }),
+        ) = (&code[at], code.get(at + 1))
+        {
+            // Nothing may branch to the accumulation alone.
+            let entered = targets.contains(&(at + 1));
+            // The loaded value is the second factor (the product's operand
+            // order is kept, NaN payloads and all).
+            let other = match (a, b) {
+                (x, Src::V(r)) if r == *loaded && x != Src::V(*loaded) => Some(x),
+                _ => None,
+            };
+            if let Some(other) = other.filter(|&x| acc == same && x != Src::V(acc) && only_here(*loaded) && !entered) {
+                let (memory, start, base, stride, offset, piece) = (*memory, *start, *base, *stride, *offset, *piece);
+                fused.push(Inst::MulAddAffine { dst: acc, a: other, memory, start, base, stride, offset, piece });
+                removed[at + 1] = true;
+                at += 2;
+                continue;
+            }
+        }
+        fused.push(code[at].clone());
+        at += 1;
+    }
+    // Branch targets: a removed accumulation is never one (it follows its load).
+    let mut moved = Vec::with_capacity(code.len() + 1);
+    let mut position = 0;
+    for &gone in &removed {
+        moved.push(position);
+        position += !gone as usize;
+    }
+    moved.push(position);
+    for inst in &mut fused {
+        if let Some(target) = inst.target_mut() {
+            *target = moved[*target];
+        }
+    }
+    fused
 }

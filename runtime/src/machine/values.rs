@@ -175,6 +175,27 @@ pub(crate) fn binary_class(op: BinaryOp, class: Class) -> Class {
     }
 }
 
+/// `a op b` for one uniform value: the index arithmetic of i64 inline,
+/// everything else as [`binary_lanes`] defines it.
+#[inline]
+pub(crate) fn binary_scalar(op: BinaryOp, class: Class, a: u64, b: u64) -> u64 {
+    if class == Class::I64 {
+        let (x, y) = (a as i64, b as i64);
+        match op {
+            BinaryOp::Add => return x.wrapping_add(y) as u64,
+            BinaryOp::Sub => return x.wrapping_sub(y) as u64,
+            BinaryOp::Mul => return x.wrapping_mul(y) as u64,
+            BinaryOp::Min => return x.min(y) as u64,
+            BinaryOp::Max => return x.max(y) as u64,
+            BinaryOp::Lt => return (x < y) as u64,
+            _ => {}
+        }
+    }
+    let mut out = [0];
+    binary_lanes(op, class, &mut out, &[a], &[b]);
+    out[0]
+}
+
 /// `dst[l] = a[l] op b[l]` for every lane (operands of `class`).
 pub(crate) fn binary_lanes(op: BinaryOp, class: Class, dst: &mut [u64], a: &[u64], b: &[u64]) {
     macro_rules! each {
