@@ -231,7 +231,7 @@ fn kiln_embed_tokenizes_like_the_model_s_own_python_tokenizer() {
 /// so each run takes the first `seq` tokens of the first `batch` sequences
 /// (both unmasked for at least five tokens in the testdata).
 #[test]
-fn decoders_launch_the_skinny_matmul_variant_of_their_row_bucket_and_match_the_reference() {
+fn decoders_launch_the_skinny_matmul_variant_of_their_row_bucket_and_match_the_reference_and_the_interpreter() {
     // Decoders: logits over (batch, seq, vocab), with symbolic dims.
     let decoders: Vec<_> = models()
         .into_iter()
@@ -240,7 +240,11 @@ fn decoders_launch_the_skinny_matmul_variant_of_their_row_bucket_and_match_the_r
         .collect();
     assert!(decoders.len() >= 5, "the testdata has decoders");
     for model in decoders {
-        let mut session = session_for(artifact_bytes(&model.model, Precision::F32, &[]));
+        let bytes = artifact_bytes(&model.model, Precision::F32, &[]);
+        let shared = Arc::new(Model::from_artifact(Artifact::from_bytes(bytes).expect("the artifact opens")));
+        let mut session = Session::new(shared.clone(), Device::sim(false)).expect("a simulator session");
+        let interpreter = Device { executor: Some("interpreter".into()), ordinal: 0, check: true };
+        let mut checked = Session::new(shared, interpreter).expect("an interpreter session");
         let tensors = inputs_in(&model.directory, &model.inputs);
         let expected = expected_in(&model.directory, "logits");
         let (full_seq, vocab) = (expected.shape[1], expected.shape[2]);
@@ -268,6 +272,9 @@ fn decoders_launch_the_skinny_matmul_variant_of_their_row_bucket_and_match_the_r
                 "{what}: expected a `…{kernel_suffix}` launch among {matmuls:?}"
             );
             let outputs = session.run(&inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+            // The machine's fused and affine paths against the checked interpreter, bit for bit.
+            let oracle = checked.run(&inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(outputs[0].1.bytes == oracle[0].1.bytes, "{what}: the machine and the interpreter differ");
             let reference = kiln_ir::Tensor::from_f32(
                 kiln_ir::DType::F32,
                 vec![batch, seq, vocab],

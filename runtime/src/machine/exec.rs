@@ -253,9 +253,15 @@ pub fn launch(
         order.swap(i, j);
     }
     let work: Vec<(u64, u64)> = order.into_iter().map(|block| (block, random.next())).collect();
+    let buffers = windows
+        .iter()
+        .enumerate()
+        .map(|(buffer, window)| window.map(|window| Access::global(program, buffer, window)))
+        .collect();
     let launch = Launch {
         program,
-        windows,
+        buffers,
+        shared: (0..program.shared.len()).map(|array| Access::shared(program, array)).collect(),
         scalars,
         blocks: blocks as u64,
         warp_size: options.warp_size,
@@ -274,28 +280,31 @@ pub fn launch(
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<(usize, SimError)>> = Mutex::new(None);
     let total = Mutex::new(Counters::default());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                let mut runner = BlockRunner::new(&launch);
-                loop {
-                    let position = next.fetch_add(1, Ordering::Relaxed);
-                    if position >= work.len() || stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let (block, seed) = work[position];
-                    if let Err(error) = runner.run(block, seed) {
-                        let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
-                        if first.as_ref().is_none_or(|(at, _)| position < *at) {
-                            *first = Some((position, error));
-                        }
-                        stop.store(true, Ordering::Relaxed);
-                        break;
-                    }
+    let work_on_blocks = || {
+        let mut runner = BlockRunner::new(&launch);
+        loop {
+            let position = next.fetch_add(1, Ordering::Relaxed);
+            if position >= work.len() || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let (block, seed) = work[position];
+            if let Err(error) = runner.run(block, seed) {
+                let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+                if first.as_ref().is_none_or(|(at, _)| position < *at) {
+                    *first = Some((position, error));
                 }
-                total.lock().unwrap_or_else(|p| p.into_inner()).add(&runner.counters);
-            });
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
         }
+        total.lock().unwrap_or_else(|p| p.into_inner()).add(&runner.counters);
+    };
+    // The calling thread is one of the workers.
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            scope.spawn(work_on_blocks);
+        }
+        work_on_blocks();
     });
     match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some((_, error)) => Err(error),
@@ -324,11 +333,24 @@ impl Random {
     }
 }
 
+impl<'p> Launch<'p> {
+    /// How `memory` is accessed in this launch.
+    #[inline]
+    fn access(&self, memory: Memory) -> &Access<'p> {
+        match memory {
+            Memory::Buffer(buffer) => self.buffers[buffer].as_ref().expect("the compiler checked buffer parameters"),
+            Memory::Shared(array) => &self.shared[array],
+        }
+    }
+}
+
 /// What every block of one launch shares.
 struct Launch<'p> {
     program: &'p Program,
-    /// Per parameter: its window (buffers) or nothing (scalars).
-    windows: Vec<Option<Window>>,
+    /// Per parameter: how its memory is accessed (buffers) or nothing (scalars).
+    buffers: Vec<Option<Access<'p>>>,
+    /// Per shared array: how it is accessed.
+    shared: Vec<Access<'p>>,
     /// Per parameter: its register bits (scalars) or 0.
     scalars: Vec<u64>,
     blocks: u64,
@@ -588,7 +610,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                 },
                 Inst::Load { dst, memory, index, base, offset, piece } => {
-                    let access = Access::of(program, launch, memory);
+                    let access = launch.access(memory);
                     let offset = (scalar(u, base) as i64).wrapping_add(offset as i64);
                     if let (Some((checker, _)), Memory::Shared(array)) = (checker.as_mut(), memory) {
                         let indices = lanes(v, u, w, index, u32::MAX, s0);
@@ -605,7 +627,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                     if counting && !piece {
                         let indices = lanes(v, u, w, index, u32::MAX, s0);
-                        counters.request(&access, indices, offset, warp.mask, access.size, false);
+                        counters.request(access, indices, offset, warp.mask, access.size, false);
                     }
                     match (dst, index) {
                         (_, Src::U(_) | Src::K(_)) => {
@@ -629,7 +651,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                 }
                 Inst::LoadAffine { dst, memory, start, base, stride, offset, piece }
                 | Inst::MulAddAffine { dst, memory, start, base, stride, offset, piece, .. } => {
-                    let access = Access::of(program, launch, memory);
+                    let access = launch.access(memory);
                     let first =
                         (scalar(u, start) as i64).wrapping_add(scalar(u, base) as i64).wrapping_add(offset as i64);
                     if checker.is_some() || (counting && !piece) {
@@ -639,10 +661,31 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             check_shared(checker, program, array, warp_of, indices, 0, warp.mask, false)?;
                         }
                         if counting && !piece {
-                            counters.request(&access, indices, 0, warp.mask, access.size, false);
+                            counters.request(access, indices, 0, warp.mask, access.size, false);
                         }
                     }
-                    if let Inst::MulAddAffine { a, .. } = *inst {
+                    let in_place = match (inst, &access.target) {
+                        (&Inst::MulAddAffine { a: Src::V(r), .. }, Target::Global(window))
+                            if stride == 1 && access.dtype == DType::F32 && warp.mask == warp.full && w == 32 =>
+                        {
+                            usize::try_from(first)
+                                .ok()
+                                .and_then(|first| window.frozen_words(first * 4, w))
+                                .map(|words| (r, words))
+                        }
+                        _ => None,
+                    };
+                    if let Some((r, words)) = in_place {
+                        // A full warp's run of a read-only f32 buffer, accumulated straight from memory.
+                        if let Target::Global(window) = &access.target {
+                            window.prefetch((first as usize + w) * 4, w * 4);
+                        }
+                        let a = vector(v, r, w);
+                        let out = vector_mut(v, dst, w);
+                        for lane in 0..w {
+                            out[lane] = values::mul_add(out[lane], a[lane], words[lane] as u64);
+                        }
+                    } else if let Inst::MulAddAffine { a, .. } = *inst {
                         // The element into scratch, then accumulated in place.
                         let loaded = &mut s2[..];
                         access
@@ -671,14 +714,14 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                 }
                 Inst::StoreAffine { memory, start, base, stride, offset, value, class, piece } => {
-                    let access = Access::of(program, launch, memory);
+                    let access = launch.access(memory);
                     let first =
                         (scalar(u, start) as i64).wrapping_add(scalar(u, base) as i64).wrapping_add(offset as i64);
                     let values_ = lanes(v, u, w, value, u32::MAX, s1);
                     if checker.is_some() || (counting && !piece) {
                         let indices = affine_indices(s0, first, stride);
                         if counting && !piece {
-                            counters.request(&access, indices, 0, warp.mask, access.size, true);
+                            counters.request(access, indices, 0, warp.mask, access.size, true);
                         }
                         match (checker.as_mut(), memory) {
                             (Some((checker, _)), Memory::Shared(array)) => {
@@ -686,7 +729,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                                 check_shared(checker, program, array, warp_of, indices, 0, warp.mask, true)?
                             }
                             (Some((_, writers)), Memory::Buffer(_)) => {
-                                check_global_write(writers, &access, block, indices, 0, warp.mask, program)?
+                                check_global_write(writers, access, block, indices, 0, warp.mask, program)?
                             }
                             (None, _) => {}
                         }
@@ -698,11 +741,11 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                 }
                 Inst::Store { memory, index, offset, value, class, piece } => {
-                    let access = Access::of(program, launch, memory);
+                    let access = launch.access(memory);
                     let indices = lanes(v, u, w, index, u32::MAX, s0);
                     let values_ = lanes(v, u, w, value, u32::MAX, s1);
                     if counting && !piece {
-                        counters.request(&access, indices, offset as i64, warp.mask, access.size, true);
+                        counters.request(access, indices, offset as i64, warp.mask, access.size, true);
                     }
                     match (checker.as_mut(), memory) {
                         (Some((checker, _)), Memory::Shared(array)) => check_shared(
@@ -716,7 +759,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             true,
                         )?,
                         (Some((_, writers)), Memory::Buffer(_)) => {
-                            check_global_write(writers, &access, block, indices, offset as i64, warp.mask, program)?
+                            check_global_write(writers, access, block, indices, offset as i64, warp.mask, program)?
                         }
                         (None, _) => {}
                     }
@@ -727,12 +770,12 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                 }
                 Inst::AtomicAdd { buffer, index, value, class } => {
-                    let access = Access::of(program, launch, Memory::Buffer(buffer));
+                    let access = launch.access(Memory::Buffer(buffer));
                     let indices = lanes(v, u, w, index, u32::MAX, s0);
                     let values_ = lanes(v, u, w, value, u32::MAX, s1);
                     let loaded = Class::loaded(access.dtype);
                     if counting {
-                        counters.request(&access, indices, 0, warp.mask, access.size, true);
+                        counters.request(access, indices, 0, warp.mask, access.size, true);
                     }
                     for lane in active(warp.mask) {
                         let element = indices[lane as usize] as i64;
@@ -745,8 +788,8 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                 Inst::VectorAccess { memory, index, width, write } => {
                     let indices = lanes(v, u, w, index, u32::MAX, s0);
                     if counting {
-                        let access = Access::of(program, launch, memory);
-                        counters.request(&access, indices, 0, warp.mask, access.size * width as usize, write);
+                        let access = launch.access(memory);
+                        counters.request(access, indices, 0, warp.mask, access.size * width as usize, write);
                     }
                     for lane in active(warp.mask) {
                         let element = indices[lane as usize] as i64;
@@ -755,7 +798,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                                 kernel: program.name.clone(),
                                 block,
                                 thread: thread_of(lane),
-                                buffer: Access::of(program, launch, memory).name.to_string(),
+                                buffer: launch.access(memory).name.to_string(),
                                 index: element,
                                 width: width as usize,
                             });
@@ -1088,51 +1131,51 @@ struct Access<'a> {
     buffer: Option<usize>,
     dtype: DType,
     size: usize,
+    /// Elements in the buffer or array.
+    elements: usize,
     name: &'a str,
     target: Target,
 }
 
 enum Target {
     Global(Window),
-    Shared { offset: usize, elements: usize },
+    Shared { offset: usize },
 }
 
 impl<'a> Access<'a> {
-    #[inline]
-    fn of(program: &'a Program, launch: &Launch<'_>, memory: Memory) -> Access<'a> {
-        match memory {
-            Memory::Buffer(buffer) => {
-                let (name, dtype) = match &program.params[buffer] {
-                    Param::Buffer { name, dtype, .. } => (name.as_str(), *dtype),
-                    Param::Scalar { name, dtype } => (name.as_str(), *dtype),
-                };
-                let window = launch.windows[buffer].expect("the compiler checked buffer parameters");
-                Access {
-                    buffer: Some(buffer),
-                    dtype,
-                    size: dtype.size_in_bytes(),
-                    name,
-                    target: Target::Global(window),
-                }
-            }
-            Memory::Shared(array) => {
-                let layout = &program.shared[array];
-                Access {
-                    buffer: None,
-                    dtype: layout.dtype,
-                    size: layout.dtype.size_in_bytes(),
-                    name: &layout.name,
-                    target: Target::Shared { offset: layout.offset, elements: layout.elements },
-                }
-            }
+    /// Buffer parameter `buffer` of `program`, bound to `window`.
+    fn global(program: &'a Program, buffer: usize, window: Window) -> Access<'a> {
+        let (name, dtype) = match &program.params[buffer] {
+            Param::Buffer { name, dtype, .. } => (name.as_str(), *dtype),
+            Param::Scalar { name, dtype } => (name.as_str(), *dtype),
+        };
+        let size = dtype.size_in_bytes();
+        Access {
+            buffer: Some(buffer),
+            dtype,
+            size,
+            elements: window.len() / size,
+            name,
+            target: Target::Global(window),
         }
     }
 
-    fn elements(&self) -> usize {
-        match &self.target {
-            Target::Global(window) => window.len() / self.size,
-            Target::Shared { elements, .. } => *elements,
+    /// Shared array `array` of `program`.
+    fn shared(program: &'a Program, array: usize) -> Access<'a> {
+        let layout = &program.shared[array];
+        Access {
+            buffer: None,
+            dtype: layout.dtype,
+            size: layout.dtype.size_in_bytes(),
+            elements: layout.elements,
+            name: &layout.name,
+            target: Target::Shared { offset: layout.offset },
         }
+    }
+
+    #[inline]
+    fn elements(&self) -> usize {
+        self.elements
     }
 
     #[inline]
@@ -1274,7 +1317,11 @@ impl<'a> Access<'a> {
             let raw = matches!(dtype, DType::F32 | DType::I64);
             let element = |lane: usize| (first + stride * lane as i64) as usize;
             match &self.target {
-                Target::Global(window) if raw && size == 4 && stride == 1 => window.load_words(first as usize * 4, out),
+                Target::Global(window) if raw && size == 4 && stride == 1 => {
+                    let (start, bytes) = (first as usize * 4, out.len() * 4);
+                    window.prefetch(start + bytes, bytes);
+                    window.load_words(start, out)
+                }
                 Target::Global(window) if raw => {
                     for (lane, slot) in out.iter_mut().enumerate() {
                         *slot = window.load(element(lane) * size, size);

@@ -160,6 +160,44 @@ impl Window {
         }
     }
 
+    /// The `count` little-endian u32 words from byte `offset`, borrowed in
+    /// place, when the window is read-only (nothing writes it during the
+    /// launch), in bounds and 4-aligned there; `None` otherwise.
+    #[inline(always)]
+    pub(crate) fn frozen_words(&self, offset: usize, count: usize) -> Option<&[u32]> {
+        let fits = offset.checked_add(count.checked_mul(4)?)? <= self.len && offset.is_multiple_of(4);
+        if self.writable || !fits || cfg!(target_endian = "big") {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (checked above; the base is
+        // 16-aligned); read-only windows come from `&[u8]` borrows only.
+        Some(unsafe { std::slice::from_raw_parts(self.base.add(offset).cast::<u32>(), count) })
+    }
+
+    /// Asks the host to bring bytes `offset..offset + bytes` into its cache
+    /// (a hint: addresses past the window are never read, nothing faults).
+    /// Affine loads prefetch the run after theirs, which the next iteration
+    /// of a streaming loop reads.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, offset: usize, bytes: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut line = offset & !63;
+            while line < offset + bytes && line < self.len {
+                // SAFETY: a prefetch reads nothing and cannot fault; the
+                // address stays inside the window.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        self.base.add(line).cast::<i8>(),
+                    )
+                };
+                line += 64;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (offset, bytes);
+    }
+
     /// Writes the low `size` bytes of `bits` at byte `offset`, under the
     /// conditions of [`Window::load`] and on a writable window.
     #[inline(always)]
