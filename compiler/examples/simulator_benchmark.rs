@@ -35,10 +35,20 @@ struct Arguments {
     interpreter: bool,
     /// Print the slowest launches on the machine and the program of the slowest.
     profile: bool,
+    /// Print the program of the kernel whose name contains this instead.
+    listing: Option<String>,
 }
 
+const USAGE: &str = "simulator_benchmark [--minilm DIR] [--decoder DIR] [--rounds N] [--no-interpreter] \
+[--profile [--listing KERNEL]]
+  Measures useful GFLOP/s of the machine (the fast simulator) on the MiniLM demo batch (6 x 16) and a
+  SmolLM2-shaped decode step (scripts/random_checkpoint.py smollm2-135m DIR), against the interpreter.
+  --profile prints time per kernel kind, the slowest launches and the program of the slowest (or of the
+  first kernel whose name contains KERNEL).";
+
 fn arguments() -> Result<Arguments> {
-    let mut parsed = Arguments { minilm: None, decoder: None, rounds: 3, interpreter: true, profile: false };
+    let mut parsed =
+        Arguments { minilm: None, decoder: None, rounds: 3, interpreter: true, profile: false, listing: None };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -48,9 +58,12 @@ fn arguments() -> Result<Arguments> {
             "--rounds" => parsed.rounds = value()?.parse().context("--rounds takes a count")?,
             "--no-interpreter" => parsed.interpreter = false,
             "--profile" => parsed.profile = true,
-            other => bail!(
-                "unknown argument `{other}` (--minilm DIR, --decoder DIR, --rounds N, --no-interpreter, --profile)"
-            ),
+            "--listing" => parsed.listing = Some(value()?),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
     if parsed.minilm.is_none() && parsed.decoder.is_none() {
@@ -103,7 +116,7 @@ fn measure(
 }
 
 /// The twelve slowest launches on the machine, and the compiled program of the slowest.
-fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)]) -> Result<()> {
+fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)], listing: Option<&str>) -> Result<()> {
     let mut session = Session::new(model.clone(), Device::sim(false))?;
     let mut launches = session.profile(inputs, 1)?;
     launches.sort_by_key(|launch| std::cmp::Reverse(launch.median()));
@@ -124,8 +137,12 @@ fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)]) -> Result<()> {
         let rate = launch.flops as f64 / launch.median().as_secs_f64() / 1e9;
         println!("  {:>9.2?} {:>7.3} GFLOP/s  {}", launch.median(), rate, launch.kernel);
     }
-    if let Some(slowest) = launches.first() {
-        let kernel = model.artifact.kernel_ir.iter().find(|k| k.name == slowest.kernel).context("the kernel")?;
+    let shown = match listing {
+        Some(part) => model.artifact.kernel_ir.iter().find(|k| k.name.contains(part)).map(|k| k.name.clone()),
+        None => launches.first().map(|slowest| slowest.kernel.clone()),
+    };
+    if let Some(name) = shown {
+        let kernel = model.artifact.kernel_ir.iter().find(|k| k.name == name).context("the kernel")?;
         let program = kiln_runtime::machine::Program::compile(kernel, 32)?;
         println!("{}\n{}", kiln_runtime::kernel::print_kernel(kernel), program.listing());
     }
@@ -134,7 +151,7 @@ fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)]) -> Result<()> {
 
 fn report(name: &str, model: &Arc<Model>, inputs: &[(String, HostTensor)], arguments: &Arguments) -> Result<()> {
     if arguments.profile {
-        profile(model, inputs)?;
+        profile(model, inputs, arguments.listing.as_deref())?;
     }
     let (flops, machine) = measure(model, Device::sim(false), inputs, arguments.rounds)?;
     let rate = |time: Duration| flops as f64 / time.as_secs_f64() / 1e9;

@@ -144,7 +144,8 @@ pub(crate) fn binary(
                     Facts { align: if a.base_facts.align == 0 { 0 } else { known }, nonneg: true }
                 };
                 let (op, base) = if quotient { (BinaryOp::Div, a.base) } else { (BinaryOp::Rem, a.base) };
-                let base = uniform(op, base, Src::K(k as u64));
+                // k divides the base: its remainder is 0 (`thread % 32` is the lane).
+                let base = if !quotient && known == k { Src::K(0) } else { uniform(op, base, Src::K(k as u64)) };
                 let stride = if quotient { 0 } else { a.stride };
                 return Some(Affine { base, stride, base_facts });
             }
@@ -158,6 +159,19 @@ pub(crate) fn binary(
                 return Some(Affine { base, stride: a.stride / k, base_facts });
             }
             None
+        }
+        BinaryOp::Lt | BinaryOp::Le => {
+            // Constant lanes against a constant bound: the same answer in every lane?
+            let (Src::K(first), Some(bound)) = (a.base, constant(&b)) else { return None };
+            let first = first as i64;
+            let last = first.checked_add(a.stride.checked_mul(lanes_beyond_first)?)?;
+            let holds = |x: i64| if op == BinaryOp::Lt { x < bound } else { x <= bound };
+            match (holds(first), holds(last)) {
+                (true, true) | (false, false) if a.stride != 0 => {
+                    Some(Affine::uniform(Src::K(holds(first) as u64), Facts::of_constant(holds(first) as i64)))
+                }
+                _ => None,
+            }
         }
         _ => None,
     }
@@ -187,6 +201,10 @@ pub(crate) fn uniform_facts(op: BinaryOp, a: Facts, b: Facts, constant: Option<i
         }
         BinaryOp::Rem if a.nonneg && positive.is_some() => {
             Facts { align: if a.align == 0 { 0 } else { gcd(a.align, positive.unwrap_or(1)) }, nonneg: true }
+        }
+        // A non-negative dividend over a non-negative divisor (0 gives 0).
+        BinaryOp::Div | BinaryOp::Rem | BinaryOp::Min | BinaryOp::Max if a.nonneg && b.nonneg => {
+            Facts { align: 1, nonneg: true }
         }
         _ => Facts::NONE,
     }

@@ -206,6 +206,15 @@ pub fn launch(
     options: MachineOptions,
 ) -> Result<Counters, SimError> {
     let invalid = |message: String| SimError::Invalid { kernel: program.name.clone(), message };
+    if let Some(fallback) = &program.fallback {
+        let negative = program.params.iter().zip(bindings).any(|(param, binding)| {
+            matches!((param, binding), (Param::Scalar { dtype, .. }, Binding::Scalar(value))
+                if !Class::declared(*dtype).is_float() && *value < 0.0)
+        });
+        if negative {
+            return launch(fallback, regions, bindings, symbols, options);
+        }
+    }
     if options.warp_size != program.warp_size {
         let (asked, compiled) = (options.warp_size, program.warp_size);
         return Err(invalid(format!("a launch with warps of {asked} lanes of a program compiled for {compiled}")));

@@ -350,12 +350,32 @@ pub struct Program {
     /// The warp size the program is compiled for (its uniform and affine
     /// values are per warp of this many lanes).
     pub(crate) warp_size: usize,
+    /// The kernel compiled without assuming its integer scalar parameters
+    /// non-negative, for a launch that binds one negative.
+    pub(crate) fallback: Option<Box<Program>>,
 }
 
 impl Program {
     /// Compiles `kernel` for warps of `warp_size` lanes (32 on NVIDIA, 64
     /// for AMD's wave64); errors name what in the kernel is malformed.
+    ///
+    /// Integer scalar parameters are the dims kiln binds (never negative),
+    /// and the lane patterns may rely on that; a kernel that has them is
+    /// also compiled without the assumption, and a launch binding a
+    /// negative value runs that program instead.
     pub fn compile(kernel: &Kernel, warp_size: usize) -> Result<Program, SimError> {
+        let mut program = Program::compile_assuming(kernel, warp_size, true)?;
+        let integer_scalars = kernel.params.iter().any(|param| match param {
+            Param::Scalar { dtype, .. } => !Class::declared(*dtype).is_float(),
+            Param::Buffer { .. } => false,
+        });
+        if integer_scalars {
+            program.fallback = Some(Box::new(Program::compile_assuming(kernel, warp_size, false)?));
+        }
+        Ok(program)
+    }
+
+    fn compile_assuming(kernel: &Kernel, warp_size: usize, nonneg_params: bool) -> Result<Program, SimError> {
         if !(1..=64).contains(&warp_size) {
             let message = format!("warps of {warp_size} lanes");
             return Err(SimError::Invalid { kernel: kernel.name.clone(), message });
@@ -370,8 +390,10 @@ impl Program {
         let mut compiler = Compiler {
             kernel,
             divergent: crate::kernel::divergent_vars(&kernel.body),
-            assigned: assigned_vars(&kernel.body),
+            assigned: assigned_vars(&kernel.body, true),
+            reassigned: assigned_vars(&kernel.body, false),
             warp_size,
+            nonneg_params,
             patterns: HashMap::new(),
             facts: HashMap::new(),
             sums: HashMap::new(),
@@ -403,6 +425,7 @@ impl Program {
             uniform_registers,
             has_atomics: compiler.has_atomics,
             warp_size,
+            fallback: None,
         })
     }
 
@@ -474,7 +497,11 @@ struct Compiler<'k> {
     /// Variables some statement assigns after their `let` (or a loop or
     /// vector load defines); the others hold one value per `let`.
     assigned: HashSet<Var>,
+    /// Variables some statement assigns (loops' own increments aside).
+    reassigned: HashSet<Var>,
     warp_size: usize,
+    /// Integer scalar parameters may be taken as non-negative.
+    nonneg_params: bool,
     /// Vector registers known affine in the lane (written once per value).
     patterns: HashMap<u32, Affine>,
     /// What is known of uniform registers' integers (written once per value).
@@ -698,7 +725,12 @@ impl Compiler<'_> {
                 let (start, start_class) = self.expr(start)?;
                 let (end, end_class) = self.expr(end)?;
                 let end = self.stable(end, end_class, Class::I64)?;
-                let uniform = !self.divergent.contains(var);
+                // A loop the warp runs as one (uniform bounds, under uniform
+                // control, its variable written by the loop alone) counts
+                // uniformly, though the kernel-wide analysis may call it divergent.
+                let warp_wide =
+                    uniform_control && is_uniform(start) && is_uniform(end) && !self.reassigned.contains(var);
+                let uniform = !self.divergent.contains(var) || warp_wide;
                 let dst = self.register(uniform);
                 self.vars.insert(*var, VarRegister { dst, class: Class::I64 });
                 self.define(dst, start, start_class, Class::I64, false)?;
@@ -707,6 +739,14 @@ impl Compiler<'_> {
                 }
                 self.forget_effects_of(body);
                 self.forget_register(dst);
+                if uniform && !self.reassigned.contains(var) && start_class == Class::I64 {
+                    // start, start + step, …: non-negative from a non-negative
+                    // start (steps are positive), multiples of gcd(start, step).
+                    let from = self.facts_of(start);
+                    let step_facts = Facts::of_constant(*step);
+                    let facts = affine::uniform_facts(BinaryOp::Add, from, step_facts, Some(*step));
+                    self.note_facts(dst.src(), facts);
+                }
                 let saved = self.numbered.clone();
                 let mut effects = Effects::default();
                 effects.collect(body);
@@ -946,13 +986,17 @@ impl Compiler<'_> {
                 Some(Param::Scalar { dtype, .. }) => {
                     let class = Class::declared(*dtype);
                     let param = *index;
-                    self.numbered(Key::Param(param), class, true, |dst| Inst::Param {
+                    let found = self.numbered(Key::Param(param), class, true, |dst| Inst::Param {
                         dst: match dst {
                             Dst::U(r) => r,
                             Dst::V(_) => unreachable!("parameters are uniform"),
                         },
                         param,
-                    })
+                    });
+                    if self.nonneg_params && !class.is_float() {
+                        self.note_facts(found.0, Facts { align: 1, nonneg: true });
+                    }
+                    found
                 }
                 _ => return Err(self.invalid(format!("parameter {index} is not a scalar"))),
             },
@@ -1220,7 +1264,7 @@ impl Compiler<'_> {
         let pattern = affine::binary(op, pa, pb, warp_size, &mut |op, x, y| self.uniform_i64(op, x, y))?;
         if pattern.stride == 0 {
             self.note_facts(pattern.base, pattern.base_facts);
-            return Some((pattern.base, Class::I64));
+            return Some((pattern.base, values::binary_class(op, Class::I64)));
         }
         let class = Class::I64;
         let found =
@@ -1304,10 +1348,10 @@ impl Compiler<'_> {
     }
 }
 
-/// Variables written after their `let`: assigned, loop variables, and
-/// those a vector load defines.
-fn assigned_vars(body: &[Stmt]) -> HashSet<Var> {
-    fn walk(body: &[Stmt], assigned: &mut HashSet<Var>) {
+/// Variables written after their `let`: assigned, those a vector load
+/// defines, and (with `loops`) loop variables.
+fn assigned_vars(body: &[Stmt], loops: bool) -> HashSet<Var> {
+    fn walk(body: &[Stmt], loops: bool, assigned: &mut HashSet<Var>) {
         for stmt in body {
             match stmt {
                 Stmt::Assign { var, .. } => {
@@ -1315,19 +1359,21 @@ fn assigned_vars(body: &[Stmt]) -> HashSet<Var> {
                 }
                 Stmt::VectorLoad { vars, .. } => assigned.extend(vars.iter().copied()),
                 Stmt::For { var, body, .. } => {
-                    assigned.insert(*var);
-                    walk(body, assigned);
+                    if loops {
+                        assigned.insert(*var);
+                    }
+                    walk(body, loops, assigned);
                 }
                 Stmt::If { then, otherwise, .. } => {
-                    walk(then, assigned);
-                    walk(otherwise, assigned);
+                    walk(then, loops, assigned);
+                    walk(otherwise, loops, assigned);
                 }
                 _ => {}
             }
         }
     }
     let mut assigned = HashSet::new();
-    walk(body, &mut assigned);
+    walk(body, loops, &mut assigned);
     assigned
 }
 

@@ -132,7 +132,17 @@ pub(crate) fn unary_lanes(op: UnaryOp, class: Class, dst: &mut [u64], a: &[u64])
         (UnaryOp::Abs, Class::U32 | Class::U64) => each!(|x: u64| x),
         (UnaryOp::BitNot, _) => each!(|x: u64| wrap(class, !x)),
         (UnaryOp::Not, _) => each!(|x: u64| from_f64(class, (to_f64(class, x) == 0.0) as u8 as f64)),
-        _ => each!(|x: u64| from_f64(class, unary_f64(op, to_f64(class, x)))),
+        _ => {
+            // A transcendental of a value every lane holds (a softmax's
+            // running maximum after a butterfly reduction) is computed once.
+            if let Some((&first, rest)) = a.split_first() {
+                if rest.iter().all(|&x| x == first) {
+                    dst.fill(from_f64(class, unary_f64(op, to_f64(class, first))));
+                    return;
+                }
+            }
+            each!(|x: u64| from_f64(class, unary_f64(op, to_f64(class, x))))
+        }
     }
 }
 
