@@ -44,7 +44,7 @@ const USAGE: &str = "simulator_benchmark [--minilm DIR] [--decoder DIR] [--round
   Measures useful GFLOP/s of the machine (the fast simulator) on the MiniLM demo batch (6 x 16) and a
   SmolLM2-shaped decode step (scripts/random_checkpoint.py smollm2-135m DIR), against the interpreter.
   --profile prints time per kernel kind, the slowest launches and the program of the slowest (or of the
-  first kernel whose name contains KERNEL).";
+  kernel named KERNEL, else the first whose name contains it).";
 
 fn arguments() -> Result<Arguments> {
     let mut parsed =
@@ -138,7 +138,11 @@ fn profile(model: &Arc<Model>, inputs: &[(String, HostTensor)], listing: Option<
         println!("  {:>9.2?} {:>7.3} GFLOP/s  {}", launch.median(), rate, launch.kernel);
     }
     let shown = match listing {
-        Some(part) => model.artifact.kernel_ir.iter().find(|k| k.name.contains(part)).map(|k| k.name.clone()),
+        Some(part) => {
+            let kernels = &model.artifact.kernel_ir;
+            let exact = kernels.iter().find(|k| k.name == part);
+            exact.or_else(|| kernels.iter().find(|k| k.name.contains(part))).map(|k| k.name.clone())
+        }
         None => launches.first().map(|slowest| slowest.kernel.clone()),
     };
     if let Some(name) = shown {

@@ -772,11 +772,9 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         }
                         (None, _) => {}
                     }
-                    for lane in active(warp.mask) {
-                        let element = indices[lane as usize] as i64 + offset as i64;
-                        let raw = values::encode(access.dtype, class, values_[lane as usize]);
-                        access.store(shared, element, raw).map_err(|kind| error_at(kind, lane))?;
-                    }
+                    access
+                        .scatter(shared, indices, offset as i64, warp.mask, values_, class)
+                        .map_err(|(kind, lane)| error_at(kind, lane))?;
                 }
                 Inst::AtomicAdd { buffer, index, value, class } => {
                     let access = launch.access(Memory::Buffer(buffer));
@@ -1359,6 +1357,43 @@ impl<'a> Access<'a> {
         for lane in active(mask) {
             let element = first.wrapping_add(stride.wrapping_mul(lane as i64));
             out[lane as usize] = self.load(shared, element).map_err(|kind| (kind, lane))?;
+        }
+        Ok(())
+    }
+
+    /// `self[indices[lane] + offset] = values[lane]` (encoded from `class`)
+    /// for the lanes of `mask`, lowest first (a later lane's write to the
+    /// same element wins). A full warp of f32 values to f32 shared memory,
+    /// every index inside the array, stores with no per-lane check.
+    #[inline]
+    fn scatter(
+        &self,
+        shared: &mut SharedMemory,
+        indices: &[u64],
+        offset: i64,
+        mask: u64,
+        values_: &[u64],
+        class: Class,
+    ) -> Result<(), (ErrorAt, u32)> {
+        let full = mask == u64::MAX >> (64 - values_.len());
+        if let (true, Target::Shared { offset: base }, DType::F32, Class::F32) = (full, &self.target, self.dtype, class)
+        {
+            let length = self.elements as u64;
+            let inside = indices.iter().all(|&index| ((index as i64).wrapping_add(offset) as u64) < length);
+            if inside {
+                for (&index, &bits) in indices.iter().zip(values_) {
+                    let element = (index as i64).wrapping_add(offset) as usize;
+                    // SAFETY: the element lies inside its array (checked
+                    // above), and arrays lie inside the block's shared memory.
+                    unsafe { shared.store_unchecked_4(base + element * 4, bits) };
+                }
+                return Ok(());
+            }
+        }
+        for lane in active(mask) {
+            let element = (indices[lane as usize] as i64).wrapping_add(offset);
+            let raw = values::encode(self.dtype, class, values_[lane as usize]);
+            self.store(shared, element, raw).map_err(|kind| (kind, lane))?;
         }
         Ok(())
     }

@@ -260,6 +260,19 @@ impl SharedMemory {
         }
     }
 
+    /// Writes the low 4 bytes of `bits` at byte `offset`, unchecked.
+    ///
+    /// # Safety
+    /// `offset + 4` must be at most the length.
+    #[inline(always)]
+    pub(crate) unsafe fn store_unchecked_4(&mut self, offset: usize, bits: u64) {
+        debug_assert!(offset + 4 <= self.bytes.as_bytes().len());
+        // SAFETY: in bounds by the caller's contract; unaligned writes need no alignment.
+        unsafe {
+            self.bytes.as_bytes_mut().as_mut_ptr().add(offset).cast::<u32>().write_unaligned((bits as u32).to_le())
+        }
+    }
+
     /// Writes the low `size` bytes of `bits` at byte `offset`.
     #[inline(always)]
     pub(crate) fn store(&mut self, offset: usize, size: usize, bits: u64) {

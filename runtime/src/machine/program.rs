@@ -931,7 +931,8 @@ impl Compiler<'_> {
                 piece: false,
             });
         }
-        let mut split = (index, Src::K(0));
+        // A uniform index: the addition that made it, if still valid, folds in.
+        let mut split = if is_uniform(index) { self.split_sum(index) } else { (index, Src::K(0)) };
         if let Some((dst, Key::Binary(BinaryOp::Add, Class::I64 | Class::I32, a, b))) = self.fresh {
             if dst.src() == index {
                 match (a, b) {
