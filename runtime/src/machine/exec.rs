@@ -18,7 +18,7 @@ use crate::{DType, SymbolBindings};
 
 use super::check::{GlobalWriters, SharedChecker, Violation};
 use super::memory::{SharedMemory, Window};
-use super::program::{Dst, Inst, Program, Src};
+use super::program::{AffineAccess, Dst, Inst, Program, Src};
 use super::values::{self, Class};
 
 /// How to run.
@@ -658,8 +658,8 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         (Dst::U(_), Src::V(_)) => return Err(internal(program, "a uniform load at a divergent index")),
                     }
                 }
-                Inst::LoadAffine { dst, memory, start, base, stride, offset, piece }
-                | Inst::MulAddAffine { dst, memory, start, base, stride, offset, piece, .. } => {
+                Inst::LoadAffine { dst, at: AffineAccess { memory, start, base, stride, offset, piece } }
+                | Inst::MulAddAffine { dst, at: AffineAccess { memory, start, base, stride, offset, piece }, .. } => {
                     let access = launch.access(memory);
                     let first =
                         (scalar(u, start) as i64).wrapping_add(scalar(u, base) as i64).wrapping_add(offset as i64);
@@ -722,7 +722,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             .map_err(|(kind, lane)| error_at(kind, lane))?;
                     }
                 }
-                Inst::StoreAffine { memory, start, base, stride, offset, value, class, piece } => {
+                Inst::StoreAffine { at: AffineAccess { memory, start, base, stride, offset, piece }, value, class } => {
                     let access = launch.access(memory);
                     let first =
                         (scalar(u, start) as i64).wrapping_add(scalar(u, base) as i64).wrapping_add(offset as i64);

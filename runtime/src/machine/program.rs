@@ -135,12 +135,7 @@ pub(crate) enum Inst {
     /// a warp in bounds at its first and last lane is in bounds throughout.
     LoadAffine {
         dst: u32,
-        memory: Memory,
-        start: Src,
-        base: Src,
-        stride: i64,
-        offset: u32,
-        piece: bool,
+        at: AffineAccess,
     },
     /// `dst = dst + a × element` (f32, rounded after the product and after
     /// the sum) with `element` loaded as [`Inst::LoadAffine`] loads it: a
@@ -148,12 +143,7 @@ pub(crate) enum Inst {
     MulAddAffine {
         dst: u32,
         a: Src,
-        memory: Memory,
-        start: Src,
-        base: Src,
-        stride: i64,
-        offset: u32,
-        piece: bool,
+        at: AffineAccess,
     },
     /// `acc + a × b` in f32, rounded after the product and after the sum
     /// (two kernel IR operations, one dispatch).
@@ -176,14 +166,9 @@ pub(crate) enum Inst {
     /// Writes `value` (of `class`) to element `start + base + stride ×
     /// lane + offset` of `memory` in each active lane (`start` and `base` uniform).
     StoreAffine {
-        memory: Memory,
-        start: Src,
-        base: Src,
-        stride: i64,
-        offset: u32,
+        at: AffineAccess,
         value: Src,
         class: Class,
-        piece: bool,
     },
     AtomicAdd {
         buffer: usize,
@@ -251,6 +236,20 @@ pub(crate) enum Inst {
     Barrier,
     /// Where loop `n`'s hoisted instructions go; expanded when compiling ends.
     Preheader(usize),
+}
+
+/// Where an affine access ([`Inst::LoadAffine`], [`Inst::MulAddAffine`],
+/// [`Inst::StoreAffine`]) reaches: element `start + base + stride × lane +
+/// offset` of `memory` (`start` and `base` uniform).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AffineAccess {
+    pub(crate) memory: Memory,
+    pub(crate) start: Src,
+    pub(crate) base: Src,
+    pub(crate) stride: i64,
+    pub(crate) offset: u32,
+    /// One element of a vector access (its [`Inst::VectorAccess`] counts the traffic).
+    pub(crate) piece: bool,
 }
 
 /// The instructions whose result is a [`Dst`] register, binding it to `$dst`:
@@ -921,15 +920,9 @@ impl Compiler<'_> {
         if let Some(pattern) = self.affine(index) {
             let ((start, base), stride) = (self.split_sum(pattern.base), pattern.stride);
             let key = Key::LoadAffine(memory, start, base, stride, 0);
-            return self.numbered(key, Class::loaded(dtype), false, |dst| Inst::LoadAffine {
-                dst: vector_number(dst),
-                memory,
-                start,
-                base,
-                stride,
-                offset: 0,
-                piece: false,
-            });
+            let at = AffineAccess { memory, start, base, stride, offset: 0, piece: false };
+            return self
+                .numbered(key, Class::loaded(dtype), false, |dst| Inst::LoadAffine { dst: vector_number(dst), at });
         }
         // A uniform index: the addition that made it, if still valid, folds in.
         let mut split = if is_uniform(index) { self.split_sum(index) } else { (index, Src::K(0)) };
@@ -1330,7 +1323,8 @@ impl Compiler<'_> {
             (Some(pattern), Dst::V(r)) => {
                 let (start, base) = self.split_sum(pattern.base);
                 let stride = pattern.stride;
-                self.emit(Inst::LoadAffine { dst: r, memory, start, base, stride, offset, piece: true })
+                let at = AffineAccess { memory, start, base, stride, offset, piece: true };
+                self.emit(Inst::LoadAffine { dst: r, at })
             }
             _ => self.emit(Inst::Load { dst, memory, index, base: Src::K(0), offset, piece: true }),
         }
@@ -1342,7 +1336,8 @@ impl Compiler<'_> {
             Some(pattern) => {
                 let (start, base) = self.split_sum(pattern.base);
                 let stride = pattern.stride;
-                self.emit(Inst::StoreAffine { memory, start, base, stride, offset, value, class, piece })
+                let at = AffineAccess { memory, start, base, stride, offset, piece };
+                self.emit(Inst::StoreAffine { at, value, class })
             }
             None => self.emit(Inst::Store { memory, index, offset, value, class, piece }),
         }

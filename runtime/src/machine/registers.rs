@@ -95,20 +95,20 @@ fn each_register(inst: &mut Inst, visit: &mut dyn FnMut(&mut u32, Register, Role
             src(base, visit);
             dst(d, WRITE, visit);
         }
-        Inst::LoadAffine { dst: d, start, base, .. } => {
-            src(start, visit);
-            src(base, visit);
+        Inst::LoadAffine { dst: d, at } => {
+            src(&mut at.start, visit);
+            src(&mut at.base, visit);
             visit_as(d, Register::Vector, WRITE, visit);
         }
-        Inst::MulAddAffine { dst: d, a, start, base, .. } => {
+        Inst::MulAddAffine { dst: d, a, at } => {
             src(a, visit);
-            src(start, visit);
-            src(base, visit);
+            src(&mut at.start, visit);
+            src(&mut at.base, visit);
             visit_as(d, Register::Vector, UPDATE, visit);
         }
-        Inst::StoreAffine { start, base, value, .. } => {
-            src(start, visit);
-            src(base, visit);
+        Inst::StoreAffine { at, value, .. } => {
+            src(&mut at.start, visit);
+            src(&mut at.base, visit);
             src(value, visit);
         }
         Inst::Shuffle { dst: d, a, .. } => {
@@ -315,7 +315,7 @@ pub(crate) fn fuse_accumulated_loads(code: Vec<Inst>) -> Vec<Inst> {
     let mut at = 0;
     while at < code.len() {
         if let (
-            Inst::LoadAffine { dst: loaded, memory, start, base, stride, offset, piece },
+            Inst::LoadAffine { dst: loaded, at: access },
             Some(&Inst::MulAdd { dst: Dst::V(acc), acc: Src::V(same), a, b }),
         ) = (&code[at], code.get(at + 1))
         {
@@ -328,8 +328,7 @@ pub(crate) fn fuse_accumulated_loads(code: Vec<Inst>) -> Vec<Inst> {
                 _ => None,
             };
             if let Some(other) = other.filter(|&x| acc == same && x != Src::V(acc) && only_here(*loaded) && !entered) {
-                let (memory, start, base, stride, offset, piece) = (*memory, *start, *base, *stride, *offset, *piece);
-                fused.push(Inst::MulAddAffine { dst: acc, a: other, memory, start, base, stride, offset, piece });
+                fused.push(Inst::MulAddAffine { dst: acc, a: other, at: *access });
                 removed[at + 1] = true;
                 at += 2;
                 continue;
