@@ -11,6 +11,11 @@
 //! before the other's begins, so an instruction never writes a register one
 //! of its operands also occupies unless it did before (in-place updates
 //! stay in place). Vector and uniform registers are allocated separately.
+//!
+//! Two passes over the finished code run before it, on the same register
+//! view: `remove_dead` drops pure instructions whose result nothing reads,
+//! and `fuse_accumulated_loads` fuses an affine load into the accumulation
+//! that is its only reader.
 
 use super::program::{Dst, Inst, Src};
 
