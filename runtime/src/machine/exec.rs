@@ -570,32 +570,10 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                 Inst::MulAdd { dst, acc, a, b } => match dst {
                     // An accumulation in place (`v = v + a × b`): no copy of the
                     // accumulator; a uniform factor is read once.
-                    Dst::V(d) if acc == Src::V(d) && a != acc && b != acc => match (a, b) {
-                        (Src::V(ra), Src::V(rb)) => {
-                            let (a, b) = (vector(v, ra, w), vector(v, rb, w));
-                            let out = vector_mut(v, d, w);
-                            for lane in 0..w {
-                                out[lane] = values::mul_add(out[lane], a[lane], b[lane]);
-                            }
-                        }
-                        (x, Src::V(r)) => {
-                            let (x, b) = (scalar(u, x), vector(v, r, w));
-                            let out = vector_mut(v, d, w);
-                            for lane in 0..w {
-                                out[lane] = values::mul_add(out[lane], x, b[lane]);
-                            }
-                        }
-                        (Src::V(r), y) => {
-                            let (a, y) = (vector(v, r, w), scalar(u, y));
-                            let out = vector_mut(v, d, w);
-                            for lane in 0..w {
-                                out[lane] = values::mul_add(out[lane], a[lane], y);
-                            }
-                        }
-                        (x, y) => vector_mut(v, d, w).iter_mut().for_each(|slot| {
-                            *slot = values::mul_add(*slot, scalar(u, x), scalar(u, y));
-                        }),
-                    },
+                    Dst::V(d) if acc == Src::V(d) && a != acc && b != acc => {
+                        let (a, b) = (factor(v, u, w, a), factor(v, u, w, b));
+                        accumulate(vector_mut(v, d, w), a, b);
+                    }
                     dst => each_lane3(v, u, w, dst, (acc, a, b), [s0, s1, s2], values::mul_add),
                 },
                 Inst::Convert { from, to, dst, a } => each_lane(v, u, w, dst, a, s0, |x| values::convert(from, to, x)),
@@ -675,20 +653,16 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     }
                     let in_place = match (inst, &access.target) {
                         (&Inst::MulAddAffine { a: Src::V(r), .. }, Target::Global(window))
-                            if stride == 1 && access.dtype == DType::F32 && warp.mask == warp.full && w == 32 =>
+                            if stride == 1 && access.dtype == DType::F32 && warp.mask == warp.full =>
                         {
-                            usize::try_from(first)
-                                .ok()
-                                .and_then(|first| window.frozen_words(first * 4, w))
-                                .map(|words| (r, words))
+                            let start = usize::try_from(first).ok().map(|first| first * 4);
+                            start.and_then(|start| Some((r, window, start, window.frozen_words(start, w)?)))
                         }
                         _ => None,
                     };
-                    if let Some((r, words)) = in_place {
+                    if let Some((r, window, start, words)) = in_place {
                         // A full warp's run of a read-only f32 buffer, accumulated straight from memory.
-                        if let Target::Global(window) = &access.target {
-                            window.prefetch((first as usize + w) * 4, w * 4);
-                        }
+                        window.prefetch(start + w * 4, w * 4);
                         let a = vector(v, r, w);
                         let out = vector_mut(v, dst, w);
                         for lane in 0..w {
@@ -700,21 +674,8 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         access
                             .strided(shared, first, stride, warp.mask, loaded)
                             .map_err(|(kind, lane)| error_at(kind, lane))?;
-                        let out = vector_mut(v, dst, w);
-                        match a {
-                            Src::V(r) => {
-                                let a = vector(v, r, w);
-                                for lane in 0..w {
-                                    out[lane] = values::mul_add(out[lane], a[lane], loaded[lane]);
-                                }
-                            }
-                            _ => {
-                                let a = scalar(u, a);
-                                for lane in 0..w {
-                                    out[lane] = values::mul_add(out[lane], a, loaded[lane]);
-                                }
-                            }
-                        }
+                        let a = factor(v, u, w, a);
+                        accumulate(vector_mut(v, dst, w), a, Factor::Lanes(loaded));
                     } else {
                         let out = vector_mut(v, dst, w);
                         access
@@ -997,6 +958,51 @@ fn active(mut mask: u64) -> impl Iterator<Item = u32> {
         mask &= mask - 1;
         Some(lane)
     })
+}
+
+/// One factor of a multiply-add: a lane vector, or one value for every lane.
+#[derive(Clone, Copy)]
+enum Factor<'a> {
+    Lanes(&'a [u64]),
+    Uniform(u64),
+}
+
+/// The factor `src` is, read in place (vectors) or once (uniform values).
+#[inline(always)]
+fn factor<'a>(registers: *mut u64, uniform: &[u64], w: usize, src: Src) -> Factor<'a> {
+    match src {
+        Src::V(r) => Factor::Lanes(vector(registers, r, w)),
+        other => Factor::Uniform(scalar(uniform, other)),
+    }
+}
+
+/// `out[l] = out[l] + a[l] × b[l]` in f32, rounded after the product and
+/// after the sum; the factors' order is kept (NaN payloads and all). `out`
+/// must not be either factor's register.
+#[inline(always)]
+fn accumulate(out: &mut [u64], a: Factor<'_>, b: Factor<'_>) {
+    match (a, b) {
+        (Factor::Lanes(a), Factor::Lanes(b)) => {
+            for ((slot, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *slot = values::mul_add(*slot, x, y);
+            }
+        }
+        (Factor::Uniform(x), Factor::Lanes(b)) => {
+            for (slot, &y) in out.iter_mut().zip(b) {
+                *slot = values::mul_add(*slot, x, y);
+            }
+        }
+        (Factor::Lanes(a), Factor::Uniform(y)) => {
+            for (slot, &x) in out.iter_mut().zip(a) {
+                *slot = values::mul_add(*slot, x, y);
+            }
+        }
+        (Factor::Uniform(x), Factor::Uniform(y)) => {
+            for slot in out.iter_mut() {
+                *slot = values::mul_add(*slot, x, y);
+            }
+        }
+    }
 }
 
 /// `scratch[lane] = first + stride × lane`: an affine access's element indices.
