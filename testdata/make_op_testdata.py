@@ -158,6 +158,20 @@ def main():
         {"bias": bias}, opset=23)
     write("attention_float_mask_scale_probabilities", attention,
           {"q": q4[:, :2], "k": k4, "v": v4}, ["y", "probabilities"])
+    # Opsets before 13: each op as the version the opset selects.
+    x3 = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    write("softmax_opset11_flattens_at_axis1", model("softmax", [helper.make_node("Softmax", ["x"], ["y"], axis=1)],
+          [("x", [2, 3, 4])], ["y"], {}, opset=11), {"x": x3}, ["y"])
+    write("clip_opset6_attribute_bounds", model("clip", [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.7)],
+          [("x", [2, 3, 4])], ["y"], {}, opset=6), {"x": x3}, ["y"])
+    old_forms = model("opset11_attribute_axes", [
+        helper.make_node("ReduceSum", ["x"], ["sum"], axes=[2], keepdims=0),
+        helper.make_node("Unsqueeze", ["sum"], ["unsqueezed"], axes=[1]),
+        helper.make_node("Squeeze", ["unsqueezed"], ["squeezed"], axes=[1]),
+        helper.make_node("Split", ["x"], ["head", "tail"], axis=2, split=[1, 3]),
+        helper.make_node("Dropout", ["tail"], ["dropped"], ratio=0.25),
+    ], [("x", [2, 3, 4])], ["squeezed", "head", "dropped"], {}, opset=11)
+    write("opset11_attribute_axes_and_split", old_forms, {"x": x3}, ["squeezed", "head", "dropped"])
     print("wrote", sorted(p.name for p in ROOT.iterdir()))
 
 

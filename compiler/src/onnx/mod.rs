@@ -1,6 +1,7 @@
 //! ONNX import: a `.onnx` file (with its external data files) into a [`Graph`].
 //!
-//! Supported: opsets 13–28 of the default domain and the `com.microsoft`
+//! Supported: opsets 1–28 of the default domain, each node checked for the
+//! op version its opset selects (see `versions.rs`), and the `com.microsoft`
 //! contrib ops that ONNX Runtime's transformer optimizer writes (see
 //! [`ops::is_supported`]). A model with unsupported ops fails once, listing
 //! every unsupported op type with the nodes that use it. Weights stored in
@@ -10,6 +11,7 @@ mod attention;
 mod contrib;
 mod ops;
 mod tensors;
+mod versions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -22,14 +24,16 @@ pub use ops::is_supported;
 use tensors::ExternalData;
 
 /// The opsets of the default ONNX domain that kiln reads (28 is what onnx
-/// 1.23 writes). From 24 on, the ops kiln imports changed only by admitting new
-/// element types (float8e8m0, 2-bit integers, float6), refused by name where
-/// they appear, and by two attributes: `Cast`'s `round_mode` (opset 28; it
-/// only matters for casts to 8-bit floats, and anything but its default is
-/// refused) and `Range`'s `stash_type` (opset 27; kiln computes in f32, the
-/// default, and refuses others). Opset 24 added `Swish` (imported) and revised
-/// `Attention` (see `attention.rs` for what kiln implements of it).
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 13..=28;
+/// 1.23 writes). Within them each op is imported as the version the opset
+/// selects, and versions kiln does not implement are refused by name (see
+/// `versions.rs`). From 24 on, the ops kiln imports changed only by admitting
+/// new element types (refused by name where kiln lacks them) and by two
+/// attributes: `Cast`'s `round_mode` (opset 28; it only matters for casts to
+/// 8-bit floats, and anything but its default is refused) and `Range`'s
+/// `stash_type` (opset 27; kiln computes in f32, the default, and refuses
+/// others). Opset 24 added `Swish` (imported) and revised `Attention` (see
+/// `attention.rs` for what kiln implements of it).
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 1..=versions::NEWEST_OPSET;
 
 /// Why an ONNX model could not be imported. Every variant names the file, and
 /// where it applies the node or tensor at fault.
@@ -43,7 +47,7 @@ pub enum OnnxImportError {
     },
     #[error("{path}: not an ONNX model: {message}")]
     NotOnnx { path: PathBuf, message: String },
-    #[error("{path}: opset {version} of domain `{domain}` is not supported (kiln reads opsets 13 to 28 of the default domain)")]
+    #[error("{path}: opset {version} of domain `{domain}` is not supported (kiln reads opsets 1 to 28 of the default domain)")]
     UnsupportedOpset { path: PathBuf, domain: String, version: i64 },
     #[error("{path}: ops kiln does not import (not supported):\n{ops}")]
     UnsupportedOps { path: PathBuf, ops: UnsupportedOps },
@@ -115,13 +119,25 @@ pub fn import_onnx_bytes(bytes: &[u8], path: &Path, directory: &Path) -> Result<
 
     let mut unsupported = UnsupportedOps::default();
     for (index, node) in graph_proto.node.iter().enumerate() {
-        if !is_supported(&node.domain, &node.op_type) {
-            let domain = if node.domain.is_empty() { "ai.onnx" } else { &node.domain };
-            unsupported.0.entry(format!("{domain}::{}", node.op_type)).or_default().push(node_display_name(
-                &node.name,
-                &node.op_type,
-                index,
-            ));
+        let domain = if node.domain.is_empty() { "ai.onnx" } else { &node.domain };
+        let op = &node.op_type;
+        let refusal = if !is_supported(&node.domain, op) {
+            Some(format!("{domain}::{op}"))
+        } else if domain == "ai.onnx" {
+            match versions::select(op, default_opset) {
+                Some(versions::Selected::TooOld { version, oldest }) => Some(format!(
+                    "{domain}::{op}-{version} (what opset {default_opset} selects; kiln implements {op}-{oldest} and later)"
+                )),
+                Some(versions::Selected::NotYetDefined { added }) => Some(format!(
+                    "{domain}::{op} (not defined at opset {default_opset}; ONNX added it at opset {added})"
+                )),
+                Some(versions::Selected::Implemented(_)) | None => None,
+            }
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            unsupported.0.entry(refusal).or_default().push(node_display_name(&node.name, op, index));
         }
     }
     if !unsupported.0.is_empty() {

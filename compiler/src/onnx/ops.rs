@@ -16,7 +16,7 @@ pub(super) type ImportFn = fn(&mut NodeImport<'_>) -> Result<()>;
 
 /// The default domain (`""` or `ai.onnx`): op type → importer. Adding an op
 /// is one row here (and its function below); "is it supported" is a lookup.
-const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
+pub(super) const DEFAULT_DOMAIN: &[(&str, ImportFn)] = &[
     ("Abs", |n| unary(n, UnaryOp::Abs)),
     ("Add", |n| binary(n, BinaryOp::Add)),
     ("And", |n| binary(n, BinaryOp::And)),
@@ -437,10 +437,28 @@ fn import_trilu(n: &mut NodeImport) -> Result<()> {
     n.emit_output(0, Op::Trilu { upper: n.int("upper", 1) != 0, diagonal }, &[x]).map(|_| ())
 }
 
+/// Softmax-13 normalizes along `axis` (default -1). Softmax-1 and -11 (opsets
+/// before 13) flatten the input to 2-D at `axis` (default 1) and normalize
+/// each row of the 2-D form: kiln imports that as a flatten, a softmax over the
+/// last axis and a reshape back (only the softmax when `axis` is the last).
 fn import_softmax(n: &mut NodeImport) -> Result<()> {
     let x = n.input(0)?;
-    let default_axis = if n.importer.opset >= 13 { -1 } else { 1 };
-    n.emit_output(0, Op::Softmax { axis: n.int("axis", default_axis) }, &[x]).map(|_| ())
+    if n.importer.opset >= 13 {
+        return n.emit_output(0, Op::Softmax { axis: n.int("axis", -1) }, &[x]).map(|_| ());
+    }
+    let rank = n.importer.graph.value_type(x).rank() as i64;
+    let axis = n.int("axis", 1);
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank.max(1)).contains(&axis) {
+        return Err(format!("axis {} is out of range for rank {rank}", n.int("axis", 1)));
+    }
+    if axis == rank - 1 {
+        return n.emit_output(0, Op::Softmax { axis }, &[x]).map(|_| ());
+    }
+    let rows = n.emit(Op::Flatten { axis }, &[x])?;
+    let normalized = n.emit(Op::Softmax { axis: 1 }, &[rows])?;
+    let shape = n.emit(Op::Shape { start: 0, end: None }, &[x])?;
+    n.emit_output(0, Op::Reshape { allow_zero: false }, &[normalized, shape]).map(|_| ())
 }
 
 /// LayerNormalization; its optional outputs `Mean` and `InvStdDev` (over the
@@ -480,10 +498,19 @@ fn import_layer_norm(n: &mut NodeImport) -> Result<()> {
     n.emit_output(2, Op::Unary(UnaryOp::Reciprocal), &[deviation]).map(|_| ())
 }
 
-/// `min(max(x, lo), hi)`, either bound optional (opset 11 and later: bounds are inputs).
+/// `min(max(x, lo), hi)`, either bound optional: inputs from opset 11 on,
+/// float attributes `min` and `max` in Clip-6.
 fn import_clip(n: &mut NodeImport) -> Result<()> {
     let x = n.input(0)?;
-    let (low, high) = (n.optional_input(1)?, n.optional_input(2)?);
+    let (low, high) = if n.importer.opset < 11 {
+        // Clip-6: the bounds are float attributes, each optional.
+        let dtype = n.dtype_of(x);
+        let low = n.attribute("min").map(|a| a.f);
+        let high = n.attribute("max").map(|a| a.f);
+        (low.map(|v| n.scalar(dtype, v)), high.map(|v| n.scalar(dtype, v)))
+    } else {
+        (n.optional_input(1)?, n.optional_input(2)?)
+    };
     match (low, high) {
         (None, None) => {
             n.bind(0, x);
