@@ -27,6 +27,7 @@ import tempfile
 from collections import Counter, defaultdict
 
 import numpy as np
+import onnx
 from onnx import TensorProto, numpy_helper
 from onnx.backend.test.case import node
 
@@ -53,11 +54,15 @@ def run_case(kiln, case, work):
     with open(model_path, "wb") as f:
         f.write(case.model.SerializeToString())
     inputs, outputs = case.data_sets[0]
-    arguments = [kiln, "eval", model_path, "--output-dir", os.path.join(directory, "out")]
+    # Inputs and outputs travel as ONNX TensorProto files (.pb), the one format
+    # that holds bfloat16, the 8-bit floats and the packed 4- and 2-bit types.
+    arguments = [kiln, "eval", model_path, "--output-dir", os.path.join(directory, "out"), "--output-format", "pb"]
     graph_inputs = [i.name for i in case.model.graph.input]
     for name, value in zip(graph_inputs, inputs):
-        path = os.path.join(directory, f"{name}.npy")
-        np.save(path, as_array(value))
+        path = os.path.join(directory, f"{name}.pb")
+        tensor = value if isinstance(value, TensorProto) else numpy_helper.from_array(np.asarray(value), name)
+        with open(path, "wb") as f:
+            f.write(tensor.SerializeToString())
         arguments += ["--input", f"{name}={path}"]
     done = subprocess.run(arguments, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
@@ -65,10 +70,10 @@ def run_case(kiln, case, work):
         return ("refused" if "not supported" in message else "failed"), message
     rtol, atol = getattr(case, "rtol", 1e-3), getattr(case, "atol", 1e-7)
     for output, expected in zip(case.model.graph.output, outputs):
-        path = os.path.join(directory, "out", output.name.replace("/", "_") + ".npy")
+        path = os.path.join(directory, "out", output.name.replace("/", "_") + ".pb")
         if not os.path.exists(path):
             return "wrong", f"no output {output.name}"
-        got = np.load(path)
+        got = numpy_helper.to_array(onnx.load_tensor(path))
         expected = as_array(expected)
         if got.shape != expected.shape:
             return "wrong", f"{output.name}: shape {got.shape}, expected {expected.shape}"

@@ -172,6 +172,21 @@ def main():
         helper.make_node("Dropout", ["tail"], ["dropped"], ratio=0.25),
     ], [("x", [2, 3, 4])], ["squeezed", "head", "dropped"], {}, opset=11)
     write("opset11_attribute_axes_and_split", old_forms, {"x": x3}, ["squeezed", "head", "dropped"])
+    # Casts through the small types kiln's evaluator holds (8-bit floats, FP4, 4- and 16-bit integers), back to float.
+    wide = (RNG.standard_normal((4, 8)) * 40).astype(np.float32)
+    wide[0, :4] = [1e6, -1e6, np.inf, 0.3]
+    small = [("e5m2", TensorProto.FLOAT8E5M2), ("e4m3fnuz", TensorProto.FLOAT8E4M3FNUZ),
+             ("e5m2fnuz", TensorProto.FLOAT8E5M2FNUZ), ("int4", TensorProto.INT4), ("uint4", TensorProto.UINT4),
+             ("int16", TensorProto.INT16), ("uint16", TensorProto.UINT16)]
+    # Float to 4-bit integers: ONNX Runtime rounds, ONNX's reference truncates; finite whole numbers agree.
+    nodes = []
+    for name, code in small:
+        source = "whole" if name.endswith("int4") else "x"
+        nodes += [helper.make_node("Cast", [source], [f"{name}_cast"], to=code),
+                  helper.make_node("Cast", [f"{name}_cast"], [name], to=TensorProto.FLOAT)]
+    names = [name for name, _ in small]
+    write("cast_through_small_types_opset23", model("casts", nodes, [("x", [4, 8]), ("whole", [4, 8])], names, {},
+                                                    opset=23), {"x": wide, "whole": np.nan_to_num(np.round(wide), posinf=5.0)}, names)
     print("wrote", sorted(p.name for p in ROOT.iterdir()))
 
 

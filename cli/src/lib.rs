@@ -78,7 +78,17 @@ pub fn open_artifact(path: &Path) -> Result<Artifact> {
 /// `DIR/<name>.npy` for each output name; an existing file is an error
 /// unless `force` (nothing the user has is replaced without asking).
 pub fn output_paths<'a>(directory: &Path, names: impl Iterator<Item = &'a str>, force: bool) -> Result<Vec<PathBuf>> {
-    let paths: Vec<PathBuf> = names.map(|name| directory.join(format!("{}.npy", file_name_of(name)))).collect();
+    output_paths_with_extension(directory, names, "npy", force)
+}
+
+/// `DIR/<name>.EXTENSION` for each output name, as [`output_paths`].
+pub fn output_paths_with_extension<'a>(
+    directory: &Path,
+    names: impl Iterator<Item = &'a str>,
+    extension: &str,
+    force: bool,
+) -> Result<Vec<PathBuf>> {
+    let paths: Vec<PathBuf> = names.map(|name| directory.join(format!("{}.{extension}", file_name_of(name)))).collect();
     if !force {
         if let Some(existing) = paths.iter().find(|p| p.exists()) {
             bail!("{} exists; pass --force to replace it", existing.display());
@@ -89,6 +99,14 @@ pub fn output_paths<'a>(directory: &Path, names: impl Iterator<Item = &'a str>, 
 
 /// Reads `NAME=FILE.npy` arguments.
 pub fn read_inputs(arguments: &[String]) -> Result<Vec<(String, HostTensor)>> {
+    read_inputs_with(arguments, |path| Ok(read_npy(path)?))
+}
+
+/// Reads `NAME=FILE` arguments, each file with `read` (which names the file in its errors).
+pub fn read_inputs_with(
+    arguments: &[String],
+    read: impl Fn(&Path) -> Result<HostTensor>,
+) -> Result<Vec<(String, HostTensor)>> {
     let mut inputs: Vec<(String, HostTensor)> = Vec::new();
     for argument in arguments {
         let Some((name, file)) = argument.split_once('=') else {
@@ -97,7 +115,7 @@ pub fn read_inputs(arguments: &[String]) -> Result<Vec<(String, HostTensor)>> {
         if inputs.iter().any(|(n, _)| n == name) {
             bail!("input `{name}` is given twice");
         }
-        let tensor = read_npy(Path::new(file)).with_context(|| format!("input `{name}`"))?;
+        let tensor = read(Path::new(file)).with_context(|| format!("input `{name}`"))?;
         inputs.push((name.to_string(), tensor));
     }
     Ok(inputs)

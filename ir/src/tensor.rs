@@ -10,7 +10,8 @@
 use std::fmt;
 
 use half::{bf16, f16};
-pub use kiln_runtime::dtype::{f32_to_f8e4m3, f8e4m3_to_f32};
+use kiln_runtime::dtype::wrap_integer;
+pub use kiln_runtime::dtype::{f32_to_f8e4m3, f32_to_small_float, f8e4m3_to_f32, small_float_to_f32};
 use kiln_runtime::{DType, Dim};
 
 /// The static type of a graph value: dtype and symbolic shape.
@@ -197,6 +198,13 @@ impl Tensor {
                 chunks.map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as i64).collect(),
             ),
             DType::Bool => TensorData::Bool(chunks.map(|c| c[0] != 0).collect()),
+            DType::I16 => TensorData::Int(chunks.map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect()),
+            DType::U16 => TensorData::Int(chunks.map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect()),
+            // Sub-byte integers sit one per byte, as their value.
+            DType::I4 | DType::U4 | DType::I2 | DType::U2 => {
+                TensorData::Int(chunks.map(|c| wrap_integer(dtype, c[0] as i64)).collect())
+            }
+            small_float => TensorData::Float(chunks.map(|c| small_float_to_f32(small_float, c[0])).collect()),
         };
         Ok(Tensor { dtype, shape, data })
     }
@@ -212,7 +220,14 @@ impl Tensor {
             (TensorData::Float(v), DType::BF16) => {
                 v.iter().for_each(|x| bytes.extend_from_slice(&bf16::from_f32(*x).to_le_bytes()))
             }
-            (TensorData::Float(v), _) => v.iter().for_each(|x| bytes.push(f32_to_f8e4m3(*x))),
+            (TensorData::Float(v), DType::F8E4M3) => v.iter().for_each(|x| bytes.push(f32_to_f8e4m3(*x))),
+            // The values are the dtype's own, so nothing saturates (an E5M2 infinity stays one).
+            (TensorData::Float(v), small_float) => {
+                v.iter().for_each(|x| bytes.push(f32_to_small_float(small_float, *x, false)))
+            }
+            (TensorData::Int(v), DType::I16 | DType::U16) => {
+                v.iter().for_each(|x| bytes.extend_from_slice(&(*x as i16).to_le_bytes()))
+            }
             (TensorData::Int(v), DType::I64 | DType::U64) => {
                 v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()))
             }
@@ -232,19 +247,17 @@ pub fn round_floats_to(dtype: DType, values: &mut [f32]) {
         DType::F16 => values.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32()),
         DType::BF16 => values.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32()),
         DType::F8E4M3 => values.iter_mut().for_each(|x| *x = f8e4m3_to_f32(f32_to_f8e4m3(*x))),
+        // The other 8- and 4-bit floats saturate too, as ONNX's `Cast` does by default.
+        DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz | DType::F8E8M0 | DType::F4E2M1 => {
+            values.iter_mut().for_each(|x| *x = small_float_to_f32(dtype, f32_to_small_float(dtype, *x, true)))
+        }
         _ => {}
     }
 }
 
 /// Wraps i64 values into an integer dtype's range, as a two's-complement cast does.
 pub fn wrap_integers_to(dtype: DType, values: &mut [i64]) {
-    match dtype {
-        DType::I32 => values.iter_mut().for_each(|x| *x = *x as i32 as i64),
-        DType::I8 => values.iter_mut().for_each(|x| *x = *x as i8 as i64),
-        DType::U8 => values.iter_mut().for_each(|x| *x = *x as u8 as i64),
-        DType::U32 => values.iter_mut().for_each(|x| *x = *x as u32 as i64),
-        _ => {}
-    }
+    values.iter_mut().for_each(|x| *x = wrap_integer(dtype, *x));
 }
 
 #[cfg(test)]

@@ -69,6 +69,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostTensor, String> {
         "<u4" => (DType::U32, false),
         "<u8" => (DType::U64, false),
         "|b1" => (DType::Bool, false),
+        "<i2" => (DType::I16, false),
+        "<u2" => (DType::U16, false),
         other => return Err(format!("dtype `{other}` is not supported")),
     };
     if wide_float {
@@ -92,7 +94,7 @@ pub fn write_npy(path: &Path, tensor: &HostTensor) -> Result<(), NpyError> {
 pub fn npy_bytes(tensor: &HostTensor) -> Vec<u8> {
     let (descr, data) = match tensor.dtype {
         DType::F32 => ("<f4", tensor.bytes.clone()),
-        DType::BF16 | DType::F8E4M3 => {
+        d if d.is_float() && !matches!(d, DType::F16) => {
             let values = tensor.to_f64_vec();
             let mut bytes = vec![0u8; values.len() * 4];
             encode_elements(DType::F32, &values, &mut bytes);
@@ -106,6 +108,12 @@ pub fn npy_bytes(tensor: &HostTensor) -> Vec<u8> {
         DType::U32 => ("<u4", tensor.bytes.clone()),
         DType::U64 => ("<u8", tensor.bytes.clone()),
         DType::Bool => ("|b1", tensor.bytes.clone()),
+        DType::I16 => ("<i2", tensor.bytes.clone()),
+        DType::U16 => ("<u2", tensor.bytes.clone()),
+        // One element per byte, as its value.
+        DType::I4 | DType::I2 => ("|i1", tensor.bytes.clone()),
+        DType::U4 | DType::U2 => ("|u1", tensor.bytes.clone()),
+        float => unreachable!("{float} is written as f32 above"),
     };
     let shape = match tensor.shape.len() {
         1 => format!("({},)", tensor.shape[0]),

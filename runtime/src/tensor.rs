@@ -1,7 +1,9 @@
 //! Host tensors: the inputs and outputs a [`crate::Session`] exchanges with
 //! its caller, and the element conversions executors need.
 
-use crate::dtype::{f32_to_f8e4m3, f8e4m3_to_f32};
+use crate::dtype::{
+    f32_to_f8e4m3, f32_to_small_float, f8e4m3_to_f32, integer_bounds, small_float_to_f32, wrap_integer,
+};
 use crate::DType;
 
 /// A dense, C-order tensor in host memory: little-endian element bytes.
@@ -76,6 +78,13 @@ pub fn decode_elements(dtype: DType, bytes: &[u8]) -> Vec<f64> {
         DType::U32 => chunks.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
         DType::U64 => chunks.map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect(),
         DType::Bool => chunks.map(|c| (c[0] != 0) as u8 as f64).collect(),
+        DType::I16 => chunks.map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect(),
+        DType::U16 => chunks.map(|c| u16::from_le_bytes([c[0], c[1]]) as f64).collect(),
+        // Sub-byte integers sit one per byte, as their value.
+        DType::I4 | DType::U4 | DType::I2 | DType::U2 => {
+            chunks.map(|c| wrap_integer(dtype, c[0] as i64) as f64).collect()
+        }
+        small_float => chunks.map(|c| small_float_to_f32(small_float, c[0]) as f64).collect(),
     }
 }
 
@@ -96,6 +105,13 @@ pub fn encode_elements(dtype: DType, values: &[f64], out: &mut [u8]) {
             DType::U32 => slot.copy_from_slice(&(*value as u32).to_le_bytes()),
             DType::U64 => slot.copy_from_slice(&(*value as u64).to_le_bytes()),
             DType::Bool => slot[0] = (*value != 0.0) as u8,
+            DType::I16 => slot.copy_from_slice(&(*value as i16).to_le_bytes()),
+            DType::U16 => slot.copy_from_slice(&(*value as u16).to_le_bytes()),
+            DType::I4 | DType::U4 | DType::I2 | DType::U2 => {
+                let (low, high) = integer_bounds(dtype).expect("a narrow integer");
+                slot[0] = value.clamp(low as f64, high as f64) as i64 as u8;
+            }
+            small_float => slot[0] = f32_to_small_float(small_float, *value as f32, true),
         }
     }
 }
@@ -110,7 +126,12 @@ mod tests {
         for dtype in DType::ALL {
             let expected: Vec<f64> = match dtype {
                 // Unsigned conversions saturate (as Rust's `as` does): -1.0 becomes 0.
-                DType::U8 | DType::U32 | DType::U64 => vec![0.0, 0.0, 3.0, 0.0],
+                DType::U8 | DType::U16 | DType::U32 | DType::U64 => vec![0.0, 0.0, 3.0, 0.0],
+                DType::U4 | DType::U2 => vec![0.0, 0.0, 3.0, 0.0],
+                // 3 is past i2's largest value, 1; the conversion saturates.
+                DType::I2 => vec![0.0, -1.0, 1.0, 0.0],
+                // E8M0 holds powers of two only: 0.5 stays, -1 loses its sign, 3 rounds up to 4, 0 is its smallest, 2^-127.
+                DType::F8E8M0 => vec![0.5, 1.0, 4.0, 2f64.powi(-127)],
                 DType::Bool => vec![1.0, 1.0, 1.0, 0.0],
                 d if d.is_integer() => vec![0.0, -1.0, 3.0, 0.0],
                 _ => values.to_vec(),

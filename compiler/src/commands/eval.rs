@@ -1,11 +1,13 @@
-//! `kiln eval`: the reference evaluator on a model, every output written as `.npy`.
+//! `kiln eval`: the reference evaluator on a model, every output written as
+//! `.npy` (or as ONNX `TensorProto` `.pb` files).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use kiln_compiler::npy::{host_to_tensor, write_npy};
+use kiln_compiler::npy::{host_to_tensor, read_npy, tensor_to_host, write_npy};
+use kiln_compiler::onnx::{read_tensor_proto, tensor_proto_bytes};
 use kiln_ir::{evaluate, Tensor};
 use kiln_passes::Phase;
 
@@ -22,8 +24,30 @@ pub struct Arguments {
     /// recognize, fuse, layout, precision, plan); default: the imported graph.
     #[arg(long, value_name = "PHASE")]
     pub stop_after: Option<Phase>,
+    /// How outputs are written: `npy` (bf16 and the 8-bit floats as f32) or
+    /// `pb` (ONNX TensorProto files, as ONNX's test data sets hold them, in
+    /// the exact dtype). Inputs are read by extension: `.pb` is a
+    /// TensorProto, anything else `.npy`.
+    #[arg(long, value_enum, default_value = "npy")]
+    pub output_format: OutputFormat,
     #[command(flatten)]
     pub compile: CompileArguments,
+}
+
+/// The file format of `kiln eval`'s outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Npy,
+    Pb,
+}
+
+/// An input file: a TensorProto when it ends in `.pb`, else `.npy`.
+fn read_input(path: &std::path::Path) -> Result<Tensor> {
+    if path.extension().is_some_and(|extension| extension == "pb") {
+        read_tensor_proto(path).map_err(anyhow::Error::msg)
+    } else {
+        Ok(read_npy(path)?)
+    }
 }
 
 /// Runs `kiln eval`.
@@ -42,9 +66,16 @@ pub fn run(arguments: &Arguments) -> Result<()> {
         optimize(&mut graph, options, None)?;
     }
     let inputs: HashMap<String, Tensor> =
-        kiln_cli::read_inputs(input_arguments)?.into_iter().map(|(name, host)| (name, host_to_tensor(&host))).collect();
+        kiln_cli::read_inputs_with(input_arguments, |path| Ok(tensor_to_host(&read_input(path)?)))?
+            .into_iter()
+            .map(|(name, host)| (name, host_to_tensor(&host)))
+            .collect();
     let names: Vec<&str> = graph.outputs().iter().map(|o| o.name.as_str()).collect();
-    let paths = kiln_cli::output_paths(output_dir, names.iter().copied(), force)?;
+    let extension = match arguments.output_format {
+        OutputFormat::Npy => "npy",
+        OutputFormat::Pb => "pb",
+    };
+    let paths = kiln_cli::output_paths_with_extension(output_dir, names.iter().copied(), extension, force)?;
     let output_paths: BTreeMap<&str, PathBuf> = names.into_iter().zip(paths).collect();
     let started = Instant::now();
     let outputs = evaluate(&graph, &inputs)?;
@@ -52,7 +83,11 @@ pub fn run(arguments: &Arguments) -> Result<()> {
     std::fs::create_dir_all(output_dir).with_context(|| format!("creating {}", output_dir.display()))?;
     for (name, tensor) in outputs {
         let path = &output_paths[name.as_str()];
-        write_npy(path, &tensor)?;
+        match arguments.output_format {
+            OutputFormat::Npy => write_npy(path, &tensor)?,
+            OutputFormat::Pb => std::fs::write(path, tensor_proto_bytes(&name, &tensor))
+                .with_context(|| format!("writing {}", path.display()))?,
+        }
         println!("{name}: {:?} {} -> {}", tensor.shape, tensor.dtype, path.display());
     }
     Ok(())

@@ -22,6 +22,7 @@ use onnx_protobuf::{Message, ModelProto};
 
 pub use ops::is_supported;
 use tensors::ExternalData;
+pub use tensors::{read_tensor_proto, tensor_proto_bytes};
 
 /// The opsets of the default ONNX domain that kiln reads (28 is what onnx
 /// 1.23 writes). Within them each op is imported as the version the opset

@@ -335,20 +335,26 @@ fn import_where(n: &mut NodeImport) -> Result<()> {
 fn import_cast(n: &mut NodeImport) -> Result<()> {
     refuse_unless_default(n, "round_mode", "up")?;
     let to = dtype_from_onnx(n.int("to", 0) as i32)?;
-    if to == DType::F8E4M3 && n.int("saturate", 1) == 0 {
-        return Err("not supported: saturate=0 for float8 (kiln's casts to float8 saturate)".into());
-    }
+    refuse_unsaturated_cast(n, to)?;
     let x = n.input(0)?;
     n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
+}
+
+/// kiln's casts to the 8-bit floats saturate (ONNX's default, `saturate=1`);
+/// `saturate=0` (overflow to infinity or NaN) is refused by name.
+fn refuse_unsaturated_cast(n: &NodeImport, to: DType) -> Result<()> {
+    let small_float = to.is_float() && to.bits() <= 8 && to != DType::F8E8M0;
+    if small_float && to != DType::F4E2M1 && n.int("saturate", 1) == 0 {
+        return Err(format!("not supported: saturate=0 for {to} (kiln's casts to 8-bit floats saturate)"));
+    }
+    Ok(())
 }
 
 fn import_cast_like(n: &mut NodeImport) -> Result<()> {
     refuse_unless_default(n, "round_mode", "up")?;
     let (x, like) = (n.input(0)?, n.input(1)?);
     let to = n.dtype_of(like);
-    if to == DType::F8E4M3 && n.int("saturate", 1) == 0 {
-        return Err("not supported: saturate=0 for float8 (kiln's casts to float8 saturate)".into());
-    }
+    refuse_unsaturated_cast(n, to)?;
     n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
 }
 

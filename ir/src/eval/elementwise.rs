@@ -295,7 +295,8 @@ pub fn cast(input: &Tensor, to: DType) -> Tensor {
             Tensor { dtype: to, shape, data: TensorData::Float(values) }
         }
         (TensorData::Float(values), to) => {
-            let mut ints: Vec<i64> = values.iter().map(|&v| if v.is_nan() { 0 } else { v.trunc() as i64 }).collect();
+            // Non-finite values have no integer; kiln gives 0, as ONNX Runtime does.
+            let mut ints: Vec<i64> = values.iter().map(|&v| if v.is_finite() { v.trunc() as i64 } else { 0 }).collect();
             wrap_integers_to(to, &mut ints);
             Tensor::from_i64(to, shape, ints)
         }

@@ -49,7 +49,7 @@ pub fn decode_kernels(bytes: &[u8]) -> Result<Vec<Kernel>, DecodeError> {
     Ok(kernels)
 }
 
-const DTYPES: [DType; 11] = DType::ALL;
+const DTYPES: [DType; DType::ALL.len()] = DType::ALL;
 // Tables only grow at their ends: a tag's meaning never changes.
 const UNARY: [UnaryOp; 12] = [
     UnaryOp::Neg,

@@ -57,6 +57,18 @@ pub fn verify_kernel(kernel: &Kernel) -> Result<(), KernelVerifyError> {
             return Err(fail(format!("shared `{}` is aligned to {} bytes", array.name, array.align)));
         }
     }
+    let element_types = kernel
+        .params
+        .iter()
+        .map(|param| match param {
+            Param::Buffer { name, dtype, .. } | Param::Scalar { name, dtype } => (name, *dtype),
+        })
+        .chain(kernel.shared.iter().map(|array| (&array.name, array.dtype)));
+    for (name, dtype) in element_types {
+        if !dtype.has_kernels() {
+            return Err(fail(format!("`{name}` holds {dtype}, an element type kiln's kernels do not compute with")));
+        }
+    }
     if kernel.shared_bytes() > SHARED_LIMIT {
         return Err(fail(format!("{} bytes of shared memory (at most {SHARED_LIMIT})", kernel.shared_bytes())));
     }

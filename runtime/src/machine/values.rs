@@ -10,7 +10,9 @@
 
 use half::{bf16, f16};
 
-use crate::dtype::{bf16_from_f64, f32_to_f8e4m3, f8e4m3_to_f32};
+use crate::dtype::{
+    bf16_from_f64, f32_to_f8e4m3, f32_to_small_float, f8e4m3_to_f32, integer_bounds, small_float_to_f32, wrap_integer,
+};
 use crate::kernel::{BinaryOp, Rounding, UnaryOp};
 use crate::DType;
 
@@ -31,14 +33,14 @@ impl Class {
     /// The class of a register declared (by `let` or a cast) as `dtype`.
     pub(crate) fn declared(dtype: DType) -> Class {
         match dtype {
-            DType::F32 | DType::F8E4M3 => Class::F32,
+            d if d.is_float() && !matches!(d, DType::F16 | DType::BF16) => Class::F32,
             DType::F16 => Class::F16,
             DType::BF16 => Class::BF16,
             DType::I32 => Class::I32,
             DType::U32 => Class::U32,
             DType::U64 => Class::U64,
-            DType::I64 | DType::I8 | DType::U8 => Class::I64,
             DType::Bool => Class::Bool,
+            _ => Class::I64,
         }
     }
 
@@ -417,6 +419,11 @@ pub(crate) fn decode(dtype: DType, raw: u64) -> u64 {
         DType::U32 => raw & 0xffff_ffff,
         DType::U64 => raw,
         DType::Bool => (raw as u8 != 0) as u64,
+        DType::I16 => raw as u16 as i16 as i64 as u64,
+        DType::U16 => raw as u16 as u64,
+        // Sub-byte integers sit one per byte, as their value.
+        DType::I4 | DType::U4 | DType::I2 | DType::U2 => wrap_integer(dtype, raw as i64) as u64,
+        small_float => fb(small_float_to_f32(small_float, raw as u8)),
     }
 }
 
@@ -430,6 +437,7 @@ pub(crate) fn encode(dtype: DType, class: Class, bits: u64) -> u64 {
         (DType::F16, c) if c.is_float() => f16::from_f32(f(bits)).to_bits() as u64,
         (DType::BF16, c) if c.is_float() => bf16::from_f32(f(bits)).to_bits() as u64,
         (DType::Bool, _) => (to_f64(class, bits) != 0.0) as u64,
+        (d, c) if d.is_integer() && !c.is_float() && d.bits() < 8 => wrap_integer(d, bits as i64) as u8 as u64,
         (d, c) if d.is_integer() && !c.is_float() => bits & (u64::MAX >> (64 - 8 * d.size_in_bytes())),
         _ => encode_f64(dtype, to_f64(class, bits)),
     }
@@ -451,5 +459,12 @@ pub(crate) fn encode_f64(dtype: DType, value: f64) -> u64 {
         DType::U32 => value as u32 as u64,
         DType::U64 => value as u64,
         DType::Bool => (value != 0.0) as u64,
+        DType::I16 => value as i16 as u16 as u64,
+        DType::U16 => value as u16 as u64,
+        DType::I4 | DType::U4 | DType::I2 | DType::U2 => {
+            let (low, high) = integer_bounds(dtype).expect("a narrow integer");
+            (value.clamp(low as f64, high as f64) as i64 as u8) as u64
+        }
+        small_float => f32_to_small_float(small_float, value as f32, true) as u64,
     }
 }

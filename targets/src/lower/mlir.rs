@@ -30,14 +30,16 @@ fn register_type(dtype: DType) -> &'static str {
         DType::I64 | DType::U64 => "i64",
         DType::I32 | DType::U32 => "i32",
         DType::Bool => "i1",
-        DType::I8 | DType::U8 | DType::F8E4M3 => "i8",
+        DType::I16 | DType::U16 => "i16",
+        // The 8-bit floats and the sub-byte types (kept one per byte) as their bytes.
+        _ => "i8",
     }
 }
 
 /// The MLIR type of one element of a buffer of `dtype` in memory.
 fn memory_type(dtype: DType) -> &'static str {
     match dtype {
-        DType::Bool | DType::I8 | DType::U8 | DType::F8E4M3 => "i8",
+        DType::Bool => "i8",
         other => register_type(other),
     }
 }
