@@ -187,6 +187,18 @@ def main():
     names = [name for name, _ in small]
     write("cast_through_small_types_opset23", model("casts", nodes, [("x", [4, 8]), ("whole", [4, 8])], names, {},
                                                     opset=23), {"x": wide, "whole": np.nan_to_num(np.round(wide), posinf=5.0)}, names)
+    q_cache = RNG.standard_normal((2, 2, 3, HIDDEN)).astype(np.float32)
+    k_cache, v_cache = (RNG.standard_normal((2, 2, 5, HIDDEN)).astype(np.float32) for _ in range(2))
+    attention = model("attention", [helper.make_node(
+        "Attention", ["q", "k", "v", "", "", "", "nonpad_kv_seqlen"], ["y"], is_causal=1, left_window_size=2)],
+        [("q", [2, 2, 3, HIDDEN]), ("k", [2, 2, 5, HIDDEN]), ("v", [2, 2, 5, HIDDEN])], ["y"], {}, opset=25)
+    attention.graph.input.append(helper.make_tensor_value_info("nonpad_kv_seqlen", TensorProto.INT64, [2]))
+    write("attention_external_cache_causal_window_opset25", attention,
+          {"q": q_cache, "k": k_cache, "v": v_cache, "nonpad_kv_seqlen": np.array([4, 5], dtype=np.int64)}, ["y"])
+    trilu = model("trilu", [helper.make_node("Trilu", ["x", "k"], ["y"], upper=0)], [("x", [2, 3, 4])], ["y"], {},
+                  opset=14)
+    trilu.graph.input.append(helper.make_tensor_value_info("k", TensorProto.INT64, []))
+    write("trilu_lower_run_time_k", trilu, {"x": x3, "k": np.array(1, dtype=np.int64)}, ["y"])
     print("wrote", sorted(p.name for p in ROOT.iterdir()))
 
 

@@ -10,9 +10,15 @@
 //! scores it is kiln's attention op directly (the op the recognizers make of
 //! exported graphs); otherwise the matmul → softmax → matmul graph above.
 //!
-//! Refused by name: `nonpad_kv_seqlen` (opset 24's external cache), the
-//! sliding windows (`left_window_size`, `right_window_size`), and a
-//! `softmax_precision` other than the inputs' own float32.
+//! Opset 24's external cache (`nonpad_kv_seqlen`: keys past each batch's
+//! length are masked, and the causal frontier and windows are offset by
+//! `nonpad_kv_seqlen[b] − q_len`) and the sliding windows (`left_window_size`,
+//! `right_window_size`, around each query's absolute position) are more
+//! bias terms of that graph.
+//!
+//! `softmax_precision` casts the biased scores to float32, float16 or
+//! bfloat16 for the softmax and the probabilities back; float64 is refused by
+//! name (kiln computes in at most 32 bits).
 
 use kiln_ir::{BinaryOp, DType, Dim, MaskKind, Op, ReduceKind, SequenceLayout, UnaryOp, ValueRef};
 
@@ -44,37 +50,65 @@ fn additive(n: &mut NodeImport, mask: ValueRef, dtype: DType) -> Result<ValueRef
     n.emit(Op::Where, &[mask, zero, masked])
 }
 
-/// The causal bias `[sq, skv]`: 0 where key `j ≤ i + offset`, −∞ elsewhere.
-fn causal_bias(n: &mut NodeImport, queries: &Dim, keys: &Dim, offset: &Dim, dtype: DType) -> Result<ValueRef> {
+/// Where each query stands relative to the keys: a fixed offset (the past's
+/// length, or 0) or one per batch (`nonpad_kv_seqlen[b] − q_len`, as i64 `[batch]`).
+enum Offset {
+    Fixed(Dim),
+    PerBatch(ValueRef),
+}
+
+/// `(i + offset) − j` for query `i` and key `j`: i64 `[sq, skv]` for a fixed
+/// offset, `[batch, 1, sq, skv]` for one per batch. Causality allows `≥ 0`;
+/// a window allows `≤ left` and `≥ −right`.
+fn position_difference(n: &mut NodeImport, queries: &Dim, keys: &Dim, offset: &Offset) -> Result<ValueRef> {
     let zero = n.ints_scalar(0);
     let one = n.ints_scalar(1);
-    let (query_count, key_count) = (n.dims_scalar(queries)?, n.dims_scalar(keys)?);
+    let query_count = n.dims_scalar(queries)?;
     let rows = n.emit(Op::Range, &[zero, query_count, one])?;
     let rows = n.emit(Op::Unsqueeze { axes: vec![1] }, &[rows])?;
-    let offset = n.dims_scalar(offset)?;
-    let frontier = n.emit(Op::Binary(BinaryOp::Add), &[rows, offset])?;
+    let offset = match offset {
+        Offset::Fixed(dim) => n.dims_scalar(dim)?,
+        Offset::PerBatch(per_batch) => n.emit(Op::Unsqueeze { axes: vec![1, 2, 3] }, &[*per_batch])?,
+    };
+    let positions = n.emit(Op::Binary(BinaryOp::Add), &[rows, offset])?;
+    let columns = key_indices(n, keys)?;
+    n.emit(Op::Binary(BinaryOp::Sub), &[positions, columns])
+}
+
+/// The key indices `[1, skv]` (i64).
+fn key_indices(n: &mut NodeImport, keys: &Dim) -> Result<ValueRef> {
+    let (zero, one, key_count) = (n.ints_scalar(0), n.ints_scalar(1), n.dims_scalar(keys)?);
     let columns = n.emit(Op::Range, &[zero, key_count, one])?;
-    let columns = n.emit(Op::Unsqueeze { axes: vec![0] }, &[columns])?;
-    let allowed = n.emit(Op::Binary(BinaryOp::LessOrEqual), &[columns, frontier])?;
+    n.emit(Op::Unsqueeze { axes: vec![0] }, &[columns])
+}
+
+/// The additive bias allowing where `difference op bound` holds.
+fn bias_where(n: &mut NodeImport, difference: ValueRef, op: BinaryOp, bound: i64, dtype: DType) -> Result<ValueRef> {
+    let bound = n.ints_scalar(bound);
+    let allowed = n.emit(Op::Binary(op), &[difference, bound])?;
     additive(n, allowed, dtype)
 }
 
 pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
-    if n.optional_input(6)?.is_some() {
-        return Err("not supported: nonpad_kv_seqlen (input 6, the external KV cache of opset 24)".into());
+    let nonpad_kv_seqlen = n.optional_input(6)?;
+    let (left_window, right_window) = (n.int("left_window_size", -1), n.int("right_window_size", -1));
+    if left_window < -1 || right_window < -1 {
+        return Err(format!("window sizes {left_window} and {right_window} (-1 or non-negative)"));
     }
-    for window in ["left_window_size", "right_window_size"] {
-        if n.int(window, -1) != -1 {
-            return Err(format!("not supported: {window} {} (sliding windows)", n.int(window, -1)));
-        }
-    }
+    let windowed = left_window >= 0 || right_window >= 0;
     let (mut q, mut k, mut v) = (n.input(0)?, n.input(1)?, n.input(2)?);
     let dtype = n.dtype_of(q);
-    match n.int("softmax_precision", 0) {
-        0 => {}
-        1 if dtype == DType::F32 => {}
-        other => return Err(format!("not supported: softmax_precision {other} for {dtype} inputs")),
-    }
+    let precision = match n.int("softmax_precision", 0) {
+        0 => dtype,
+        code => match super::tensors::dtype_from_onnx(code as i32) {
+            Ok(precision @ (DType::F32 | DType::F16 | DType::BF16)) => precision,
+            _ => {
+                return Err(format!(
+                    "not supported: softmax_precision {code} (kiln computes softmax in float32, float16 or bfloat16)"
+                ))
+            }
+        },
+    };
     let rank = n.importer.graph.value_type(q).rank();
     if rank == 3 {
         let (q_heads, kv_heads) = (n.int("q_num_heads", 0), n.int("kv_num_heads", 0));
@@ -101,6 +135,9 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
         (None, None) => Dim::constant(0),
         _ => return Err("past_key and past_value come together".into()),
     };
+    if nonpad_kv_seqlen.is_some() && past_length != Dim::constant(0) {
+        return Err("nonpad_kv_seqlen (an external cache) with past_key and past_value (an internal one)".into());
+    }
     n.bind(1, k);
     n.bind(2, v);
     // Without a mask, softcap or exposed scores, this is kiln's attention op
@@ -109,7 +146,12 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
     let causal = n.int("is_causal", 0) != 0;
     let (queries, keys) =
         (n.importer.graph.value_type(q).shape[2].clone(), n.importer.graph.value_type(k).shape[2].clone());
-    let plain = n.optional_input(3)?.is_none() && n.float("softcap", 0.0) <= 0.0 && n.output_name(3).is_empty();
+    let plain = n.optional_input(3)?.is_none()
+        && n.float("softcap", 0.0) <= 0.0
+        && n.output_name(3).is_empty()
+        && nonpad_kv_seqlen.is_none()
+        && !windowed
+        && (precision == dtype || precision == DType::F32);
     if plain && (!causal || &keys - &queries == past_length) {
         let mask = if causal { MaskKind::Causal } else { MaskKind::None };
         let op = Op::Attention {
@@ -184,25 +226,66 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
             Some(mask)
         }
     };
-    if causal {
-        let causal = causal_bias(n, &queries, &keys, &past_length, dtype)?;
+    // Causality and the windows, around each query's absolute position; then the external cache's padding.
+    let offset = match nonpad_kv_seqlen {
+        Some(lengths) => {
+            let lengths = match n.dtype_of(lengths) {
+                DType::I64 => lengths,
+                _ => n.emit(Op::Cast { to: DType::I64 }, &[lengths])?,
+            };
+            let query_count = n.dims_scalar(&queries)?;
+            Offset::PerBatch(n.emit(Op::Binary(BinaryOp::Sub), &[lengths, query_count])?)
+        }
+        None => Offset::Fixed(past_length.clone()),
+    };
+    let mut terms = Vec::new();
+    if causal || windowed {
+        let difference = position_difference(n, &queries, &keys, &offset)?;
+        if causal {
+            terms.push(bias_where(n, difference, BinaryOp::GreaterOrEqual, 0, dtype)?);
+        }
+        if left_window >= 0 {
+            terms.push(bias_where(n, difference, BinaryOp::LessOrEqual, left_window, dtype)?);
+        }
+        if right_window >= 0 {
+            terms.push(bias_where(n, difference, BinaryOp::GreaterOrEqual, -right_window, dtype)?);
+        }
+    }
+    if let Some(lengths) = nonpad_kv_seqlen {
+        let lengths = match n.dtype_of(lengths) {
+            DType::I64 => lengths,
+            _ => n.emit(Op::Cast { to: DType::I64 }, &[lengths])?,
+        };
+        let lengths = n.emit(Op::Unsqueeze { axes: vec![1, 2, 3] }, &[lengths])?;
+        let columns = key_indices(n, &keys)?;
+        let present = n.emit(Op::Binary(BinaryOp::Less), &[columns, lengths])?;
+        terms.push(additive(n, present, dtype)?);
+    }
+    for term in terms {
         bias = Some(match bias {
-            Some(mask) => n.emit(Op::Binary(BinaryOp::Add), &[mask, causal])?,
-            None => causal,
+            Some(bias) => n.emit(Op::Binary(BinaryOp::Add), &[bias, term])?,
+            None => term,
         });
     }
     let with_bias = match bias {
         Some(bias) => n.emit(Op::Binary(BinaryOp::Add), &[scores, bias])?,
         None => scores,
     };
-    let mut probabilities = n.emit(Op::Softmax { axis: -1 }, &[with_bias])?;
+    let softmax_input = match precision == dtype {
+        true => with_bias,
+        false => n.emit(Op::Cast { to: precision }, &[with_bias])?,
+    };
+    let mut probabilities = n.emit(Op::Softmax { axis: -1 }, &[softmax_input])?;
     if let Some(bias) = bias {
         // A row whose bias masks every key attends to nothing: zero probabilities.
         let row_max = n.emit(Op::Reduce { kind: ReduceKind::Max, axes: vec![-1], keep_dims: true }, &[bias])?;
         let masked = n.scalar(dtype, f32::NEG_INFINITY);
         let all_masked = n.emit(Op::Binary(BinaryOp::Equal), &[row_max, masked])?;
-        let zero = n.scalar(dtype, 0.0);
+        let zero = n.scalar(precision, 0.0);
         probabilities = n.emit(Op::Where, &[all_masked, zero, probabilities])?;
+    }
+    if precision != dtype {
+        probabilities = n.emit(Op::Cast { to: dtype }, &[probabilities])?;
     }
     if !n.output_name(3).is_empty() {
         // As ONNX's reference: modes 0 and 1 give the (softcapped) scores, 2 with the bias, 3 the probabilities.

@@ -232,6 +232,8 @@ impl NodeImport<'_> {
     pub(super) fn scalar(&mut self, dtype: DType, value: f32) -> ValueRef {
         let constant = if dtype.is_float() {
             Constant::scalar_f32(dtype, value)
+        } else if dtype == DType::Bool {
+            Constant::from_tensor(&Tensor::from_bool(Vec::new(), vec![value != 0.0]))
         } else {
             Constant::from_tensor(&Tensor::from_i64(dtype, Vec::new(), vec![value as i64]))
         };
@@ -434,13 +436,43 @@ fn import_constant_of_shape(n: &mut NodeImport) -> Result<()> {
     n.emit_output(0, Op::ConstantOfShape { dtype, value }, &[shape]).map(|_| ())
 }
 
+/// Trilu: kiln's trilu op when the diagonal offset `k` is a constant. A `k`
+/// known only at run time decides no shape, so it stays an input: the node
+/// becomes `where(column − row ≥ k, x, 0)` (`≤` for the lower triangle) over
+/// the last two dims.
 fn import_trilu(n: &mut NodeImport) -> Result<()> {
     let x = n.input(0)?;
-    let diagonal = match n.constant_ints_input(1, "k")? {
-        Some(k) => *k.first().ok_or("empty k")?,
-        None => 0,
+    let upper = n.int("upper", 1) != 0;
+    let k = match n.optional_input(1)? {
+        None => return n.emit_output(0, Op::Trilu { upper, diagonal: 0 }, &[x]).map(|_| ()),
+        Some(k) => k,
     };
-    n.emit_output(0, Op::Trilu { upper: n.int("upper", 1) != 0, diagonal }, &[x]).map(|_| ())
+    if let Ok(values) = constant_ints(&n.importer.graph, k, "k") {
+        let diagonal = *values.first().ok_or("empty k")?;
+        return n.emit_output(0, Op::Trilu { upper, diagonal }, &[x]).map(|_| ());
+    }
+    let ty = n.importer.graph.value_type(x).clone();
+    if ty.rank() < 2 {
+        return Err(format!("a rank-{} input (Trilu needs at least 2 dims)", ty.rank()));
+    }
+    let (rows, columns) = (ty.shape[ty.rank() - 2].clone(), ty.shape[ty.rank() - 1].clone());
+    let indices = |n: &mut NodeImport, length: &Dim, axis: i64| -> Result<ValueRef> {
+        let (start, limit, step) = (n.ints_scalar(0), n.dims_scalar(length)?, n.ints_scalar(1));
+        let range = n.emit(Op::Range, &[start, limit, step])?;
+        let axes = vec![axis];
+        n.emit(Op::Unsqueeze { axes }, &[range])
+    };
+    let row = indices(n, &rows, 1)?;
+    let column = indices(n, &columns, 0)?;
+    let offset = n.emit(Op::Binary(BinaryOp::Sub), &[column, row])?;
+    let k = match n.dtype_of(k) {
+        DType::I64 => k,
+        _ => n.emit(Op::Cast { to: DType::I64 }, &[k])?,
+    };
+    let keep =
+        n.emit(Op::Binary(if upper { BinaryOp::GreaterOrEqual } else { BinaryOp::LessOrEqual }), &[offset, k])?;
+    let zero = n.scalar(ty.dtype, 0.0);
+    n.emit_output(0, Op::Where, &[keep, x, zero]).map(|_| ())
 }
 
 /// Softmax-13 normalizes along `axis` (default -1). Softmax-1 and -11 (opsets
