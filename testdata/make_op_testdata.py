@@ -199,6 +199,30 @@ def main():
                   opset=14)
     trilu.graph.input.append(helper.make_tensor_value_info("k", TensorProto.INT64, []))
     write("trilu_lower_run_time_k", trilu, {"x": x3, "k": np.array(1, dtype=np.int64)}, ["y"])
+    dropout = model("dropout", [helper.make_node("Dropout", ["x"], ["y", "mask"])], [("x", [2, 3, 4])],
+                    ["y", "mask"], {}, opset=13)
+    dropout.graph.output[1].type.tensor_type.elem_type = TensorProto.BOOL
+    write("dropout_inference_mask", dropout, {"x": x3}, ["y", "mask"])
+    # Casts to the 8-bit floats without saturation: past the format's rounding threshold is ±inf or NaN.
+    overflowing = np.array([[0.5, -3.0, 300.0, -470.0, 240.0, 250.0, 6e4, -7e4]], dtype=np.float32)
+    floats8 = [("e4m3fn", TensorProto.FLOAT8E4M3FN), ("e5m2", TensorProto.FLOAT8E5M2),
+               ("e4m3fnuz", TensorProto.FLOAT8E4M3FNUZ), ("e5m2fnuz", TensorProto.FLOAT8E5M2FNUZ)]
+    nodes = []
+    for name, code in floats8:
+        nodes += [helper.make_node("Cast", ["x"], [f"{name}_cast"], to=code, saturate=0),
+                  helper.make_node("Cast", [f"{name}_cast"], [name], to=TensorProto.FLOAT)]
+    names = [name for name, _ in floats8]
+    write("cast_unsaturated_float8_opset19", model("casts", nodes, [("x", [1, 8])], names, {}, opset=19),
+          {"x": overflowing}, names)
+    # float64 end to end: a Max of two doubles, and the cast down to float.
+    doubles = helper.make_graph(
+        [helper.make_node("Max", ["a", "b"], ["largest"]), helper.make_node("Cast", ["largest"], ["y"], to=1)],
+        "doubles", [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [2, 3]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("largest", TensorProto.DOUBLE, None),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    a, b = (RNG.standard_normal((2, 3)) * (1 + 1e-12) for _ in range(2))
+    write("max_and_cast_float64", helper.make_model(doubles, opset_imports=[helper.make_opsetid("", 13)],
+                                                    ir_version=10), {"a": a, "b": b}, ["largest", "y"])
     print("wrote", sorted(p.name for p in ROOT.iterdir()))
 
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use kiln_runtime::artifact::{Artifact, BufferRole};
-use kiln_runtime::npy::{read_npy, write_npy};
+use kiln_runtime::npy::{narrow_f64, read_npy, write_npy};
 use kiln_runtime::{Device, HostTensor, Model, Session};
 
 /// Inputs from `.npy` files, outputs to `.npy` files: what `kiln run`,
@@ -99,7 +99,7 @@ pub fn output_paths_with_extension<'a>(
 
 /// Reads `NAME=FILE.npy` arguments.
 pub fn read_inputs(arguments: &[String]) -> Result<Vec<(String, HostTensor)>> {
-    read_inputs_with(arguments, |path| Ok(read_npy(path)?))
+    read_inputs_with(arguments, |path| Ok(narrow_f64(read_npy(path)?)))
 }
 
 /// Reads `NAME=FILE` arguments, each file with `read` (which names the file in its errors).

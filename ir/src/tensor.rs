@@ -2,10 +2,11 @@
 //!
 //! A [`TensorType`] is what the graph knows statically: a dtype and a shape of
 //! symbolic [`Dim`]s. A [`Tensor`] is a concrete value that the reference
-//! evaluator computes with. Its elements live in one of three numeric domains:
-//! every float dtype is held as `f32` values that are exactly representable in
-//! that dtype (so f16/bf16 arithmetic is "compute in f32, round on store"), every
-//! integer dtype as `i64` values in that dtype's range, and `bool` as `bool`.
+//! evaluator computes with. Its elements live in one of four numeric domains:
+//! every float dtype up to 32 bits is held as `f32` values that are exactly
+//! representable in that dtype (so f16/bf16 arithmetic is "compute in f32,
+//! round on store"), f64 as `f64`, every integer dtype as `i64` values in that
+//! dtype's range, and `bool` as `bool`.
 
 use std::fmt;
 
@@ -64,6 +65,8 @@ impl fmt::Display for TensorType {
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
     Float(Vec<f32>),
+    /// f64 elements (the one dtype wider than the `Float` domain).
+    Double(Vec<f64>),
     Int(Vec<i64>),
     Bool(Vec<bool>),
 }
@@ -72,6 +75,7 @@ impl TensorData {
     pub fn len(&self) -> usize {
         match self {
             TensorData::Float(v) => v.len(),
+            TensorData::Double(v) => v.len(),
             TensorData::Int(v) => v.len(),
             TensorData::Bool(v) => v.len(),
         }
@@ -106,11 +110,38 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
 }
 
 impl Tensor {
-    /// A float tensor of dtype `dtype`; values are rounded to the dtype.
+    /// A float tensor of dtype `dtype`; values are rounded to the dtype (an
+    /// f64 tensor holds them as they are).
     pub fn from_f32(dtype: DType, shape: Vec<usize>, mut values: Vec<f32>) -> Tensor {
         debug_assert!(dtype.is_float());
+        if dtype == DType::F64 {
+            return Tensor::from_f64(shape, values.into_iter().map(f64::from).collect());
+        }
         round_floats_to(dtype, &mut values);
         Tensor { dtype, shape, data: TensorData::Float(values) }
+    }
+
+    /// An f64 tensor.
+    pub fn from_f64(shape: Vec<usize>, values: Vec<f64>) -> Tensor {
+        Tensor { dtype: DType::F64, shape, data: TensorData::Double(values) }
+    }
+
+    /// Float values of dtype `dtype` computed in f64: rounded to the dtype
+    /// (once, so f32 arithmetic computed in f64 is exact f32 arithmetic).
+    pub fn from_f64_rounded(dtype: DType, shape: Vec<usize>, values: Vec<f64>) -> Tensor {
+        match dtype {
+            DType::F64 => Tensor::from_f64(shape, values),
+            DType::BF16 => {
+                let values = values.into_iter().map(|v| kiln_runtime::dtype::bf16_from_f64(v).to_f32()).collect();
+                Tensor { dtype, shape, data: TensorData::Float(values) }
+            }
+            DType::F16 => Tensor {
+                dtype,
+                shape,
+                data: TensorData::Float(values.into_iter().map(|v| f16::from_f64(v).to_f32()).collect()),
+            },
+            _ => Tensor::from_f32(dtype, shape, values.into_iter().map(|v| v as f32).collect()),
+        }
     }
 
     /// An integer tensor of dtype `dtype`; values wrap into the dtype's range.
@@ -140,6 +171,13 @@ impl Tensor {
         }
     }
 
+    pub fn as_doubles(&self) -> Option<&[f64]> {
+        match &self.data {
+            TensorData::Double(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_ints(&self) -> Option<&[i64]> {
         match &self.data {
             TensorData::Int(v) => Some(v),
@@ -158,6 +196,9 @@ impl Tensor {
     pub fn to_f64_vec(&self) -> Vec<f64> {
         match &self.data {
             TensorData::Float(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::Double(v) => v.clone(),
+            // u64 elements past 2^63 are held negative; they read as their unsigned value.
+            TensorData::Int(v) if self.dtype == DType::U64 => v.iter().map(|&x| x as u64 as f64).collect(),
             TensorData::Int(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
         }
@@ -198,6 +239,9 @@ impl Tensor {
                 chunks.map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as i64).collect(),
             ),
             DType::Bool => TensorData::Bool(chunks.map(|c| c[0] != 0).collect()),
+            DType::F64 => TensorData::Double(
+                chunks.map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+            ),
             DType::I16 => TensorData::Int(chunks.map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect()),
             DType::U16 => TensorData::Int(chunks.map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect()),
             // Sub-byte integers sit one per byte, as their value.
@@ -214,6 +258,7 @@ impl Tensor {
         let mut bytes = Vec::with_capacity(self.element_count() * self.dtype.size_in_bytes());
         match (&self.data, self.dtype) {
             (TensorData::Float(v), DType::F32) => v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
+            (TensorData::Double(v), _) => v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
             (TensorData::Float(v), DType::F16) => {
                 v.iter().for_each(|x| bytes.extend_from_slice(&f16::from_f32(*x).to_le_bytes()))
             }
@@ -241,15 +286,18 @@ impl Tensor {
     }
 }
 
-/// Rounds f32 values to the nearest value of a float dtype (identity for f32).
+/// Rounds f32 values to the nearest value of a float dtype (identity for
+/// f32). E4M3FN saturates at ±448 (as kiln's kernels convert); `Cast`
+/// saturates every 8-bit float (see `eval::elementwise::cast`).
 pub fn round_floats_to(dtype: DType, values: &mut [f32]) {
     match dtype {
         DType::F16 => values.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32()),
         DType::BF16 => values.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32()),
         DType::F8E4M3 => values.iter_mut().for_each(|x| *x = f8e4m3_to_f32(f32_to_f8e4m3(*x))),
-        // The other 8- and 4-bit floats saturate too, as ONNX's `Cast` does by default.
+        // The other small floats round without saturating: past the largest
+        // value is infinity (E5M2) or NaN (the FNUZ types); FP4 and E8M0 saturate by definition.
         DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz | DType::F8E8M0 | DType::F4E2M1 => {
-            values.iter_mut().for_each(|x| *x = small_float_to_f32(dtype, f32_to_small_float(dtype, *x, true)))
+            values.iter_mut().for_each(|x| *x = small_float_to_f32(dtype, f32_to_small_float(dtype, *x, false)))
         }
         _ => {}
     }

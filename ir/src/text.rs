@@ -153,6 +153,7 @@ fn value_token(name: &str) -> String {
 fn inline_values(tensor: &Tensor) -> String {
     let items: Vec<String> = match &tensor.data {
         TensorData::Float(v) => v.iter().map(|x| format!("{x:?}")).collect(),
+        TensorData::Double(v) => v.iter().map(|x| format!("{x:?}")).collect(),
         TensorData::Int(v) => v.iter().map(|x| x.to_string()).collect(),
         TensorData::Bool(v) => v.iter().map(|x| x.to_string()).collect(),
     };

@@ -43,11 +43,13 @@ pub enum DType {
     I2,
     /// Unsigned 2-bit integer.
     U2,
+    /// 64-bit float: graphs and the reference evaluator only (no kernels).
+    F64,
 }
 
 impl DType {
     /// Every dtype, in a fixed order (artifacts store dtypes by position: new ones go last).
-    pub const ALL: [DType; 22] = [
+    pub const ALL: [DType; 23] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -70,6 +72,7 @@ impl DType {
         DType::U4,
         DType::I2,
         DType::U2,
+        DType::F64,
     ];
 
     /// Bytes per element in kiln's buffers. Sub-byte types (4- and 2-bit)
@@ -79,7 +82,7 @@ impl DType {
         match self {
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-            DType::I64 | DType::U64 => 8,
+            DType::I64 | DType::U64 | DType::F64 => 8,
             DType::F8E4M3
             | DType::F8E5M2
             | DType::F8E4M3Fnuz
@@ -106,6 +109,7 @@ impl DType {
         matches!(
             self,
             DType::F32
+                | DType::F64
                 | DType::F16
                 | DType::BF16
                 | DType::F8E4M3
@@ -140,8 +144,8 @@ impl DType {
         matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::U64 | DType::U4 | DType::U2)
     }
 
-    /// The element types kiln's kernels compute with. The others (16-, 4-
-    /// and 2-bit integers, the 8-bit floats but E4M3FN, FP4) exist in graphs
+    /// The element types kiln's kernels compute with. The others (f64, 16-,
+    /// 4- and 2-bit integers, the 8-bit floats but E4M3FN, FP4) exist in graphs
     /// and the reference evaluator only; code generation refuses them by name.
     pub fn has_kernels(self) -> bool {
         matches!(
@@ -185,6 +189,7 @@ impl DType {
             DType::U4 => "u4",
             DType::I2 => "i2",
             DType::U2 => "u2",
+            DType::F64 => "f64",
         }
     }
 }
@@ -197,7 +202,7 @@ impl fmt::Display for DType {
 
 /// The text did not name a dtype.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dtype `{0}` (expected one of f32, f16, bf16, f8e4m3, i64, i32, i8, u8, u32, u64, bool, i16, u16, f8e5m2, f8e4m3fnuz, f8e5m2fnuz, f8e8m0, f4e2m1, i4, u4, i2, u2)")]
+#[error("unknown dtype `{0}` (expected one of f32, f16, bf16, f8e4m3, i64, i32, i8, u8, u32, u64, bool, i16, u16, f8e5m2, f8e4m3fnuz, f8e5m2fnuz, f8e8m0, f4e2m1, i4, u4, i2, u2, f64)")]
 pub struct UnknownDType(pub String);
 
 impl FromStr for DType {
@@ -317,6 +322,23 @@ pub fn small_float_to_f32(dtype: DType, code: u8) -> f32 {
     }
 }
 
+/// Where an 8-bit float's unsaturated conversion overflows: magnitudes above
+/// the threshold (or equal to it, when `.1` is true) become infinity or NaN
+/// rather than the largest finite value. `None` for other dtypes and FP4
+/// (which always saturates).
+pub fn overflow_threshold(dtype: DType) -> Option<(f32, bool)> {
+    if !dtype.is_float() || dtype.bits() != 8 {
+        return None;
+    }
+    if dtype == DType::F8E8M0 {
+        return Some((2f32.powi(127), false));
+    }
+    let largest = (0..0x80u8).filter(|&code| small_float_to_f32(dtype, code).is_finite()).max()?;
+    let (max, below) = (small_float_to_f32(dtype, largest), small_float_to_f32(dtype, largest - 1));
+    // Halfway to the next step; a tie rounds to the even code, past `largest` when it is odd.
+    Some((max + (max - below) / 2.0, largest % 2 == 1))
+}
+
 /// `value` encoded in a small float dtype, rounded to nearest (ties to the
 /// even code). Beyond the largest finite value, `saturate` clamps to it (ONNX
 /// `Cast` with `saturate=1`, the default); otherwise the result is infinity
@@ -386,7 +408,7 @@ mod tests {
         for dtype in DType::ALL {
             assert_eq!(dtype.name().parse::<DType>(), Ok(dtype));
         }
-        assert!("f64".parse::<DType>().is_err());
+        assert!("f128".parse::<DType>().is_err());
     }
 
     #[test]
@@ -419,6 +441,22 @@ mod tests {
                 assert_eq!(f32_to_f8e4m3(value), code, "{code:#x}");
             }
         }
+    }
+
+    #[test]
+    fn overflow_thresholds_split_saturated_from_overflowing_conversions() {
+        assert_eq!(overflow_threshold(DType::F8E4M3), Some((464.0, false)));
+        assert_eq!(overflow_threshold(DType::F8E5M2), Some((61440.0, true)));
+        for dtype in [DType::F8E4M3, DType::F8E5M2, DType::F8E4M3Fnuz, DType::F8E5M2Fnuz] {
+            let (threshold, inclusive) = overflow_threshold(dtype).expect("an 8-bit float");
+            let below = f32::from_bits(threshold.to_bits() - 1);
+            let above = f32::from_bits(threshold.to_bits() + 1);
+            assert!(small_float_to_f32(dtype, f32_to_small_float(dtype, below, false)).is_finite(), "{dtype}");
+            assert!(!small_float_to_f32(dtype, f32_to_small_float(dtype, above, false)).is_finite(), "{dtype}");
+            let at = small_float_to_f32(dtype, f32_to_small_float(dtype, threshold, false));
+            assert_eq!(!at.is_finite(), inclusive, "{dtype}");
+        }
+        assert_eq!(overflow_threshold(DType::F4E2M1), None);
     }
 
     #[test]

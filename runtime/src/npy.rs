@@ -19,8 +19,9 @@ pub enum NpyError {
     Format { path: String, message: String },
 }
 
-/// Reads a C-order `.npy` array of f32, f16, i64, i32, i8, u8 or bool (f64
-/// arrays are read as f32).
+/// Reads a C-order `.npy` array of f64, f32, f16, i64, i32, i16, i8, u64,
+/// u32, u16, u8 or bool, in its own dtype (see [`narrow_f64`] for runs of
+/// artifacts, whose kernels have no f64).
 pub fn read_npy(path: &Path) -> Result<HostTensor, NpyError> {
     let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.display().to_string(), source })?;
     parse_npy(&bytes).map_err(|message| NpyError::Format { path: path.display().to_string(), message })
@@ -58,31 +59,31 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostTensor, String> {
         .map(|s| s.parse::<usize>().map_err(|_| format!("bad dim `{s}`")))
         .collect::<Result<_, _>>()?;
     let data = &bytes[header_end..];
-    let (dtype, wide_float) = match descr {
-        "<f4" => (DType::F32, false),
-        "<f8" => (DType::F32, true),
-        "<f2" => (DType::F16, false),
-        "<i8" => (DType::I64, false),
-        "<i4" => (DType::I32, false),
-        "|i1" => (DType::I8, false),
-        "|u1" => (DType::U8, false),
-        "<u4" => (DType::U32, false),
-        "<u8" => (DType::U64, false),
-        "|b1" => (DType::Bool, false),
-        "<i2" => (DType::I16, false),
-        "<u2" => (DType::U16, false),
+    let dtype = match descr {
+        "<f8" => DType::F64,
+        "<f4" => DType::F32,
+        "<f2" => DType::F16,
+        "<i8" => DType::I64,
+        "<i4" => DType::I32,
+        "<i2" => DType::I16,
+        "|i1" => DType::I8,
+        "<u8" => DType::U64,
+        "<u4" => DType::U32,
+        "<u2" => DType::U16,
+        "|u1" => DType::U8,
+        "|b1" => DType::Bool,
         other => return Err(format!("dtype `{other}` is not supported")),
     };
-    if wide_float {
-        let count = shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d)).ok_or("shape overflows")?;
-        if data.len() != count * 8 {
-            return Err(format!("{} data bytes for {count} f64 elements", data.len()));
-        }
-        let values: Vec<f64> =
-            data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-        return Ok(HostTensor::from_f64(DType::F32, shape, &values));
-    }
     HostTensor::new(dtype, shape, data.to_vec()).map_err(|e| e.to_string())
+}
+
+/// An f64 tensor as f32 (any other unchanged): NumPy's default float is
+/// f64, and a model input never is in an artifact, so runs narrow it.
+pub fn narrow_f64(tensor: HostTensor) -> HostTensor {
+    if tensor.dtype != DType::F64 {
+        return tensor;
+    }
+    HostTensor::from_f64(DType::F32, tensor.shape.clone(), &tensor.to_f64_vec())
 }
 
 /// Writes `tensor` as a `.npy` file (bf16 and f8 values are written as f32).
@@ -94,6 +95,7 @@ pub fn write_npy(path: &Path, tensor: &HostTensor) -> Result<(), NpyError> {
 pub fn npy_bytes(tensor: &HostTensor) -> Vec<u8> {
     let (descr, data) = match tensor.dtype {
         DType::F32 => ("<f4", tensor.bytes.clone()),
+        DType::F64 => ("<f8", tensor.bytes.clone()),
         d if d.is_float() && !matches!(d, DType::F16) => {
             let values = tensor.to_f64_vec();
             let mut bytes = vec![0u8; values.len() * 4];

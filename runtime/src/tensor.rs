@@ -78,6 +78,7 @@ pub fn decode_elements(dtype: DType, bytes: &[u8]) -> Vec<f64> {
         DType::U32 => chunks.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
         DType::U64 => chunks.map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect(),
         DType::Bool => chunks.map(|c| (c[0] != 0) as u8 as f64).collect(),
+        DType::F64 => chunks.map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
         DType::I16 => chunks.map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect(),
         DType::U16 => chunks.map(|c| u16::from_le_bytes([c[0], c[1]]) as f64).collect(),
         // Sub-byte integers sit one per byte, as their value.
@@ -105,6 +106,7 @@ pub fn encode_elements(dtype: DType, values: &[f64], out: &mut [u8]) {
             DType::U32 => slot.copy_from_slice(&(*value as u32).to_le_bytes()),
             DType::U64 => slot.copy_from_slice(&(*value as u64).to_le_bytes()),
             DType::Bool => slot[0] = (*value != 0.0) as u8,
+            DType::F64 => slot.copy_from_slice(&value.to_le_bytes()),
             DType::I16 => slot.copy_from_slice(&(*value as i16).to_le_bytes()),
             DType::U16 => slot.copy_from_slice(&(*value as u16).to_le_bytes()),
             DType::I4 | DType::U4 | DType::I2 | DType::U2 => {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use kiln_compiler::npy::{host_to_tensor, read_npy, tensor_to_host, write_npy};
 use kiln_compiler::onnx::{read_tensor_proto, tensor_proto_bytes};
-use kiln_ir::{evaluate, Tensor};
+use kiln_ir::{evaluate, DType, Tensor};
 use kiln_passes::Phase;
 
 use super::{import, optimize, CompileArguments};
@@ -65,11 +65,20 @@ pub fn run(arguments: &Arguments) -> Result<()> {
     if let Some(options) = options {
         optimize(&mut graph, options, None)?;
     }
-    let inputs: HashMap<String, Tensor> =
+    let mut inputs: HashMap<String, Tensor> =
         kiln_cli::read_inputs_with(input_arguments, |path| Ok(tensor_to_host(&read_input(path)?)))?
             .into_iter()
             .map(|(name, host)| (name, host_to_tensor(&host)))
             .collect();
+    // NumPy's default float is f64: an f64 array for a narrower float input is rounded to it.
+    for input in graph.input_values() {
+        let wanted = graph.value_type(input).dtype;
+        if let Some(tensor) = inputs.get_mut(graph.value_name(input)) {
+            if tensor.dtype == DType::F64 && wanted.is_float() && wanted != DType::F64 {
+                *tensor = Tensor::from_f64_rounded(wanted, tensor.shape.clone(), tensor.to_f64_vec());
+            }
+        }
+    }
     let names: Vec<&str> = graph.outputs().iter().map(|o| o.name.as_str()).collect();
     let extension = match arguments.output_format {
         OutputFormat::Npy => "npy",

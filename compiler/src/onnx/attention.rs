@@ -16,9 +16,9 @@
 //! `right_window_size`, around each query's absolute position) are more
 //! bias terms of that graph.
 //!
-//! `softmax_precision` casts the biased scores to float32, float16 or
-//! bfloat16 for the softmax and the probabilities back; float64 is refused by
-//! name (kiln computes in at most 32 bits).
+//! `softmax_precision` casts the biased scores to float64, float32, float16
+//! or bfloat16 for the softmax and the probabilities back (float64 is for the
+//! reference evaluator: kiln's kernels refuse it by name).
 
 use kiln_ir::{BinaryOp, DType, Dim, MaskKind, Op, ReduceKind, SequenceLayout, UnaryOp, ValueRef};
 
@@ -101,10 +101,11 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
     let precision = match n.int("softmax_precision", 0) {
         0 => dtype,
         code => match super::tensors::dtype_from_onnx(code as i32) {
-            Ok(precision @ (DType::F32 | DType::F16 | DType::BF16)) => precision,
+            Ok(precision @ (DType::F64 | DType::F32 | DType::F16 | DType::BF16)) => precision,
             _ => {
                 return Err(format!(
-                    "not supported: softmax_precision {code} (kiln computes softmax in float32, float16 or bfloat16)"
+                    "not supported: softmax_precision {code} (kiln computes softmax in float64, float32, float16 or \
+                     bfloat16)"
                 ))
             }
         },

@@ -304,7 +304,8 @@ fn import_identity(n: &mut NodeImport) -> Result<()> {
     Ok(())
 }
 
-/// Dropout at inference is the identity; training mode (random masks) is refused.
+/// Dropout at inference is the identity (its mask, output 1, all true);
+/// training mode (random masks) is refused.
 fn import_dropout(n: &mut NodeImport) -> Result<()> {
     if let Some(training) = n.optional_input(2)? {
         match constant_ints(&n.importer.graph, training, "training_mode") {
@@ -321,12 +322,15 @@ fn import_dropout(n: &mut NodeImport) -> Result<()> {
             }
         }
     }
+    let x = n.input(0)?;
+    n.bind(0, x);
     if !n.output_name(1).is_empty() {
-        return Err(
-            "not supported: Dropout's mask output (output 1); kiln compiles inference, where there is none".into()
-        );
+        // At inference nothing is dropped: the mask keeps every element.
+        let keep = n.scalar(DType::Bool, 1.0);
+        let shape = n.emit(Op::Shape { start: 0, end: None }, &[x])?;
+        n.emit_output(1, Op::Expand, &[keep, shape])?;
     }
-    import_identity(n)
+    Ok(())
 }
 
 fn import_where(n: &mut NodeImport) -> Result<()> {
@@ -337,27 +341,41 @@ fn import_where(n: &mut NodeImport) -> Result<()> {
 fn import_cast(n: &mut NodeImport) -> Result<()> {
     refuse_unless_default(n, "round_mode", "up")?;
     let to = dtype_from_onnx(n.int("to", 0) as i32)?;
-    refuse_unsaturated_cast(n, to)?;
     let x = n.input(0)?;
-    n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
+    emit_cast(n, x, to)
 }
 
-/// kiln's casts to the 8-bit floats saturate (ONNX's default, `saturate=1`);
-/// `saturate=0` (overflow to infinity or NaN) is refused by name.
-fn refuse_unsaturated_cast(n: &NodeImport, to: DType) -> Result<()> {
-    let small_float = to.is_float() && to.bits() <= 8 && to != DType::F8E8M0;
-    if small_float && to != DType::F4E2M1 && n.int("saturate", 1) == 0 {
-        return Err(format!("not supported: saturate=0 for {to} (kiln's casts to 8-bit floats saturate)"));
-    }
-    Ok(())
+/// A cast to an 8-bit float: saturating (ONNX's default, `saturate=1`), or
+/// with `saturate=0` overflowing as the format does — magnitudes past its
+/// rounding threshold become ±infinity (E5M2) or NaN (the others), built as
+/// a `where` over the saturating cast.
+fn emit_cast(n: &mut NodeImport, x: ValueRef, to: DType) -> Result<()> {
+    let threshold = kiln_runtime::dtype::overflow_threshold(to);
+    let from = n.dtype_of(x);
+    let (Some((threshold, inclusive)), 0, false) = (threshold, n.int("saturate", 1), from == DType::Bool) else {
+        return n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ());
+    };
+    let saturated = n.emit(Op::Cast { to }, &[x])?;
+    let magnitude = n.emit(Op::Unary(UnaryOp::Abs), &[x])?;
+    let limit = n.scalar(from, threshold);
+    let compare = if inclusive { BinaryOp::GreaterOrEqual } else { BinaryOp::Greater };
+    let overflows = n.emit(Op::Binary(compare), &[magnitude, limit])?;
+    let overflowed = if to == DType::F8E5M2 {
+        let zero = n.scalar(from, 0.0);
+        let negative = n.emit(Op::Binary(BinaryOp::Less), &[x, zero])?;
+        let (up, down) = (n.scalar(to, f32::INFINITY), n.scalar(to, f32::NEG_INFINITY));
+        n.emit(Op::Where, &[negative, down, up])?
+    } else {
+        n.scalar(to, f32::NAN)
+    };
+    n.emit_output(0, Op::Where, &[overflows, overflowed, saturated]).map(|_| ())
 }
 
 fn import_cast_like(n: &mut NodeImport) -> Result<()> {
     refuse_unless_default(n, "round_mode", "up")?;
     let (x, like) = (n.input(0)?, n.input(1)?);
     let to = n.dtype_of(like);
-    refuse_unsaturated_cast(n, to)?;
-    n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ())
+    emit_cast(n, x, to)
 }
 
 fn import_shape(n: &mut NodeImport) -> Result<()> {

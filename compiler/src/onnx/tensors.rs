@@ -21,6 +21,7 @@ pub fn dtype_from_onnx(code: i32) -> Result<DType, String> {
         16 => DType::BF16,
         17 => DType::F8E4M3,
         4 => DType::U16,
+        11 => DType::F64,
         5 => DType::I16,
         12 => DType::U32,
         13 => DType::U64,
@@ -187,6 +188,10 @@ fn typed_field_bytes(tensor: &TensorProto, dtype: DType, count: usize) -> Result
     };
     let mut bytes = Vec::with_capacity(count * dtype.size_in_bytes());
     match dtype {
+        DType::F64 => {
+            check(tensor.double_data.len())?;
+            tensor.double_data.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+        }
         DType::F32 => {
             check(tensor.float_data.len())?;
             tensor.float_data.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));

@@ -86,6 +86,38 @@ fn eval_writes_every_output_and_never_overwrites_without_force() {
 }
 
 #[test]
+fn eval_reads_and_writes_onnx_tensor_proto_files() {
+    use kiln_compiler::onnx::{read_tensor_proto, tensor_proto_bytes};
+    let case = testdata().join("ops/cast_through_small_types_opset23");
+    let scratch = std::env::temp_dir().join(format!("kiln-cli-pb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let mut arguments = vec!["eval".to_string(), case.join("model.onnx").display().to_string()];
+    for name in ["x", "whole"] {
+        let tensor = kiln_compiler::npy::read_npy(&case.join(format!("inputs/{name}.npy"))).expect("testdata");
+        let path = scratch.join(format!("{name}.pb"));
+        std::fs::write(&path, tensor_proto_bytes(name, &tensor)).expect("written");
+        arguments.extend(["--input".to_string(), format!("{name}={}", path.display())]);
+    }
+    let out = scratch.join("out");
+    arguments.extend(["--output-dir".into(), out.display().to_string(), "--output-format".into(), "pb".into()]);
+    let run = kiln(&arguments.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    for output in ["e5m2", "int4", "uint16"] {
+        let got = read_tensor_proto(&out.join(format!("{output}.pb"))).expect("a TensorProto");
+        let expected = kiln_compiler::npy::read_npy(&case.join(format!("expected/{output}.npy"))).expect("testdata");
+        assert_eq!(got, expected, "{output}");
+    }
+
+    std::fs::write(scratch.join("x.pb"), b"not a tensor").expect("written");
+    arguments.push("--force".into());
+    let bad = kiln(&arguments.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!bad.status.success());
+    let stderr = text(&bad.stderr);
+    assert!(stderr.contains("x.pb") && stderr.contains("TensorProto"), "{stderr}");
+}
+
+#[test]
 fn errors_exit_non_zero_and_name_the_fault() {
     let missing = kiln(&["inspect", "/nonexistent/model.onnx"]);
     assert!(!missing.status.success());

@@ -196,6 +196,7 @@ pub fn reduce(input: &Tensor, kind: ReduceKind, axes: &[i64], keep_dims: bool) -
     };
     Ok(match input.data {
         TensorData::Float(_) => Tensor::from_f32(input.dtype, shape, accumulators.iter().map(|&v| v as f32).collect()),
+        TensorData::Double(_) => Tensor::from_f64(shape, accumulators),
         TensorData::Int(_) => Tensor::from_i64(input.dtype, shape, accumulators.iter().map(|&v| v as i64).collect()),
         TensorData::Bool(_) => return op_error("reduction of a bool tensor"),
     })
@@ -211,6 +212,21 @@ fn split_at_axis(shape: &[usize], axis: i64) -> Result<(usize, usize, usize), Op
 /// Softmax along `axis`; a row whose maximum is −∞ (all masked) gives NaN,
 /// as in ONNX Runtime and PyTorch.
 pub fn softmax(input: &Tensor, axis: i64) -> Result<Tensor, OpError> {
+    if let Some(x) = input.as_doubles() {
+        let (outer, size, inner) = split_at_axis(&input.shape, axis)?;
+        let mut output = vec![0f64; x.len()];
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = |j: usize| o * size * inner + j * inner + i;
+                let max = (0..size).map(|j| x[at(j)]).fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = (0..size).map(|j| (x[at(j)] - max).exp()).sum();
+                for j in 0..size {
+                    output[at(j)] = (x[at(j)] - max).exp() / sum;
+                }
+            }
+        }
+        return Ok(Tensor::from_f64(input.shape.clone(), output));
+    }
     let x = floats(input, "softmax's input")?;
     let (outer, size, inner) = split_at_axis(&input.shape, axis)?;
     let mut output = vec![0f32; x.len()];

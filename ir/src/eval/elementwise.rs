@@ -4,7 +4,7 @@ use kiln_runtime::DType;
 
 use super::{checked_element_count, op_error, OpError};
 use crate::op::{BinaryOp, GeluApproximation, UnaryOp};
-use crate::tensor::{round_floats_to, wrap_integers_to, Tensor, TensorData};
+use crate::tensor::{wrap_integers_to, Tensor, TensorData};
 
 /// The broadcast shape of several shapes, or `None` when they do not broadcast.
 pub fn broadcast_shape(shapes: &[&[usize]]) -> Option<Vec<usize>> {
@@ -97,6 +97,30 @@ pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
             };
             Ok(Tensor::from_i64(input.dtype, input.shape.clone(), values.iter().map(f).collect()))
         }
+        (TensorData::Double(values), UnaryOp::IsNan) => {
+            Ok(Tensor::from_bool(input.shape.clone(), values.iter().map(|v| v.is_nan()).collect()))
+        }
+        (TensorData::Double(values), _) => {
+            let f: fn(f64) -> f64 = match op {
+                UnaryOp::Neg => |x| -x,
+                UnaryOp::Abs => f64::abs,
+                UnaryOp::Sqrt => f64::sqrt,
+                UnaryOp::Reciprocal => |x| 1.0 / x,
+                UnaryOp::Exp => f64::exp,
+                UnaryOp::Log => f64::ln,
+                UnaryOp::Erf => libm::erf,
+                UnaryOp::Tanh => f64::tanh,
+                UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
+                UnaryOp::Sin => f64::sin,
+                UnaryOp::Cos => f64::cos,
+                UnaryOp::Relu => |x| if x > 0.0 { x } else { 0.0 },
+                UnaryOp::Silu => |x| x / (1.0 + (-x).exp()),
+                UnaryOp::Floor => f64::floor,
+                UnaryOp::Ceil => f64::ceil,
+                UnaryOp::Not | UnaryOp::IsNan => unreachable!("matched above"),
+            };
+            Ok(Tensor::from_f64(input.shape.clone(), values.iter().map(|&x| f(x)).collect()))
+        }
         (TensorData::Float(values), _) => {
             let f: fn(f32) -> f32 = match op {
                 UnaryOp::Neg => |x| -x,
@@ -169,6 +193,48 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
                 _ => return op_error(format!("{} of float tensors", op.name())),
             };
             Ok(Tensor::from_f32(a.dtype, shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()))
+        }
+        (TensorData::Double(x), TensorData::Double(y)) => {
+            if op.is_comparison() {
+                let f = comparison::<f64>(op);
+                return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
+            }
+            let f: fn(f64, f64) -> f64 = match op {
+                BinaryOp::Add => |p, q| p + q,
+                BinaryOp::Sub => |p, q| p - q,
+                BinaryOp::Mul => |p, q| p * q,
+                BinaryOp::Div => |p, q| p / q,
+                BinaryOp::Pow => |p, q| if q == 2.0 { p * p } else { p.powf(q) },
+                BinaryOp::Max => |p, q| if p.is_nan() || q.is_nan() { f64::NAN } else { p.max(q) },
+                BinaryOp::Min => |p, q| if p.is_nan() || q.is_nan() { f64::NAN } else { p.min(q) },
+                _ => return op_error(format!("{} of f64 tensors", op.name())),
+            };
+            Ok(Tensor::from_f64(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()))
+        }
+        (TensorData::Int(x), TensorData::Int(y)) if a.dtype == DType::U64 => {
+            // u64 elements past 2^63 are held negative: compare and divide as unsigned.
+            let (x, y): (Vec<u64>, Vec<u64>) =
+                (x.iter().map(|&v| v as u64).collect(), y.iter().map(|&v| v as u64).collect());
+            if op.is_comparison() {
+                let f = comparison::<u64>(op);
+                return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
+            }
+            let mut values = Vec::with_capacity(oa.len());
+            for (&i, &j) in pairs {
+                let (p, q) = (x[i], y[j]);
+                values.push(match op {
+                    BinaryOp::Add => p.wrapping_add(q),
+                    BinaryOp::Sub => p.wrapping_sub(q),
+                    BinaryOp::Mul => p.wrapping_mul(q),
+                    BinaryOp::Div if q == 0 => return op_error("integer division by zero"),
+                    BinaryOp::Div => p / q,
+                    BinaryOp::Pow => (p as f64).powf(q as f64) as u64,
+                    BinaryOp::Max => p.max(q),
+                    BinaryOp::Min => p.min(q),
+                    _ => return op_error(format!("{} of integer tensors", op.name())),
+                } as i64);
+            }
+            Ok(Tensor::from_i64(a.dtype, shape, values))
         }
         (TensorData::Int(x), TensorData::Int(y)) => {
             if op.is_comparison() {
@@ -274,6 +340,9 @@ pub fn select(condition: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, OpEr
         (TensorData::Float(a), TensorData::Float(b)) => {
             TensorData::Float((0..shape.iter().product()).map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] }).collect())
         }
+        (TensorData::Double(a), TensorData::Double(b)) => {
+            TensorData::Double((0..shape.iter().product()).map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] }).collect())
+        }
         (TensorData::Int(a), TensorData::Int(b)) => {
             TensorData::Int((0..shape.iter().product()).map(|i| if pick(i) { a[ox[i]] } else { b[oy[i]] }).collect())
         }
@@ -287,27 +356,35 @@ pub fn select(condition: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, OpEr
 
 pub fn cast(input: &Tensor, to: DType) -> Tensor {
     let shape = input.shape.clone();
-    match (&input.data, to) {
-        (_, DType::Bool) => Tensor::from_bool(shape, input.to_f64_vec().iter().map(|&v| v != 0.0).collect()),
-        (TensorData::Float(values), to) if to.is_float() => {
-            let mut values = values.clone();
-            round_floats_to(to, &mut values);
-            Tensor { dtype: to, shape, data: TensorData::Float(values) }
-        }
-        (TensorData::Float(values), to) => {
-            // Non-finite values have no integer; kiln gives 0, as ONNX Runtime does.
-            let mut ints: Vec<i64> = values.iter().map(|&v| if v.is_finite() { v.trunc() as i64 } else { 0 }).collect();
-            wrap_integers_to(to, &mut ints);
-            Tensor::from_i64(to, shape, ints)
-        }
-        (TensorData::Int(values), to) if to.is_float() => {
-            Tensor::from_f32(to, shape, values.iter().map(|&v| v as f32).collect())
-        }
-        (TensorData::Int(values), to) => Tensor::from_i64(to, shape, values.clone()),
-        (TensorData::Bool(values), to) if to.is_float() => {
-            Tensor::from_f32(to, shape, values.iter().map(|&v| v as u8 as f32).collect())
-        }
-        (TensorData::Bool(values), to) => Tensor::from_i64(to, shape, values.iter().map(|&v| v as i64).collect()),
+    if to == DType::Bool {
+        return Tensor::from_bool(shape, input.to_f64_vec().iter().map(|&v| v != 0.0).collect());
+    }
+    if to.is_float() {
+        // Every source reads exactly as f64 (integers up to 2^53), rounded to `to` once.
+        let mut values = input.to_f64_vec();
+        saturate_to_small_float(to, &mut values);
+        return Tensor::from_f64_rounded(to, shape, values);
+    }
+    // Non-finite values have no integer; kiln gives 0, as ONNX Runtime does.
+    let truncate = |v: f64| if v.is_finite() { v.trunc() as i64 } else { 0 };
+    let ints: Vec<i64> = match &input.data {
+        TensorData::Float(values) => values.iter().map(|&v| truncate(v as f64)).collect(),
+        TensorData::Double(values) => values.iter().map(|&v| truncate(v)).collect(),
+        TensorData::Int(values) => values.clone(),
+        TensorData::Bool(values) => values.iter().map(|&v| v as i64).collect(),
+    };
+    Tensor::from_i64(to, shape, ints)
+}
+
+/// Clamps values to a small float's largest finite value (keeping NaN), as
+/// ONNX's `Cast` to the 8-bit floats does by default (`saturate=1`).
+fn saturate_to_small_float(to: DType, values: &mut [f64]) {
+    if to.is_float() && to.bits() <= 8 {
+        let largest = (0..=255u8)
+            .map(|code| kiln_runtime::dtype::small_float_to_f32(to, code) as f64)
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max);
+        values.iter_mut().filter(|v| !v.is_nan()).for_each(|v| *v = v.clamp(-largest, largest));
     }
 }
 

@@ -13,6 +13,7 @@ use crate::tensor::{element_count, Tensor, TensorData};
 fn take(data: &TensorData, indices: &[usize]) -> TensorData {
     match data {
         TensorData::Float(v) => TensorData::Float(indices.iter().map(|&i| v[i]).collect()),
+        TensorData::Double(v) => TensorData::Double(indices.iter().map(|&i| v[i]).collect()),
         TensorData::Int(v) => TensorData::Int(indices.iter().map(|&i| v[i]).collect()),
         TensorData::Bool(v) => TensorData::Bool(indices.iter().map(|&i| v[i]).collect()),
     }
@@ -180,6 +181,13 @@ pub fn concat(inputs: &[&Tensor], axis: i64) -> Result<Tensor, OpError> {
             reads
                 .iter()
                 .map(|&(w, i)| inputs[w].as_floats().map(|v| v[i]))
+                .collect::<Option<_>>()
+                .ok_or_else(mismatch)?,
+        ),
+        TensorData::Double(_) => TensorData::Double(
+            reads
+                .iter()
+                .map(|&(w, i)| inputs[w].as_doubles().map(|v| v[i]))
                 .collect::<Option<_>>()
                 .ok_or_else(mismatch)?,
         ),
@@ -363,6 +371,9 @@ pub fn trilu(input: &Tensor, upper: bool, diagonal: i64) -> Result<Tensor, OpErr
     let data = match &input.data {
         TensorData::Float(v) => {
             TensorData::Float(v.iter().enumerate().map(|(i, &x)| if keep(i) { x } else { 0.0 }).collect())
+        }
+        TensorData::Double(v) => {
+            TensorData::Double(v.iter().enumerate().map(|(i, &x)| if keep(i) { x } else { 0.0 }).collect())
         }
         TensorData::Int(v) => {
             TensorData::Int(v.iter().enumerate().map(|(i, &x)| if keep(i) { x } else { 0 }).collect())

@@ -423,6 +423,7 @@ pub(crate) fn decode(dtype: DType, raw: u64) -> u64 {
         DType::U16 => raw as u16 as u64,
         // Sub-byte integers sit one per byte, as their value.
         DType::I4 | DType::U4 | DType::I2 | DType::U2 => wrap_integer(dtype, raw as i64) as u64,
+        DType::F64 => fb(f64::from_bits(raw) as f32),
         small_float => fb(small_float_to_f32(small_float, raw as u8)),
     }
 }
@@ -459,6 +460,7 @@ pub(crate) fn encode_f64(dtype: DType, value: f64) -> u64 {
         DType::U32 => value as u32 as u64,
         DType::U64 => value as u64,
         DType::Bool => (value != 0.0) as u64,
+        DType::F64 => value.to_bits(),
         DType::I16 => value as i16 as u16 as u64,
         DType::U16 => value as u16 as u64,
         DType::I4 | DType::U4 | DType::I2 | DType::U2 => {

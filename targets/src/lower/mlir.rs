@@ -31,6 +31,7 @@ fn register_type(dtype: DType) -> &'static str {
         DType::I32 | DType::U32 => "i32",
         DType::Bool => "i1",
         DType::I16 | DType::U16 => "i16",
+        DType::F64 => "f64",
         // The 8-bit floats and the sub-byte types (kept one per byte) as their bytes.
         _ => "i8",
     }
