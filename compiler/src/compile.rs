@@ -25,6 +25,11 @@ pub enum CompileError {
     Generate(#[from] kiln_targets::generate::GenerateError),
     #[error("{target}: {message}")]
     Lower { target: String, message: String },
+    #[error(
+        "node `{node}`: {dtype} values are not supported by kiln's kernels, which compute with f32, f16, bf16, \
+         f8e4m3, bool, i8, u8, i32, u32, i64 and u64 (`kiln eval` evaluates the model)"
+    )]
+    ElementType { node: String, dtype: kiln_ir::DType },
     #[error("{path}: {source}")]
     Write {
         path: String,
@@ -64,6 +69,7 @@ pub fn compile(
     let started = Instant::now();
     let plan = Pipeline::new(options.clone()).run(&mut graph, &mut |_, _, _| {})?;
     let plan = plan.ok_or_else(|| kiln_passes::PassError::new("compile", "the pipeline stopped before the plan"))?;
+    refuse_element_types_without_kernels(&graph)?;
     let mut phase_times = vec![("optimize".to_string(), started.elapsed())];
     progress(&format!("optimized: {} fusion groups in {:.2?}", graph.groups().len(), started.elapsed()));
     let started = Instant::now();
@@ -103,6 +109,25 @@ pub fn compile(
         code.extend(lowered.code);
     }
     Ok(CompiledModel { graph, plan, kernels, same_as, code, resource_reports, phase_times })
+}
+
+/// Fails on the first node a kernel would compute whose inputs or outputs
+/// have an element type kiln's kernels lack (f64, the 16-bit and sub-byte
+/// integers, the 8-bit floats but E4M3FN, FP4).
+fn refuse_element_types_without_kernels(graph: &Graph) -> Result<(), CompileError> {
+    for node in graph.topological_order() {
+        if graph.node(node).group.is_none() {
+            continue;
+        }
+        let outputs = (0..graph.node(node).outputs.len()).map(|index| kiln_ir::ValueRef::new(node, index));
+        for value in graph.inputs_of(node).into_iter().chain(outputs) {
+            let dtype = graph.value_type(value).dtype;
+            if !dtype.has_kernels() {
+                return Err(CompileError::ElementType { node: graph.node(node).name.clone(), dtype });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// For each kernel, the index of the first kernel equal to it once kernel

@@ -179,6 +179,11 @@ impl Graph {
         self.outputs.push(GraphOutput { name: name.to_string(), value });
     }
 
+    /// Points graph output `index` at `value` (its name stays).
+    pub fn set_output_value(&mut self, index: usize, value: ValueRef) {
+        self.outputs[index].value = value;
+    }
+
     /// The fusion groups, by id.
     pub fn groups(&self) -> &BTreeMap<GroupId, FusionGroup> {
         &self.groups

@@ -239,7 +239,7 @@ pub fn infer_output_types(graph: &Graph, op: &Op, inputs: &[ValueRef]) -> Result
             }
             single(TensorType::new(gate.dtype, broadcast_shapes(&gate.shape, &up.shape)?))
         }
-        Op::Rope => {
+        Op::Rope { .. } => {
             let x = ty(0);
             for index in [1, 2] {
                 let table = ty(index);

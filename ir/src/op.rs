@@ -159,9 +159,15 @@ pub enum Op {
     /// Inputs: gate, up. `silu(gate) · up`.
     SwiGlu,
     /// Inputs: x `[…, seq, d]`, cos `[seq, d]`, sin `[seq, d]` (broadcast over the
-    /// leading dims). Rotate-half RoPE: `x·cos + rotate_half(x)·sin` with
-    /// `rotate_half([x₁, x₂]) = [−x₂, x₁]` over halves of the last dim.
-    Rope,
+    /// leading dims). RoPE: `x·cos + rotate(x)·sin` over the last dim, where
+    /// `rotate` pairs each element with a partner: rotate-half (Llama, GPT-NeoX;
+    /// `interleaved` false) `rotate([x₁, x₂]) = [−x₂, x₁]` over the halves;
+    /// interleaved (GPT-J; `interleaved` true) `rotate(x)[2i] = −x[2i+1]`,
+    /// `rotate(x)[2i+1] = x[2i]`. The tables hold each pair's cos and sin at
+    /// both of its positions.
+    Rope {
+        interleaved: bool,
+    },
     /// Inputs: q `[b, hq, sq, d]`, k `[b, hkv, sk, d]`, v `[b, hkv, sk, dv]`, and
     /// when `mask` has padding, key_keep (bool or integer `[b, sk]`, nonzero = attend).
     /// Query head `h` reads key/value head `h / (hq / hkv)` (grouped-query).
@@ -283,7 +289,7 @@ impl Op {
             Op::MatMul { .. } => "matmul",
             Op::Dims { .. } => "dims",
             Op::SwiGlu => "swiglu",
-            Op::Rope => "rope",
+            Op::Rope { .. } => "rope",
             Op::Attention { .. } => "attention",
             Op::Reduce { kind, .. } => kind.name(),
             Op::Softmax { .. } => "softmax",
@@ -297,7 +303,7 @@ impl Op {
         match self {
             Op::Input | Op::Constant(_) | Op::Dims { .. } => arity(0, 0),
             Op::SwiGlu => arity(2, 2),
-            Op::Rope => arity(3, 3),
+            Op::Rope { .. } => arity(3, 3),
             Op::Attention { mask, .. } if mask.has_padding() => arity(4, 4),
             Op::Attention { .. } => arity(3, 3),
             Op::Unary(_)
@@ -329,7 +335,7 @@ impl Op {
     pub fn is_elementwise(&self) -> bool {
         matches!(
             self,
-            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. } | Op::SwiGlu | Op::Rope
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Gelu { .. } | Op::SwiGlu | Op::Rope { .. }
         )
     }
 

@@ -205,7 +205,8 @@ fn attributes_of(op: &Op) -> Vec<(&'static str, String)> {
         | Op::Expand
         | Op::Range
         | Op::SwiGlu
-        | Op::Rope => Vec::new(),
+        | Op::Rope { interleaved: false } => Vec::new(),
+        Op::Rope { interleaved: true } => vec![("interleaved", "true".to_string())],
         Op::MatMul { transpose_a, transpose_b } => {
             let mut attributes = Vec::new();
             if *transpose_a {
@@ -698,7 +699,7 @@ fn op_from_text(name: &str, attributes: &HashMap<String, String>) -> Result<Op, 
             Op::Dims { values, scalar: boolean("scalar")? }
         }
         "swiglu" => Op::SwiGlu,
-        "rope" => Op::Rope,
+        "rope" => Op::Rope { interleaved: attributes.contains_key("interleaved") && boolean("interleaved")? },
         "attention" => Op::Attention {
             scale: float("scale")?,
             mask: MaskKind::ALL

@@ -8,7 +8,9 @@ use crate::canonicalize::{
     eliminate_dead_code::EliminateDeadCode, fold_constants::FoldConstants, fold_shapes::FoldShapes,
     fold_transposes_into_matmul::FoldTransposesIntoMatmul, remove_identities::RemoveIdentities,
 };
-use crate::fuse::{form_fusion_groups::FormFusionGroups, merge_projections::MergeProjections};
+use crate::fuse::{
+    form_fusion_groups::FormFusionGroups, materialize_outputs::MaterializeOutputs, merge_projections::MergeProjections,
+};
 use crate::layout::pack_matmul_weights::PackMatmulWeights;
 use crate::pass::Pass;
 use crate::pipeline::{Phase, PipelineOptions};
@@ -37,6 +39,7 @@ const PASSES: &[MakePass] = &[
     |_| Box::new(RecognizeRope),
     |_| Box::new(RecognizeAttention),
     |_| Box::new(MergeProjections),
+    |_| Box::new(MaterializeOutputs),
     |_| Box::new(FormFusionGroups),
     |_| Box::new(PackMatmulWeights),
     |options| Box::new(LowerPrecision { precision: options.precision }),
@@ -102,7 +105,13 @@ pub const PHASES: &[PhasePolicy] = &[
     },
     PhasePolicy {
         phase: Phase::Fuse,
-        passes: &["merge_projections", "fold_constants", "eliminate_dead_code", "form_fusion_groups"],
+        passes: &[
+            "merge_projections",
+            "fold_constants",
+            "eliminate_dead_code",
+            "materialize_outputs",
+            "form_fusion_groups",
+        ],
         schedule: Schedule::FixedPoint,
     },
     PhasePolicy {

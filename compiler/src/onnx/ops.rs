@@ -581,22 +581,20 @@ fn import_clip(n: &mut NodeImport) -> Result<()> {
     }
 }
 
-/// RotaryEmbedding (opset 23) in IR ops, as ONNX defines it: `X` is
+/// RotaryEmbedding (opset 23) as kiln's rope op, as ONNX defines it: `X` is
 /// `[batch, heads, seq, head]`, or `[batch, seq, hidden]` with `num_heads`;
 /// the first `rotary_embedding_dim` (default: all) of each head rotate by the
 /// cos/sin caches (rows picked by `position_ids`, or given per batch and
-/// position), as halves or, with `interleaved`, as even/odd pairs.
+/// position), as halves or, with `interleaved`, as even/odd pairs; the rest
+/// of each head passes through.
 fn import_rotary_embedding(n: &mut NodeImport) -> Result<()> {
     let (x, cos_cache, sin_cache) = (n.input(0)?, n.input(1)?, n.input(2)?);
     let positions = n.optional_input(3)?;
     let ty = n.importer.graph.value_type(x).clone();
     let interleaved = n.int("interleaved", 0) != 0;
     // [batch, seq, heads, head]: the layout the rotation works in.
-    let (work, batch, seq, heads, head) = match ty.rank() {
-        4 => {
-            let work = n.emit(Op::Transpose { permutation: vec![0, 2, 1, 3] }, &[x])?;
-            (work, ty.shape[0].clone(), ty.shape[2].clone(), ty.shape[1].clone(), ty.shape[3].clone())
-        }
+    let (work, head) = match ty.rank() {
+        4 => (n.emit(Op::Transpose { permutation: vec![0, 2, 1, 3] }, &[x])?, ty.shape[3].clone()),
         3 => {
             let heads = n.int("num_heads", 0);
             let hidden = ty.shape[2].as_constant().ok_or("not supported: a hidden size known only at run time")?;
@@ -606,8 +604,7 @@ fn import_rotary_embedding(n: &mut NodeImport) -> Result<()> {
             let (heads, head) = (Dim::constant(heads), Dim::constant(hidden / heads));
             let shape = vec![ty.shape[0].clone(), ty.shape[1].clone(), heads.clone(), head.clone()];
             let shape = n.emit(Op::Dims { values: shape, scalar: false }, &[])?;
-            let work = n.emit(Op::Reshape { allow_zero: false }, &[x, shape])?;
-            (work, ty.shape[0].clone(), ty.shape[1].clone(), heads, head)
+            (n.emit(Op::Reshape { allow_zero: false }, &[x, shape])?, head)
         }
         rank => return Err(format!("input of rank {rank} (3 or 4 expected)")),
     };
@@ -623,40 +620,44 @@ fn import_rotary_embedding(n: &mut NodeImport) -> Result<()> {
     // The caches as [batch, seq, 1, half].
     let mut caches = Vec::new();
     for cache in [cos_cache, sin_cache] {
+        let width = n.importer.graph.value_type(cache).shape.last().and_then(Dim::as_constant);
+        if width != Some(half) {
+            return Err(format!(
+                "a cache {} wide for rotary_embedding_dim {rotated} (its last dim must be {half})",
+                n.importer.graph.value_type(cache)
+            ));
+        }
         let rows = match positions {
             Some(positions) => n.emit(Op::Gather { axis: 0 }, &[cache, positions])?,
             None => cache,
         };
         caches.push(n.emit(Op::Unsqueeze { axes: vec![2] }, &[rows])?);
     }
-    let (cos, sin) = (caches[0], caches[1]);
-    let slice = |n: &mut NodeImport, value, start: i64, end: i64, step: i64| -> Result<ValueRef> {
+    // kiln's rope op takes full-width tables, each pair's cos and sin at both
+    // of its positions: the halves side by side (rotate-half) or each value twice (interleaved).
+    let mut tables = Vec::new();
+    for cache in caches {
+        let mut shape = n.importer.graph.value_type(cache).shape.clone();
+        let table = if interleaved {
+            let column = n.emit(Op::Unsqueeze { axes: vec![4] }, &[cache])?;
+            let twice = n.emit(Op::Concat { axis: 4 }, &[column, column])?;
+            *shape.last_mut().expect("rank 4") = Dim::constant(rotated);
+            let shape = n.emit(Op::Dims { values: shape, scalar: false }, &[])?;
+            n.emit(Op::Reshape { allow_zero: false }, &[twice, shape])?
+        } else {
+            n.emit(Op::Concat { axis: 3 }, &[cache, cache])?
+        };
+        tables.push(table);
+    }
+    let slice = |n: &mut NodeImport, value, start: i64, end: i64| -> Result<ValueRef> {
         let (starts, ends) = (n.ints_constant(&[start]), n.ints_constant(&[end]));
-        let (axes, steps) = (n.ints_constant(&[3]), n.ints_constant(&[step]));
+        let (axes, steps) = (n.ints_constant(&[3]), n.ints_constant(&[1]));
         n.emit(Op::Slice, &[value, starts, ends, axes, steps])
     };
-    let (x1, x2) = if interleaved {
-        (slice(n, work, 0, rotated, 2)?, slice(n, work, 1, rotated, 2)?)
-    } else {
-        (slice(n, work, 0, half, 1)?, slice(n, work, half, rotated, 1)?)
-    };
-    let product = |n: &mut NodeImport, a, b| n.emit(Op::Binary(BinaryOp::Mul), &[a, b]);
-    let (cos_x1, sin_x2) = (product(n, cos, x1)?, product(n, sin, x2)?);
-    let real = n.emit(Op::Binary(BinaryOp::Sub), &[cos_x1, sin_x2])?;
-    let (sin_x1, cos_x2) = (product(n, sin, x1)?, product(n, cos, x2)?);
-    let imaginary = n.emit(Op::Binary(BinaryOp::Add), &[sin_x1, cos_x2])?;
-    let mut parts = vec![if interleaved {
-        let real = n.emit(Op::Unsqueeze { axes: vec![4] }, &[real])?;
-        let imaginary = n.emit(Op::Unsqueeze { axes: vec![4] }, &[imaginary])?;
-        let pairs = n.emit(Op::Concat { axis: 4 }, &[real, imaginary])?;
-        let shape = vec![batch.clone(), seq.clone(), heads.clone(), Dim::constant(rotated)];
-        let shape = n.emit(Op::Dims { values: shape, scalar: false }, &[])?;
-        n.emit(Op::Reshape { allow_zero: false }, &[pairs, shape])?
-    } else {
-        n.emit(Op::Concat { axis: 3 }, &[real, imaginary])?
-    }];
+    let turning = if rotated < head { slice(n, work, 0, rotated)? } else { work };
+    let mut parts = vec![n.emit(Op::Rope { interleaved }, &[turning, tables[0], tables[1]])?];
     if rotated < head {
-        parts.push(slice(n, work, rotated, head, 1)?);
+        parts.push(slice(n, work, rotated, head)?);
     }
     let output = if parts.len() == 1 { parts[0] } else { n.emit(Op::Concat { axis: 3 }, &parts)? };
     match ty.rank() {

@@ -26,6 +26,44 @@ pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[A
     pack_artifact(&compiled, &options).expect("packs").bytes
 }
 
+/// Every single-op model of `testdata/ops` compiled to kernels and run on the
+/// simulator matches ONNX Runtime, or is refused at compile time for a reason
+/// it names: an element type kiln's kernels lack, an output that is a
+/// constant, or a layer norm over more than the last axis.
+#[test]
+fn every_single_op_model_runs_on_the_simulator_or_is_refused_by_name() {
+    let root = testdata().join("ops");
+    let mut directories: Vec<_> =
+        std::fs::read_dir(&root).expect("testdata/ops").map(|e| e.expect("entry").path()).collect();
+    directories.sort();
+    let mut ran = 0;
+    for directory in directories {
+        let name = directory.file_name().expect("name").to_string_lossy().to_string();
+        let graph = load_model(&directory.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let input_names: Vec<String> = graph.input_values().iter().map(|v| graph.value_name(*v).to_string()).collect();
+        let options = PipelineOptions::default();
+        let compiled = match compile(graph, &options, &[], &mut |_| {}) {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                let message = error.to_string();
+                let named = ["not supported by kiln's kernels", "is a constant", "has no kernel yet"];
+                assert!(named.iter().any(|reason| message.contains(reason)), "{name}: {message}");
+                continue;
+            }
+        };
+        let bounds = input_symbol_bounds(&compiled.graph, &options.bounds, &Default::default());
+        let artifact_options = ArtifactOptions { model_name: "test", precision: "f32", bounds: &bounds };
+        let bytes = pack_artifact(&compiled, &artifact_options).unwrap_or_else(|e| panic!("{name}: {e}")).bytes;
+        let outputs =
+            session_for(bytes).run(&host_inputs(&directory, &input_names)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (output, tensor) in &outputs {
+            assert_close(&format!("{name}/{output}"), &host_to_tensor(tensor), &expected_in(&directory, output), 1e-4);
+        }
+        ran += 1;
+    }
+    assert!(ran >= 25, "only {ran} single-op models ran on the simulator");
+}
+
 fn session_for(bytes: Vec<u8>) -> Session {
     let model = Arc::new(Model::from_artifact(Artifact::from_bytes(bytes).expect("the artifact opens")));
     Session::new(model, Device::sim(false)).expect("a simulator session")

@@ -287,8 +287,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor, OpError> {
     Ok(Tensor::from_f32(gate.dtype, shape, values))
 }
 
-/// Rotate-half RoPE over the last dim; `cos` and `sin` broadcast to `x`.
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, OpError> {
+/// RoPE over the last dim, rotate-half or `interleaved` (see `Op::Rope`);
+/// `cos` and `sin` broadcast to `x`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor, OpError> {
     let (Some(values), Some(c), Some(s)) = (x.as_floats(), cos.as_floats(), sin.as_floats()) else {
         return op_error("rope of non-float tensors");
     };
@@ -304,7 +305,12 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, OpError> {
     let output = (0..values.len())
         .map(|i| {
             let position = i % depth;
-            let rotated = if position < half { -values[i + half] } else { values[i - half] };
+            let rotated = match (interleaved, position) {
+                (true, p) if p % 2 == 0 => -values[i + 1],
+                (true, _) => values[i - 1],
+                (false, p) if p < half => -values[i + half],
+                (false, _) => values[i - half],
+            };
             values[i] * c[oc[i]] + rotated * s[os[i]]
         })
         .collect();

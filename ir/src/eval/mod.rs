@@ -255,7 +255,7 @@ fn evaluate_op_inner(op: &Op, inputs: &[&Tensor], bindings: &SymbolBindings) -> 
             Ok(Tensor::from_i64(kiln_runtime::DType::I64, shape, values))
         }
         Op::SwiGlu => elementwise::swiglu(inputs[0], inputs[1]),
-        Op::Rope => elementwise::rope(inputs[0], inputs[1], inputs[2]),
+        Op::Rope { interleaved } => elementwise::rope(inputs[0], inputs[1], inputs[2], *interleaved),
         Op::Attention { scale, mask, mask_fill, zero_fully_masked_rows, .. } => compute::attention(
             inputs,
             compute::AttentionSettings {

@@ -135,6 +135,32 @@ fn compute_producers(graph: &Graph, roles: &HashMap<NodeIndex, Role>, value: Val
     }
 }
 
+/// Whether every input of `node` reads `producer`'s results as they are or
+/// through slices only. The epilogue of a matmul, attention or row reduction
+/// reads its anchor's results as the kernel computes them (tile by tile, row
+/// by row), or a column range of them (the halves of a merged projection); a
+/// view that reshapes, transposes or broadcasts them would index them in
+/// another shape.
+fn reads_through_slices_only(
+    graph: &Graph,
+    roles: &HashMap<NodeIndex, Role>,
+    node: NodeIndex,
+    producer: NodeIndex,
+) -> bool {
+    fn through_slices(graph: &Graph, roles: &HashMap<NodeIndex, Role>, value: ValueRef, producer: NodeIndex) -> bool {
+        if value.node == producer || roles[&value.node] != Role::View {
+            return true;
+        }
+        if graph.node(value.node).op == Op::Slice {
+            return through_slices(graph, roles, graph.inputs_of(value.node)[0], producer);
+        }
+        let mut found = Vec::new();
+        compute_producers(graph, roles, value, &mut found);
+        !found.contains(&producer)
+    }
+    graph.inputs_of(node).into_iter().all(|input| through_slices(graph, roles, input, producer))
+}
+
 /// Compute successors of every compute node, looking through views.
 fn compute_successors(graph: &Graph, roles: &HashMap<NodeIndex, Role>) -> HashMap<NodeIndex, Vec<NodeIndex>> {
     let mut successors: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
@@ -248,6 +274,9 @@ impl Pass for FormFusionGroups {
                     let light = |k: KernelKind| matches!(k, KernelKind::Elementwise | KernelKind::Gather);
                     let mut joined = false;
                     for producer in producers {
+                        if !light(groups.kind(producer)) && !reads_through_slices_only(graph, &roles, node, producer) {
+                            continue;
+                        }
                         if !joined || (light(groups.kind(producer)) && light(groups.kind(node))) {
                             joined |= try_merge(&mut groups, &successors, producer, node);
                         }
@@ -262,15 +291,18 @@ impl Pass for FormFusionGroups {
                 }
                 KernelKind::Attention => {
                     // A prologue only this attention reads (RoPE); an elementwise group
-                    // that other kernels read too (a mask every layer uses) stays apart.
+                    // that other kernels read too (a mask every layer uses), or
+                    // whose values are graph outputs (a KV cache's `present`), stays apart.
+                    let outputs: HashSet<NodeIndex> = graph.outputs().iter().map(|output| output.value.node).collect();
                     for producer in producers {
                         let root = groups.find(producer);
                         let only_here = groups.members[&root].iter().all(|member| {
-                            successors
-                                .get(member)
-                                .into_iter()
-                                .flatten()
-                                .all(|&next| next == node || groups.find(next) == root)
+                            !outputs.contains(member)
+                                && successors
+                                    .get(member)
+                                    .into_iter()
+                                    .flatten()
+                                    .all(|&next| next == node || groups.find(next) == root)
                         });
                         if groups.kind(producer) == KernelKind::Elementwise && only_here {
                             try_merge(&mut groups, &successors, producer, node);

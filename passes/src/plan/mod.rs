@@ -168,9 +168,16 @@ pub fn plan_memory(graph: &Graph, bounds: &SymbolBindings) -> Result<MemoryPlan,
         }
     }
     for output in graph.outputs() {
-        let buffer = buffers
-            .get_mut(&output.value)
-            .ok_or_else(|| PlanError(format!("output `{}` is not stored by any kernel", output.name)))?;
+        let buffer = buffers.get_mut(&output.value).ok_or_else(|| {
+            PlanError(match graph.node(output.value.node).op {
+                kiln_ir::Op::Constant(_) | kiln_ir::Op::Dims { .. } => format!(
+                    "output `{}` is a constant, known at compile time: not supported (an artifact's outputs are \
+                     what its kernels compute)",
+                    output.name
+                ),
+                _ => format!("output `{}` is not stored by any kernel", output.name),
+            })
+        })?;
         buffer.kind = BufferKind::Output;
         buffer.last = end;
     }

@@ -90,7 +90,8 @@ impl<'g> KernelContext<'g> {
         };
         for input in &contract.inputs {
             let source = input.source;
-            if context.buffer_of.contains_key(&source) || context.scalar_constant(source).is_some() {
+            let is_dims = matches!(graph.node(source.node).op, Op::Dims { .. });
+            if context.buffer_of.contains_key(&source) || context.scalar_constant(source).is_some() || is_dims {
                 continue;
             }
             context.add_buffer(source, ParamBinding::Input(source));
@@ -250,6 +251,18 @@ impl<'g> KernelContext<'g> {
         if let Some(literal) = self.scalar_constant(value) {
             return Ok(literal);
         }
+        if let Op::Dims { values, .. } = &self.graph.node(value.node).op {
+            // A dims value's elements are expressions of the symbols: no buffer holds them.
+            let mut elements = values.iter().map(|dim| self.dim(dim)).collect::<Result<Vec<_>, _>>()?;
+            let mut element = elements.pop().ok_or("an empty dims value")?;
+            if let Some(index) = coords.first() {
+                for (position, candidate) in elements.into_iter().enumerate().rev() {
+                    let here = build::binary(kernel::BinaryOp::Eq, index.clone(), build::i64(position as i64));
+                    element = Expr::Select(Box::new(here), Box::new(candidate), Box::new(element));
+                }
+            }
+            return Ok(Value { expr: element, dtype: DType::I64 });
+        }
         let node = self.graph.node(value.node);
         let inputs = self.graph.inputs_of(value.node);
         let is_member = self.members.contains(&value.node);
@@ -373,18 +386,23 @@ impl<'g> KernelContext<'g> {
                 let (gate, up) = (at(body, inputs[0])?, at(body, inputs[1])?);
                 Ok(binary_value(kernel::BinaryOp::Mul, silu(gate), up))
             }
-            Op::Rope => {
+            Op::Rope { interleaved } => {
                 let x_shape = self.graph.value_type(inputs[0]).shape.clone();
                 let depth = x_shape.last().and_then(Dim::as_constant).ok_or("rope over a symbolic depth")?;
-                let half = depth / 2;
                 let last = coords.len() - 1;
                 let position = coords[last].clone();
                 let mut partner = coords.to_vec();
-                let lower = build::lt(position.clone(), build::i64(half));
+                // `lower`: the pair's first element, whose partner comes after it and is negated.
+                let (lower, step) = if *interleaved {
+                    let parity = build::binary(kernel::BinaryOp::BitAnd, position.clone(), build::i64(1));
+                    (build::binary(kernel::BinaryOp::Eq, parity, build::i64(0)), 1)
+                } else {
+                    (build::lt(position.clone(), build::i64(depth / 2)), depth / 2)
+                };
                 partner[last] = Expr::Select(
                     Box::new(lower.clone()),
-                    Box::new(build::add(position.clone(), build::i64(half))),
-                    Box::new(build::add(position, build::i64(-half))),
+                    Box::new(build::add(position.clone(), build::i64(step))),
+                    Box::new(build::add(position, build::i64(-step))),
                 );
                 let partner = self.bind_coords(body, partner);
                 let x = self.value_at(body, inputs[0], coords)?;
