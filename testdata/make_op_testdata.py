@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Makes testdata/ops/: one tiny ONNX model per contrib or recent-opset op that
 the tiny exported models do not exercise, with random inputs and the outputs
-ONNX Runtime computes for them (the independent reference).
+ONNX Runtime computes for them (the independent reference; ONNX's reference
+evaluator where ONNX Runtime refuses what the operator allows).
 
 Run with onnx==1.23.2, onnxruntime==1.32.0, numpy (see requirements.txt):
     python testdata/make_op_testdata.py
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
 ROOT = Path(__file__).resolve().parent / "ops"
 RNG = np.random.default_rng(5)
@@ -31,13 +33,19 @@ def model(name, nodes, inputs, outputs, initializers, opset=17):
     return helper.make_model(graph, opset_imports=opsets, ir_version=10)
 
 
-def write(name, proto, feeds, outputs):
+def write(name, proto, feeds, outputs, reference="onnxruntime"):
+    """Saves the model, its inputs and the outputs of the reference: ONNX
+    Runtime, or ONNX's own reference evaluator where ONNX Runtime is stricter
+    than the operator's definition."""
     directory = ROOT / name
     (directory / "inputs").mkdir(parents=True)
     (directory / "expected").mkdir(parents=True)
     onnx.save(proto, directory / "model.onnx")
-    session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
-    results = session.run(outputs, feeds)
+    if reference == "onnx":
+        results = ReferenceEvaluator(proto).run(outputs, feeds)
+    else:
+        session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+        results = session.run(outputs, feeds)
     for key, value in feeds.items():
         np.save(directory / "inputs" / f"{key}.npy", value)
     for key, value in zip(outputs, results):
@@ -223,6 +231,16 @@ def main():
     a, b = (RNG.standard_normal((2, 3)) * (1 + 1e-12) for _ in range(2))
     write("max_and_cast_float64", helper.make_model(doubles, opset_imports=[helper.make_opsetid("", 13)],
                                                     ir_version=10), {"a": a, "b": b}, ["largest", "y"])
+    # A boolean mask of keys alone: kiln's attention op with a padding mask. ONNX Runtime wants the mask's
+    # query dim spelled out, though the operator broadcasts it, so ONNX's reference evaluates this one
+    # (without is_causal: its causal path reads the query count from the mask's shape).
+    attention = model("attention", [helper.make_node("Attention", ["q", "k", "v", "keep"], ["y"])],
+                      [("q", [2, 2, 3, HIDDEN]), ("k", [2, 2, 3, HIDDEN]), ("v", [2, 2, 3, HIDDEN])], ["y"], {},
+                      opset=23)
+    attention.graph.input.append(helper.make_tensor_value_info("keep", TensorProto.BOOL, [2, 1, 1, 3]))
+    keys_kept = np.array([[True, True, False], [False, False, False]]).reshape(2, 1, 1, 3)
+    write("attention_key_padding", attention,
+          {"q": q4[:, :2], "k": k4, "v": v4, "keep": keys_kept}, ["y"], reference="onnx")
     print("wrote", sorted(p.name for p in ROOT.iterdir()))
 
 

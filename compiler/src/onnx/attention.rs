@@ -147,14 +147,33 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
     let causal = n.int("is_causal", 0) != 0;
     let (queries, keys) =
         (n.importer.graph.value_type(q).shape[2].clone(), n.importer.graph.value_type(k).shape[2].clone());
-    let plain = n.optional_input(3)?.is_none()
+    // A boolean mask of keys alone (`[batch, 1, 1, keys]`) is the attention op's padding mask.
+    let key_keep = match n.optional_input(3)? {
+        Some(mask) if n.dtype_of(mask) == DType::Bool => {
+            let shape = &n.importer.graph.value_type(mask).shape;
+            let batch = &n.importer.graph.value_type(q).shape[0];
+            let per_key = shape.len() == 4
+                && &shape[0] == batch
+                && shape[1] == Dim::constant(1)
+                && shape[2] == Dim::constant(1)
+                && shape[3] == keys;
+            per_key.then_some(mask)
+        }
+        _ => None,
+    };
+    let plain = (n.optional_input(3)?.is_none() || key_keep.is_some())
         && n.float("softcap", 0.0) <= 0.0
         && n.output_name(3).is_empty()
         && nonpad_kv_seqlen.is_none()
         && !windowed
         && (precision == dtype || precision == DType::F32);
     if plain && (!causal || &keys - &queries == past_length) {
-        let mask = if causal { MaskKind::Causal } else { MaskKind::None };
+        let mask = match (causal, key_keep.is_some()) {
+            (false, false) => MaskKind::None,
+            (true, false) => MaskKind::Causal,
+            (false, true) => MaskKind::Padding,
+            (true, true) => MaskKind::CausalAndPadding,
+        };
         let op = Op::Attention {
             scale,
             mask,
@@ -162,10 +181,16 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
             zero_fully_masked_rows: true,
             layout: SequenceLayout::Padded,
         };
-        if rank == 4 {
-            return n.emit_output(0, op, &[q, k, v]).map(|_| ());
+        let mut inputs = vec![q, k, v];
+        if let Some(mask) = key_keep {
+            let batch = n.importer.graph.value_type(q).shape[0].clone();
+            let shape = n.emit(Op::Dims { values: vec![batch, keys.clone()], scalar: false }, &[])?;
+            inputs.push(n.emit(Op::Reshape { allow_zero: false }, &[mask, shape])?);
         }
-        let context = n.emit(op, &[q, k, v])?;
+        if rank == 4 {
+            return n.emit_output(0, op, &inputs).map(|_| ());
+        }
+        let context = n.emit(op, &inputs)?;
         return merge_heads(n, context);
     }
     let root = n.scalar(dtype, scale.sqrt());
