@@ -14,7 +14,7 @@ use kiln_runtime::artifact::Artifact;
 use kiln_runtime::{ArtifactError, DType, Device, HostTensor, Model, RunError, Session};
 use kiln_targets::target::{target_named, Target};
 
-use crate::common::{assert_close, expected_in, inputs_in, minilm_directory, models, testdata};
+use crate::common::{assert_close, expected_in, inputs_in, minilm_directory, models, op_models, testdata};
 
 /// Compiles the model at `path` into artifact bytes.
 pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[Arc<dyn Target>]) -> Vec<u8> {
@@ -32,13 +32,8 @@ pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[A
 /// constant, or a layer norm over more than the last axis.
 #[test]
 fn every_single_op_model_runs_on_the_simulator_or_is_refused_by_name() {
-    let root = testdata().join("ops");
-    let mut directories: Vec<_> =
-        std::fs::read_dir(&root).expect("testdata/ops").map(|e| e.expect("entry").path()).collect();
-    directories.sort();
     let mut ran = 0;
-    for directory in directories {
-        let name = directory.file_name().expect("name").to_string_lossy().to_string();
+    for (name, directory) in op_models() {
         let graph = load_model(&directory.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
         let input_names: Vec<String> = graph.input_values().iter().map(|v| graph.value_name(*v).to_string()).collect();
         let options = PipelineOptions::default();

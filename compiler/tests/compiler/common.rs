@@ -44,6 +44,15 @@ pub fn models() -> Vec<TestModel> {
         .collect()
 }
 
+/// The single-op models of `testdata/ops` (made by `testdata/make_op_testdata.py`), by name.
+pub fn op_models() -> Vec<(String, PathBuf)> {
+    let root = testdata().join("ops");
+    let mut directories: Vec<PathBuf> =
+        std::fs::read_dir(&root).expect("testdata/ops").map(|e| e.expect("entry").path()).collect();
+    directories.sort();
+    directories.into_iter().map(|d| (d.file_name().expect("name").to_string_lossy().to_string(), d)).collect()
+}
+
 pub fn inputs_in(directory: &Path, names: &[String]) -> HashMap<String, Tensor> {
     names
         .iter()

@@ -4,7 +4,7 @@
 use kiln_compiler::load_model;
 use kiln_ir::evaluate;
 
-use crate::common::{assert_close, expected_in, inputs_in, minilm_directory, models, testdata};
+use crate::common::{assert_close, expected_in, inputs_in, minilm_directory, models, op_models, testdata};
 
 #[test]
 fn every_testdata_model_matches_its_reference() {
@@ -54,13 +54,9 @@ fn safetensors_weights_are_mapped_not_copied() {
 /// by `testdata/make_op_testdata.py`) matches ONNX Runtime.
 #[test]
 fn single_op_models_match_onnx_runtime() {
-    let root = testdata().join("ops");
-    let mut directories: Vec<_> =
-        std::fs::read_dir(&root).expect("testdata/ops").map(|e| e.expect("entry").path()).collect();
-    directories.sort();
-    assert!(directories.len() >= 9, "{} op models", directories.len());
-    for directory in directories {
-        let name = directory.file_name().expect("name").to_string_lossy().to_string();
+    let models = op_models();
+    assert!(models.len() >= 9, "{} op models", models.len());
+    for (name, directory) in models {
         let graph = load_model(&directory.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
         let input_names: Vec<String> = graph.input_values().iter().map(|v| graph.value_name(*v).to_string()).collect();
         let outputs = evaluate(&graph, &inputs_in(&directory, &input_names)).unwrap_or_else(|e| panic!("{name}: {e}"));

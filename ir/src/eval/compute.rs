@@ -213,34 +213,36 @@ fn split_at_axis(shape: &[usize], axis: i64) -> Result<(usize, usize, usize), Op
 /// as in ONNX Runtime and PyTorch.
 pub fn softmax(input: &Tensor, axis: i64) -> Result<Tensor, OpError> {
     if let Some(x) = input.as_doubles() {
-        let (outer, size, inner) = split_at_axis(&input.shape, axis)?;
-        let mut output = vec![0f64; x.len()];
-        for o in 0..outer {
-            for i in 0..inner {
-                let at = |j: usize| o * size * inner + j * inner + i;
-                let max = (0..size).map(|j| x[at(j)]).fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = (0..size).map(|j| (x[at(j)] - max).exp()).sum();
-                for j in 0..size {
-                    output[at(j)] = (x[at(j)] - max).exp() / sum;
-                }
-            }
-        }
+        let output = softmax_rows(x, &input.shape, axis, f64::NEG_INFINITY, f64::max)?;
         return Ok(Tensor::from_f64(input.shape.clone(), output));
     }
     let x = floats(input, "softmax's input")?;
-    let (outer, size, inner) = split_at_axis(&input.shape, axis)?;
-    let mut output = vec![0f32; x.len()];
+    let output = softmax_rows(x, &input.shape, axis, f32::NEG_INFINITY, f32::max)?;
+    Ok(Tensor::from_f32(input.dtype, input.shape.clone(), output.into_iter().map(|v| v as f32).collect()))
+}
+
+/// Softmax of the rows along `axis`: each row's maximum subtracted in the
+/// element type, exponentials and their sum in f64.
+fn softmax_rows<T: Copy + std::ops::Sub<Output = T> + Into<f64>>(
+    x: &[T],
+    shape: &[usize],
+    axis: i64,
+    lowest: T,
+    max: fn(T, T) -> T,
+) -> Result<Vec<f64>, OpError> {
+    let (outer, size, inner) = split_at_axis(shape, axis)?;
+    let mut output = vec![0f64; x.len()];
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| o * size * inner + j * inner + i;
-            let max = (0..size).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = (0..size).map(|j| ((x[at(j)] - max) as f64).exp()).sum();
+            let row_max = (0..size).map(|j| x[at(j)]).fold(lowest, max);
+            let sum: f64 = (0..size).map(|j| (x[at(j)] - row_max).into().exp()).sum();
             for j in 0..size {
-                output[at(j)] = (((x[at(j)] - max) as f64).exp() / sum) as f32;
+                output[at(j)] = (x[at(j)] - row_max).into().exp() / sum;
             }
         }
     }
-    Ok(Tensor::from_f32(input.dtype, input.shape.clone(), output))
+    Ok(output)
 }
 
 /// Rows (dims before `axis`) × columns (dims from `axis` on), with the scale

@@ -81,6 +81,32 @@ fn broadcast_pair(a: &Tensor, b: &Tensor) -> Result<BroadcastPair, OpError> {
     Ok(BroadcastPair { shape, offsets_a, offsets_b })
 }
 
+/// The function of a float unary op (but `not` and `is_nan`, matched before)
+/// in `f32` or `f64`, with that type's `erf`.
+macro_rules! float_unary {
+    ($op:expr, $float:ident, $erf:path) => {{
+        let f: fn($float) -> $float = match $op {
+            UnaryOp::Neg => |x| -x,
+            UnaryOp::Abs => $float::abs,
+            UnaryOp::Sqrt => $float::sqrt,
+            UnaryOp::Reciprocal => |x| 1.0 / x,
+            UnaryOp::Exp => $float::exp,
+            UnaryOp::Log => $float::ln,
+            UnaryOp::Erf => $erf,
+            UnaryOp::Tanh => $float::tanh,
+            UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
+            UnaryOp::Sin => $float::sin,
+            UnaryOp::Cos => $float::cos,
+            UnaryOp::Relu => |x| if x > 0.0 { x } else { 0.0 },
+            UnaryOp::Silu => |x| x / (1.0 + (-x).exp()),
+            UnaryOp::Floor => $float::floor,
+            UnaryOp::Ceil => $float::ceil,
+            UnaryOp::Not | UnaryOp::IsNan => unreachable!("matched before"),
+        };
+        f
+    }};
+}
+
 pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
     match (&input.data, op) {
         (TensorData::Bool(values), UnaryOp::Not) => {
@@ -101,45 +127,11 @@ pub fn unary(op: UnaryOp, input: &Tensor) -> Result<Tensor, OpError> {
             Ok(Tensor::from_bool(input.shape.clone(), values.iter().map(|v| v.is_nan()).collect()))
         }
         (TensorData::Double(values), _) => {
-            let f: fn(f64) -> f64 = match op {
-                UnaryOp::Neg => |x| -x,
-                UnaryOp::Abs => f64::abs,
-                UnaryOp::Sqrt => f64::sqrt,
-                UnaryOp::Reciprocal => |x| 1.0 / x,
-                UnaryOp::Exp => f64::exp,
-                UnaryOp::Log => f64::ln,
-                UnaryOp::Erf => libm::erf,
-                UnaryOp::Tanh => f64::tanh,
-                UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
-                UnaryOp::Sin => f64::sin,
-                UnaryOp::Cos => f64::cos,
-                UnaryOp::Relu => |x| if x > 0.0 { x } else { 0.0 },
-                UnaryOp::Silu => |x| x / (1.0 + (-x).exp()),
-                UnaryOp::Floor => f64::floor,
-                UnaryOp::Ceil => f64::ceil,
-                UnaryOp::Not | UnaryOp::IsNan => unreachable!("matched above"),
-            };
+            let f = float_unary!(op, f64, libm::erf);
             Ok(Tensor::from_f64(input.shape.clone(), values.iter().map(|&x| f(x)).collect()))
         }
         (TensorData::Float(values), _) => {
-            let f: fn(f32) -> f32 = match op {
-                UnaryOp::Neg => |x| -x,
-                UnaryOp::Abs => f32::abs,
-                UnaryOp::Sqrt => f32::sqrt,
-                UnaryOp::Reciprocal => |x| 1.0 / x,
-                UnaryOp::Exp => f32::exp,
-                UnaryOp::Log => f32::ln,
-                UnaryOp::Erf => libm::erff,
-                UnaryOp::Tanh => f32::tanh,
-                UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
-                UnaryOp::Sin => f32::sin,
-                UnaryOp::Cos => f32::cos,
-                UnaryOp::Relu => |x| if x > 0.0 { x } else { 0.0 },
-                UnaryOp::Silu => silu,
-                UnaryOp::Floor => f32::floor,
-                UnaryOp::Ceil => f32::ceil,
-                UnaryOp::Not | UnaryOp::IsNan => unreachable!("matched above"),
-            };
+            let f = float_unary!(op, f32, libm::erff);
             Ok(Tensor::from_f32(input.dtype, input.shape.clone(), values.iter().map(|&x| f(x)).collect()))
         }
         _ => op_error(format!("{} of a {} tensor", op.name(), input.dtype)),
