@@ -222,6 +222,19 @@ def main():
     names = [name for name, _ in floats8]
     write("cast_unsaturated_float8_opset19", model("casts", nodes, [("x", [1, 8])], names, {}, opset=19),
           {"x": overflowing}, names)
+    # Unsaturated casts from integers: compared as floats, no integer reaches the thresholds here.
+    integers = helper.make_graph(
+        [helper.make_node("Cast", ["small"], ["small_e4m3"], to=TensorProto.FLOAT8E4M3FN, saturate=0),
+         helper.make_node("Cast", ["small_e4m3"], ["from_uint8"], to=TensorProto.FLOAT),
+         helper.make_node("Cast", ["wide"], ["wide_e5m2"], to=TensorProto.FLOAT8E5M2, saturate=0),
+         helper.make_node("Cast", ["wide_e5m2"], ["from_int16"], to=TensorProto.FLOAT)],
+        "casts", [helper.make_tensor_value_info("small", TensorProto.UINT8, [4]),
+                  helper.make_tensor_value_info("wide", TensorProto.INT16, [4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("from_uint8", "from_int16")])
+    write("cast_unsaturated_float8_from_integers_opset19",
+          helper.make_model(integers, opset_imports=[helper.make_opsetid("", 19)], ir_version=10),
+          {"small": np.array([0, 100, 209, 255], dtype=np.uint8),
+           "wide": np.array([-30000, -5, 4096, 30000], dtype=np.int16)}, ["from_uint8", "from_int16"])
     # float64 end to end: a Max of two doubles, and the cast down to float.
     doubles = helper.make_graph(
         [helper.make_node("Max", ["a", "b"], ["largest"]), helper.make_node("Cast", ["largest"], ["y"], to=1)],

@@ -293,6 +293,25 @@ fn layout(dtype: DType) -> SmallFloat {
     SmallFloat { exponent_bits, mantissa_bits, bias, infinities, unsigned_zero, nan_all_ones }
 }
 
+/// The values of a small float's non-negative finite codes, indexed by code
+/// (in every format they are the codes from 0 up, ascending in value).
+fn finite_magnitudes(dtype: DType) -> &'static [f32] {
+    static TABLES: [std::sync::OnceLock<Vec<f32>>; 5] = [const { std::sync::OnceLock::new() }; 5];
+    let slot = match dtype {
+        DType::F8E4M3 => 0,
+        DType::F8E5M2 => 1,
+        DType::F8E4M3Fnuz => 2,
+        DType::F8E5M2Fnuz => 3,
+        DType::F4E2M1 => 4,
+        other => panic!("{other} is not a small float with sign, exponent and mantissa"),
+    };
+    TABLES[slot].get_or_init(|| {
+        let f = layout(dtype);
+        let sign_bit = 1u8 << (f.exponent_bits + f.mantissa_bits);
+        (0..sign_bit).map(|code| small_float_to_f32(dtype, code)).take_while(|v| v.is_finite()).collect()
+    })
+}
+
 /// The value of `code` in a small float dtype (8-bit floats and FP4; an FP4
 /// code is the byte's low four bits). E8M0 codes are powers of two.
 pub fn small_float_to_f32(dtype: DType, code: u8) -> f32 {
@@ -368,30 +387,34 @@ pub fn f32_to_small_float(dtype: DType, value: f32, saturate: bool) -> u8 {
         return if dtype == DType::F4E2M1 { sign_bit } else { nan };
     }
     let sign = if value.is_sign_negative() { sign_bit } else { 0 };
-    // The finite non-negative codes, ascending in value.
-    let finite: Vec<u8> = (0..sign_bit).filter(|&code| small_float_to_f32(dtype, code).is_finite()).collect();
-    let largest = *finite.last().expect("a finite code");
+    let table = finite_magnitudes(dtype);
+    let largest = table.len() - 1;
     let magnitude = value.abs();
-    let max = small_float_to_f32(dtype, largest);
+    let max = table[largest];
     let overflow_code = if f.infinities { (((1u16 << f.exponent_bits) - 1) << f.mantissa_bits) as u8 } else { nan };
     if magnitude > max {
         // The code after `largest` stands one step beyond it; a tie goes to the even code.
-        let step = max - small_float_to_f32(dtype, largest - 1);
+        let step = max - table[largest - 1];
         let beyond = magnitude > max + step / 2.0 || (magnitude == max + step / 2.0 && largest % 2 == 1);
         if !beyond || saturate {
-            return sign | largest;
+            return sign | largest as u8;
         }
         return if f.infinities { sign | overflow_code } else { nan };
     }
-    let mut best = 0u8;
-    let mut best_distance = f32::INFINITY;
-    for &code in &finite {
-        let distance = (small_float_to_f32(dtype, code) - magnitude).abs();
-        if distance < best_distance || (distance == best_distance && code % 2 == 0) {
-            best = code;
-            best_distance = distance;
+    // The nearest of the two codes around the magnitude; a tie goes to the even one.
+    let above = table.partition_point(|&v| v < magnitude);
+    let best = match above {
+        0 => 0,
+        _ => {
+            let (low, high) = (above - 1, above);
+            let (below_by, above_by) = (magnitude - table[low], table[high] - magnitude);
+            if below_by < above_by || (below_by == above_by && low % 2 == 0) {
+                low as u8
+            } else {
+                high as u8
+            }
         }
-    }
+    };
     if best == 0 && f.unsigned_zero {
         0
     } else {

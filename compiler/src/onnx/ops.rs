@@ -325,8 +325,10 @@ fn import_dropout(n: &mut NodeImport) -> Result<()> {
     let x = n.input(0)?;
     n.bind(0, x);
     if !n.output_name(1).is_empty() {
-        // At inference nothing is dropped: the mask keeps every element.
-        let keep = n.scalar(DType::Bool, 1.0);
+        // At inference nothing is dropped: the mask keeps every element (a
+        // bool mask from Dropout-10 on, ones of the input's type before).
+        let mask_type = if n.importer.opset >= 10 { DType::Bool } else { n.dtype_of(x) };
+        let keep = n.scalar(mask_type, 1.0);
         let shape = n.emit(Op::Shape { start: 0, end: None }, &[x])?;
         n.emit_output(1, Op::Expand, &[keep, shape])?;
     }
@@ -356,6 +358,8 @@ fn emit_cast(n: &mut NodeImport, x: ValueRef, to: DType) -> Result<()> {
         return n.emit_output(0, Op::Cast { to }, &[x]).map(|_| ());
     };
     let saturated = n.emit(Op::Cast { to }, &[x])?;
+    // Compared as floats: the thresholds do not fit every integer type.
+    let (x, from) = if from.is_float() { (x, from) } else { (n.emit(Op::Cast { to: DType::F32 }, &[x])?, DType::F32) };
     let magnitude = n.emit(Op::Unary(UnaryOp::Abs), &[x])?;
     let limit = n.scalar(from, threshold);
     let compare = if inclusive { BinaryOp::GreaterOrEqual } else { BinaryOp::Greater };

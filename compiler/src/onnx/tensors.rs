@@ -186,7 +186,8 @@ fn typed_field_bytes(tensor: &TensorProto, dtype: DType, count: usize) -> Result
             Err(format!("{found} values for {count} elements"))
         }
     };
-    let mut bytes = Vec::with_capacity(count * dtype.size_in_bytes());
+    // Grown as the fields are read: `count` comes from the file and is checked against them first.
+    let mut bytes = Vec::new();
     match dtype {
         DType::F64 => {
             check(tensor.double_data.len())?;

@@ -78,7 +78,9 @@ pub const VERSIONS: &[OpVersions] = &[
     OpVersions { op: "GreaterOrEqual", changed: &[12, 16], oldest: 12 },
     OpVersions { op: "Identity", changed: &[1, 13, 14, 16, 19, 21, 23, 24, 25], oldest: 1 },
     OpVersions { op: "IsNaN", changed: &[9, 13, 20], oldest: 9 },
-    OpVersions { op: "LayerNormalization", changed: &[17], oldest: 17 },
+    // Version 1 is ONNX Runtime's, registered in the default domain with
+    // opset 17's meaning (its transformer optimizer writes it at opsets 13–16).
+    OpVersions { op: "LayerNormalization", changed: &[1, 17], oldest: 1 },
     OpVersions { op: "Less", changed: &[1, 7, 9, 13], oldest: 7 },
     OpVersions { op: "LessOrEqual", changed: &[12, 16], oldest: 12 },
     OpVersions { op: "Log", changed: &[1, 6, 13], oldest: 6 },
@@ -130,6 +132,8 @@ mod tests {
         assert_eq!(select("Add", 6), Some(Selected::TooOld { version: 6, oldest: 7 }));
         assert_eq!(select("Trilu", 13), Some(Selected::NotYetDefined { added: 14 }));
         assert_eq!(select("SimplifiedLayerNormalization", 17), None);
+        // ONNX Runtime's LayerNormalization-1, which its optimizer writes below opset 17.
+        assert_eq!(select("LayerNormalization", 14), Some(Selected::Implemented(1)));
     }
 
     #[test]

@@ -357,14 +357,27 @@ pub fn cast(input: &Tensor, to: DType) -> Tensor {
     if to == DType::Bool {
         return Tensor::from_bool(shape, input.to_f64_vec().iter().map(|&v| v != 0.0).collect());
     }
+    if to == DType::F32 {
+        if let TensorData::Int(values) = &input.data {
+            // Rounded once, straight from the integer (through f64 would round twice past 2^53).
+            let unsigned = input.dtype == DType::U64;
+            let values = values.iter().map(|&v| if unsigned { v as u64 as f32 } else { v as f32 }).collect();
+            return Tensor::from_f32(to, shape, values);
+        }
+    }
     if to.is_float() {
-        // Every source reads exactly as f64 (integers up to 2^53), rounded to `to` once.
+        // Every other source reads exactly as f64, rounded to `to` once.
         let mut values = input.to_f64_vec();
         saturate_to_small_float(to, &mut values);
         return Tensor::from_f64_rounded(to, shape, values);
     }
     // Non-finite values have no integer; kiln gives 0, as ONNX Runtime does.
-    let truncate = |v: f64| if v.is_finite() { v.trunc() as i64 } else { 0 };
+    // u64 takes values up to 2^64 (held as their bits).
+    let truncate = |v: f64| match (v.is_finite(), to) {
+        (false, _) => 0,
+        (true, DType::U64) => v.trunc() as u64 as i64,
+        (true, _) => v.trunc() as i64,
+    };
     let ints: Vec<i64> = match &input.data {
         TensorData::Float(values) => values.iter().map(|&v| truncate(v as f64)).collect(),
         TensorData::Double(values) => values.iter().map(|&v| truncate(v)).collect(),
@@ -382,7 +395,9 @@ fn saturate_to_small_float(to: DType, values: &mut [f64]) {
             .map(|code| kiln_runtime::dtype::small_float_to_f32(to, code) as f64)
             .filter(|v| v.is_finite())
             .fold(0.0f64, f64::max);
-        values.iter_mut().filter(|v| !v.is_nan()).for_each(|v| *v = v.clamp(-largest, largest));
+        // E8M0 keeps infinities, which it encodes as its NaN, as ONNX's reference does.
+        let keep = |v: f64| v.is_nan() || (to == DType::F8E8M0 && v.is_infinite());
+        values.iter_mut().filter(|v| !keep(**v)).for_each(|v| *v = v.clamp(-largest, largest));
     }
 }
 
@@ -435,6 +450,18 @@ mod tests {
     fn casts_truncate_toward_zero_and_wrap() {
         let t = cast(&floats(&[3], &[-1.7, 2.9, 300.0]), DType::I8);
         assert_eq!(t.as_ints().unwrap(), &[-1, 2, 44]);
+    }
+
+    #[test]
+    fn casts_round_once_and_reach_the_whole_u64_range() {
+        let big = Tensor::from_i64(DType::I64, vec![1], vec![(1 << 60) + (1 << 36) + 1]);
+        assert_eq!(cast(&big, DType::F32).as_floats().unwrap(), &[((1u64 << 60) + (1 << 37)) as f32]);
+        let huge = floats(&[1], &[1e19]);
+        assert_eq!(cast(&huge, DType::U64).to_f64_vec(), vec![1e19f32 as u64 as f64]);
+        let infinite = floats(&[2], &[f32::INFINITY, 3.0]);
+        let scales = cast(&infinite, DType::F8E8M0);
+        assert!(scales.as_floats().unwrap()[0].is_nan(), "E8M0 encodes infinity as its NaN");
+        assert_eq!(scales.as_floats().unwrap()[1], 4.0, "E8M0 rounds up to a power of two");
     }
 
     #[test]
