@@ -4,7 +4,8 @@
 For every node test case that the `onnx` package defines for these ops
 (`onnx.backend.test.case.node`: the examples of the operator docs, with
 expected outputs computed by their numpy reference), runs `kiln eval` on the
-case's model and inputs and sorts the case into one of:
+case's model and inputs (inputs and outputs as ONNX TensorProto `.pb` files,
+which hold every element type exactly) and sorts the case into one of:
 
   right    kiln's outputs match the expected ones: the case's own rtol/atol (at
            least 1e-4 / 1e-6), and for 16-bit float outputs within 2 units in
