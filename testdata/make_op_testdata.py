@@ -235,6 +235,13 @@ def main():
           helper.make_model(integers, opset_imports=[helper.make_opsetid("", 19)], ir_version=10),
           {"small": np.array([0, 100, 209, 255], dtype=np.uint8),
            "wide": np.array([-30000, -5, 4096, 30000], dtype=np.int16)}, ["from_uint8", "from_int16"])
+    # Reduction axes fed as a graph input with no elements: known (empty) at compile time.
+    reduce = model("reduce", [helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=1),
+                              helper.make_node("ReduceMax", ["x", "axes"], ["same"], noop_with_empty_axes=1)],
+                   [("x", [2, 3, 4])], ["total", "same"], {}, opset=18)
+    reduce.graph.input.append(helper.make_tensor_value_info("axes", TensorProto.INT64, [0]))
+    write("reduce_empty_axes_input_opset18", reduce, {"x": x3, "axes": np.zeros(0, dtype=np.int64)},
+          ["total", "same"])
     # float64 end to end: a Max of two doubles, and the cast down to float.
     doubles = helper.make_graph(
         [helper.make_node("Max", ["a", "b"], ["largest"]), helper.make_node("Cast", ["largest"], ["y"], to=1)],

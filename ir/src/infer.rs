@@ -508,8 +508,8 @@ fn index_values(graph: &Graph, value: ValueRef, what: &str) -> Result<Vec<Dim>, 
 }
 
 /// The elements of a small integer or bool tensor as dim expressions, when
-/// they are known at compile time (bools are 0 and 1). Rank-0 values give
-/// one element.
+/// they are known at compile time (bools are 0 and 1; a tensor with no
+/// elements always is, even a graph input). Rank-0 values give one element.
 pub fn symbolic_value(graph: &Graph, value: ValueRef) -> Option<Vec<Dim>> {
     symbolic_value_at_depth(graph, value, 0)
 }
@@ -521,6 +521,10 @@ fn symbolic_value_at_depth(graph: &Graph, value: ValueRef, depth: usize) -> Opti
     let ty = graph.value(value)?.ty.clone();
     if ty.rank() > 1 || !(ty.dtype.is_integer() || ty.dtype == DType::Bool) {
         return None;
+    }
+    // A tensor with no elements has one value, whatever produces it (a graph input of shape [0]).
+    if ty.element_count().as_constant() == Some(0) {
+        return Some(Vec::new());
     }
     let node = graph.node(value.node);
     let inputs = graph.inputs_of(value.node);
