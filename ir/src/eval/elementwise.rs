@@ -150,6 +150,35 @@ fn comparison<T: PartialOrd>(op: BinaryOp) -> fn(T, T) -> bool {
     }
 }
 
+/// An integer binary op or comparison over `$int` (i64, or u64 for u64
+/// tensors) of the broadcast `pairs`, wrapping, as a tensor of `$dtype`.
+macro_rules! integer_binary {
+    ($op:expr, $int:ty, $x:expr, $y:expr, $pairs:expr, $shape:expr, $dtype:expr) => {{
+        let (x, y, op) = ($x, $y, $op);
+        if op.is_comparison() {
+            let f = comparison::<$int>(op);
+            return Ok(Tensor::from_bool($shape, $pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
+        }
+        let mut values = Vec::new();
+        for (&i, &j) in $pairs {
+            let (p, q) = (x[i], y[j]);
+            values.push(match op {
+                BinaryOp::Add => p.wrapping_add(q),
+                BinaryOp::Sub => p.wrapping_sub(q),
+                BinaryOp::Mul => p.wrapping_mul(q),
+                BinaryOp::Div if q == 0 => return op_error("integer division by zero"),
+                BinaryOp::Div => p.wrapping_div(q),
+                BinaryOp::Pow => (p as f64).powf(q as f64) as $int,
+                BinaryOp::Max => p.max(q),
+                BinaryOp::Min => p.min(q),
+                _ => return op_error(format!("{} of integer tensors", op.name())),
+            } as i64);
+        }
+        wrap_integers_to($dtype, &mut values);
+        Ok(Tensor::from_i64($dtype, $shape, values))
+    }};
+}
+
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     if a.dtype != b.dtype {
         return op_error(format!("{} of {} and {}", op.name(), a.dtype, b.dtype));
@@ -204,53 +233,12 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
             Ok(Tensor::from_f64(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()))
         }
         (TensorData::Int(x), TensorData::Int(y)) if a.dtype == DType::U64 => {
-            // u64 elements past 2^63 are held negative: compare and divide as unsigned.
+            // u64 elements past 2^63 are held negative: computed, compared and divided as u64.
             let (x, y): (Vec<u64>, Vec<u64>) =
                 (x.iter().map(|&v| v as u64).collect(), y.iter().map(|&v| v as u64).collect());
-            if op.is_comparison() {
-                let f = comparison::<u64>(op);
-                return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
-            }
-            let mut values = Vec::with_capacity(oa.len());
-            for (&i, &j) in pairs {
-                let (p, q) = (x[i], y[j]);
-                values.push(match op {
-                    BinaryOp::Add => p.wrapping_add(q),
-                    BinaryOp::Sub => p.wrapping_sub(q),
-                    BinaryOp::Mul => p.wrapping_mul(q),
-                    BinaryOp::Div if q == 0 => return op_error("integer division by zero"),
-                    BinaryOp::Div => p / q,
-                    BinaryOp::Pow => (p as f64).powf(q as f64) as u64,
-                    BinaryOp::Max => p.max(q),
-                    BinaryOp::Min => p.min(q),
-                    _ => return op_error(format!("{} of integer tensors", op.name())),
-                } as i64);
-            }
-            Ok(Tensor::from_i64(a.dtype, shape, values))
+            integer_binary!(op, u64, &x, &y, pairs, shape, a.dtype)
         }
-        (TensorData::Int(x), TensorData::Int(y)) => {
-            if op.is_comparison() {
-                let f = comparison::<i64>(op);
-                return Ok(Tensor::from_bool(shape, pairs.map(|(&i, &j)| f(x[i], y[j])).collect()));
-            }
-            let mut values = Vec::with_capacity(oa.len());
-            for (&i, &j) in pairs {
-                let (p, q) = (x[i], y[j]);
-                values.push(match op {
-                    BinaryOp::Add => p.wrapping_add(q),
-                    BinaryOp::Sub => p.wrapping_sub(q),
-                    BinaryOp::Mul => p.wrapping_mul(q),
-                    BinaryOp::Div if q == 0 => return op_error("integer division by zero"),
-                    BinaryOp::Div => p.wrapping_div(q),
-                    BinaryOp::Pow => (p as f64).powf(q as f64) as i64,
-                    BinaryOp::Max => p.max(q),
-                    BinaryOp::Min => p.min(q),
-                    _ => return op_error(format!("{} of integer tensors", op.name())),
-                });
-            }
-            wrap_integers_to(a.dtype, &mut values);
-            Ok(Tensor::from_i64(a.dtype, shape, values))
-        }
+        (TensorData::Int(x), TensorData::Int(y)) => integer_binary!(op, i64, x, y, pairs, shape, a.dtype),
         (TensorData::Bool(x), TensorData::Bool(y)) => {
             let f: fn(bool, bool) -> bool = match op {
                 BinaryOp::And => |p, q| p && q,
@@ -462,6 +450,14 @@ mod tests {
         let scales = cast(&infinite, DType::F8E8M0);
         assert!(scales.as_floats().unwrap()[0].is_nan(), "E8M0 encodes infinity as its NaN");
         assert_eq!(scales.as_floats().unwrap()[1], 4.0, "E8M0 rounds up to a power of two");
+    }
+
+    #[test]
+    fn u64_beyond_i64_compares_and_divides_as_unsigned() {
+        let big = Tensor::from_i64(DType::U64, vec![1], vec![(1u64 << 63) as i64 + 6]);
+        let two = Tensor::from_i64(DType::U64, vec![1], vec![2]);
+        assert_eq!(binary(BinaryOp::Greater, &big, &two).unwrap().as_bools().unwrap(), &[true]);
+        assert_eq!(binary(BinaryOp::Div, &big, &two).unwrap().to_f64_vec(), vec![((1u64 << 62) + 3) as f64]);
     }
 
     #[test]
