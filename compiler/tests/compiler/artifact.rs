@@ -26,7 +26,8 @@ pub fn artifact_bytes(path: &std::path::Path, precision: Precision, targets: &[A
     pack_artifact(&compiled, &options).expect("packs").bytes
 }
 
-/// Every single-op model of `testdata/ops` compiled to kernels and run on the
+/// Every single-op model of `testdata/ops` compiled to kernels (lowered to
+/// PTX, assembled where ptxas is installed, and to AMDGPU) and run on the
 /// simulator matches ONNX Runtime, or is refused at compile time for a reason
 /// it names: an element type kiln's kernels lack, an output that is a
 /// constant, or a layer norm over more than the last axis.
@@ -37,7 +38,9 @@ fn every_single_op_model_runs_on_the_simulator_or_is_refused_by_name() {
         let graph = load_model(&directory.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
         let input_names: Vec<String> = graph.input_values().iter().map(|v| graph.value_name(*v).to_string()).collect();
         let options = PipelineOptions::default();
-        let compiled = match compile(graph, &options, &[], &mut |_| {}) {
+        // Lowered for NVIDIA (and assembled by ptxas where installed) and AMD too: the kernels of every op reach PTX and AMDGPU code.
+        let targets = [target_named("sm_80").expect("a target"), target_named("gfx942").expect("a target")];
+        let compiled = match compile(graph, &options, &targets, &mut |_| {}) {
             Ok(compiled) => compiled,
             Err(error) => {
                 let message = error.to_string();
