@@ -242,6 +242,12 @@ def main():
     reduce.graph.input.append(helper.make_tensor_value_info("axes", TensorProto.INT64, [0]))
     write("reduce_empty_axes_input_opset18", reduce, {"x": x3, "axes": np.zeros(0, dtype=np.int64)},
           ["total", "same"])
+    # Reductions over other axes than the last: mean pooling over the sequence, a softmax over axis 1.
+    pooling = model("pooling", [helper.make_node("ReduceMean", ["x"], ["pooled"], axes=[1], keepdims=0),
+                                helper.make_node("Softmax", ["x"], ["spread"], axis=1),
+                                helper.make_node("ReduceMax", ["x"], ["peak"], axes=[0, 2], keepdims=1)],
+                    [("x", [2, 3, 4])], ["pooled", "spread", "peak"], {}, opset=17)
+    write("reductions_over_other_axes_opset17", pooling, {"x": x3}, ["pooled", "spread", "peak"])
     # float64 end to end: a Max of two doubles, and the cast down to float.
     doubles = helper.make_graph(
         [helper.make_node("Max", ["a", "b"], ["largest"]), helper.make_node("Cast", ["largest"], ["y"], to=1)],

@@ -10,6 +10,7 @@ use crate::canonicalize::{
 };
 use crate::fuse::{
     form_fusion_groups::FormFusionGroups, materialize_outputs::MaterializeOutputs, merge_projections::MergeProjections,
+    reductions_to_last_axis::ReductionsToLastAxis,
 };
 use crate::layout::pack_matmul_weights::PackMatmulWeights;
 use crate::pass::Pass;
@@ -39,6 +40,7 @@ const PASSES: &[MakePass] = &[
     |_| Box::new(RecognizeRope),
     |_| Box::new(RecognizeAttention),
     |_| Box::new(MergeProjections),
+    |_| Box::new(ReductionsToLastAxis),
     |_| Box::new(MaterializeOutputs),
     |_| Box::new(FormFusionGroups),
     |_| Box::new(PackMatmulWeights),
@@ -108,6 +110,7 @@ pub const PHASES: &[PhasePolicy] = &[
         passes: &[
             "merge_projections",
             "fold_constants",
+            "reductions_to_last_axis",
             "eliminate_dead_code",
             "materialize_outputs",
             "form_fusion_groups",

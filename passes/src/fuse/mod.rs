@@ -7,3 +7,4 @@ pub mod cost;
 pub mod form_fusion_groups;
 pub mod materialize_outputs;
 pub mod merge_projections;
+pub mod reductions_to_last_axis;
