@@ -90,7 +90,10 @@ fn bias_where(n: &mut NodeImport, difference: ValueRef, op: BinaryOp, bound: i64
 }
 
 pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
-    let nonpad_kv_seqlen = n.optional_input(6)?;
+    let nonpad_kv_seqlen = match n.optional_input(6)? {
+        Some(lengths) => Some(n.as_i64(lengths)?),
+        None => None,
+    };
     let (left_window, right_window) = (n.int("left_window_size", -1), n.int("right_window_size", -1));
     if left_window < -1 || right_window < -1 {
         return Err(format!("window sizes {left_window} and {right_window} (-1 or non-negative)"));
@@ -255,10 +258,6 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
     // Causality and the windows, around each query's absolute position; then the external cache's padding.
     let offset = match nonpad_kv_seqlen {
         Some(lengths) => {
-            let lengths = match n.dtype_of(lengths) {
-                DType::I64 => lengths,
-                _ => n.emit(Op::Cast { to: DType::I64 }, &[lengths])?,
-            };
             let query_count = n.dims_scalar(&queries)?;
             Offset::PerBatch(n.emit(Op::Binary(BinaryOp::Sub), &[lengths, query_count])?)
         }
@@ -278,10 +277,6 @@ pub(super) fn import_attention(n: &mut NodeImport) -> Result<()> {
         }
     }
     if let Some(lengths) = nonpad_kv_seqlen {
-        let lengths = match n.dtype_of(lengths) {
-            DType::I64 => lengths,
-            _ => n.emit(Op::Cast { to: DType::I64 }, &[lengths])?,
-        };
         let lengths = n.emit(Op::Unsqueeze { axes: vec![1, 2, 3] }, &[lengths])?;
         let columns = key_indices(n, &keys)?;
         let present = n.emit(Op::Binary(BinaryOp::Less), &[columns, lengths])?;

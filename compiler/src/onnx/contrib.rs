@@ -76,31 +76,23 @@ fn positions(n: &mut NodeImport, value: ValueRef) -> Result<ValueRef> {
     n.emit(Op::Range, &[zero, length, one])
 }
 
-fn as_i64(n: &mut NodeImport, value: ValueRef) -> Result<ValueRef> {
-    if n.dtype_of(value) == DType::I64 {
-        Ok(value)
-    } else {
-        n.emit(Op::Cast { to: DType::I64 }, &[value])
-    }
-}
-
 /// `LayerNorm(word[ids] + position[0..seq] + segment[segment_ids])`; output 1
 /// (`mask_index`) is the number of unmasked tokens per sequence, output 2 the sum.
 fn embed_layer_norm(n: &mut NodeImport) -> Result<()> {
     n.require_outputs(&[0, 1, 2])?;
     let ids = n.input(0)?;
-    let ids = as_i64(n, ids)?;
+    let ids = n.as_i64(ids)?;
     let (word_table, position_table) = (n.input(2)?, n.input(3)?);
     let (gamma, beta) = (n.input(5)?, n.input(6)?);
     let words = n.emit(Op::Gather { axis: 0 }, &[word_table, ids])?;
     let position_ids = match n.optional_input(8)? {
-        Some(ids) => as_i64(n, ids)?,
+        Some(ids) => n.as_i64(ids)?,
         None => positions(n, ids)?,
     };
     let positions = n.emit(Op::Gather { axis: 0 }, &[position_table, position_ids])?;
     let mut sum = n.emit(Op::Binary(BinaryOp::Add), &[words, positions])?;
     if let (Some(segment_ids), Some(segment_table)) = (n.optional_input(1)?, n.optional_input(4)?) {
-        let segment_ids = as_i64(n, segment_ids)?;
+        let segment_ids = n.as_i64(segment_ids)?;
         let segments = n.emit(Op::Gather { axis: 0 }, &[segment_table, segment_ids])?;
         sum = n.emit(Op::Binary(BinaryOp::Add), &[sum, segments])?;
     }
@@ -109,7 +101,7 @@ fn embed_layer_norm(n: &mut NodeImport) -> Result<()> {
     n.emit_output(0, Op::LayerNorm { axis: -1, epsilon }, &[sum, gamma, beta])?;
     if !n.output_name(1).is_empty() {
         let mask = n.optional_input(7)?.ok_or("mask_index is used but the node has no mask input")?;
-        let mask = as_i64(n, mask)?;
+        let mask = n.as_i64(mask)?;
         let count = n.emit(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keep_dims: false }, &[mask])?;
         n.emit_output(1, Op::Cast { to: DType::I32 }, &[count])?;
     }
@@ -165,7 +157,7 @@ fn attention(n: &mut NodeImport) -> Result<()> {
     if let Some(mask) = n.optional_input(3)? {
         let keep = match n.importer.graph.value_type(mask).rank() {
             1 => {
-                let lengths = as_i64(n, mask)?;
+                let lengths = n.as_i64(mask)?;
                 let lengths = n.emit(Op::Unsqueeze { axes: vec![1] }, &[lengths])?;
                 let positions = positions(n, input)?;
                 let positions = n.emit(Op::Unsqueeze { axes: vec![0] }, &[positions])?;

@@ -162,6 +162,15 @@ impl NodeImport<'_> {
         self.importer.graph.value_type(value).dtype
     }
 
+    /// `value` as i64: index and length inputs may be i32; the IR's take i64.
+    pub(super) fn as_i64(&mut self, value: ValueRef) -> Result<ValueRef> {
+        if self.dtype_of(value) == DType::I64 {
+            Ok(value)
+        } else {
+            self.emit(Op::Cast { to: DType::I64 }, &[value])
+        }
+    }
+
     /// Constant integer values of input `index` (axes, pads, …).
     pub(super) fn constant_ints_input(&self, index: usize, what: &str) -> Result<Option<Vec<i64>>> {
         match self.optional_input(index)? {
@@ -487,10 +496,7 @@ fn import_trilu(n: &mut NodeImport) -> Result<()> {
     let row = indices(n, &rows, 1)?;
     let column = indices(n, &columns, 0)?;
     let offset = n.emit(Op::Binary(BinaryOp::Sub), &[column, row])?;
-    let k = match n.dtype_of(k) {
-        DType::I64 => k,
-        _ => n.emit(Op::Cast { to: DType::I64 }, &[k])?,
-    };
+    let k = n.as_i64(k)?;
     let keep =
         n.emit(Op::Binary(if upper { BinaryOp::GreaterOrEqual } else { BinaryOp::LessOrEqual }), &[offset, k])?;
     let zero = n.scalar(ty.dtype, 0.0);
@@ -801,15 +807,7 @@ fn import_slice(n: &mut NodeImport) -> Result<()> {
         Some(steps) => steps,
         None => n.ints_constant(&vec![1; count]),
     };
-    // Index inputs may be i32; the IR's slice takes i64.
-    let as_i64 = |value: ValueRef, n: &mut NodeImport| -> Result<ValueRef> {
-        if n.dtype_of(value) == DType::I64 {
-            Ok(value)
-        } else {
-            n.emit(Op::Cast { to: DType::I64 }, &[value])
-        }
-    };
-    let inputs = [data, as_i64(starts, n)?, as_i64(ends, n)?, as_i64(axes, n)?, as_i64(steps, n)?];
+    let inputs = [data, n.as_i64(starts)?, n.as_i64(ends)?, n.as_i64(axes)?, n.as_i64(steps)?];
     n.emit_output(0, Op::Slice, &inputs)?;
     Ok(())
 }
