@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use crate::kernel::{register_type, BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
 use crate::machine::values::{self, Class};
+use crate::machine::tensor_core;
 use crate::{DType, SymbolBindings};
 
 /// How to run.
@@ -65,6 +66,10 @@ pub enum SimError {
     InactiveShuffleSource { kernel: String, block: u64, thread: u64, source_lane: usize },
     #[error("{kernel}: block {block}, thread {thread}: a vector access of {width} elements of `{buffer}` at element {index} is not aligned to its size")]
     Misaligned { kernel: String, block: u64, thread: u64, buffer: String, index: i64, width: usize },
+    #[error("{kernel}: block {block}, thread {thread}: {access} shared `{array}`[{index}] while a cp.async to it is in flight (no cp.async.wait_group has completed it)")]
+    AsyncCopyInFlight { kernel: String, block: u64, thread: u64, access: &'static str, array: String, index: usize },
+    #[error("{kernel}: block {block}, warp {warp}: {instruction} with inactive lanes (a warp collective needs all 32)")]
+    PartialWarpCollective { kernel: String, block: u64, warp: usize, instruction: &'static str },
     #[error("{kernel}: block {block}: deadlock: {detail}")]
     Deadlock { kernel: String, block: u64, detail: String },
     #[error("{kernel}: {message}")]
@@ -240,6 +245,25 @@ struct BlockState<'k> {
     cells: Vec<Vec<SharedCell>>,
     epoch: u64,
     log_writes: bool,
+    /// Per warp and lane: its cp.async copies not yet completed.
+    copies: Vec<Vec<AsyncQueue>>,
+    /// Shared elements with copies in flight to them, and how many.
+    in_flight: HashMap<(usize, usize), usize>,
+}
+
+/// One element a cp.async writes when it completes.
+#[derive(Clone, Copy, Debug)]
+struct PendingCopy {
+    array: usize,
+    element: usize,
+    value: f64,
+}
+
+/// One thread's cp.async groups: the open one and the committed ones, oldest first.
+#[derive(Clone, Debug, Default)]
+struct AsyncQueue {
+    open: Vec<PendingCopy>,
+    committed: std::collections::VecDeque<Vec<PendingCopy>>,
 }
 
 impl<'k> BlockState<'k> {
@@ -266,6 +290,8 @@ impl<'k> BlockState<'k> {
             cells: kernel.shared.iter().map(|a| vec![SharedCell::default(); a.elements]).collect(),
             epoch: 0,
             log_writes,
+            copies: vec![vec![AsyncQueue::default(); options.warp_size]; warps],
+            in_flight: HashMap::new(),
         }
     }
 
@@ -485,8 +511,178 @@ impl<'k> BlockState<'k> {
             Stmt::Barrier => {
                 return Err(SimError::DivergentBarrier { kernel: self.kernel.name.clone(), block: self.block });
             }
+            Stmt::LoadMatrix { vars, array, index, transpose } => {
+                self.whole_warp("ldmatrix", warp, mask)?;
+                let (_, indices) = self.evaluate(index, warp, mask, arguments)?;
+                let dtype = self.kernel.shared[*array].dtype;
+                let mut rows = vec![[0u16; 8]; 8 * vars.len()];
+                for (lane, row) in rows.iter_mut().enumerate() {
+                    let start = indices[lane] as i64;
+                    if start.rem_euclid(8) != 0 {
+                        return Err(SimError::Misaligned {
+                            kernel: self.kernel.name.clone(),
+                            block: self.block,
+                            thread: self.thread_of(warp, lane),
+                            buffer: self.kernel.shared[*array].name.clone(),
+                            index: start,
+                            width: 8,
+                        });
+                    }
+                    let one = vec![true];
+                    for (column, slot) in row.iter_mut().enumerate() {
+                        let at = [(start + column as i64) as f64];
+                        let (_, value) = self.shared_read_lanes_of(*array, &at, warp, lane, &one)?;
+                        *slot = values::encode_f64(dtype, value[0]) as u16;
+                    }
+                }
+                let registers = tensor_core::load_matrix(&rows, *transpose);
+                for (matrix, var) in vars.iter().enumerate() {
+                    let lanes = registers.iter().map(|lane| lane[matrix] as f64).collect();
+                    self.registers[warp].insert(*var, (DType::U32, lanes));
+                }
+            }
+            Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+                self.whole_warp("mma", warp, mask)?;
+                let mut a_lanes = vec![[0u32; 4]; tensor_core::WARP];
+                for (register, operand) in a.iter().enumerate() {
+                    let (_, lanes) = self.evaluate(operand, warp, mask, arguments)?;
+                    for lane in 0..tensor_core::WARP {
+                        a_lanes[lane][register] = lanes[lane] as u32;
+                    }
+                }
+                let mut b_lanes = vec![[0u32; 2]; tensor_core::WARP];
+                for (register, operand) in b.iter().enumerate() {
+                    let (_, lanes) = self.evaluate(operand, warp, mask, arguments)?;
+                    for lane in 0..tensor_core::WARP {
+                        b_lanes[lane][register] = lanes[lane] as u32;
+                    }
+                }
+                let mut c_lanes = vec![[0f32; 4]; tensor_core::WARP];
+                for (register, var) in acc.iter().enumerate() {
+                    let (_, lanes) = self.evaluate(&Expr::Var(*var), warp, mask, arguments)?;
+                    for lane in 0..tensor_core::WARP {
+                        c_lanes[lane][register] = lanes[lane] as f32;
+                    }
+                }
+                let d = tensor_core::mma(*kind, &a_lanes, &b_lanes, &c_lanes);
+                for (register, var) in acc.iter().enumerate() {
+                    let lanes = d.iter().map(|lane| lane[register] as f64).collect();
+                    self.registers[warp].insert(*var, (DType::F32, lanes));
+                }
+            }
+            Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements } => {
+                let (_, destinations) = self.evaluate(shared_index, warp, mask, arguments)?;
+                let (_, sources) = self.evaluate(index, warp, mask, arguments)?;
+                let (_, valid) = self.evaluate(source_elements, warp, mask, arguments)?;
+                let width = *elements as usize;
+                let memory = [Memory::Shared(*array), Memory::Buffer(*buffer)];
+                for (memory, indices) in memory.into_iter().zip([&destinations, &sources]) {
+                    self.check_vector_alignment(memory, indices, width, warp, mask)?;
+                }
+                let dtype = self.kernel.shared[*array].dtype;
+                for lane in (0..mask.len()).filter(|&lane| mask[lane]) {
+                    let read = (valid[lane].max(0.0) as usize).min(width);
+                    let one: Vec<bool> = (0..mask.len()).map(|l| l == lane).collect();
+                    for offset in 0..width {
+                        let element = self.shared_index(*array, destinations[lane] + offset as f64, warp, lane, "write")?;
+                        let value = if offset < read {
+                            let mut at = vec![0.0; mask.len()];
+                            at[lane] = sources[lane] + offset as f64;
+                            let (_, loaded) = self.load_lanes(*buffer, &at, warp, &one, arguments)?;
+                            stored(dtype, register_type(dtype), loaded[lane])
+                        } else {
+                            0.0
+                        };
+                        self.copies[warp][lane].open.push(PendingCopy { array: *array, element, value });
+                        *self.in_flight.entry((*array, element)).or_insert(0) += 1;
+                    }
+                }
+            }
+            Stmt::AsyncCommit => {
+                for lane in (0..mask.len()).filter(|&lane| mask[lane]) {
+                    let queue = &mut self.copies[warp][lane];
+                    let group = std::mem::take(&mut queue.open);
+                    queue.committed.push_back(group);
+                }
+            }
+            Stmt::AsyncWait { pending } => {
+                for lane in (0..mask.len()).filter(|&lane| mask[lane]) {
+                    while self.copies[warp][lane].committed.len() > *pending as usize {
+                        let group = self.copies[warp][lane].committed.pop_front().expect("non-empty");
+                        self.complete(group, warp)?;
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A warp collective: every lane of the warp is active.
+    fn whole_warp(&self, instruction: &'static str, warp: usize, mask: &[bool]) -> Result<(), SimError> {
+        if self.options.warp_size != tensor_core::WARP || mask.iter().any(|&active| !active) {
+            return Err(SimError::PartialWarpCollective {
+                kernel: self.kernel.name.clone(),
+                block: self.block,
+                warp,
+                instruction,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes a completed cp.async group to shared memory: the copies land
+    /// now, as writes by their warp (so another warp reads them only after a barrier).
+    fn complete(&mut self, group: Vec<PendingCopy>, warp: usize) -> Result<(), SimError> {
+        for copy in group {
+            if let Some(count) = self.in_flight.get_mut(&(copy.array, copy.element)) {
+                *count -= 1;
+                if *count == 0 {
+                    self.in_flight.remove(&(copy.array, copy.element));
+                }
+            }
+            self.record_shared(copy.array, copy.element, warp, true)?;
+            self.shared[copy.array][copy.element] = copy.value;
+        }
+        Ok(())
+    }
+
+    /// In the checked mode: an error when a cp.async to `array[element]` is in flight.
+    fn check_not_in_flight(
+        &self,
+        array: usize,
+        element: usize,
+        warp: usize,
+        lane: usize,
+        access: &'static str,
+    ) -> Result<(), SimError> {
+        if self.options.check && self.in_flight.contains_key(&(array, element)) {
+            return Err(SimError::AsyncCopyInFlight {
+                kernel: self.kernel.name.clone(),
+                block: self.block,
+                thread: self.thread_of(warp, lane),
+                access,
+                array: self.kernel.shared[array].name.clone(),
+                index: element,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`BlockState::shared_read_lanes`] for one lane `lane` (`mask` of one entry).
+    fn shared_read_lanes_of(
+        &mut self,
+        array: usize,
+        at: &[f64],
+        warp: usize,
+        lane: usize,
+        mask: &[bool],
+    ) -> Result<(DType, Lanes), SimError> {
+        let mut indices = vec![0.0; self.options.warp_size];
+        indices[lane] = at[0];
+        let mut lanes_mask = vec![false; self.options.warp_size];
+        lanes_mask[lane] = mask[0];
+        let (dtype, lanes) = self.shared_read_lanes(array, &indices, warp, &lanes_mask)?;
+        Ok((dtype, vec![lanes[lane]]))
     }
 
     /// Elements `indices[lane]` of shared array `array` for the active lanes
@@ -502,6 +698,7 @@ impl<'k> BlockState<'k> {
         for lane in 0..mask.len() {
             if mask[lane] {
                 let element = self.shared_index(array, indices[lane], warp, lane, "read")?;
+                self.check_not_in_flight(array, element, warp, lane, "reads")?;
                 if self.options.check && !self.cells[array][element].initialized {
                     return Err(SimError::UninitializedShared {
                         kernel: self.kernel.name.clone(),
@@ -530,6 +727,7 @@ impl<'k> BlockState<'k> {
         for lane in 0..mask.len() {
             if mask[lane] {
                 let element = self.shared_index(array, indices[lane], warp, lane, "write")?;
+                self.check_not_in_flight(array, element, warp, lane, "writes")?;
                 self.record_shared(array, element, warp, true)?;
                 self.shared[array][element] = stored(self.kernel.shared[array].dtype, value_dtype, values[lane]);
             }
@@ -864,7 +1062,12 @@ fn uses_u64(kernel: &Kernel) -> bool {
             Stmt::For { start, end, body, .. } => expr(start) || expr(end) || body.iter().any(stmt),
             Stmt::VectorLoad { dtype, index, .. } => *dtype == DType::U64 || expr(index),
             Stmt::VectorStore { index, values, .. } => expr(index) || values.iter().any(expr),
-            Stmt::Barrier => false,
+            Stmt::LoadMatrix { index, .. } => expr(index),
+            Stmt::MatrixMultiplyAccumulate { a, b, .. } => a.iter().chain(b).any(expr),
+            Stmt::AsyncCopy { shared_index, index, source_elements, .. } => {
+                expr(shared_index) || expr(index) || expr(source_elements)
+            }
+            Stmt::Barrier | Stmt::AsyncCommit | Stmt::AsyncWait { .. } => false,
         }
     }
     let param_u64 = kernel.params.iter().any(|p| match p {

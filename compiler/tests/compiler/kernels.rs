@@ -416,7 +416,11 @@ fn every_kir_filetest_kernel_lowers_and_its_mlir_is_snapshotted() {
         // `// expect ptx: cvt.rmi.s32.f32, fma.rn.f32` names instructions the PTX must hold.
         for line in text.lines().filter_map(|l| l.trim().strip_prefix("// expect ptx:")) {
             for instruction in line.split(',').map(str::trim) {
-                let found = ptx.lines().any(|l| l.trim_start().starts_with(&format!("{instruction} ")));
+                // The whole opcode: followed by its operands, `;` or the line's end.
+                let found = ptx.lines().any(|l| {
+                    let rest = l.trim_start().strip_prefix(instruction);
+                    rest.is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', ';']))
+                });
                 assert!(found, "{name}: the PTX has no `{instruction}`:\n{ptx}");
             }
         }

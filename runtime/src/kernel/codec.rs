@@ -10,7 +10,7 @@
 //! never a panic or an out-of-bounds access in the simulator.
 
 use crate::kernel::{
-    BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, SharedArray, Special, Stmt, UnaryOp, Var,
+    BinaryOp, Expr, Kernel, Literal, Memory, MmaKind, Param, Rounding, SharedArray, Special, Stmt, UnaryOp, Var,
 };
 use crate::{DType, Dim};
 
@@ -223,6 +223,37 @@ impl Writer {
                 self.memory(*memory);
                 self.expr(index);
                 values.iter().for_each(|v| self.expr(v));
+            }
+            Stmt::LoadMatrix { vars, array, index, transpose } => {
+                self.u8(10);
+                self.u32(vars.len() as u32);
+                vars.iter().for_each(|v| self.u32(v.0));
+                self.u32(*array as u32);
+                self.u8(*transpose as u8);
+                self.expr(index);
+            }
+            Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+                self.u8(11);
+                self.u8(MmaKind::ALL.iter().position(|k| k == kind).expect("listed") as u8);
+                for list in [acc.len(), a.len(), b.len()] {
+                    self.u32(list as u32);
+                }
+                acc.iter().for_each(|v| self.u32(v.0));
+                a.iter().chain(b).for_each(|e| self.expr(e));
+            }
+            Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements } => {
+                self.u8(12);
+                self.u32(*array as u32);
+                self.expr(shared_index);
+                self.u32(*buffer as u32);
+                self.expr(index);
+                self.u32(*elements);
+                self.expr(source_elements);
+            }
+            Stmt::AsyncCommit => self.u8(13),
+            Stmt::AsyncWait { pending } => {
+                self.u8(14);
+                self.u32(*pending);
             }
         }
     }
@@ -523,6 +554,32 @@ impl<'a> Reader<'a> {
                 let values = (0..count).map(|_| self.expr(declared)).collect::<Result<Vec<_>, _>>()?;
                 Stmt::VectorStore { memory, index, values }
             }
+            10 => {
+                let count = self.length()?;
+                let vars = (0..count).map(|_| self.u32().map(Var)).collect::<Result<Vec<_>, _>>()?;
+                let array = self.array(declared)?;
+                let transpose = self.u8()? != 0;
+                Stmt::LoadMatrix { vars, array, index: self.expr(declared)?, transpose }
+            }
+            11 => {
+                let tag = self.u8()? as usize;
+                let kind = *MmaKind::ALL.get(tag).ok_or_else(|| self.error(format!("unknown mma kind {tag}")))?;
+                let (acc_count, a_count, b_count) = (self.length()?, self.length()?, self.length()?);
+                let acc = (0..acc_count).map(|_| self.u32().map(Var)).collect::<Result<Vec<_>, _>>()?;
+                let a = (0..a_count).map(|_| self.expr(declared)).collect::<Result<Vec<_>, _>>()?;
+                let b = (0..b_count).map(|_| self.expr(declared)).collect::<Result<Vec<_>, _>>()?;
+                Stmt::MatrixMultiplyAccumulate { kind, acc, a, b }
+            }
+            12 => Stmt::AsyncCopy {
+                array: self.array(declared)?,
+                shared_index: self.expr(declared)?,
+                buffer: self.buffer(declared)?,
+                index: self.expr(declared)?,
+                elements: self.u32()?,
+                source_elements: self.expr(declared)?,
+            },
+            13 => Stmt::AsyncCommit,
+            14 => Stmt::AsyncWait { pending: self.u32()? },
             tag => return Err(self.error(format!("unknown statement tag {tag}"))),
         })
     }

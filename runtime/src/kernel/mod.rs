@@ -273,7 +273,145 @@ pub enum Stmt {
         index: Expr,
         values: Vec<Expr>,
     },
+    /// `ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16`, a warp
+    /// collective: declares `vars` (u32, one per 8×8 matrix) from shared
+    /// array `array` (16-bit elements). Lanes `8i..8i+8` give, as `index`,
+    /// the first element of rows 0–7 of matrix `i` (a row is 8 consecutive
+    /// elements, 16 bytes, so `index` is a multiple of 8); the other lanes'
+    /// indices are ignored. Lane `l` receives in `vars[i]` the elements
+    /// (row `l/4`, columns `2(l%4)`, `2(l%4)+1`) of matrix `i`, the first in
+    /// the low half; with `transpose`, (rows `2(l%4)`, `2(l%4)+1`, column `l/4`).
+    /// Every lane of the warp must execute it (no divergent control).
+    LoadMatrix {
+        vars: Vec<Var>,
+        array: usize,
+        index: Expr,
+        transpose: bool,
+    },
+    /// `mma.sync.aligned.{shape}.row.col.f32.{in}.{in}.f32`, a warp collective:
+    /// `acc += A × B` for one 16×8 tile, with the fragments laid out per
+    /// lane as the PTX ISA says ([`MmaKind`]). `acc` is four f32 variables,
+    /// `a` four and `b` two u32 values (packed pairs of 16-bit elements, or
+    /// one tf32 each). Products are exact and the sum of the products and the
+    /// accumulator is rounded to f32 once (the simulators' model; hardware
+    /// may differ in the last bits). Every lane of the warp must execute it.
+    MatrixMultiplyAccumulate {
+        kind: MmaKind,
+        acc: Vec<Var>,
+        a: Vec<Expr>,
+        b: Vec<Expr>,
+    },
+    /// `cp.async` of `elements` consecutive elements (4, 8 or 16 bytes) of
+    /// buffer `buffer` from `index` to shared array `array` (of the same
+    /// dtype) from `shared_index`; both indices are multiples of `elements`.
+    /// Only the first `source_elements` (clamped to `0..=elements`) are
+    /// read; the rest of the destination is zero-filled. The copy joins the
+    /// thread's open group ([`Stmt::AsyncCommit`]) and its destination may
+    /// be read only after an [`Stmt::AsyncWait`] has completed that group
+    /// (and, by another thread, after a barrier too).
+    AsyncCopy {
+        array: usize,
+        shared_index: Expr,
+        buffer: usize,
+        index: Expr,
+        elements: u32,
+        source_elements: Expr,
+    },
+    /// `cp.async.commit_group`: closes the thread's open group of async copies.
+    AsyncCommit,
+    /// `cp.async.wait_group pending`: waits until at most `pending` of the
+    /// thread's committed groups are still in flight (the newest ones).
+    AsyncWait {
+        pending: u32,
+    },
 }
+
+/// The shape and input type of a [`Stmt::MatrixMultiplyAccumulate`], f32
+/// accumulation in every case. With `g = lane / 4`, `t = lane % 4`, the
+/// accumulator `c0..c3` holds D(g, 2t), D(g, 2t+1), D(g+8, 2t), D(g+8, 2t+1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmaKind {
+    /// m16n8k16, bf16 inputs. `a0..a3` hold A(g, 2t..2t+1), A(g+8, 2t..),
+    /// A(g, 2t+8..), A(g+8, 2t+8..); `b0`, `b1` hold B(2t..2t+1, g),
+    /// B(2t+8..2t+9, g) (the lower k in the low half).
+    Bf16M16N8K16,
+    /// m16n8k16, f16 inputs, laid out as [`MmaKind::Bf16M16N8K16`].
+    F16M16N8K16,
+    /// m16n8k8, tf32 inputs (f32 bits; the low 13 mantissa bits are
+    /// ignored). `a0..a3` hold A(g, t), A(g+8, t), A(g, t+4), A(g+8, t+4);
+    /// `b0`, `b1` hold B(t, g), B(t+4, g).
+    Tf32M16N8K8,
+}
+
+impl MmaKind {
+    pub const ALL: [MmaKind; 3] = [MmaKind::Bf16M16N8K16, MmaKind::F16M16N8K16, MmaKind::Tf32M16N8K8];
+
+    /// The text form's name: `m16n8k16.bf16`, `m16n8k16.f16`, `m16n8k8.tf32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MmaKind::Bf16M16N8K16 => "m16n8k16.bf16",
+            MmaKind::F16M16N8K16 => "m16n8k16.f16",
+            MmaKind::Tf32M16N8K8 => "m16n8k8.tf32",
+        }
+    }
+
+    /// The K extent of one instruction.
+    pub fn k(self) -> usize {
+        match self {
+            MmaKind::Tf32M16N8K8 => 8,
+            _ => 16,
+        }
+    }
+
+    /// Elements of A at `(row, column)` of the 16×K tile for each of lane
+    /// `lane`'s four `a` registers and each element within the register
+    /// (two 16-bit halves, low first, or one tf32).
+    pub fn a_element(self, lane: usize, register: usize, half: usize) -> (usize, usize) {
+        let (g, t) = (lane / 4, lane % 4);
+        let row = g + 8 * (register % 2);
+        match self {
+            MmaKind::Tf32M16N8K8 => (row, t + 4 * (register / 2)),
+            _ => (row, 2 * t + half + 8 * (register / 2)),
+        }
+    }
+
+    /// The element `(k, n)` of the K×8 B tile in lane `lane`'s `b` register
+    /// `register`, half `half` (as [`MmaKind::a_element`]).
+    pub fn b_element(self, lane: usize, register: usize, half: usize) -> (usize, usize) {
+        let (g, t) = (lane / 4, lane % 4);
+        match self {
+            MmaKind::Tf32M16N8K8 => (t + 4 * register, g),
+            _ => (2 * t + half + 8 * register, g),
+        }
+    }
+
+    /// The element `(row, column)` of the 16×8 accumulator in lane `lane`'s
+    /// accumulator `register` (0..4).
+    pub fn c_element(lane: usize, register: usize) -> (usize, usize) {
+        let (g, t) = (lane / 4, lane % 4);
+        (g + 8 * (register / 2), 2 * t + register % 2)
+    }
+
+    /// Elements one `a`/`b` register holds: 2 (16-bit halves) or 1 (tf32).
+    pub fn elements_per_register(self) -> usize {
+        match self {
+            MmaKind::Tf32M16N8K8 => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The element `(row, column)` of 8×8 matrix `register` that lane `lane`
+/// receives from a [`Stmt::LoadMatrix`] in half `half` of that register.
+pub fn load_matrix_element(lane: usize, half: usize, transpose: bool) -> (usize, usize) {
+    let (g, t) = (lane / 4, lane % 4);
+    if transpose {
+        (2 * t + half, g)
+    } else {
+        (g, 2 * t + half)
+    }
+}
+
 
 /// What a vector access reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -9,7 +9,9 @@
 
 use std::str::FromStr;
 
-use super::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, SharedArray, Special, Stmt, UnaryOp, Var};
+use super::{
+    BinaryOp, Expr, Kernel, Literal, Memory, MmaKind, Param, Rounding, SharedArray, Special, Stmt, UnaryOp, Var,
+};
 use crate::{DType, Dim};
 
 /// Why a text is not a kernel, with the line (from 1) at fault.
@@ -247,6 +249,50 @@ impl Parser {
         let first = self.next()?;
         match first.as_str() {
             "barrier" => Ok(Stmt::Barrier),
+            "cp_async_commit" => Ok(Stmt::AsyncCommit),
+            "cp_async_wait" => Ok(Stmt::AsyncWait { pending: self.integer()? }),
+            "cp_async" if self.peek() == Some("(") => {
+                self.expect("(")?;
+                let name = self.identifier()?;
+                let array = self.shared_named(&name)?;
+                let shared_index = self.bracketed()?;
+                self.expect(",")?;
+                let name = self.identifier()?;
+                let buffer = self.buffer_named(&name)?;
+                let index = self.bracketed()?;
+                self.expect(",")?;
+                let elements = self.integer()?;
+                self.expect(",")?;
+                let source_elements = self.expr()?;
+                self.expect(")")?;
+                Ok(Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements })
+            }
+            "mma" if self.peek() == Some(".") => {
+                let mut name = String::new();
+                while self.peek() == Some(".") {
+                    self.at += 1;
+                    if !name.is_empty() {
+                        name.push('.');
+                    }
+                    name.push_str(&self.identifier()?);
+                }
+                let Some(kind) = MmaKind::ALL.into_iter().find(|k| k.name() == name) else {
+                    let known: Vec<&str> = MmaKind::ALL.iter().map(|k| k.name()).collect();
+                    return self.error(format!("unknown mma `{name}` (kiln has {})", known.join(", ")));
+                };
+                self.expect("(")?;
+                let mut acc = vec![self.var()?];
+                while self.peek() == Some(",") {
+                    self.at += 1;
+                    acc.push(self.var()?);
+                }
+                self.expect(")")?;
+                self.expect("+=")?;
+                let a = self.expr_list()?;
+                self.expect("*")?;
+                let b = self.expr_list()?;
+                Ok(Stmt::MatrixMultiplyAccumulate { kind, acc, a, b })
+            }
             "let" => {
                 let mut vars = vec![self.var()?];
                 while self.peek() == Some(",") {
@@ -256,6 +302,16 @@ impl Parser {
                 self.expect(":")?;
                 let dtype = self.dtype()?;
                 self.expect("=")?;
+                if let Some(transpose) = self.load_matrix_keyword() {
+                    self.at += 1;
+                    let name = self.identifier()?;
+                    let array = self.shared_named(&name)?;
+                    let index = self.bracketed()?;
+                    if dtype != DType::U32 {
+                        return self.error(format!("ldmatrix declares u32 variables, not {dtype}"));
+                    }
+                    return Ok(Stmt::LoadMatrix { vars, array, index, transpose });
+                }
                 if vars.len() == 1 && !self.is_vector_access() {
                     return Ok(Stmt::Let { var: vars[0], dtype, value: self.expr()? });
                 }
@@ -391,8 +447,37 @@ impl Parser {
     fn buffer_named(&self, name: &str) -> Result<usize, KernelParseError> {
         match self.memory_named(name)? {
             Memory::Buffer(index) => Ok(index),
-            Memory::Shared(_) => self.error(format!("`{name}` is shared memory; atomics are on buffers")),
+            Memory::Shared(_) => self.error(format!("`{name}` is shared memory, not a buffer parameter")),
         }
+    }
+
+    fn shared_named(&self, name: &str) -> Result<usize, KernelParseError> {
+        match self.memory_named(name)? {
+            Memory::Shared(index) => Ok(index),
+            Memory::Buffer(_) => self.error(format!("`{name}` is a buffer parameter, not a shared array")),
+        }
+    }
+
+    /// `Some(transpose)` when the next tokens are `ldmatrix[_trans] NAME [`.
+    fn load_matrix_keyword(&self) -> Option<bool> {
+        let transpose = match self.peek()? {
+            "ldmatrix" => false,
+            "ldmatrix_trans" => true,
+            _ => return None,
+        };
+        (self.peek_at(2) == Some("[")).then_some(transpose)
+    }
+
+    /// `( expr, expr, … )`.
+    fn expr_list(&mut self) -> Result<Vec<Expr>, KernelParseError> {
+        self.expect("(")?;
+        let mut values = vec![self.expr()?];
+        while self.peek() == Some(",") {
+            self.at += 1;
+            values.push(self.expr()?);
+        }
+        self.expect(")")?;
+        Ok(values)
     }
 
     fn expr(&mut self) -> Result<Expr, KernelParseError> {

@@ -129,6 +129,47 @@ fn print_block(kernel: &Kernel, body: &[Stmt], depth: usize, text: &mut String) 
             Stmt::Barrier => {
                 let _ = writeln!(text, "{indent}barrier");
             }
+            Stmt::LoadMatrix { vars, array, index, transpose } => {
+                let names: Vec<String> = vars.iter().map(|v| format!("v{}", v.0)).collect();
+                let _ = writeln!(
+                    text,
+                    "{indent}let {}: u32 = {} {}[{}]",
+                    names.join(", "),
+                    if *transpose { "ldmatrix_trans" } else { "ldmatrix" },
+                    kernel.shared[*array].name,
+                    expr(kernel, index)
+                );
+            }
+            Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+                let acc: Vec<String> = acc.iter().map(|v| format!("v{}", v.0)).collect();
+                let a: Vec<String> = a.iter().map(|e| expr(kernel, e)).collect();
+                let b: Vec<String> = b.iter().map(|e| expr(kernel, e)).collect();
+                let _ = writeln!(
+                    text,
+                    "{indent}mma.{} ({}) += ({}) * ({})",
+                    kind.name(),
+                    acc.join(", "),
+                    a.join(", "),
+                    b.join(", ")
+                );
+            }
+            Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements } => {
+                let _ = writeln!(
+                    text,
+                    "{indent}cp_async({}[{}], {}[{}], {elements}, {})",
+                    kernel.shared[*array].name,
+                    expr(kernel, shared_index),
+                    kernel.params[*buffer].name(),
+                    expr(kernel, index),
+                    expr(kernel, source_elements)
+                );
+            }
+            Stmt::AsyncCommit => {
+                let _ = writeln!(text, "{indent}cp_async_commit");
+            }
+            Stmt::AsyncWait { pending } => {
+                let _ = writeln!(text, "{indent}cp_async_wait {pending}");
+            }
         }
     }
 }

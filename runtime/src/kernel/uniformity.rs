@@ -40,10 +40,19 @@ pub fn divergent_vars(body: &[Stmt]) -> HashSet<Var> {
                     }
                     changed |= walk(body, inner, divergent);
                 }
+                // A warp collective's results differ between lanes by definition.
+                Stmt::LoadMatrix { vars, .. } | Stmt::MatrixMultiplyAccumulate { acc: vars, .. } => {
+                    for var in vars {
+                        changed |= mark(*var, divergent);
+                    }
+                }
                 Stmt::Store { .. }
                 | Stmt::SharedStore { .. }
                 | Stmt::AtomicAdd { .. }
                 | Stmt::VectorStore { .. }
+                | Stmt::AsyncCopy { .. }
+                | Stmt::AsyncCommit
+                | Stmt::AsyncWait { .. }
                 | Stmt::Barrier => {}
             }
         }

@@ -261,6 +261,74 @@ impl Checker<'_> {
                     return Err("a barrier under control flow that differs between threads of a block".into());
                 }
             }
+            Stmt::LoadMatrix { vars, array, index, .. } => {
+                self.warp_collective("ldmatrix", uniform)?;
+                let element = self.shared(*array, index)?;
+                if element.size_in_bytes() != 2 {
+                    return Err(format!("ldmatrix of {element} elements (it loads 16-bit elements)"));
+                }
+                if ![1, 2, 4].contains(&vars.len()) {
+                    return Err(format!("ldmatrix of {} matrices (1, 2 or 4)", vars.len()));
+                }
+                self.index(index, "an ldmatrix")?;
+                for var in vars {
+                    self.declare(*var, DType::U32);
+                }
+            }
+            Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+                self.warp_collective("mma", uniform)?;
+                if acc.len() != 4 || a.len() != 4 || b.len() != 2 {
+                    return Err(format!(
+                        "mma.{} takes 4 accumulators, 4 A and 2 B registers, not {}, {} and {}",
+                        kind.name(),
+                        acc.len(),
+                        a.len(),
+                        b.len()
+                    ));
+                }
+                for var in acc {
+                    match self.var_type(*var) {
+                        Some(DType::F32) => {}
+                        Some(other) => return Err(format!("mma accumulator v{} is {other}, not f32", var.0)),
+                        None => return Err(format!("mma accumulator v{} is used outside the block of its let", var.0)),
+                    }
+                }
+                for operand in a.iter().chain(b) {
+                    let found = self.expr(operand)?;
+                    if found != DType::U32 {
+                        return Err(format!("an mma operand of type {found} (operands are u32 registers)"));
+                    }
+                }
+            }
+            Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements } => {
+                let source = self.buffer(*buffer, false, "a cp.async")?;
+                let destination = self.shared(*array, shared_index)?;
+                if source != destination {
+                    return Err(format!("a cp.async from {source} elements to a shared array of {destination}"));
+                }
+                let bytes = *elements as usize * source.size_in_bytes();
+                if ![4, 8, 16].contains(&bytes) {
+                    return Err(format!("a cp.async of {bytes} bytes (4, 8 or 16)"));
+                }
+                self.index(shared_index, "a cp.async")?;
+                self.index(index, "a cp.async")?;
+                let found = self.expr(source_elements)?;
+                if !is_integer(found) {
+                    return Err(format!("a cp.async's source element count is {found}, not an integer"));
+                }
+            }
+            Stmt::AsyncCommit | Stmt::AsyncWait { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A warp collective needs whole warps that all execute it.
+    fn warp_collective(&self, what: &str, uniform: bool) -> Result<(), String> {
+        if self.kernel.block_threads % 32 != 0 {
+            return Err(format!("{what} in a block of {} threads (warp collectives need whole warps)", self.kernel.block_threads));
+        }
+        if !uniform {
+            return Err(format!("{what} under control flow that differs between threads (every lane must execute it)"));
         }
         Ok(())
     }

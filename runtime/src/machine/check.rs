@@ -50,6 +50,8 @@ pub(crate) enum Violation {
         other: usize,
     },
     Uninitialized,
+    /// A cp.async to the byte is in flight (not yet completed by a wait).
+    InFlight,
 }
 
 /// One block's vector clocks and shared-memory shadow.
@@ -57,11 +59,13 @@ pub(crate) struct SharedChecker {
     /// `clocks[w][u]`: the latest clock of warp `u` that warp `w` has synchronized with.
     clocks: Vec<Vec<u32>>,
     shadow: Vec<Shadow>,
+    /// Per byte: cp.async copies to it issued and not yet completed.
+    in_flight: HashMap<usize, u32>,
 }
 
 impl SharedChecker {
     pub(crate) fn new(warps: usize, shared_bytes: usize) -> SharedChecker {
-        let mut checker = SharedChecker { clocks: Vec::new(), shadow: Vec::new() };
+        let mut checker = SharedChecker { clocks: Vec::new(), shadow: Vec::new(), in_flight: HashMap::new() };
         checker.reset(warps, shared_bytes);
         checker
     }
@@ -77,6 +81,35 @@ impl SharedChecker {
             .collect();
         self.shadow.clear();
         self.shadow.resize(shared_bytes, Shadow::default());
+        self.in_flight.clear();
+    }
+
+    /// A cp.async to bytes `range` is issued: until [`SharedChecker::land`],
+    /// any access to them is a violation.
+    pub(crate) fn issue_copy(&mut self, range: std::ops::Range<usize>) {
+        for byte in range {
+            *self.in_flight.entry(byte).or_insert(0) += 1;
+        }
+    }
+
+    /// A cp.async issued by `warp` completes (its wait): it writes `range` now.
+    pub(crate) fn land(&mut self, warp: usize, range: std::ops::Range<usize>) -> Result<(), Violation> {
+        for byte in range.clone() {
+            if let Some(count) = self.in_flight.get_mut(&byte) {
+                *count -= 1;
+                if *count == 0 {
+                    self.in_flight.remove(&byte);
+                }
+            }
+        }
+        self.write(warp, range)
+    }
+
+    fn check_in_flight(&self, range: &std::ops::Range<usize>) -> Result<(), Violation> {
+        if !self.in_flight.is_empty() && range.clone().any(|byte| self.in_flight.contains_key(&byte)) {
+            return Err(Violation::InFlight);
+        }
+        Ok(())
     }
 
     /// A barrier every warp of `participants` arrived at releases them:
@@ -101,6 +134,7 @@ impl SharedChecker {
 
     /// `warp` reads bytes `range` of shared memory.
     pub(crate) fn read(&mut self, warp: usize, range: std::ops::Range<usize>) -> Result<(), Violation> {
+        self.check_in_flight(&range)?;
         let now = self.now(warp);
         let clocks = &self.clocks[warp];
         for shadow in &mut self.shadow[range] {
@@ -124,6 +158,7 @@ impl SharedChecker {
 
     /// `warp` writes bytes `range` of shared memory.
     pub(crate) fn write(&mut self, warp: usize, range: std::ops::Range<usize>) -> Result<(), Violation> {
+        self.check_in_flight(&range)?;
         let now = self.now(warp);
         let clocks = &self.clocks[warp];
         for shadow in &mut self.shadow[range] {

@@ -19,6 +19,7 @@ use crate::{DType, SymbolBindings};
 use super::check::{GlobalWriters, SharedChecker, Violation};
 use super::memory::{SharedMemory, Window};
 use super::program::{AffineAccess, Dst, Inst, Program, Src};
+use super::tensor_core;
 use super::values::{self, Class};
 
 /// How to run.
@@ -387,6 +388,24 @@ struct Warp {
     vector: Vec<u64>,
     uniform: Vec<u64>,
     state: State,
+    /// Per lane: its cp.async copies not yet completed.
+    copies: Vec<AsyncQueue>,
+}
+
+/// One element a cp.async writes when it completes: `size` bytes `raw` at
+/// byte `byte` of shared memory.
+#[derive(Clone, Copy, Debug)]
+struct PendingCopy {
+    byte: usize,
+    size: usize,
+    raw: u64,
+}
+
+/// One thread's cp.async groups: the open one and the committed ones, oldest first.
+#[derive(Clone, Debug, Default)]
+struct AsyncQueue {
+    open: Vec<PendingCopy>,
+    committed: std::collections::VecDeque<Vec<PendingCopy>>,
 }
 
 /// Runs blocks one after another, reusing its warps and shared memory.
@@ -420,6 +439,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     vector: vec![0; program.vector_registers as usize * w],
                     uniform: vec![0; program.uniform_registers as usize],
                     state: State::Ready,
+                    copies: vec![AsyncQueue::default(); w],
                 }
             })
             .collect();
@@ -447,6 +467,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
             warp.mask = warp.full;
             warp.stack.clear();
             warp.state = State::Ready;
+            warp.copies.iter_mut().for_each(|queue| *queue = AsyncQueue::default());
         }
         let mut random = Random(seed);
         loop {
@@ -789,6 +810,144 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         out[lane as usize] = a[source];
                     }
                 }
+                Inst::LoadMatrix { dsts, count, array, index, transpose } => {
+                    whole_warp(program, block, warp_index, warp.mask, w, "ldmatrix")?;
+                    let access = launch.access(Memory::Shared(array));
+                    let indices = lanes(v, u, w, index, u32::MAX, s0);
+                    let row_lanes = 8 * count as usize;
+                    let row_mask = (1u64 << row_lanes) - 1;
+                    for lane in 0..row_lanes as u32 {
+                        let element = indices[lane as usize] as i64;
+                        if element.rem_euclid(8) != 0 {
+                            return Err(SimError::Misaligned {
+                                kernel: program.name.clone(),
+                                block,
+                                thread: thread_of(lane),
+                                buffer: access.name.to_string(),
+                                index: element,
+                                width: 8,
+                            });
+                        }
+                    }
+                    if let Some((checker, _)) = checker.as_mut() {
+                        let warp_of = (warp_index, block, (warp_index * w) as u64);
+                        for column in 0..8 {
+                            check_shared(checker, program, array, warp_of, indices, column, row_mask, false)?;
+                        }
+                    }
+                    if counting {
+                        counters.request(access, indices, 0, row_mask, 16, false);
+                    }
+                    let mut rows = vec![[0u16; 8]; row_lanes];
+                    for (lane, row) in rows.iter_mut().enumerate() {
+                        for (column, slot) in row.iter_mut().enumerate() {
+                            let element = (indices[lane] as i64).wrapping_add(column as i64);
+                            *slot = access.load_raw(shared, element).map_err(|kind| error_at(kind, lane as u32))? as u16;
+                        }
+                    }
+                    let registers = tensor_core::load_matrix(&rows, transpose);
+                    for (matrix, &dst) in dsts[..count as usize].iter().enumerate() {
+                        let out = vector_mut(v, dst, w);
+                        for (lane, slot) in out.iter_mut().enumerate() {
+                            *slot = registers[lane][matrix] as u64;
+                        }
+                    }
+                }
+                Inst::Mma { kind, acc, a, b } => {
+                    whole_warp(program, block, warp_index, warp.mask, w, "mma")?;
+                    let mut a_lanes = [[0u32; 4]; tensor_core::WARP];
+                    for (register, &operand) in a.iter().enumerate() {
+                        for (lane, &bits) in lanes(v, u, w, operand, u32::MAX, s0).iter().enumerate() {
+                            a_lanes[lane][register] = bits as u32;
+                        }
+                    }
+                    let mut b_lanes = [[0u32; 2]; tensor_core::WARP];
+                    for (register, &operand) in b.iter().enumerate() {
+                        for (lane, &bits) in lanes(v, u, w, operand, u32::MAX, s0).iter().enumerate() {
+                            b_lanes[lane][register] = bits as u32;
+                        }
+                    }
+                    let mut c_lanes = [[0f32; 4]; tensor_core::WARP];
+                    for (register, &r) in acc.iter().enumerate() {
+                        for (lane, &bits) in vector(v, r, w).iter().enumerate() {
+                            c_lanes[lane][register] = f32::from_bits(bits as u32);
+                        }
+                    }
+                    let d = tensor_core::mma(kind, &a_lanes, &b_lanes, &c_lanes);
+                    for (register, &r) in acc.iter().enumerate() {
+                        for (lane, slot) in vector_mut(v, r, w).iter_mut().enumerate() {
+                            *slot = d[lane][register].to_bits() as u64;
+                        }
+                    }
+                }
+                Inst::AsyncCopy { array, shared_index, buffer, index, elements, valid } => {
+                    let target = launch.access(Memory::Shared(array));
+                    let source = launch.access(Memory::Buffer(buffer));
+                    let destinations = lanes(v, u, w, shared_index, u32::MAX, s0);
+                    let sources = lanes(v, u, w, index, u32::MAX, s1);
+                    let valid = lanes(v, u, w, valid, u32::MAX, s2);
+                    let width = elements as usize;
+                    let bytes = width * target.size;
+                    if counting {
+                        counters.request(target, destinations, 0, warp.mask, bytes, true);
+                        let reading = active(warp.mask).filter(|&l| valid[l as usize] as i64 > 0).fold(0, |m, l| m | 1 << l);
+                        counters.request(source, sources, 0, reading, bytes, false);
+                    }
+                    let Target::Shared { offset: base } = target.target else {
+                        return Err(internal(program, "a cp.async to global memory"));
+                    };
+                    for lane in active(warp.mask) {
+                        let (to, from) = (destinations[lane as usize] as i64, sources[lane as usize] as i64);
+                        for (element, access) in [(to, target), (from, source)] {
+                            if element.rem_euclid(width as i64) != 0 {
+                                return Err(SimError::Misaligned {
+                                    kernel: program.name.clone(),
+                                    block,
+                                    thread: thread_of(lane),
+                                    buffer: access.name.to_string(),
+                                    index: element,
+                                    width,
+                                });
+                            }
+                        }
+                        let read = (valid[lane as usize] as i64).clamp(0, width as i64);
+                        for offset in 0..width as i64 {
+                            let element = target.check(to.wrapping_add(offset), "write").map_err(|kind| error_at(kind, lane))?;
+                            let raw = if offset < read {
+                                source.load_raw(shared, from.wrapping_add(offset)).map_err(|kind| error_at(kind, lane))?
+                            } else {
+                                0
+                            };
+                            let byte = base + element * target.size;
+                            if let Some((checker, _)) = checker.as_mut() {
+                                checker.issue_copy(byte..byte + target.size);
+                            }
+                            warp.copies[lane as usize].open.push(PendingCopy { byte, size: target.size, raw });
+                        }
+                    }
+                }
+                Inst::AsyncCommit => {
+                    for lane in active(warp.mask) {
+                        let queue = &mut warp.copies[lane as usize];
+                        let group = std::mem::take(&mut queue.open);
+                        queue.committed.push_back(group);
+                    }
+                }
+                Inst::AsyncWait { pending } => {
+                    for lane in active(warp.mask) {
+                        while warp.copies[lane as usize].committed.len() > pending as usize {
+                            let group = warp.copies[lane as usize].committed.pop_front().expect("non-empty");
+                            for copy in group {
+                                if let Some((checker, _)) = checker.as_mut() {
+                                    checker.land(warp_index, copy.byte..copy.byte + copy.size).map_err(|violation| {
+                                        shared_violation(program, block, thread_of(lane), copy.byte, violation, warp_index, "writes")
+                                    })?;
+                                }
+                                shared.store(copy.byte, copy.size, copy.raw);
+                            }
+                        }
+                    }
+                }
                 Inst::BranchUnless { cond, target } => {
                     if scalar(u, cond) == 0 {
                         warp.pc = target;
@@ -908,7 +1067,50 @@ fn check_shared(
                     index: element as usize,
                 })
             }
+            Err(Violation::InFlight) => {
+                return Err(SimError::AsyncCopyInFlight {
+                    kernel: program.name.clone(),
+                    block,
+                    thread: first_thread + lane as u64,
+                    access: if write { "writes" } else { "reads" },
+                    array: layout.name.clone(),
+                    index: element as usize,
+                })
+            }
         }
+    }
+    Ok(())
+}
+
+/// The error for `violation` at shared byte `byte` (by warp `warp`, thread `thread`).
+fn shared_violation(
+    program: &Program,
+    block: u64,
+    thread: u64,
+    byte: usize,
+    violation: Violation,
+    warp: usize,
+    access: &'static str,
+) -> SimError {
+    let layout = program
+        .shared
+        .iter()
+        .rev()
+        .find(|layout| layout.offset <= byte)
+        .expect("a shared byte lies in an array");
+    let (array, index) = (layout.name.clone(), (byte - layout.offset) / layout.dtype.size_in_bytes());
+    let kernel = program.name.clone();
+    match violation {
+        Violation::Race { other } => SimError::SharedRace { kernel, block, array, index, first: other, second: warp },
+        Violation::Uninitialized => SimError::UninitializedShared { kernel, block, thread, array, index },
+        Violation::InFlight => SimError::AsyncCopyInFlight { kernel, block, thread, access, array, index },
+    }
+}
+
+/// A warp collective needs every lane of a 32-lane warp active.
+fn whole_warp(program: &Program, block: u64, warp: usize, mask: u64, w: usize, instruction: &'static str) -> Result<(), SimError> {
+    if w != tensor_core::WARP || mask != u32::MAX as u64 {
+        return Err(SimError::PartialWarpCollective { kernel: program.name.clone(), block, warp, instruction });
     }
     Ok(())
 }
@@ -1402,6 +1604,16 @@ impl<'a> Access<'a> {
             self.store(shared, element, raw).map_err(|kind| (kind, lane))?;
         }
         Ok(())
+    }
+
+    /// Element `element`'s bytes (little-endian, zero-extended).
+    #[inline]
+    fn load_raw(&self, shared: &SharedMemory, element: i64) -> Result<u64, ErrorAt> {
+        let element = self.check(element, "read")?;
+        Ok(match &self.target {
+            Target::Global(window) => window.load(element * self.size, self.size),
+            Target::Shared { offset, .. } => shared.load(offset + element * self.size, self.size),
+        })
     }
 
     /// Element `element`, decoded to its register class.

@@ -30,6 +30,7 @@ mod exec;
 pub mod memory;
 mod program;
 mod registers;
+pub(crate) mod tensor_core;
 pub(crate) mod values;
 
 pub use exec::{launch, Binding, Counters, MachineOptions, Region, Traffic};

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, Special, Stmt, UnaryOp, Var};
+use crate::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, MmaKind, Param, Rounding, Special, Stmt, UnaryOp, Var};
 use crate::sim::SimError;
 use crate::{DType, Dim};
 
@@ -234,6 +234,36 @@ pub(crate) enum Inst {
         test: usize,
     },
     Barrier,
+    /// `ldmatrix` ([`Stmt::LoadMatrix`]): `dsts[..count]` from shared
+    /// `array`, rows addressed by lanes' `index`.
+    LoadMatrix {
+        dsts: [u32; 4],
+        count: u8,
+        array: usize,
+        index: Src,
+        transpose: bool,
+    },
+    /// `mma.sync` ([`Stmt::MatrixMultiplyAccumulate`]): the vector
+    /// registers `acc` are read and written in place.
+    Mma {
+        kind: MmaKind,
+        acc: [u32; 4],
+        a: [Src; 4],
+        b: [Src; 2],
+    },
+    /// `cp.async` ([`Stmt::AsyncCopy`]) in each active lane.
+    AsyncCopy {
+        array: usize,
+        shared_index: Src,
+        buffer: usize,
+        index: Src,
+        elements: u32,
+        valid: Src,
+    },
+    AsyncCommit,
+    AsyncWait {
+        pending: u32,
+    },
     /// Where loop `n`'s hoisted instructions go; expanded when compiling ends.
     Preheader(usize),
 }
@@ -780,6 +810,61 @@ impl Compiler<'_> {
             }
             Stmt::Barrier => {
                 self.emit(Inst::Barrier);
+                self.numbered.retain(|key, _| !key.is_load());
+            }
+            Stmt::LoadMatrix { vars, array, index, transpose } => {
+                self.shared_array(*array)?;
+                let index = self.index(index)?;
+                let mut dsts = [0u32; 4];
+                for (slot, var) in dsts.iter_mut().zip(vars) {
+                    let dst = self.register(false);
+                    *slot = vector_number(dst);
+                    self.vars.insert(*var, VarRegister { dst, class: Class::U32 });
+                }
+                let count = vars.len() as u8;
+                self.emit(Inst::LoadMatrix { dsts, count, array: *array, index, transpose: *transpose });
+            }
+            Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+                let mut sources = Vec::with_capacity(6);
+                for operand in a.iter().chain(b) {
+                    let (src, class) = self.expr(operand)?;
+                    sources.push(self.stable(src, class, Class::U32)?);
+                }
+                let mut registers = [0u32; 4];
+                for (slot, var) in registers.iter_mut().zip(acc) {
+                    let target = *self
+                        .vars
+                        .get(var)
+                        .ok_or_else(|| self.invalid(format!("mma accumulator v{} has no let", var.0)))?;
+                    let Dst::V(register) = target.dst else {
+                        return Err(self.invalid(format!("mma accumulator v{} is uniform", var.0)));
+                    };
+                    *slot = register;
+                }
+                self.emit(Inst::Mma {
+                    kind: *kind,
+                    acc: registers,
+                    a: [sources[0], sources[1], sources[2], sources[3]],
+                    b: [sources[4], sources[5]],
+                });
+                for var in acc {
+                    let dst = self.vars[var].dst;
+                    self.forget_register(dst);
+                }
+            }
+            Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements } => {
+                self.shared_array(*array)?;
+                self.buffer_param(*buffer)?;
+                let shared_index = self.index(shared_index)?;
+                let index = self.index(index)?;
+                let (valid, class) = self.expr(source_elements)?;
+                let valid = self.stable(valid, class, Class::I64)?;
+                let (array, buffer, elements) = (*array, *buffer, *elements);
+                self.emit(Inst::AsyncCopy { array, shared_index, buffer, index, elements, valid });
+            }
+            Stmt::AsyncCommit => self.emit(Inst::AsyncCommit),
+            Stmt::AsyncWait { pending } => {
+                self.emit(Inst::AsyncWait { pending: *pending });
                 self.numbered.retain(|key, _| !key.is_load());
             }
         }
@@ -1353,7 +1438,9 @@ fn assigned_vars(body: &[Stmt], loops: bool) -> HashSet<Var> {
                 Stmt::Assign { var, .. } => {
                     assigned.insert(*var);
                 }
-                Stmt::VectorLoad { vars, .. } => assigned.extend(vars.iter().copied()),
+                Stmt::VectorLoad { vars, .. }
+                | Stmt::LoadMatrix { vars, .. }
+                | Stmt::MatrixMultiplyAccumulate { acc: vars, .. } => assigned.extend(vars.iter().copied()),
                 Stmt::For { var, body, .. } => {
                     if loops {
                         assigned.insert(*var);
@@ -1421,7 +1508,12 @@ impl Effects {
                 Stmt::Let { var, .. } | Stmt::Assign { var, .. } => {
                     self.vars.insert(*var);
                 }
-                Stmt::VectorLoad { vars, .. } => self.vars.extend(vars.iter().copied()),
+                Stmt::VectorLoad { vars, .. }
+                | Stmt::LoadMatrix { vars, .. }
+                | Stmt::MatrixMultiplyAccumulate { acc: vars, .. } => self.vars.extend(vars.iter().copied()),
+                // A wait lands copies in shared memory: loads are forgotten, as at a barrier.
+                Stmt::AsyncWait { .. } => self.barrier = true,
+                Stmt::AsyncCopy { .. } | Stmt::AsyncCommit => {}
                 Stmt::Store { buffer, .. } | Stmt::AtomicAdd { buffer, .. } => {
                     self.memories.insert(Memory::Buffer(*buffer));
                 }

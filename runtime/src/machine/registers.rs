@@ -136,7 +136,33 @@ fn each_register(inst: &mut Inst, visit: &mut dyn FnMut(&mut u32, Register, Role
             visit_as(var, Register::Vector, &[Role::Read], visit);
         }
         Inst::LoopNext { var, .. } => visit_as(var, Register::Vector, UPDATE, visit),
-        Inst::Jump { .. } | Inst::Else { .. } | Inst::EndIf | Inst::LoopBegin | Inst::Barrier | Inst::Preheader(_) => {}
+        Inst::LoadMatrix { dsts, count, index, .. } => {
+            src(index, visit);
+            for d in &mut dsts[..*count as usize] {
+                visit_as(d, Register::Vector, WRITE, visit);
+            }
+        }
+        Inst::Mma { acc, a, b, .. } => {
+            for operand in a.iter_mut().chain(b.iter_mut()) {
+                src(operand, visit);
+            }
+            for d in acc {
+                visit_as(d, Register::Vector, UPDATE, visit);
+            }
+        }
+        Inst::AsyncCopy { shared_index, index, valid, .. } => {
+            src(shared_index, visit);
+            src(index, visit);
+            src(valid, visit);
+        }
+        Inst::Jump { .. }
+        | Inst::Else { .. }
+        | Inst::EndIf
+        | Inst::LoopBegin
+        | Inst::Barrier
+        | Inst::AsyncCommit
+        | Inst::AsyncWait { .. }
+        | Inst::Preheader(_) => {}
     }
 }
 

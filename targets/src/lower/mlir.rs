@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use kiln_runtime::kernel::{BinaryOp, Expr, Kernel, Literal, Memory, Param, Rounding, Special, Stmt, UnaryOp, Var};
+use kiln_runtime::kernel::{
+    BinaryOp, Expr, Kernel, Literal, Memory, MmaKind, Param, Rounding, Special, Stmt, UnaryOp, Var,
+};
 use kiln_runtime::DType;
 
 /// Which vendor's attributes the function carries.
@@ -111,6 +113,11 @@ fn collect_variables(body: &[Stmt], variables: &mut BTreeMap<Var, DType>) {
             Stmt::VectorLoad { vars, dtype, .. } => {
                 vars.iter().for_each(|var| {
                     variables.insert(*var, *dtype);
+                });
+            }
+            Stmt::LoadMatrix { vars, .. } => {
+                vars.iter().for_each(|var| {
+                    variables.insert(*var, DType::U32);
                 });
             }
             Stmt::If { then, otherwise, .. } => {
@@ -358,8 +365,126 @@ impl Emitter<'_> {
                 self.line("}");
             }
             Stmt::Barrier => self.line("gpu.barrier"),
+            Stmt::LoadMatrix { vars, array, index, transpose } => {
+                self.nvidia_only("ldmatrix")?;
+                let index = self.index(index)?;
+                let memref = self.shared_memref(*array);
+                let element = memory_type(self.kernel.shared[*array].dtype);
+                let count = vars.len();
+                let matrices = self.fresh();
+                self.line(&format!(
+                    "{matrices} = nvgpu.ldmatrix %shared{array}[{index}] {{numTiles = {count} : i32, transpose = {transpose}}} : {memref} -> vector<{count}x2x{element}>"
+                ));
+                for (position, var) in vars.iter().enumerate() {
+                    let (pair, word, value) = (self.fresh(), self.fresh(), self.fresh());
+                    self.line(&format!(
+                        "{pair} = vector.extract {matrices}[{position}] : vector<2x{element}> from vector<{count}x2x{element}>"
+                    ));
+                    self.line(&format!("{word} = vector.bitcast {pair} : vector<2x{element}> to vector<1xi32>"));
+                    self.line(&format!("{value} = vector.extract {word}[0] : i32 from vector<1xi32>"));
+                    self.line(&format!("llvm.store {value}, %v{} : i32, !llvm.ptr", var.0));
+                }
+            }
+            Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+                self.nvidia_only("mma")?;
+                // f16 operands are `vector<2xf16>` in NVVM; bf16 and tf32 ones are i32.
+                let (ptx_type, operand_type, k) = match kind {
+                    MmaKind::Bf16M16N8K16 => ("bf16", "i32", 16),
+                    MmaKind::F16M16N8K16 => ("f16", "vector<2xf16>", 16),
+                    MmaKind::Tf32M16N8K8 => ("tf32", "i32", 8),
+                };
+                let mut operands = Vec::with_capacity(6);
+                for operand in a.iter().chain(b) {
+                    let value = self.expression(operand)?;
+                    let value = self.convert(value, DType::U32)?;
+                    if operand_type == "i32" {
+                        operands.push(value.name);
+                    } else {
+                        let cast = self.fresh();
+                        self.line(&format!("{cast} = llvm.bitcast {} : i32 to {operand_type}", value.name));
+                        operands.push(cast);
+                    }
+                }
+                let mut accumulators = Vec::with_capacity(4);
+                for var in acc {
+                    accumulators.push(self.expression(&Expr::Var(*var))?.name);
+                }
+                let result = self.fresh();
+                self.line(&format!(
+                    "{result} = nvvm.mma.sync A[{}] B[{}] C[{}] {{layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, \
+                     multiplicandAPtxType = #nvvm.mma_type<{ptx_type}>, multiplicandBPtxType = #nvvm.mma_type<{ptx_type}>, \
+                     shape = #nvvm.shape<m = 16, n = 8, k = {k}>}} : ({operand_type}, {operand_type}, f32) -> !llvm.struct<(f32, f32, f32, f32)>",
+                    operands[..4].join(", "),
+                    operands[4..].join(", "),
+                    accumulators.join(", ")
+                ));
+                for (position, var) in acc.iter().enumerate() {
+                    let value = self.fresh();
+                    self.line(&format!("{value} = llvm.extractvalue {result}[{position}] : !llvm.struct<(f32, f32, f32, f32)>"));
+                    self.line(&format!("llvm.store {value}, %v{} : f32, !llvm.ptr", var.0));
+                }
+            }
+            Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements } => {
+                self.nvidia_only("cp.async")?;
+                let size = self.kernel.shared[*array].dtype.size_in_bytes();
+                let bytes = *elements as usize * size;
+                // The destination: the array's shared address plus the byte offset.
+                let memref = self.shared_memref(*array);
+                let (base, base_i64) = (self.fresh(), self.fresh());
+                self.line(&format!("{base} = memref.extract_aligned_pointer_as_index %shared{array} : {memref} -> index"));
+                self.line(&format!("{base_i64} = arith.index_cast {base} : index to i64"));
+                let offset = self.expression(shared_index)?;
+                let offset = self.convert(offset, DType::I64)?;
+                let (scale, scaled, address, destination) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+                self.line(&format!("{scale} = arith.constant {size} : i64"));
+                self.line(&format!("{scaled} = arith.muli {}, {scale} : i64", offset.name));
+                self.line(&format!("{address} = arith.addi {base_i64}, {scaled} : i64"));
+                self.line(&format!("{destination} = llvm.inttoptr {address} : i64 to !llvm.ptr<3>"));
+                let generic = self.address(*buffer, index)?;
+                let source = self.fresh();
+                self.line(&format!("{source} = llvm.addrspacecast {generic} : !llvm.ptr to !llvm.ptr<1>"));
+                // cg (L2 only) exists for 16 bytes; smaller copies go through L1 (ca).
+                let cache = if bytes == 16 { "cg" } else { "ca" };
+                if literal_integer(source_elements) == Some(*elements as i64) {
+                    self.line(&format!(
+                        "nvvm.cp.async.shared.global {destination}, {source}, {bytes}, cache = {cache} : !llvm.ptr<3>, !llvm.ptr<1>"
+                    ));
+                } else {
+                    let valid = self.expression(source_elements)?;
+                    let valid = self.convert(valid, DType::I64)?;
+                    let (zero, full, low, high, scale, in_bytes, narrow) =
+                        (self.fresh(), self.fresh(), self.fresh(), self.fresh(), self.fresh(), self.fresh(), self.fresh());
+                    self.line(&format!("{zero} = arith.constant 0 : i64"));
+                    self.line(&format!("{full} = arith.constant {elements} : i64"));
+                    self.line(&format!("{low} = arith.maxsi {}, {zero} : i64", valid.name));
+                    self.line(&format!("{high} = arith.minsi {low}, {full} : i64"));
+                    self.line(&format!("{scale} = arith.constant {size} : i64"));
+                    self.line(&format!("{in_bytes} = arith.muli {high}, {scale} : i64"));
+                    self.line(&format!("{narrow} = arith.trunci {in_bytes} : i64 to i32"));
+                    self.line(&format!(
+                        "nvvm.cp.async.shared.global {destination}, {source}, {bytes}, cache = {cache}, {narrow} : !llvm.ptr<3>, !llvm.ptr<1>, i32"
+                    ));
+                }
+            }
+            Stmt::AsyncCommit => {
+                self.nvidia_only("cp.async.commit_group")?;
+                self.line("nvvm.cp.async.commit.group");
+            }
+            Stmt::AsyncWait { pending } => {
+                self.nvidia_only("cp.async.wait_group")?;
+                self.line(&format!("nvvm.cp.async.wait.group {pending}"));
+            }
         }
         Ok(())
+    }
+
+    /// An error for NVIDIA-only instructions in a kernel lowered for AMD
+    /// (generators give AMD targets kernels without them).
+    fn nvidia_only(&self, instruction: &str) -> Result<(), String> {
+        match self.vendor {
+            Vendor::Nvidia => Ok(()),
+            Vendor::Amd => Err(format!("{instruction} is an NVIDIA instruction; it has no AMDGPU lowering")),
+        }
     }
 
     /// The element dtype of `memory` and the MLIR type of `count` of its elements.

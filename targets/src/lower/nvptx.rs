@@ -88,7 +88,7 @@ pub enum PtxError {
 }
 
 /// The pass pipeline from the GPU dialects to PTX.
-pub const PIPELINE: &str = "builtin.module(convert-scf-to-cf, gpu.module(convert-gpu-to-nvvm, convert-arith-to-llvm, \
+pub const PIPELINE: &str = "builtin.module(convert-scf-to-cf, gpu.module(convert-nvgpu-to-nvvm, convert-gpu-to-nvvm, convert-arith-to-llvm, \
      convert-index-to-llvm, convert-nvvm-to-llvm, reconcile-unrealized-casts), gpu-module-to-binary{format=isa})";
 
 /// The MLIR module of `kernels` for `chip` (e.g. `sm_80`), linking `libdevice`.
