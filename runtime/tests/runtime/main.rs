@@ -7,3 +7,4 @@ mod artifact;
 mod kir_files;
 mod machine;
 mod simulator;
+mod tensor_core_layouts;
