@@ -90,8 +90,9 @@ pub fn compile(
         let handles: Vec<_> = targets
             .iter()
             .map(|target| {
-                let distinct = &distinct;
-                scope.spawn(move || target.lower(distinct).map_err(|message| lowering(target.as_ref(), message)))
+                // A target lowers the kernels it runs (tensor-core variants need sm_80+).
+                let runs: Vec<_> = distinct.iter().copied().filter(|kernel| target.runs(kernel)).collect();
+                scope.spawn(move || target.lower(&runs).map_err(|message| lowering(target.as_ref(), message)))
             })
             .collect();
         handles.into_iter().map(|handle| handle.join().expect("a lowering thread panicked")).collect()
@@ -200,14 +201,14 @@ pub fn emit(compiled: &CompiledModel, targets: &[Arc<dyn Target>], directory: &P
     for generated in &compiled.kernels {
         let kernel = &generated.kernel;
         write(format!("{}.kir", kernel.name), kiln_runtime::kernel::print_kernel(kernel).as_bytes())?;
-        let mlir = match targets.first() {
+        let mlir = match targets.iter().find(|target| target.runs(kernel)) {
             Some(target) => target.mlir(&[kernel]).map_err(|message| lowering(target.as_ref(), message))?,
             None => kernel_module(&[kernel], "", Vendor::Nvidia)
                 .map_err(|message| CompileError::Lower { target: "mlir".into(), message })?,
         };
         write(format!("{}.mlir", kernel.name), mlir.as_bytes())?;
         files += 2;
-        for target in targets {
+        for target in targets.iter().filter(|target| target.runs(kernel)) {
             for (suffix, bytes) in target.emit(kernel).map_err(|message| lowering(target.as_ref(), message))? {
                 write(format!("{}{suffix}", kernel.name), &bytes)?;
                 files += 1;

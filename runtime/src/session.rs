@@ -329,7 +329,7 @@ impl Session {
             .zip(times)
             .enumerate()
             .map(|(index, (launch, times))| {
-                let variant = choose_variant(launch, &bindings)?;
+                let variant = choose_variant(launch, &bindings, &artifact.kernels, self.executor.runs_tensor_cores())?;
                 let counted = counters.as_ref().map(|all| all[index].clone());
                 let weights = match &counted {
                     Some(counted) => variant
@@ -534,14 +534,19 @@ pub(crate) fn concrete_shape(dims: &[crate::Dim], bindings: &SymbolBindings) -> 
     dims.iter().map(|d| Ok(d.evaluate(bindings)?.max(0) as usize)).collect()
 }
 
-/// The variant of each launch for `bindings`.
-pub(crate) fn choose_variant<'a>(
+/// The variant of `launch` for `bindings`: the first whose shape bucket
+/// holds them and whose kernel the device runs (`tensor_cores`: it has
+/// sm_80 instructions; see [`crate::artifact::KernelSpec::uses_tensor_cores`]).
+pub fn choose_variant<'a>(
     launch: &'a crate::artifact::LaunchSpec,
     bindings: &SymbolBindings,
+    kernels: &[crate::artifact::KernelSpec],
+    tensor_cores: bool,
 ) -> Result<&'a crate::artifact::VariantSpec, RunError> {
     launch
         .variants
         .iter()
+        .filter(|v| tensor_cores || !kernels.get(v.kernel).is_some_and(|k| k.uses_tensor_cores))
         .find(|v| v.accepts(bindings))
         .ok_or_else(|| RunError::NoVariant { group: launch.group.clone() })
 }

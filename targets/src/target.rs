@@ -54,6 +54,14 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     /// The MLIR module this target lowers for `kernels` (for `--emit-dir`).
     fn mlir(&self, kernels: &[&Kernel]) -> Result<String, String>;
 
+    /// Whether the target runs `kernel`: every target runs portable kernels;
+    /// tensor-core kernels ([`Kernel::uses_tensor_cores`]) need sm_80+. The
+    /// kernels a target does not run are left out of its module and never
+    /// launched on its devices (each has a portable variant after it).
+    fn runs(&self, kernel: &Kernel) -> bool {
+        !kernel.uses_tensor_cores()
+    }
+
     /// The files `--emit-dir` writes for one kernel besides its `.kir` and
     /// `.mlir`: `(suffix, contents)`, e.g. `(".sm_90.ptx", …)`.
     fn emit(&self, kernel: &Kernel) -> Result<Vec<(String, Vec<u8>)>, String>;

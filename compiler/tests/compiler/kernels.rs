@@ -454,3 +454,95 @@ fn fma_and_directed_float_to_integer_lower_to_amdgpu_instructions() {
         assert!(assembly.contains(instruction), "no {instruction} in:\n{assembly}");
     }
 }
+
+/// Runs every tensor-core variant of `graph`'s groups (whatever its row
+/// bucket: the kernels compute any shape) on the checked interpreter and on
+/// the checked machine against the evaluator; returns the failures and how
+/// many kernels ran.
+fn check_tensor_core_variants(
+    name: &str,
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    bindings: &SymbolBindings,
+    seed: u64,
+) -> (Vec<String>, usize) {
+    use kiln_runtime::machine::{run_on_arguments, MachineOptions};
+    let values = evaluate_all(graph, inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (mut failures, mut ran) = (Vec::new(), 0);
+    for &group in graph.groups().keys() {
+        let variants = generate_variants(graph, group).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for generated in variants.into_iter().filter(|v| v.kernel.uses_tensor_cores()) {
+            let arguments: Vec<SimArgument> = generated
+                .bindings
+                .iter()
+                .map(|binding| match binding {
+                    ParamBinding::Input(value) => {
+                        let tensor = &values[value];
+                        SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: tensor.to_f64_vec() })
+                    }
+                    ParamBinding::Output(value) => {
+                        let tensor = &values[value];
+                        SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: vec![f64::NAN; tensor.element_count()] })
+                    }
+                    ParamBinding::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
+                })
+                .collect();
+            let kernel = &generated.kernel;
+            let mut interpreted = arguments.clone();
+            let mut machine = arguments;
+            let runs = [
+                run_kernel(kernel, &mut interpreted, bindings, SimOptions { seed, ..SimOptions::default() }),
+                run_on_arguments(kernel, &mut machine, bindings, MachineOptions { check: true, seed, ..MachineOptions::default() })
+                    .map(|_| ()),
+            ];
+            ran += 1;
+            for (simulator, (result, arguments)) in ["interpreter", "machine"].iter().zip(runs.into_iter().zip([&interpreted, &machine])) {
+                if let Err(error) = result {
+                    failures.push(format!("{name}: {} ({simulator}): {error}", kernel.name));
+                    continue;
+                }
+                for (binding, argument) in generated.bindings.iter().zip(arguments) {
+                    let (ParamBinding::Output(value), SimArgument::Buffer(buffer)) = (binding, argument) else { continue };
+                    // bf16 outputs round once where the evaluator rounds per op: a few ulps of bf16.
+                    if let Err(problem) = compare(&buffer.data, &values[value], 3e-2) {
+                        failures.push(format!("{name}: {} ({simulator}) `{}`: {problem}", kernel.name, graph.value_name(*value)));
+                    }
+                }
+            }
+        }
+    }
+    (failures, ran)
+}
+
+#[test]
+fn tensor_core_matmuls_match_the_evaluator_in_bf16_and_f16_at_ragged_shapes() {
+    let seed = run_seed();
+    eprintln!("kernel test seed {seed} (replay with KILN_TEST_SEED={seed})");
+    let mut failures = Vec::new();
+    let mut sources: Vec<(String, std::path::PathBuf)> = ["bert-hf5", "llama-hf5", "qwen2-dynamo", "distilbert-legacy"]
+        .iter()
+        .map(|name| {
+            let model = models().into_iter().find(|m| m.name == *name).expect("a testdata model");
+            (name.to_string(), model.model)
+        })
+        .collect();
+    sources.push(("minilm".into(), crate::common::minilm_directory()));
+    // Rows (batch·seq) that are no multiple of any tile: 7, and 3·45 = 135.
+    for (name, path) in sources {
+        for precision in [Precision::F16, Precision::Bf16] {
+            let mut graph = load_model(&path).expect("imports");
+            fused(&mut graph, precision);
+            let mut ran = 0;
+            for (batch, seq) in [(1, 7), (3, 45)] {
+                let bindings: SymbolBindings = [("batch".into(), batch as i64), ("seq".into(), seq as i64)].into();
+                let inputs = random_model_inputs(&graph, batch, seq, seed, true);
+                let (found, count) =
+                    check_tensor_core_variants(&format!("{name} {} {batch}x{seq}", precision.name()), &graph, &inputs, &bindings, seed);
+                failures.extend(found);
+                ran += count;
+            }
+            assert!(ran > 0, "{name} {}: no tensor-core kernel", precision.name());
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

@@ -139,6 +139,9 @@ pub struct KernelSpec {
     pub grid_blocks: Dim,
     pub static_shared_bytes: usize,
     pub dynamic_shared_bytes: usize,
+    /// It uses sm_80 instructions ([`crate::kernel::Kernel::uses_tensor_cores`]):
+    /// devices without them skip its variants.
+    pub uses_tensor_cores: bool,
 }
 
 enum Storage {

@@ -101,6 +101,7 @@ pub(super) fn validate(storage: Storage) -> Result<Artifact, ArtifactError> {
             grid_blocks: kernel.grid_blocks.clone(),
             static_shared_bytes: info.static_shared_bytes as usize,
             dynamic_shared_bytes: info.dynamic_shared_bytes as usize,
+            uses_tensor_cores: kernel.uses_tensor_cores(),
         });
     }
 

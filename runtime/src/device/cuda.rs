@@ -302,10 +302,22 @@ fn load_module(image: &[u8], format: CodeFormat, what: &str) -> Result<sys::CUmo
 
 impl LoadedCode {
     /// Loads `image` and finds every kernel of `artifact` in it.
-    fn load(artifact: &Artifact, image: &[u8], format: CodeFormat, what: &str) -> Result<LoadedCode, CudaError> {
+    /// Kernels with tensor-core instructions are looked up only with `tensor_cores`
+    /// (other code does not hold them; their variants are never chosen).
+    fn load(
+        artifact: &Artifact,
+        image: &[u8],
+        format: CodeFormat,
+        what: &str,
+        tensor_cores: bool,
+    ) -> Result<LoadedCode, CudaError> {
         let module = load_module(image, format, what)?;
         let mut loaded = LoadedCode { module, functions: Vec::new() };
         for kernel in &artifact.kernels {
+            if kernel.uses_tensor_cores && !tensor_cores {
+                loaded.functions.push(std::ptr::null_mut());
+                continue;
+            }
             let name = std::ffi::CString::new(kernel.name.as_str()).map_err(|_| CudaError::Driver {
                 context: kernel.name.clone(),
                 message: "a kernel name with a NUL byte".into(),
@@ -360,6 +372,8 @@ pub struct CudaExecutor {
     /// `KILN_CUDA_SYNC=1`: synchronize after every launch.
     synchronize_each_launch: bool,
     description: String,
+    /// The device and the loaded code run tensor-core kernels (sm_80+).
+    tensor_cores: bool,
 }
 
 impl Drop for CudaExecutor {
@@ -410,7 +424,11 @@ impl CudaExecutor {
             CodeFormat::Cubin => format!("{target} cubin"),
             _ => format!("{target} PTX (JIT for {device})"),
         };
-        let code = LoadedCode::load(artifact, object.bytes, format, &what)?;
+        // Tensor-core kernels are in code for sm_80 and later, and run on such devices.
+        let code_version: Option<u32> =
+            target.strip_prefix("sm_").and_then(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok());
+        let tensor_cores = major >= 8 && code_version.is_some_and(|version| version >= 80);
+        let code = LoadedCode::load(artifact, object.bytes, format, &what, tensor_cores)?;
         let stream = ctx.new_stream().map_err(driver("creating a stream"))?;
         let weights = model.cuda_weights(ordinal, |artifact| CudaWeights::upload(artifact, &stream))?;
         let bounds: SymbolBindings = artifact.bounds.iter().map(|(s, &(_, max))| (s.clone(), max)).collect();
@@ -453,6 +471,7 @@ impl CudaExecutor {
             use_graphs,
             synchronize_each_launch,
             description,
+            tensor_cores,
         })
     }
 
@@ -709,7 +728,7 @@ impl CudaExecutor {
         let artifact = &self.model.artifact;
         {
             let launch = &entry.launches[index];
-            let variant = choose_variant(launch, bindings)?;
+            let variant = choose_variant(launch, bindings, &artifact.kernels, self.runs_tensor_cores())?;
             let kernel = &artifact.kernels[variant.kernel];
             let ir = &artifact.kernel_ir[variant.kernel];
             let blocks = kernel.grid_blocks.evaluate(bindings)?;
@@ -771,6 +790,10 @@ impl CudaExecutor {
 impl Executor for CudaExecutor {
     fn description(&self) -> String {
         self.description.clone()
+    }
+
+    fn runs_tensor_cores(&self) -> bool {
+        self.tensor_cores
     }
 
     fn run(

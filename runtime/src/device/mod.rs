@@ -24,6 +24,10 @@ pub trait Executor: Send {
     /// The device, in words (`CUDA device 0: NVIDIA H200 (sm_90, …)`).
     fn description(&self) -> String;
 
+    /// Whether it runs kernels with sm_80 tensor-core instructions (the
+    /// launch then takes such variants; see [`crate::session::choose_variant`]).
+    fn runs_tensor_cores(&self) -> bool;
+
     /// Copies `inputs` into the arena, runs every launch of `entry` and reads its outputs.
     fn run(
         &mut self,

@@ -71,6 +71,11 @@ impl SimExecutor {
 }
 
 impl Executor for SimExecutor {
+    /// Both simulators implement the tensor-core instructions (warps of 32).
+    fn runs_tensor_cores(&self) -> bool {
+        self.options.warp_size == 32
+    }
+
     fn description(&self) -> String {
         let mode = match (self.machine, self.options.check) {
             (true, true) => "sanitizer on",
@@ -182,7 +187,7 @@ impl SimExecutor {
         let weights = model.sim_weights();
         for launch in &entry.launches {
             let started = Instant::now();
-            let variant = choose_variant(launch, bindings)?;
+            let variant = choose_variant(launch, bindings, &artifact.kernels, self.runs_tensor_cores())?;
             let kernel = &artifact.kernel_ir[variant.kernel];
             let mut arguments = Vec::with_capacity(variant.arguments.len());
             for argument in &variant.arguments {
@@ -234,7 +239,7 @@ impl SimExecutor {
         let arena_bytes = self.arena.len();
         for launch in &entry.launches {
             let started = Instant::now();
-            let variant = choose_variant(launch, bindings)?;
+            let variant = choose_variant(launch, bindings, &model.artifact.kernels, self.runs_tensor_cores())?;
             let program = &programs[variant.kernel];
             // Region 0 is the arena; the weights this launch reads follow it.
             let mut weights = Vec::new();

@@ -565,6 +565,25 @@ impl Kernel {
             .collect()
     }
 
+    /// Whether the kernel uses NVIDIA sm_80 instructions (`ldmatrix`,
+    /// `mma.sync`, `cp.async`): only such GPUs (and the simulators) run it,
+    /// and targets without them neither lower it nor launch it.
+    pub fn uses_tensor_cores(&self) -> bool {
+        fn any(body: &[Stmt]) -> bool {
+            body.iter().any(|stmt| match stmt {
+                Stmt::LoadMatrix { .. }
+                | Stmt::MatrixMultiplyAccumulate { .. }
+                | Stmt::AsyncCopy { .. }
+                | Stmt::AsyncCommit
+                | Stmt::AsyncWait { .. } => true,
+                Stmt::If { then, otherwise, .. } => any(then) || any(otherwise),
+                Stmt::For { body, .. } => any(body),
+                _ => false,
+            })
+        }
+        any(&self.body)
+    }
+
     /// The alignment dynamic shared memory must have: the largest array's.
     pub fn shared_align(&self) -> usize {
         self.shared.iter().map(|a| a.align).max().unwrap_or(SharedArray::MIN_ALIGN)

@@ -26,6 +26,7 @@ mod elementwise;
 mod matmul;
 mod row_reduction;
 mod skinny_matmul;
+pub mod tensor_core_matmul;
 
 use kiln_ir::graph::ValueRef;
 use kiln_ir::{Dim, Graph, GroupId, KernelKind, Op};
@@ -67,31 +68,90 @@ const SKINNY_BUCKETS: [(i64, i64); 2] = [(1, 1), (2, 4)];
 /// that fits is generated.
 pub fn generate_variants(graph: &Graph, group: GroupId) -> Result<Vec<GeneratedKernel>, GenerateError> {
     let contract = GroupContract::of(graph, group);
-    let skinny_rows = contract
-        .as_ref()
-        .filter(|c| c.kind == KernelKind::Matmul)
-        .and_then(|c| c.anchor)
-        .and_then(|anchor| skinny_matmul::rows_dim(graph, anchor).map(|rows| (anchor, rows)));
-    let Some((anchor, rows)) = skinny_rows else { return Ok(vec![generate_kernel(graph, group)?]) };
+    let anchor = contract.as_ref().filter(|c| c.kind == KernelKind::Matmul).and_then(|c| c.anchor);
+    let Some(anchor) = anchor else { return Ok(vec![generate_kernel(graph, group)?]) };
     let mut variants = Vec::new();
-    for (low, high) in SKINNY_BUCKETS {
-        let fits = rows.as_constant().map(|r| (low..=high).contains(&r));
-        if fits == Some(false) {
-            continue;
-        }
-        let name = format!("g{group}_matmul_rows{high}");
-        let mut variant =
-            generate_with(graph, group, &name, &mut |context| skinny_matmul::generate(context, anchor, high))?;
-        if fits.is_none() {
-            variant.when = vec![(rows.clone(), low, high)];
-        }
-        variants.push(variant);
-        if fits == Some(true) {
-            return Ok(variants);
+    // Rows already covered by the variants before (a constant row count needs one).
+    let mut covered_up_to = 0;
+    if let Some(rows) = skinny_matmul::rows_dim(graph, anchor) {
+        for (low, high) in SKINNY_BUCKETS {
+            let fits = rows.as_constant().map(|r| (low..=high).contains(&r));
+            if fits == Some(false) {
+                continue;
+            }
+            let name = format!("g{group}_matmul_rows{high}");
+            let mut variant =
+                generate_with(graph, group, &name, &mut |context| skinny_matmul::generate(context, anchor, high))?;
+            if fits.is_none() {
+                variant.when = vec![(rows.clone(), low, high)];
+            }
+            variants.push(variant);
+            if fits == Some(true) {
+                return Ok(variants);
+            }
+            covered_up_to = high;
         }
     }
+    let contract = contract.expect("a matmul group has a contract");
+    let stored = |value: ValueRef| contract.inputs.iter().any(|input| input.source == value && input.views.is_empty());
+    if let Some(shape) = tensor_core_matmul::applies(graph, anchor, &stored) {
+        for (tile, low, high) in tensor_core_buckets(&shape, covered_up_to + 1) {
+            let name = format!("g{group}_matmul_{}", tile.name());
+            let mut variant = generate_with(graph, group, &name, &mut |context| {
+                tensor_core_matmul::generate(context, anchor, tile)
+            })?;
+            if shape.rows.as_constant().is_none() {
+                variant.when = vec![(shape.rows.clone(), low, high)];
+            }
+            variants.push(variant);
+        }
+    }
+    // The SIMT kernel: every shape, and every device (tensor-core variants need sm_80+).
     variants.push(generate_kernel(graph, group)?);
     Ok(variants)
+}
+
+/// Representative row counts of the tensor-core row buckets: a bucket
+/// `(previous + 1)..=upper` takes the tile the cost model estimates fastest at
+/// its upper bound (the last is unbounded).
+const ROW_BUCKET_UPPER: [i64; 6] = [64, 256, 1024, 4096, 16384, i64::MAX];
+
+/// The tile for each row bucket from `first_row` on, adjacent buckets with
+/// the same tile merged: `(tile, low, high)`. A constant row count gets the
+/// one tile for it.
+fn tensor_core_buckets(shape: &tensor_core_matmul::Shape, first_row: i64) -> Vec<(tensor_core_matmul::TileConfig, i64, i64)> {
+    use crate::cost_model::{estimate, GpuSpec, MatmulProblem};
+    let gpu = GpuSpec::for_choosing_variants();
+    let n = shape.n.as_constant().unwrap_or(4096);
+    let batches = shape.batches.as_constant().unwrap_or(1);
+    let best = |rows: i64| {
+        let problem = MatmulProblem { rows, n, k: shape.k, batches, element_bytes: 2, output_bytes: 2 };
+        tensor_core_matmul::TileConfig::ALL
+            .into_iter()
+            .min_by(|a, b| {
+                let cost = |tile: tensor_core_matmul::TileConfig| estimate(&gpu, &tile.model(), &problem).seconds;
+                cost(*a).total_cmp(&cost(*b))
+            })
+            .expect("tiles")
+    };
+    if let Some(rows) = shape.rows.as_constant() {
+        return vec![(best(rows), rows, rows)];
+    }
+    let mut buckets: Vec<(tensor_core_matmul::TileConfig, i64, i64)> = Vec::new();
+    let mut low = first_row;
+    for upper in ROW_BUCKET_UPPER {
+        if upper < low {
+            continue;
+        }
+        // The unbounded bucket is judged at a large batch.
+        let tile = best(if upper == i64::MAX { 65536 } else { upper });
+        match buckets.last_mut() {
+            Some(last) if last.0 == tile => last.2 = upper,
+            _ => buckets.push((tile, low, upper)),
+        }
+        low = upper.saturating_add(1);
+    }
+    buckets
 }
 
 /// Why a group has no kernel.

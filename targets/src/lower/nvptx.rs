@@ -35,6 +35,11 @@ impl Target for NvptxTarget {
         &self.chip
     }
 
+    /// Tensor-core kernels (`ldmatrix`, bf16 `mma.sync`, `cp.async`) need sm_80 or later.
+    fn runs(&self, kernel: &Kernel) -> bool {
+        !kernel.uses_tensor_cores() || sm_version(&self.chip).is_some_and(|version| version >= 80)
+    }
+
     fn lower(&self, kernels: &[&Kernel]) -> Result<Lowered, String> {
         let chip = &self.chip;
         let mut lowered = Lowered::default();
@@ -70,6 +75,12 @@ impl Target for NvptxTarget {
         let ptx = lower_to_ptx(&[kernel], &self.chip, find_libdevice().as_deref()).map_err(|e| e.to_string())?;
         Ok(vec![(format!(".{}.ptx", self.chip), ptx.into_bytes())])
     }
+}
+
+/// The number of an `sm_NN` chip (`sm_90a` is 90).
+pub fn sm_version(chip: &str) -> Option<u32> {
+    let digits: String = chip.strip_prefix("sm_")?.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 /// Why kernels could not become PTX.
