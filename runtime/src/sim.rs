@@ -20,8 +20,8 @@
 use std::collections::HashMap;
 
 use crate::kernel::{register_type, BinaryOp, Expr, Kernel, Literal, Memory, Param, Special, Stmt, UnaryOp, Var};
-use crate::machine::values::{self, Class};
 use crate::machine::tensor_core;
+use crate::machine::values::{self, Class};
 use crate::{DType, SymbolBindings};
 
 /// How to run.
@@ -68,7 +68,9 @@ pub enum SimError {
     Misaligned { kernel: String, block: u64, thread: u64, buffer: String, index: i64, width: usize },
     #[error("{kernel}: block {block}, thread {thread}: {access} shared `{array}`[{index}] while a cp.async to it is in flight (no cp.async.wait_group has completed it)")]
     AsyncCopyInFlight { kernel: String, block: u64, thread: u64, access: &'static str, array: String, index: usize },
-    #[error("{kernel}: block {block}, warp {warp}: {instruction} with inactive lanes (a warp collective needs all 32)")]
+    #[error(
+        "{kernel}: block {block}, warp {warp}: {instruction} with inactive lanes (a warp collective needs all 32)"
+    )]
     PartialWarpCollective { kernel: String, block: u64, warp: usize, instruction: &'static str },
     #[error("{kernel}: block {block}: deadlock: {detail}")]
     Deadlock { kernel: String, block: u64, detail: String },
@@ -247,8 +249,10 @@ struct BlockState<'k> {
     log_writes: bool,
     /// Per warp and lane: its cp.async copies not yet completed.
     copies: Vec<Vec<AsyncQueue>>,
-    /// Shared elements with copies in flight to them, and how many.
-    in_flight: HashMap<(usize, usize), usize>,
+    /// Per shared array and element: cp.async copies in flight to it.
+    in_flight: Vec<Vec<u16>>,
+    /// Elements with a copy in flight (so the common case, none, is one test).
+    in_flight_elements: usize,
 }
 
 /// One element a cp.async writes when it completes.
@@ -291,7 +295,8 @@ impl<'k> BlockState<'k> {
             epoch: 0,
             log_writes,
             copies: vec![vec![AsyncQueue::default(); options.warp_size]; warps],
-            in_flight: HashMap::new(),
+            in_flight: kernel.shared.iter().map(|a| vec![0; a.elements]).collect(),
+            in_flight_elements: 0,
         }
     }
 
@@ -528,11 +533,9 @@ impl<'k> BlockState<'k> {
                             width: 8,
                         });
                     }
-                    let one = vec![true];
                     for (column, slot) in row.iter_mut().enumerate() {
-                        let at = [(start + column as i64) as f64];
-                        let (_, value) = self.shared_read_lanes_of(*array, &at, warp, lane, &one)?;
-                        *slot = values::encode_f64(dtype, value[0]) as u16;
+                        let value = self.shared_read_one(*array, (start + column as i64) as f64, warp, lane)?;
+                        *slot = values::encode_f64(dtype, value) as u16;
                     }
                 }
                 let registers = tensor_core::load_matrix(&rows, *transpose);
@@ -579,22 +582,36 @@ impl<'k> BlockState<'k> {
                 for (memory, indices) in memory.into_iter().zip([&destinations, &sources]) {
                     self.check_vector_alignment(memory, indices, width, warp, mask)?;
                 }
-                let dtype = self.kernel.shared[*array].dtype;
+                let SimArgument::Buffer(source) = &arguments[*buffer] else {
+                    return Err(self.error(format!("parameter {buffer} is not a buffer")));
+                };
                 for lane in (0..mask.len()).filter(|&lane| mask[lane]) {
                     let read = (valid[lane].max(0.0) as usize).min(width);
-                    let one: Vec<bool> = (0..mask.len()).map(|l| l == lane).collect();
                     for offset in 0..width {
-                        let element = self.shared_index(*array, destinations[lane] + offset as f64, warp, lane, "write")?;
+                        let element =
+                            self.shared_index(*array, destinations[lane] + offset as f64, warp, lane, "write")?;
+                        // Only the source elements read must be in bounds; the same dtype, so no conversion.
                         let value = if offset < read {
-                            let mut at = vec![0.0; mask.len()];
-                            at[lane] = sources[lane] + offset as f64;
-                            let (_, loaded) = self.load_lanes(*buffer, &at, warp, &one, arguments)?;
-                            stored(dtype, register_type(dtype), loaded[lane])
+                            let at = sources[lane] as i64 + offset as i64;
+                            if at < 0 || at as usize >= source.data.len() {
+                                return Err(SimError::OutOfBounds {
+                                    kernel: self.kernel.name.clone(),
+                                    block: self.block,
+                                    thread: self.thread_of(warp, lane),
+                                    access: "read",
+                                    buffer: self.kernel.params[*buffer].name().to_string(),
+                                    index: at,
+                                    length: source.data.len(),
+                                });
+                            }
+                            source.data[at as usize]
                         } else {
                             0.0
                         };
                         self.copies[warp][lane].open.push(PendingCopy { array: *array, element, value });
-                        *self.in_flight.entry((*array, element)).or_insert(0) += 1;
+                        let count = &mut self.in_flight[*array][element];
+                        self.in_flight_elements += (*count == 0) as usize;
+                        *count += 1;
                     }
                 }
             }
@@ -634,11 +651,10 @@ impl<'k> BlockState<'k> {
     /// now, as writes by their warp (so another warp reads them only after a barrier).
     fn complete(&mut self, group: Vec<PendingCopy>, warp: usize) -> Result<(), SimError> {
         for copy in group {
-            if let Some(count) = self.in_flight.get_mut(&(copy.array, copy.element)) {
+            let count = &mut self.in_flight[copy.array][copy.element];
+            if *count > 0 {
                 *count -= 1;
-                if *count == 0 {
-                    self.in_flight.remove(&(copy.array, copy.element));
-                }
+                self.in_flight_elements -= (*count == 0) as usize;
             }
             self.record_shared(copy.array, copy.element, warp, true)?;
             self.shared[copy.array][copy.element] = copy.value;
@@ -655,7 +671,7 @@ impl<'k> BlockState<'k> {
         lane: usize,
         access: &'static str,
     ) -> Result<(), SimError> {
-        if self.options.check && self.in_flight.contains_key(&(array, element)) {
+        if self.options.check && self.in_flight_elements > 0 && self.in_flight[array][element] > 0 {
             return Err(SimError::AsyncCopyInFlight {
                 kernel: self.kernel.name.clone(),
                 block: self.block,
@@ -666,23 +682,6 @@ impl<'k> BlockState<'k> {
             });
         }
         Ok(())
-    }
-
-    /// [`BlockState::shared_read_lanes`] for one lane `lane` (`mask` of one entry).
-    fn shared_read_lanes_of(
-        &mut self,
-        array: usize,
-        at: &[f64],
-        warp: usize,
-        lane: usize,
-        mask: &[bool],
-    ) -> Result<(DType, Lanes), SimError> {
-        let mut indices = vec![0.0; self.options.warp_size];
-        indices[lane] = at[0];
-        let mut lanes_mask = vec![false; self.options.warp_size];
-        lanes_mask[lane] = mask[0];
-        let (dtype, lanes) = self.shared_read_lanes(array, &indices, warp, &lanes_mask)?;
-        Ok((dtype, vec![lanes[lane]]))
     }
 
     /// Elements `indices[lane]` of shared array `array` for the active lanes
@@ -697,22 +696,27 @@ impl<'k> BlockState<'k> {
         let mut lanes = vec![0.0; mask.len()];
         for lane in 0..mask.len() {
             if mask[lane] {
-                let element = self.shared_index(array, indices[lane], warp, lane, "read")?;
-                self.check_not_in_flight(array, element, warp, lane, "reads")?;
-                if self.options.check && !self.cells[array][element].initialized {
-                    return Err(SimError::UninitializedShared {
-                        kernel: self.kernel.name.clone(),
-                        block: self.block,
-                        thread: self.thread_of(warp, lane),
-                        array: self.kernel.shared[array].name.clone(),
-                        index: element,
-                    });
-                }
-                self.record_shared(array, element, warp, false)?;
-                lanes[lane] = self.shared[array][element];
+                lanes[lane] = self.shared_read_one(array, indices[lane], warp, lane)?;
             }
         }
         Ok((register_type(self.kernel.shared[array].dtype), lanes))
+    }
+
+    /// Element `index` of shared array `array` as lane `lane` of `warp` reads it (checked).
+    fn shared_read_one(&mut self, array: usize, index: f64, warp: usize, lane: usize) -> Result<f64, SimError> {
+        let element = self.shared_index(array, index, warp, lane, "read")?;
+        self.check_not_in_flight(array, element, warp, lane, "reads")?;
+        if self.options.check && !self.cells[array][element].initialized {
+            return Err(SimError::UninitializedShared {
+                kernel: self.kernel.name.clone(),
+                block: self.block,
+                thread: self.thread_of(warp, lane),
+                array: self.kernel.shared[array].name.clone(),
+                index: element,
+            });
+        }
+        self.record_shared(array, element, warp, false)?;
+        Ok(self.shared[array][element])
     }
 
     /// Writes `values[lane]` to shared `array[indices[lane]]` for the active lanes.

@@ -455,16 +455,32 @@ fn fma_and_directed_float_to_integer_lower_to_amdgpu_instructions() {
     }
 }
 
+/// The text of `kernel` without its own and its parameters' names (what
+/// differs between the layers of a model).
+fn anonymous_text(kernel: &kiln_runtime::kernel::Kernel) -> String {
+    let mut anonymous = kernel.clone();
+    anonymous.name.clear();
+    anonymous.params.iter_mut().for_each(|param| match param {
+        kiln_runtime::kernel::Param::Buffer { name, .. } | kiln_runtime::kernel::Param::Scalar { name, .. } => {
+            name.clear()
+        }
+    });
+    kiln_runtime::kernel::print_kernel(&anonymous)
+}
+
 /// Runs every tensor-core variant of `graph`'s groups (whatever its row
-/// bucket: the kernels compute any shape) on the checked interpreter and on
-/// the checked machine against the evaluator; returns the failures and how
-/// many kernels ran.
+/// bucket: the kernels compute any shape) on the checked machine and, with
+/// `interpreter`, the checked interpreter, against the evaluator; a kernel
+/// equal to one in `seen` (up to names: the same layer shape) runs once.
+/// Returns the failures and how many kernels ran.
 fn check_tensor_core_variants(
     name: &str,
     graph: &Graph,
     inputs: &HashMap<String, Tensor>,
     bindings: &SymbolBindings,
     seed: u64,
+    interpreter: bool,
+    seen: &mut std::collections::HashSet<String>,
 ) -> (Vec<String>, usize) {
     use kiln_runtime::machine::{run_on_arguments, MachineOptions};
     let values = evaluate_all(graph, inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -472,6 +488,9 @@ fn check_tensor_core_variants(
     for &group in graph.groups().keys() {
         let variants = generate_variants(graph, group).unwrap_or_else(|e| panic!("{name}: {e}"));
         for generated in variants.into_iter().filter(|v| v.kernel.uses_tensor_cores()) {
+            if !seen.insert(anonymous_text(&generated.kernel)) {
+                continue;
+            }
             let arguments: Vec<SimArgument> = generated
                 .bindings
                 .iter()
@@ -482,30 +501,45 @@ fn check_tensor_core_variants(
                     }
                     ParamBinding::Output(value) => {
                         let tensor = &values[value];
-                        SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: vec![f64::NAN; tensor.element_count()] })
+                        SimArgument::Buffer(SimBuffer {
+                            dtype: tensor.dtype,
+                            data: vec![f64::NAN; tensor.element_count()],
+                        })
                     }
                     ParamBinding::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
                 })
                 .collect();
             let kernel = &generated.kernel;
-            let mut interpreted = arguments.clone();
+            let mut runs = Vec::new();
+            if interpreter {
+                let mut interpreted = arguments.clone();
+                let started = std::time::Instant::now();
+                let options = SimOptions { seed, ..SimOptions::default() };
+                let result = run_kernel(kernel, &mut interpreted, bindings, options);
+                runs.push(("interpreter", result, interpreted, started.elapsed()));
+            }
             let mut machine = arguments;
-            let runs = [
-                run_kernel(kernel, &mut interpreted, bindings, SimOptions { seed, ..SimOptions::default() }),
-                run_on_arguments(kernel, &mut machine, bindings, MachineOptions { check: true, seed, ..MachineOptions::default() })
-                    .map(|_| ()),
-            ];
+            let started = std::time::Instant::now();
+            let checked = MachineOptions { check: true, seed, ..MachineOptions::default() };
+            let result = run_on_arguments(kernel, &mut machine, bindings, checked).map(|_| ());
+            runs.push(("checked machine", result, machine, started.elapsed()));
             ran += 1;
-            for (simulator, (result, arguments)) in ["interpreter", "machine"].iter().zip(runs.into_iter().zip([&interpreted, &machine])) {
+            for (simulator, result, arguments, time) in runs {
+                if std::env::var("KILN_TEST_TIMING").is_ok() {
+                    eprintln!("{name} {} on the {simulator}: {time:.2?}", kernel.name);
+                }
                 if let Err(error) = result {
                     failures.push(format!("{name}: {} ({simulator}): {error}", kernel.name));
                     continue;
                 }
-                for (binding, argument) in generated.bindings.iter().zip(arguments) {
-                    let (ParamBinding::Output(value), SimArgument::Buffer(buffer)) = (binding, argument) else { continue };
+                for (binding, argument) in generated.bindings.iter().zip(&arguments) {
+                    let (ParamBinding::Output(value), SimArgument::Buffer(buffer)) = (binding, argument) else {
+                        continue;
+                    };
                     // bf16 outputs round once where the evaluator rounds per op: a few ulps of bf16.
                     if let Err(problem) = compare(&buffer.data, &values[value], 3e-2) {
-                        failures.push(format!("{name}: {} ({simulator}) `{}`: {problem}", kernel.name, graph.value_name(*value)));
+                        let output = graph.value_name(*value);
+                        failures.push(format!("{name}: {} ({simulator}) `{output}`: {problem}", kernel.name));
                     }
                 }
             }
@@ -527,17 +561,29 @@ fn tensor_core_matmuls_match_the_evaluator_in_bf16_and_f16_at_ragged_shapes() {
         })
         .collect();
     sources.push(("minilm".into(), crate::common::minilm_directory()));
+    let only = std::env::var("KILN_TEST_MODEL").ok();
+    sources.retain(|(name, _)| only.as_ref().is_none_or(|o| name == o));
     // Rows (batch·seq) that are no multiple of any tile: 7, and 3·45 = 135.
+    // The small models run on both checked simulators; MiniLM (its kernels
+    // take seconds on the interpreter) on the checked machine, each
+    // precision at one of the shapes, each distinct kernel once.
     for (name, path) in sources {
+        let small = name != "minilm";
         for precision in [Precision::F16, Precision::Bf16] {
             let mut graph = load_model(&path).expect("imports");
             fused(&mut graph, precision);
-            let mut ran = 0;
-            for (batch, seq) in [(1, 7), (3, 45)] {
+            let (mut ran, mut seen) = (0, std::collections::HashSet::new());
+            let shapes: &[(usize, usize)] = match (small, precision) {
+                (true, _) => &[(1, 7), (3, 45)],
+                (false, Precision::F16) => &[(1, 7)],
+                (false, _) => &[(3, 45)],
+            };
+            for &(batch, seq) in shapes {
                 let bindings: SymbolBindings = [("batch".into(), batch as i64), ("seq".into(), seq as i64)].into();
                 let inputs = random_model_inputs(&graph, batch, seq, seed, true);
+                let label = format!("{name} {} {batch}x{seq}", precision.name());
                 let (found, count) =
-                    check_tensor_core_variants(&format!("{name} {} {batch}x{seq}", precision.name()), &graph, &inputs, &bindings, seed);
+                    check_tensor_core_variants(&label, &graph, &inputs, &bindings, seed, small, &mut seen);
                 failures.extend(found);
                 ran += count;
             }
@@ -545,4 +591,127 @@ fn tensor_core_matmuls_match_the_evaluator_in_bf16_and_f16_at_ragged_shapes() {
         }
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The mma, ldmatrix and cp.async statements of the loop of `body` that
+/// holds the mma instructions (the main loop), and its trip count.
+fn main_loop_counts(body: &[kiln_runtime::kernel::Stmt]) -> Option<(usize, usize, usize, usize)> {
+    use kiln_runtime::kernel::Stmt;
+    fn count(body: &[Stmt], what: &dyn Fn(&Stmt) -> bool) -> usize {
+        body.iter()
+            .map(|stmt| {
+                what(stmt) as usize
+                    + match stmt {
+                        Stmt::If { then, otherwise, .. } => count(then, what) + count(otherwise, what),
+                        Stmt::For { body, .. } => count(body, what),
+                        _ => 0,
+                    }
+            })
+            .sum()
+    }
+    body.iter().find_map(|stmt| match stmt {
+        Stmt::For {
+            body, end: kiln_runtime::kernel::Expr::Literal(kiln_runtime::kernel::Literal::I64(trips)), ..
+        } if count(body, &|s| matches!(s, Stmt::MatrixMultiplyAccumulate { .. })) > 0 => Some((
+            count(body, &|s| matches!(s, Stmt::MatrixMultiplyAccumulate { .. })),
+            count(body, &|s| matches!(s, Stmt::LoadMatrix { .. })),
+            count(body, &|s| matches!(s, Stmt::AsyncCopy { .. })),
+            *trips as usize,
+        )),
+        _ => None,
+    })
+}
+
+/// The tensor-core matmuls of MiniLM in bf16 and f16, assembled for sm_80
+/// and sm_90 and read back as SASS: the main loop issues one HMMA per
+/// kernel-IR mma, one LDSM per ldmatrix and one LDGSTS.E.BYPASS.128 per
+/// cp.async (times ptxas's unroll factor), and no other loads, stores or
+/// FFMA; no kernel touches local memory or spills.
+#[test]
+fn tensor_core_matmul_main_loops_are_hmma_ldsm_and_ldgsts_in_sass() {
+    use kiln_targets::lower::nvptx::{assemble, find_libdevice, find_ptxas, lower_to_ptx};
+    use kiln_targets::lower::sass::{disassemble, find_nvdisasm, functions, Function};
+    let (Some(ptxas), Some(nvdisasm)) = (find_ptxas(), find_nvdisasm()) else {
+        assert!(std::env::var_os("KILN_REQUIRE_PTXAS").is_none(), "ptxas and nvdisasm are required (scripts/setup.sh)");
+        eprintln!("skipped: ptxas or nvdisasm is not installed (scripts/setup.sh installs both)");
+        return;
+    };
+    let (mut kernels, mut seen) = (Vec::new(), std::collections::HashSet::new());
+    for precision in [Precision::Bf16, Precision::F16] {
+        let mut graph = load_model(&crate::common::minilm_directory()).expect("MiniLM imports");
+        fused(&mut graph, precision);
+        for &group in graph.groups().keys() {
+            for generated in generate_variants(&graph, group).expect("generates") {
+                if generated.kernel.uses_tensor_cores() && seen.insert(anonymous_text(&generated.kernel)) {
+                    let mut kernel = generated.kernel.clone();
+                    kernel.name = format!("{}_{}", kernel.name, precision.name());
+                    kernels.push(kernel);
+                }
+            }
+        }
+    }
+    assert!(kernels.len() >= 2, "{} tensor-core kernels", kernels.len());
+    let references: Vec<&kiln_runtime::kernel::Kernel> = kernels.iter().collect();
+    for chip in ["sm_80", "sm_90"] {
+        let ptx = lower_to_ptx(&references, chip, find_libdevice().as_deref()).expect("lowers");
+        let assembly = assemble(&ptxas, &ptx, chip).unwrap_or_else(|log| panic!("ptxas {chip}:\n{log}"));
+        let listing = disassemble(&nvdisasm, &assembly.cubin).expect("disassembles");
+        let sass = functions(&listing);
+        for kernel in &kernels {
+            let name = &kernel.name;
+            let function =
+                sass.iter().find(|f| &f.name == name).unwrap_or_else(|| panic!("{chip}: no SASS for {name}"));
+            let resources = assembly.kernels.iter().find(|k| &k.name == name).expect("a resource report");
+            assert_eq!((resources.spill_stores, resources.spill_loads), (0, 0), "{chip} {name} spills");
+            let local = Function::count(&function.instructions, "LDL") + Function::count(&function.instructions, "STL");
+            assert_eq!(local, 0, "{chip} {name} uses local memory");
+            let (mma, ldmatrix, copies, trips) = main_loop_counts(&kernel.body).expect("a main loop");
+            // A loop ptxas kept (maybe unrolled some times), or the fully unrolled steps: from
+            // the first barrier (the prologue's copies precede it) to the last LDSM (the
+            // epilogue's stores may mingle with the last HMMAs after it), where the last
+            // STAGES − 1 steps copy nothing.
+            let (body, unroll, copying_steps) = match function.hottest_loop("HMMA") {
+                Some(body) => {
+                    let unroll = Function::count(body, "HMMA.16816.F32") / mma;
+                    (body, unroll, unroll)
+                }
+                None => {
+                    let instructions = &function.instructions;
+                    let first =
+                        instructions.iter().position(|i| i.opcode().starts_with("BAR.SYNC")).expect("a barrier");
+                    let last = instructions.iter().rposition(|i| i.opcode().starts_with("LDSM")).expect("an LDSM");
+                    let stages = kiln_targets::generate::tensor_core_matmul::STAGES as usize;
+                    let all_hmma = Function::count(instructions, "HMMA.16816.F32");
+                    assert_eq!(all_hmma, trips * mma, "{chip} {name}: HMMA of the unrolled main loop");
+                    (&instructions[first..=last], trips, trips.saturating_sub(stages - 1))
+                }
+            };
+            let hmma = Function::count(body, "HMMA.16816.F32");
+            let unrolled = function.hottest_loop("HMMA").is_none();
+            assert!(unrolled || hmma == unroll * mma, "{chip} {name}: HMMA in the main loop ({mma} mma a step)");
+            assert!(unroll >= 1, "{chip} {name}: no HMMA in the main loop");
+            assert_eq!(Function::count(body, "LDSM.16.M88.4"), unroll * ldmatrix, "{chip} {name}: LDSM");
+            let ldgsts = Function::count(body, "LDGSTS.E.BYPASS.128");
+            assert_eq!(ldgsts, copying_steps * copies, "{chip} {name}: LDGSTS");
+            assert_eq!(Function::count(body, "LDGSTS"), ldgsts, "{chip} {name}: every cp.async is 16 bytes");
+            let plain = |opcode: &str| {
+                body.iter().filter(|i| i.opcode() == opcode || i.opcode().starts_with(&format!("{opcode}."))).count()
+            };
+            for opcode in ["LDG", "LDS", "STS", "STG", "FFMA"] {
+                assert_eq!(plain(opcode), 0, "{chip} {name}: {opcode} in the main loop");
+            }
+            let threads = kernel.block_threads;
+            let by_registers = 65536 / (threads * resources.registers.max(1));
+            let by_shared = (228 * 1024) / (kernel.shared_bytes() as u32).max(1);
+            let occupancy = by_registers.min(by_shared).min(2048 / threads);
+            eprintln!(
+                "{chip} {name}: {} registers, {} B shared, {} threads: {occupancy} blocks/SM on sm_90 ({} warps), \
+                 main loop {hmma} HMMA (unrolled {unroll}x)",
+                resources.registers,
+                kernel.shared_bytes(),
+                threads,
+                occupancy * threads / 32
+            );
+        }
+    }
 }

@@ -425,8 +425,9 @@ impl CudaExecutor {
             _ => format!("{target} PTX (JIT for {device})"),
         };
         // Tensor-core kernels are in code for sm_80 and later, and run on such devices.
-        let code_version: Option<u32> =
-            target.strip_prefix("sm_").and_then(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok());
+        let code_version: Option<u32> = target
+            .strip_prefix("sm_")
+            .and_then(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok());
         let tensor_cores = major >= 8 && code_version.is_some_and(|version| version >= 80);
         let code = LoadedCode::load(artifact, object.bytes, format, &what, tensor_cores)?;
         let stream = ctx.new_stream().map_err(driver("creating a stream"))?;

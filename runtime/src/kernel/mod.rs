@@ -412,7 +412,6 @@ pub fn load_matrix_element(lane: usize, half: usize, transpose: bool) -> (usize,
     }
 }
 
-
 /// What a vector access reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Memory {

@@ -325,7 +325,10 @@ impl Checker<'_> {
     /// A warp collective needs whole warps that all execute it.
     fn warp_collective(&self, what: &str, uniform: bool) -> Result<(), String> {
         if self.kernel.block_threads % 32 != 0 {
-            return Err(format!("{what} in a block of {} threads (warp collectives need whole warps)", self.kernel.block_threads));
+            return Err(format!(
+                "{what} in a block of {} threads (warp collectives need whole warps)",
+                self.kernel.block_threads
+            ));
         }
         if !uniform {
             return Err(format!("{what} under control flow that differs between threads (every lane must execute it)"));

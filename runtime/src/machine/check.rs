@@ -60,12 +60,15 @@ pub(crate) struct SharedChecker {
     clocks: Vec<Vec<u32>>,
     shadow: Vec<Shadow>,
     /// Per byte: cp.async copies to it issued and not yet completed.
-    in_flight: HashMap<usize, u32>,
+    in_flight: Vec<u16>,
+    /// Bytes with a copy in flight (so the common case, none, is one test).
+    in_flight_bytes: usize,
 }
 
 impl SharedChecker {
     pub(crate) fn new(warps: usize, shared_bytes: usize) -> SharedChecker {
-        let mut checker = SharedChecker { clocks: Vec::new(), shadow: Vec::new(), in_flight: HashMap::new() };
+        let mut checker =
+            SharedChecker { clocks: Vec::new(), shadow: Vec::new(), in_flight: Vec::new(), in_flight_bytes: 0 };
         checker.reset(warps, shared_bytes);
         checker
     }
@@ -82,31 +85,32 @@ impl SharedChecker {
         self.shadow.clear();
         self.shadow.resize(shared_bytes, Shadow::default());
         self.in_flight.clear();
+        self.in_flight.resize(shared_bytes, 0);
+        self.in_flight_bytes = 0;
     }
 
     /// A cp.async to bytes `range` is issued: until [`SharedChecker::land`],
     /// any access to them is a violation.
     pub(crate) fn issue_copy(&mut self, range: std::ops::Range<usize>) {
-        for byte in range {
-            *self.in_flight.entry(byte).or_insert(0) += 1;
+        for count in &mut self.in_flight[range] {
+            self.in_flight_bytes += (*count == 0) as usize;
+            *count += 1;
         }
     }
 
     /// A cp.async issued by `warp` completes (its wait): it writes `range` now.
     pub(crate) fn land(&mut self, warp: usize, range: std::ops::Range<usize>) -> Result<(), Violation> {
-        for byte in range.clone() {
-            if let Some(count) = self.in_flight.get_mut(&byte) {
+        for count in &mut self.in_flight[range.clone()] {
+            if *count > 0 {
                 *count -= 1;
-                if *count == 0 {
-                    self.in_flight.remove(&byte);
-                }
+                self.in_flight_bytes -= (*count == 0) as usize;
             }
         }
         self.write(warp, range)
     }
 
     fn check_in_flight(&self, range: &std::ops::Range<usize>) -> Result<(), Violation> {
-        if !self.in_flight.is_empty() && range.clone().any(|byte| self.in_flight.contains_key(&byte)) {
+        if self.in_flight_bytes > 0 && self.in_flight[range.clone()].iter().any(|&count| count > 0) {
             return Err(Violation::InFlight);
         }
         Ok(())

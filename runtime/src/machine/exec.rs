@@ -842,7 +842,8 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     for (lane, row) in rows.iter_mut().enumerate() {
                         for (column, slot) in row.iter_mut().enumerate() {
                             let element = (indices[lane] as i64).wrapping_add(column as i64);
-                            *slot = access.load_raw(shared, element).map_err(|kind| error_at(kind, lane as u32))? as u16;
+                            *slot =
+                                access.load_raw(shared, element).map_err(|kind| error_at(kind, lane as u32))? as u16;
                         }
                     }
                     let registers = tensor_core::load_matrix(&rows, transpose);
@@ -890,7 +891,8 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     let bytes = width * target.size;
                     if counting {
                         counters.request(target, destinations, 0, warp.mask, bytes, true);
-                        let reading = active(warp.mask).filter(|&l| valid[l as usize] as i64 > 0).fold(0, |m, l| m | 1 << l);
+                        let reading =
+                            active(warp.mask).filter(|&l| valid[l as usize] as i64 > 0).fold(0, |m, l| m | 1 << l);
                         counters.request(source, sources, 0, reading, bytes, false);
                     }
                     let Target::Shared { offset: base } = target.target else {
@@ -912,9 +914,12 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                         }
                         let read = (valid[lane as usize] as i64).clamp(0, width as i64);
                         for offset in 0..width as i64 {
-                            let element = target.check(to.wrapping_add(offset), "write").map_err(|kind| error_at(kind, lane))?;
+                            let element =
+                                target.check(to.wrapping_add(offset), "write").map_err(|kind| error_at(kind, lane))?;
                             let raw = if offset < read {
-                                source.load_raw(shared, from.wrapping_add(offset)).map_err(|kind| error_at(kind, lane))?
+                                source
+                                    .load_raw(shared, from.wrapping_add(offset))
+                                    .map_err(|kind| error_at(kind, lane))?
                             } else {
                                 0
                             };
@@ -939,9 +944,19 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             let group = warp.copies[lane as usize].committed.pop_front().expect("non-empty");
                             for copy in group {
                                 if let Some((checker, _)) = checker.as_mut() {
-                                    checker.land(warp_index, copy.byte..copy.byte + copy.size).map_err(|violation| {
-                                        shared_violation(program, block, thread_of(lane), copy.byte, violation, warp_index, "writes")
-                                    })?;
+                                    checker.land(warp_index, copy.byte..copy.byte + copy.size).map_err(
+                                        |violation| {
+                                            shared_violation(
+                                                program,
+                                                block,
+                                                thread_of(lane),
+                                                copy.byte,
+                                                violation,
+                                                warp_index,
+                                                "writes",
+                                            )
+                                        },
+                                    )?;
                                 }
                                 shared.store(copy.byte, copy.size, copy.raw);
                             }
@@ -1092,12 +1107,8 @@ fn shared_violation(
     warp: usize,
     access: &'static str,
 ) -> SimError {
-    let layout = program
-        .shared
-        .iter()
-        .rev()
-        .find(|layout| layout.offset <= byte)
-        .expect("a shared byte lies in an array");
+    let layout =
+        program.shared.iter().rev().find(|layout| layout.offset <= byte).expect("a shared byte lies in an array");
     let (array, index) = (layout.name.clone(), (byte - layout.offset) / layout.dtype.size_in_bytes());
     let kernel = program.name.clone();
     match violation {
@@ -1108,7 +1119,14 @@ fn shared_violation(
 }
 
 /// A warp collective needs every lane of a 32-lane warp active.
-fn whole_warp(program: &Program, block: u64, warp: usize, mask: u64, w: usize, instruction: &'static str) -> Result<(), SimError> {
+fn whole_warp(
+    program: &Program,
+    block: u64,
+    warp: usize,
+    mask: u64,
+    w: usize,
+    instruction: &'static str,
+) -> Result<(), SimError> {
     if w != tensor_core::WARP || mask != u32::MAX as u64 {
         return Err(SimError::PartialWarpCollective { kernel: program.name.clone(), block, warp, instruction });
     }

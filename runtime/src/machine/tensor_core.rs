@@ -52,8 +52,8 @@ fn element(kind: MmaKind, register: u32, half: usize) -> f64 {
 /// accumulator's alignment), rounded once to f32.
 pub(crate) fn mma(kind: MmaKind, a: &[[u32; 4]], b: &[[u32; 2]], c: &[[f32; 4]]) -> Vec<[f32; 4]> {
     let k = kind.k();
-    let mut a_tile = vec![[0f64; 16]; 16];
-    let mut b_tile = vec![[0f64; 8]; 16];
+    let mut a_tile = [[0f64; 16]; 16];
+    let mut b_tile = [[0f64; 8]; 16];
     let halves = kind.elements_per_register();
     for lane in 0..WARP {
         for half in 0..halves {

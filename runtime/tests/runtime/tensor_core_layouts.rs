@@ -75,13 +75,21 @@ fn mma_fragment_maps_match_cute() {
         for value in 0..A_16X16.values() {
             let expected = column_major(A_16X16.index(lane, value), 16);
             for kind in [MmaKind::Bf16M16N8K16, MmaKind::F16M16N8K16] {
-                assert_eq!(kind.a_element(lane, value / 2, value % 2), expected, "{kind:?} A, lane {lane}, value {value}");
+                assert_eq!(
+                    kind.a_element(lane, value / 2, value % 2),
+                    expected,
+                    "{kind:?} A, lane {lane}, value {value}"
+                );
             }
         }
         for value in 0..B_8X16.values() {
             let (n, k) = column_major(B_8X16.index(lane, value), 8);
             for kind in [MmaKind::Bf16M16N8K16, MmaKind::F16M16N8K16] {
-                assert_eq!(kind.b_element(lane, value / 2, value % 2), (k, n), "{kind:?} B, lane {lane}, value {value}");
+                assert_eq!(
+                    kind.b_element(lane, value / 2, value % 2),
+                    (k, n),
+                    "{kind:?} B, lane {lane}, value {value}"
+                );
             }
         }
         // tf32: one element per register.
@@ -220,8 +228,10 @@ fn the_simulators_mma_computes_the_product_of_tiles_placed_by_cute() {
     ];
     for (kind, a_layout, b_layout, k) in cases {
         // Small integers: every product and sum is exact in every format.
-        let a_tile: Vec<Vec<f32>> = (0..16).map(|m| (0..k).map(|kk| ((m * 3 + kk * 5) % 7) as f32 - 3.0).collect()).collect();
-        let b_tile: Vec<Vec<f32>> = (0..k).map(|kk| (0..8).map(|n| ((kk * 2 + n * 3) % 5) as f32 - 2.0).collect()).collect();
+        let a_tile: Vec<Vec<f32>> =
+            (0..16).map(|m| (0..k).map(|kk| ((m * 3 + kk * 5) % 7) as f32 - 3.0).collect()).collect();
+        let b_tile: Vec<Vec<f32>> =
+            (0..k).map(|kk| (0..8).map(|n| ((kk * 2 + n * 3) % 5) as f32 - 2.0).collect()).collect();
         let c_tile: Vec<Vec<f32>> = (0..16).map(|m| (0..8).map(|n| (m + n) as f32).collect()).collect();
         let bits = |value: f32| -> u32 {
             match kind {

@@ -97,9 +97,8 @@ pub fn generate_variants(graph: &Graph, group: GroupId) -> Result<Vec<GeneratedK
     if let Some(shape) = tensor_core_matmul::applies(graph, anchor, &stored) {
         for (tile, low, high) in tensor_core_buckets(&shape, covered_up_to + 1) {
             let name = format!("g{group}_matmul_{}", tile.name());
-            let mut variant = generate_with(graph, group, &name, &mut |context| {
-                tensor_core_matmul::generate(context, anchor, tile)
-            })?;
+            let mut variant =
+                generate_with(graph, group, &name, &mut |context| tensor_core_matmul::generate(context, anchor, tile))?;
             if shape.rows.as_constant().is_none() {
                 variant.when = vec![(shape.rows.clone(), low, high)];
             }
@@ -119,7 +118,10 @@ const ROW_BUCKET_UPPER: [i64; 6] = [64, 256, 1024, 4096, 16384, i64::MAX];
 /// The tile for each row bucket from `first_row` on, adjacent buckets with
 /// the same tile merged: `(tile, low, high)`. A constant row count gets the
 /// one tile for it.
-fn tensor_core_buckets(shape: &tensor_core_matmul::Shape, first_row: i64) -> Vec<(tensor_core_matmul::TileConfig, i64, i64)> {
+fn tensor_core_buckets(
+    shape: &tensor_core_matmul::Shape,
+    first_row: i64,
+) -> Vec<(tensor_core_matmul::TileConfig, i64, i64)> {
     use crate::cost_model::{estimate, GpuSpec, MatmulProblem};
     let gpu = GpuSpec::for_choosing_variants();
     let n = shape.n.as_constant().unwrap_or(4096);

@@ -420,7 +420,9 @@ impl Emitter<'_> {
                 ));
                 for (position, var) in acc.iter().enumerate() {
                     let value = self.fresh();
-                    self.line(&format!("{value} = llvm.extractvalue {result}[{position}] : !llvm.struct<(f32, f32, f32, f32)>"));
+                    self.line(&format!(
+                        "{value} = llvm.extractvalue {result}[{position}] : !llvm.struct<(f32, f32, f32, f32)>"
+                    ));
                     self.line(&format!("llvm.store {value}, %v{} : f32, !llvm.ptr", var.0));
                 }
             }
@@ -431,7 +433,9 @@ impl Emitter<'_> {
                 // The destination: the array's shared address plus the byte offset.
                 let memref = self.shared_memref(*array);
                 let (base, base_i64) = (self.fresh(), self.fresh());
-                self.line(&format!("{base} = memref.extract_aligned_pointer_as_index %shared{array} : {memref} -> index"));
+                self.line(&format!(
+                    "{base} = memref.extract_aligned_pointer_as_index %shared{array} : {memref} -> index"
+                ));
                 self.line(&format!("{base_i64} = arith.index_cast {base} : index to i64"));
                 let offset = self.expression(shared_index)?;
                 let offset = self.convert(offset, DType::I64)?;
@@ -452,8 +456,15 @@ impl Emitter<'_> {
                 } else {
                     let valid = self.expression(source_elements)?;
                     let valid = self.convert(valid, DType::I64)?;
-                    let (zero, full, low, high, scale, in_bytes, narrow) =
-                        (self.fresh(), self.fresh(), self.fresh(), self.fresh(), self.fresh(), self.fresh(), self.fresh());
+                    let (zero, full, low, high, scale, in_bytes, narrow) = (
+                        self.fresh(),
+                        self.fresh(),
+                        self.fresh(),
+                        self.fresh(),
+                        self.fresh(),
+                        self.fresh(),
+                        self.fresh(),
+                    );
                     self.line(&format!("{zero} = arith.constant 0 : i64"));
                     self.line(&format!("{full} = arith.constant {elements} : i64"));
                     self.line(&format!("{low} = arith.maxsi {}, {zero} : i64", valid.name));

@@ -3,3 +3,4 @@
 pub mod amdgpu;
 pub mod mlir;
 pub mod nvptx;
+pub mod sass;

@@ -99,7 +99,8 @@ pub enum PtxError {
 }
 
 /// The pass pipeline from the GPU dialects to PTX.
-pub const PIPELINE: &str = "builtin.module(convert-scf-to-cf, gpu.module(convert-nvgpu-to-nvvm, convert-gpu-to-nvvm, convert-arith-to-llvm, \
+pub const PIPELINE: &str =
+    "builtin.module(convert-scf-to-cf, gpu.module(convert-nvgpu-to-nvvm, convert-gpu-to-nvvm, convert-arith-to-llvm, \
      convert-index-to-llvm, convert-nvvm-to-llvm, reconcile-unrealized-casts), gpu-module-to-binary{format=isa})";
 
 /// The MLIR module of `kernels` for `chip` (e.g. `sm_80`), linking `libdevice`.
@@ -146,7 +147,7 @@ pub fn find_ptxas() -> Option<PathBuf> {
     find_in_venv(&["bin", "ptxas"])
 }
 
-fn find_in_venv(tail: &[&str]) -> Option<PathBuf> {
+pub(crate) fn find_in_venv(tail: &[&str]) -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
     for python in std::fs::read_dir(&root).ok()?.flatten() {
         let nvidia = python.path().join("site-packages/nvidia");
