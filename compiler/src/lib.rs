@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod compile;
 pub mod embed;
 pub mod hf;
+pub mod launch_plan;
 pub mod npy;
 pub mod onnx;
 pub mod summary;

@@ -24,6 +24,7 @@ enum Command {
     Run(kiln_cli::RunArguments),
     Embed(commands::embed::Arguments),
     Eval(commands::eval::Arguments),
+    Kernel(commands::kernel::Arguments),
 }
 
 fn main() {
@@ -33,6 +34,7 @@ fn main() {
         Command::Run(arguments) => kiln_cli::run_artifact(&arguments),
         Command::Embed(arguments) => commands::embed::run(&arguments),
         Command::Eval(arguments) => commands::eval::run(&arguments),
+        Command::Kernel(arguments) => commands::kernel::run(&arguments),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

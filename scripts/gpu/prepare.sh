@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds what scripts/gpu/run.sh needs on a GPU machine that has no Rust:
-# out/gpu/bin/kiln-run, every testdata model as an f32 artifact (sm_90), and the two
+# out/gpu/bin/kiln-run, the tensor-core probe kernels (PTX and simulated bits), every testdata model as an f32 artifact (sm_90), and the two
 # benchmark models (MiniLM-L6 at batch ≤ 256 × seq ≤ 64 and BERT-base at
 # batch ≤ 32 × seq ≤ 128, pseudo-random weights from scripts/gpu/bert_weights.py)
 # as bf16 artifacts, gzip-compressed so out/gpu stays small enough to carry.
@@ -30,6 +30,11 @@ for spec in "minilm-l6 1..256 1..64" "bert-base 1..32 1..128"; do
   target/release/kiln compile "$out/work/$name" --precision bf16 --target sm_80,sm_90 \
     --bound "batch=$batch,seq=$seq" -o "$out/artifacts/$name.bf16.kiln" | grep -E "^(kernels|artifact)"
   gzip -f "$out/artifacts/$name.bf16.kiln"
+done
+# The tensor-core probes: each instruction variant's filetest, lowered for sm_90 and
+# simulated (the bits the GPU must reproduce; run.py's first section).
+for probe in mma_bf16 mma_bf16_rounding mma_f16_trans mma_tf32; do
+  target/release/kiln kernel "testdata/kernels/$probe.kir" --target sm_90 -o "$out/probes" > /dev/null
 done
 rm -rf "$out/work"
 du -sh "$out"

@@ -6,6 +6,9 @@ its own process under a time cap, and print their rows as they finish: a slow,
 hanging or failing section costs only itself. Everything printed also goes to
 out/gpu/results.md (and $OUT/results.md when $OUT is set).
 
+  probes       each tensor-core instruction variant (ldmatrix x1/x2/x4 and .trans,
+               mma.sync bf16/f16/tf32, cp.async 4/8/16 bytes with zero-fill) in a tiny
+               kernel on the GPU, its output bits against the simulator's
   device       name, clocks, measured copy bandwidth and bf16 matmul rate
   correctness  every artifact on CUDA (KILN_CUDA_SYNC=1) against f32 references
                computed with TF32 off; then compute-sanitizer memcheck and
@@ -18,6 +21,8 @@ out/gpu/results.md (and $OUT/results.md when $OUT is set).
   max-autotune torch.compile max-autotune for both, beside eager, capped
   kernels      kiln's per-launch times (graphs off, events per launch) beside
                each launch's FLOPs and bytes from the compiler's cost model
+  gemm         kiln's matmul launches at BERT-base's and MiniLM's shapes beside
+               cuBLAS (torch.matmul, bf16) at the same M, N, K
 
 Usage: run.py [--only SECTION[,SECTION...]] [--section NAME] (the latter is
 how run.py calls itself).
@@ -41,8 +46,8 @@ CALLS = 20  # back-to-back calls per timed round
 ROUNDS = 3
 # Seconds each section may take before it is stopped (the whole call must
 # stay well inside the device tool's ten minutes).
-CAPS = {"device": 45, "correctness": 120, "timing-bert-base": 110, "timing-minilm-l6": 100, "max-autotune": 75,
-        "kernels": 45}
+CAPS = {"probes": 50, "device": 45, "correctness": 120, "timing-bert-base": 100, "timing-minilm-l6": 90,
+        "max-autotune": 60, "kernels": 40, "gemm": 50}
 SECTIONS = list(CAPS)
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -454,6 +459,97 @@ def section_kernels():
                     say(f"{name}: {line}")
 
 
+def section_probes():
+    """Runs each probe kernel (out/gpu/probes/NAME.ptx and .json from `kiln kernel`)
+    through the CUDA driver and compares its output bits with the simulator's."""
+    import ctypes
+    import glob
+    import numpy as np
+    import torch
+    torch.zeros(1, device="cuda")  # the primary context, current on this thread
+    cuda = ctypes.CDLL("libcuda.so.1")
+
+    def check(status, what):
+        if status != 0:
+            raise RuntimeError(f"{what}: CUDA error {status}")
+
+    dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16, "i32": torch.int32,
+              "i64": torch.int64}
+    failures = 0
+    say("| probe | outputs | equal bits | max abs difference |")
+    say("|---|---|---|---|")
+    for path in sorted(glob.glob(os.path.join(OUT, "probes", "*.json"))):
+        probe = json.load(open(path))
+        module, function = ctypes.c_void_p(), ctypes.c_void_p()
+        ptx = open(path[:-len(".json")] + ".ptx", "rb").read() + b"\0"
+        check(cuda.cuModuleLoadData(ctypes.byref(module), ptx), "loading " + probe["kernel"])
+        check(cuda.cuModuleGetFunction(ctypes.byref(function), module, probe["kernel"].encode()), "finding the kernel")
+        tensors, values = [], []
+        for param in probe["params"]:
+            if "scalar" in param:
+                values.append(ctypes.c_int64(int(param["scalar"])))
+                tensors.append(None)
+                continue
+            if param["dtype"] == "u32":
+                host = torch.from_numpy(np.array(param["input"], dtype=np.uint64).astype(np.uint32).view(np.int32))
+            else:
+                host = torch.tensor(param["input"], dtype=dtypes[param["dtype"]])
+            tensor = host.cuda()
+            tensors.append(tensor)
+            values.append(ctypes.c_void_p(tensor.data_ptr()))
+        pointers = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p) for v in values])
+        check(cuda.cuLaunchKernel(function, probe["blocks"], 1, 1, probe["threads"], 1, 1,
+                                  probe["dynamic_shared_bytes"], None, pointers, None), "launching")
+        torch.cuda.synchronize()
+        for param, tensor in zip(probe["params"], tensors):
+            if tensor is None or not param.get("writable"):
+                continue
+            got = tensor.cpu().to(torch.float64).numpy()
+            want = np.array(param["simulated"], dtype=np.float64)
+            as_bits = lambda x: x.astype(np.float32).view(np.uint32)
+            equal = int((as_bits(got) == as_bits(want)).sum())
+            difference = float(np.max(np.abs(got - want))) if len(want) else 0.0
+            failures += equal != len(want)
+            say(f"| {probe['kernel']} | `{param['name']}` ({len(want)}) | {equal} | {difference:.3g} |")
+        cuda.cuModuleUnload(module)
+    return failures
+
+
+def section_gemm():
+    """kiln's matmul launches against cuBLAS (torch.matmul, bf16) at the same shapes."""
+    import torch
+    with tempfile.TemporaryDirectory() as work:
+        for name, batch, seq in WORKLOADS:
+            import bert_weights
+            config = bert_weights.config_json(name)
+            hidden, inner = config["hidden_size"], config["intermediate_size"]
+            rows = batch * seq
+            shapes = {"qkv": (3 * hidden, hidden), "out": (hidden, hidden), "up": (inner, hidden), "down": (hidden, inner)}
+            _, out, _ = kiln_run(gunzipped(name + ".bf16", work), workload_inputs(name, batch, seq, work)[2],
+                                 os.path.join(work, "out"), extra=["--profile", "10"], env={"KILN_CUDA_GRAPHS": "0"})
+            launches = []
+            for line in out.splitlines():
+                if line.startswith("launch ") and "_matmul" in line:
+                    fields = line.split()
+                    values = dict(f.split("=") for f in fields[4:])
+                    launches.append((fields[3], int(values["flops"]), float(values["median_us"])))
+            say(f"{name} {batch}x{seq} (M = {rows}): kiln's matmul launches against cuBLAS")
+            say("| layer matmul | N | K | kiln kernel | kiln us | cuBLAS us | kiln / cuBLAS speed |")
+            say("|---|---|---|---|---|---|---|")
+            for label, (n, k) in shapes.items():
+                matching = [l for l in launches if l[1] == 2 * rows * n * k]
+                if not matching:
+                    say(f"| {label} | {n} | {k} | (no launch with these FLOPs) | | | |")
+                    continue
+                kernel, _, kiln_us = sorted(matching, key=lambda l: l[2])[len(matching) // 2]
+                a = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
+                w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+                time_rounds_torch(lambda: a @ w.t())  # warm-up
+                cublas_ms = statistics.median(time_rounds_torch(lambda: a @ w.t()) for _ in range(ROUNDS))
+                say(f"| {label} | {n} | {k} | {kernel} | {kiln_us:.1f} | {cublas_ms * 1e3:.1f} | "
+                    f"{cublas_ms * 1e3 / kiln_us:.2f} |")
+
+
 def run_section(name):
     """Runs `name` in its own process under its cap; its rows stream through."""
     started = time.time()
@@ -474,8 +570,9 @@ def main():
     parser.add_argument("--only", help="comma-separated sections to run (default: all, in order)")
     arguments = parser.parse_args()
     if arguments.section:
-        function = {"device": section_device, "correctness": section_correctness,
-                    "max-autotune": lambda: section_timing(WORKLOADS, autotune=True), "kernels": section_kernels}
+        function = {"probes": section_probes, "device": section_device, "correctness": section_correctness,
+                    "max-autotune": lambda: section_timing(WORKLOADS, autotune=True), "kernels": section_kernels,
+                    "gemm": section_gemm}
         for workload in WORKLOADS:
             function[f"timing-{workload[0]}"] = lambda w=workload: section_timing([w])
         failures = function[arguments.section]()

@@ -35,7 +35,7 @@ def format_number(value):
     value = Fraction(value)
     if value.denominator == 1:
         return str(value.numerator)
-    return repr(float(value))
+    return repr(float(value))  # exact: every value here is a binary fraction of at most 53 bits
 
 
 def product(a, b_kn, c, k_valid=None):
@@ -45,6 +45,23 @@ def product(a, b_kn, c, k_valid=None):
         [sum(Fraction(a[m][kk]) * Fraction(b_kn[kk][n]) for kk in range(k)) + Fraction(c[m][n]) for n in range(8)]
         for m in range(16)
     ]
+
+
+def nearest_f32(x):
+    """The f32 nearest `x` (a Fraction), ties to even (normal range)."""
+    x = Fraction(x)
+    if x == 0:
+        return Fraction(0)
+    sign, m = (-1 if x < 0 else 1), abs(x)
+    e = m.numerator.bit_length() - m.denominator.bit_length()
+    if Fraction(2) ** e > m:
+        e -= 1
+    scale = Fraction(2) ** (23 - e)
+    q = m * scale
+    n, r = q.numerator // q.denominator, q - q.numerator // q.denominator
+    if r > Fraction(1, 2) or (r == Fraction(1, 2) and n % 2 == 1):
+        n += 1
+    return sign * Fraction(n) / scale
 
 
 def transpose(m):
@@ -192,6 +209,29 @@ def main():
             "expect error: is not aligned to its size",
         ],
         bf16_kernel(misaligned=True, name="ldmatrix_misaligned"),
+    )
+
+    # bf16 values with 8 significant bits and an accumulator with bits far below them:
+    # the exact sum needs rounding to f32, once (the simulators' model; the GPU probe
+    # reports how hardware rounds it).
+    eighths = [Fraction(m, 64) for m in range(-255, 256)]
+    a = matrix(16, 16, eighths)
+    b_nk = matrix(8, 16, eighths)
+    c = matrix(16, 8, [Fraction(m, 2**20) + Fraction(m % 7) for m in range(-999, 1000, 37)])
+    d = [[nearest_f32(x) for x in row] for row in product(a, transpose(b_nk), c, k_valid=12)]
+    write(
+        "mma_bf16_rounding",
+        [
+            "mma_bf16 on values whose exact sums need rounding to f32: the simulators round the",
+            "exact sum of the products and the accumulator once, to nearest even.",
+            source,
+            f"buffer a: {numbers(flat(a))}",
+            f"buffer b: {numbers(flat(b_nk))}",
+            f"buffer c: {numbers(flat(c))}",
+            "buffer d: fill(128, 0)",
+            f"expect d: {numbers(flat(d))}",
+        ],
+        bf16_kernel(name="mma_bf16_rounding"),
     )
 
     a = matrix(16, 16, HALVES)

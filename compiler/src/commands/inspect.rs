@@ -31,9 +31,21 @@ pub struct Arguments {
     pub stop_after: Option<Phase>,
     #[command(flatten)]
     pub compile: CompileArguments,
-    /// Report the arena size for these symbol values, e.g. `batch=8,seq=128` (models only).
+    /// Symbol values, e.g. `batch=8,seq=128`: for a model, the arena size at
+    /// them; for an artifact, which kernel variant each launch runs there.
     #[arg(long, value_name = "SYMBOL=N,...", value_parser = parse_bindings)]
     pub bind: Option<SymbolBindings>,
+    /// With --bind on an artifact: each launch's FLOPs, least bytes, roofline
+    /// floor and the cost model's estimate on --gpu (a model, not a measurement).
+    #[arg(long, requires = "bind")]
+    pub roofline: bool,
+    /// The GPU --roofline models: h100, h200, a100 or l4.
+    #[arg(long, value_name = "NAME", default_value = "h100", requires = "roofline")]
+    pub gpu: String,
+    /// With --bind on an artifact: the variants a device without tensor cores
+    /// (before sm_80, AMD) runs.
+    #[arg(long, requires = "bind")]
+    pub no_tensor_cores: bool,
 }
 
 /// Runs `kiln inspect`.
@@ -45,7 +57,6 @@ pub fn run(arguments: &Arguments) -> Result<()> {
         (arguments.ir, "--ir"),
         (arguments.dump_ir.is_some(), "--dump-ir"),
         (arguments.stop_after.is_some(), "--stop-after"),
-        (arguments.bind.is_some(), "--bind"),
     ];
     let flag = not_for_artifacts.iter().find(|(given, _)| *given).map(|(_, flag)| *flag);
     if let Some(flag) = flag.or_else(|| arguments.compile.given()) {
@@ -56,6 +67,18 @@ pub fn run(arguments: &Arguments) -> Result<()> {
         );
     }
     let artifact = kiln_cli::open_artifact(&arguments.model)?;
+    if let Some(bindings) = &arguments.bind {
+        let gpu = match arguments.roofline {
+            true => Some(kiln_targets::cost_model::GpuSpec::named(&arguments.gpu).map_err(anyhow::Error::msg)?),
+            false => None,
+        };
+        let tensor_cores = !arguments.no_tensor_cores;
+        let rows = kiln_compiler::launch_plan::launch_rows(&artifact, bindings, tensor_cores, gpu.as_ref())
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("the launches of {} at these dims", arguments.model.display()))?;
+        print!("{}", kiln_compiler::launch_plan::describe(&rows, bindings, tensor_cores, gpu.as_ref()));
+        return Ok(());
+    }
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&artifact_json(&artifact))?);
     } else {
@@ -66,7 +89,10 @@ pub fn run(arguments: &Arguments) -> Result<()> {
 
 /// Describes a model through the pipeline.
 fn inspect_model(arguments: &Arguments) -> Result<()> {
-    let Arguments { model, ir, json, dump_ir, stop_after, compile, bind } = arguments;
+    let Arguments { model, ir, json, dump_ir, stop_after, compile, bind, roofline, .. } = arguments;
+    if *roofline {
+        bail!("--roofline describes an artifact's launches: compile {} first", model.display());
+    }
     let (ir, json, dump_ir, bind) = (*ir, *json, dump_ir.as_deref(), bind.as_ref());
     let options = &compile.options(stop_after.unwrap_or(Phase::Plan));
     let mut graph = import(model)?;

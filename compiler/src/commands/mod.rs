@@ -6,6 +6,7 @@ pub mod compile;
 pub mod embed;
 pub mod eval;
 pub mod inspect;
+pub mod kernel;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -17,6 +17,7 @@
 //! the simulator ([`crate::sim`]) and lowered to MLIR by `kiln-targets`.
 
 pub mod codec;
+pub mod filetest;
 mod parse;
 mod print;
 mod uniformity;

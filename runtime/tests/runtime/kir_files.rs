@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use kiln_runtime::kernel::codec::{decode_kernels, encode_kernels};
+use kiln_runtime::kernel::filetest::{directives, Directives};
 use kiln_runtime::kernel::{parse_kernel, verify_kernel, Kernel, Param};
 use kiln_runtime::machine::{run_on_arguments, MachineOptions};
 use kiln_runtime::sim::{run_kernel, SimArgument, SimBuffer, SimOptions};
@@ -19,58 +20,6 @@ fn kir_files() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-/// The directives of one file.
-#[derive(Default)]
-struct Directives {
-    bindings: SymbolBindings,
-    buffers: Vec<(String, Vec<f64>)>,
-    expected: Vec<(String, Vec<f64>)>,
-    error: Option<String>,
-    interpreter_error: Option<String>,
-    machine_error: Option<String>,
-    verify_error: Option<String>,
-    warp_size: Option<usize>,
-}
-
-fn values(text: &str) -> Vec<f64> {
-    let text = text.trim();
-    let call = |name: &str| text.strip_prefix(name).and_then(|rest| rest.strip_prefix('(')?.strip_suffix(')'));
-    if let Some(count) = call("iota") {
-        return (0..count.trim().parse::<usize>().expect("a count")).map(|i| i as f64).collect();
-    }
-    if let Some(arguments) = call("fill") {
-        let (count, value) = arguments.split_once(',').expect("fill(N, V)");
-        return vec![value.trim().parse().expect("a value"); count.trim().parse().expect("a count")];
-    }
-    text.split(',').map(|v| v.trim().parse().unwrap_or_else(|_| panic!("`{v}` is not a number"))).collect()
-}
-
-fn directives(text: &str) -> Directives {
-    let mut found = Directives::default();
-    for line in text.lines().filter_map(|l| l.trim().strip_prefix("//")).map(str::trim) {
-        let Some((key, value)) = line.split_once(':') else { continue };
-        let value = value.trim().to_string();
-        match key.trim() {
-            "bind" => {
-                for pair in value.split(',') {
-                    let (name, n) = pair.split_once('=').expect("NAME=VALUE");
-                    found.bindings.insert(name.trim().into(), n.trim().parse().expect("an integer"));
-                }
-            }
-            "expect error" => found.error = Some(value),
-            "expect machine error" => found.machine_error = Some(value),
-            "expect interpreter error" => found.interpreter_error = Some(value),
-            "expect verify error" => found.verify_error = Some(value),
-            "expect ptx" => {} // the lowering's directive (compiler/tests/compiler/kernels.rs)
-            "warp" => found.warp_size = Some(value.parse().expect("a warp size")),
-            key if key.starts_with("buffer ") => found.buffers.push((key[7..].trim().into(), values(&value))),
-            key if key.starts_with("expect ") => found.expected.push((key[7..].trim().into(), values(&value))),
-            _ => {}
-        }
-    }
-    found
 }
 
 fn arguments(kernel: &Kernel, directives: &Directives, file: &str) -> Vec<SimArgument> {
@@ -107,7 +56,7 @@ fn every_kir_filetest_holds_on_both_simulators() {
         let file = path.file_name().expect("a name").to_string_lossy().to_string();
         let text = std::fs::read_to_string(&path).expect("reads");
         let kernel = parse_kernel(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let directives = directives(&text);
+        let directives = directives(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
         let carried = decode_kernels(&encode_kernels(&[&kernel])).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(carried, vec![kernel.clone()], "{file}: the artifact encoding round-trips the kernel");
         match (&directives.verify_error, verify_kernel(&kernel)) {

@@ -27,6 +27,7 @@
 
 use kiln_ir::graph::{NodeIndex, ValueRef};
 use kiln_ir::{DType, Dim, Graph, Op};
+use kiln_passes::fuse::contract::GroupContract;
 use kiln_runtime::kernel::{self, build, Expr, MmaKind, Special, Stmt};
 
 use super::context::{linear_index, unravel, KernelContext, Value};
@@ -101,10 +102,23 @@ pub struct Shape {
     pub kind: MmaKind,
 }
 
+/// The stored tensor whose elements `value` is, in the same order: a group
+/// input, or one seen through views that keep the element order (reshape,
+/// squeeze, unsqueeze, flatten) — what `cp.async` can copy from.
+pub fn stored_source(graph: &Graph, contract: &GroupContract, value: ValueRef) -> Option<ValueRef> {
+    contract.inputs.iter().find_map(|input| {
+        let end = input.views.last().map_or(input.source, |&view| ValueRef::new(view, 0));
+        let in_order = input.views.iter().all(|&view| {
+            matches!(graph.node(view).op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. })
+        });
+        (end == value && in_order).then_some(input.source)
+    })
+}
+
 /// The tensor-core matmul of `anchor` when one applies: `A·Bᵀ` of two
 /// stored bf16 (or two f16) operands of the group (not computed inside
-/// it), A `[.., M, K]` and B `[N, K]` or of A's batch shape, with a constant
-/// K that is a multiple of 8.
+/// it; `stored` finds them, [`stored_source`]), A `[.., M, K]` and B `[N, K]`
+/// or of A's batch shape, with a constant K that is a multiple of 8.
 pub fn applies(graph: &Graph, anchor: NodeIndex, stored: &dyn Fn(ValueRef) -> bool) -> Option<Shape> {
     let Op::MatMul { transpose_a: false, transpose_b: true } = graph.node(anchor).op else { return None };
     let inputs = graph.inputs_of(anchor);
@@ -148,11 +162,14 @@ fn swizzled(row: Expr, chunk: Expr) -> Expr {
 
 pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig) -> Result<Vec<Stmt>, String> {
     let graph = context.graph;
-    let shape = applies(graph, anchor, &|value| context.buffer(value).is_ok())
+    let contract = context.contract.clone();
+    let source = |value| stored_source(graph, &contract, value);
+    let shape = applies(graph, anchor, &|value| source(value).is_some())
         .ok_or("not a bf16/f16 matmul of stored k-contiguous operands")?;
     let inputs = graph.inputs_of(anchor);
     let (a, b) = (inputs[0], inputs[1]);
-    let (a_buffer, b_buffer) = (context.buffer(a)?, context.buffer(b)?);
+    let operand_buffer = |value| source(value).ok_or("an operand is not stored").and_then(|s| context.buffer(s).map_err(|_| "no buffer"));
+    let (a_buffer, b_buffer) = (operand_buffer(a)?, operand_buffer(b)?);
     let output = ValueRef::new(anchor, 0);
     let out_shape = graph.value_type(output).shape.clone();
     let rank = out_shape.len();
