@@ -470,7 +470,8 @@ fn anonymous_text(kernel: &kiln_runtime::kernel::Kernel) -> String {
 
 /// Runs every tensor-core variant of `graph`'s groups (whatever its row
 /// bucket: the kernels compute any shape) on the checked machine and, with
-/// `interpreter`, the checked interpreter, against the evaluator; a kernel
+/// `interpreter`, the checked interpreter, against the evaluator, and once
+/// with the machine's counters, which must find no shared-memory bank conflict; a kernel
 /// equal to one in `seen` (up to names: the same layer shape) runs once.
 /// Returns the failures and how many kernels ran.
 fn check_tensor_core_variants(
@@ -518,6 +519,17 @@ fn check_tensor_core_variants(
                 let result = run_kernel(kernel, &mut interpreted, bindings, options);
                 runs.push(("interpreter", result, interpreted, started.elapsed()));
             }
+            // The swizzled stages: neither the cp.async stores nor the fragment loads conflict.
+            let mut counted = arguments.clone();
+            let counting = MachineOptions { counters: true, seed, ..MachineOptions::default() };
+            match run_on_arguments(kernel, &mut counted, bindings, counting) {
+                Ok(counters) if counters.shared_conflict_wavefronts > 0 => failures.push(format!(
+                    "{name}: {}: {} shared-memory conflict wavefronts of {}",
+                    kernel.name, counters.shared_conflict_wavefronts, counters.shared_wavefronts
+                )),
+                Ok(_) => {}
+                Err(error) => failures.push(format!("{name}: {} (counted): {error}", kernel.name)),
+            }
             let mut machine = arguments;
             let started = std::time::Instant::now();
             let checked = MachineOptions { check: true, seed, ..MachineOptions::default() };
@@ -549,7 +561,7 @@ fn check_tensor_core_variants(
 }
 
 #[test]
-fn tensor_core_matmuls_match_the_evaluator_in_bf16_and_f16_at_ragged_shapes() {
+fn tensor_core_matmuls_match_the_evaluator_in_bf16_f16_and_tf32_at_ragged_shapes() {
     let seed = run_seed();
     eprintln!("kernel test seed {seed} (replay with KILN_TEST_SEED={seed})");
     let mut failures = Vec::new();
@@ -569,14 +581,14 @@ fn tensor_core_matmuls_match_the_evaluator_in_bf16_and_f16_at_ragged_shapes() {
     // precision at one of the shapes, each distinct kernel once.
     for (name, path) in sources {
         let small = name != "minilm";
-        for precision in [Precision::F16, Precision::Bf16] {
+        for precision in [Precision::F16, Precision::Bf16, Precision::Tf32] {
             let mut graph = load_model(&path).expect("imports");
             fused(&mut graph, precision);
             let (mut ran, mut seen) = (0, std::collections::HashSet::new());
             let shapes: &[(usize, usize)] = match (small, precision) {
                 (true, _) => &[(1, 7), (3, 45)],
-                (false, Precision::F16) => &[(1, 7)],
-                (false, _) => &[(3, 45)],
+                (false, Precision::Bf16) => &[(3, 45)],
+                (false, _) => &[(1, 7)],
             };
             for &(batch, seq) in shapes {
                 let bindings: SymbolBindings = [("batch".into(), batch as i64), ("seq".into(), seq as i64)].into();

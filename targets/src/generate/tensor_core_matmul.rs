@@ -1,12 +1,15 @@
 //! Tensor-core matmuls (sm_80+): `C = A·Bᵀ` for bf16 or f16 `A` (`[.., M, K]`,
 //! k contiguous) against `B` stored `[.., N, K]` (a Linear weight, or a batch
 //! of k-contiguous operands), accumulated in f32 by `mma.sync` m16n8k16, with
-//! the group's epilogue applied to each accumulator.
+//! the group's epilogue applied to each accumulator. Under `--precision tf32`
+//! f32 operands take the same pipeline (stage rows of 16 f32) and m16n8k8
+//! tf32, their fragments read by per-lane shared loads (ldmatrix moves 16-bit
+//! elements) and rounded to tf32 as `cvt.rna.tf32.f32` does.
 //!
 //! A block computes a `bm × bn` tile of C ([`TileConfig`]); its warps form a
 //! `warps_m × warps_n` grid, each owning a `bm/warps_m × bn/warps_n` warp
 //! tile of m16n8 MMA tiles. K streams through shared memory in steps of
-//! [`BK`] = 32 over a [`STAGES`]-deep `cp.async` pipeline: while the warps
+//! [`BK`] = 32 (16-bit operands) over a [`STAGES`]-deep `cp.async` pipeline: while the warps
 //! multiply stage `kt`, the copies of the next `STAGES − 1` tiles are in
 //! flight (`cp.async.wait_group STAGES − 2`, then one barrier per step,
 //! which also guarantees that the stage being refilled is no longer read).
@@ -33,12 +36,34 @@ use kiln_runtime::kernel::{self, build, Expr, MmaKind, Special, Stmt};
 use super::context::{linear_index, unravel, KernelContext, Value};
 use super::matmul::StoredOutput;
 
-/// The k extent of one pipeline stage (two m16n8k16 steps).
+/// The k extent of one pipeline stage of 16-bit operands (two m16n8k16
+/// steps): a stage row is 64 bytes, 32 bf16/f16 or 16 tf32 elements
+/// ([`Geometry`]).
 pub const BK: i64 = 32;
 /// Pipeline depth: stages in shared memory.
 pub const STAGES: i64 = 3;
-/// Elements of one 16-byte chunk.
-const CHUNK: i64 = 8;
+/// Bytes of one stage row.
+const ROW_BYTES: i64 = 64;
+
+/// A stage's rows for an element size: `bk` elements a row, in 16-byte
+/// chunks of `chunk` elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    bk: i64,
+    chunk: i64,
+}
+
+impl Geometry {
+    fn of(element_bytes: i64) -> Geometry {
+        Geometry { bk: ROW_BYTES / element_bytes, chunk: 16 / element_bytes }
+    }
+
+    /// The element index of element `within` of chunk `chunk` of row `row`
+    /// in a stage (chunks swizzled by `(row >> 1) & 3`).
+    fn swizzled(self, row: Expr, chunk: Expr, within: Expr) -> Expr {
+        row.clone() * self.bk + ((chunk ^ ((row >> 1) & 3)) * self.chunk) + within
+    }
+}
 
 /// One block tile: `bm × bn` of C over `warps_m × warps_n` warps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +144,9 @@ pub fn stored_source(graph: &Graph, contract: &GroupContract, value: ValueRef) -
 /// stored bf16 (or two f16) operands of the group (not computed inside
 /// it; `stored` finds them, [`stored_source`]), A `[.., M, K]` and B `[N, K]`
 /// or of A's batch shape, with a constant K that is a multiple of 8.
-pub fn applies(graph: &Graph, anchor: NodeIndex, stored: &dyn Fn(ValueRef) -> bool) -> Option<Shape> {
+/// With `tf32` (the group's `math = "tf32"` note, `--precision tf32`), two
+/// f32 operands qualify too, multiplied as tf32 by m16n8k8.
+pub fn applies(graph: &Graph, anchor: NodeIndex, stored: &dyn Fn(ValueRef) -> bool, tf32: bool) -> Option<Shape> {
     let Op::MatMul { transpose_a: false, transpose_b: true } = graph.node(anchor).op else { return None };
     let inputs = graph.inputs_of(anchor);
     let (a, b) = (inputs[0], inputs[1]);
@@ -127,14 +154,16 @@ pub fn applies(graph: &Graph, anchor: NodeIndex, stored: &dyn Fn(ValueRef) -> bo
     let kind = match (a_type.dtype, b_type.dtype) {
         (DType::BF16, DType::BF16) => MmaKind::Bf16M16N8K16,
         (DType::F16, DType::F16) => MmaKind::F16M16N8K16,
+        (DType::F32, DType::F32) if tf32 => MmaKind::Tf32M16N8K8,
         _ => return None,
     };
+    let chunk = Geometry::of(a_type.dtype.size_in_bytes() as i64).chunk;
     if !stored(a) || !stored(b) || a_type.rank() < 2 || b_type.rank() < 2 {
         return None;
     }
     let out_shape = &graph.value_type(ValueRef::new(anchor, 0)).shape;
     let rank = out_shape.len();
-    let k = a_type.shape[a_type.rank() - 1].as_constant().filter(|k| k % CHUNK == 0 && *k > 0)?;
+    let k = a_type.shape[a_type.rank() - 1].as_constant().filter(|k| k % chunk == 0 && *k > 0)?;
     let batch_shape = &out_shape[..rank - 2];
     // A must be exactly [batch.., M, K] (no broadcast): its rows are then contiguous.
     let mut a_expected = batch_shape.to_vec();
@@ -154,18 +183,13 @@ pub fn applies(graph: &Graph, anchor: NodeIndex, stored: &dyn Fn(ValueRef) -> bo
     (b_type.shape == b_expected).then_some(Shape { rows: m, n, k, batches, kind })
 }
 
-/// The element index of chunk `chunk` of row `row` in a stage (rows of
-/// [`BK`] elements, chunks swizzled by `(row >> 1) & 3`).
-fn swizzled(row: Expr, chunk: Expr) -> Expr {
-    row.clone() * BK + ((chunk ^ ((row >> 1) & 3)) * CHUNK)
-}
 
 pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig) -> Result<Vec<Stmt>, String> {
     let graph = context.graph;
     let contract = context.contract.clone();
     let source = |value| stored_source(graph, &contract, value);
-    let shape = applies(graph, anchor, &|value| source(value).is_some())
-        .ok_or("not a bf16/f16 matmul of stored k-contiguous operands")?;
+    let shape = applies(graph, anchor, &|value| source(value).is_some(), allows_tf32(graph, contract.id))
+        .ok_or("not a bf16/f16 (or tf32) matmul of stored k-contiguous operands")?;
     let inputs = graph.inputs_of(anchor);
     let (a, b) = (inputs[0], inputs[1]);
     let operand_buffer = |value| source(value).ok_or("an operand is not stored").and_then(|s| context.buffer(s).map_err(|_| "no buffer"));
@@ -181,9 +205,11 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
     context.block_threads = tile.threads() as u32;
     context.grid_blocks = &(&shape.batches * &tiles_m) * &tiles_n;
     let dtype = graph.value_type(a).dtype;
-    let a_stages = add_stage_array(context, "a_stages", dtype, STAGES * tile.bm * BK);
-    let b_stages = add_stage_array(context, "b_stages", dtype, STAGES * tile.bn * BK);
-    let k_tiles = (shape.k + BK - 1) / BK;
+    let geometry = Geometry::of(dtype.size_in_bytes() as i64);
+    let Geometry { bk, chunk: chunk_elements } = geometry;
+    let a_stages = add_stage_array(context, "a_stages", dtype, STAGES * tile.bm * bk);
+    let b_stages = add_stage_array(context, "b_stages", dtype, STAGES * tile.bn * bk);
+    let k_tiles = (shape.k + bk - 1) / bk;
 
     let mut body = Vec::new();
     let i64v = |expr: Expr| Value { expr, dtype: DType::I64 };
@@ -210,7 +236,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
     };
     let constant_multiple = |dim: &Dim, t: i64| dim.as_constant().is_some_and(|d| d % t == 0);
     let (rows_whole, n_whole, k_whole) =
-        (constant_multiple(&shape.rows, tile.bm), constant_multiple(&n_dim, tile.bn), shape.k % BK == 0);
+        (constant_multiple(&shape.rows, tile.bm), constant_multiple(&n_dim, tile.bn), shape.k % bk == 0);
 
     // The copies of k-tile `kt` (an expression) into stage `kt % STAGES`, each
     // thread a fixed set of 16-byte chunks of both operands.
@@ -222,11 +248,12 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
             (a_stages, a_buffer, &a_base, tile.bm, tile_m.clone() * tile.bm, &rows, rows_whole),
             (b_stages, b_buffer, &b_base, tile.bn, tile_n.clone() * tile.bn, &n, n_whole),
         ] {
-            for part in 0..tile_rows * (BK / CHUNK) / threads {
+            let chunks = bk / chunk_elements;
+            for part in 0..tile_rows * chunks / threads {
                 let id = thread.clone() + part * threads;
-                let (row, chunk) = (id.clone() / (BK / CHUNK), id % (BK / CHUNK));
+                let (row, chunk) = (id.clone() / chunks, id % chunks);
                 let global_row = first_row.clone() + row.clone();
-                let k = kt.clone() * BK + chunk.clone() * CHUNK;
+                let k = kt.clone() * bk + chunk.clone() * chunk_elements;
                 let mut inside: Option<Expr> = None;
                 if !whole {
                     inside = Some(global_row.clone().lt(bound));
@@ -237,18 +264,18 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
                 }
                 let element = base.clone() + global_row * shape.k + k;
                 let (index, valid) = match inside {
-                    None => (element, build::i64(CHUNK)),
+                    None => (element, build::i64(chunk_elements)),
                     Some(inside) => (
                         Expr::Select(Box::new(inside.clone()), Box::new(element), Box::new(build::i64(0))),
-                        Expr::Select(Box::new(inside), Box::new(build::i64(CHUNK)), Box::new(build::i64(0))),
+                        Expr::Select(Box::new(inside), Box::new(build::i64(chunk_elements)), Box::new(build::i64(0))),
                     ),
                 };
                 copies.push(Stmt::AsyncCopy {
                     array,
-                    shared_index: stage.clone() * (tile_rows * BK) + swizzled(row, chunk),
+                    shared_index: stage.clone() * (tile_rows * bk) + geometry.swizzled(row, chunk, build::i64(0)),
                     buffer,
                     index,
-                    elements: CHUNK as u32,
+                    elements: chunk_elements as u32,
                     source_elements: valid,
                 });
             }
@@ -277,36 +304,13 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
     let (warp_rows, warp_columns) = (tile.bm / tile.warps_m, tile.bn / tile.warps_n);
     let group = context.bind(&mut step, i64v(lane.clone() / 8)).expr;
     let in_group = context.bind(&mut step, i64v(lane.clone() % 8)).expr;
-    for kk in 0..BK / 16 {
-        // A: matrix q of the x4 is rows (q % 2)·8.. of the m16 tile, k chunk 2kk + q / 2.
-        let mut a_registers = Vec::new();
-        for mi in 0..mt {
-            let row = warp_m.clone() * warp_rows + mi * 16 + (group.clone() % 2) * 8 + in_group.clone();
-            let chunk = group.clone() / 2 + 2 * kk;
-            let vars: Vec<kernel::Var> = (0..4).map(|_| context.fresh_var()).collect();
-            step.push(Stmt::LoadMatrix {
-                vars: vars.clone(),
-                array: a_stages,
-                index: stage.clone() * (tile.bm * BK) + swizzled(row, chunk),
-                transpose: false,
-            });
-            a_registers.push(vars);
-        }
-        // B: matrix q of the x4 is n8 tile 2p + q / 2 at k chunk 2kk + q % 2 (b0, b1 of two tiles).
-        let mut b_registers = Vec::new();
-        for pair in 0..nt / 2 {
-            let row = warp_n.clone() * warp_columns + (group.clone() / 2 + pair * 2) * 8 + in_group.clone();
-            let chunk = group.clone() % 2 + 2 * kk;
-            let vars: Vec<kernel::Var> = (0..4).map(|_| context.fresh_var()).collect();
-            step.push(Stmt::LoadMatrix {
-                vars: vars.clone(),
-                array: b_stages,
-                index: stage.clone() * (tile.bn * BK) + swizzled(row, chunk),
-                transpose: false,
-            });
-            b_registers.push(vec![vars[0], vars[1]]);
-            b_registers.push(vec![vars[2], vars[3]]);
-        }
+    let mma_k = shape.kind.k() as i64;
+    for kk in 0..bk / mma_k {
+        let (a_registers, b_registers) = if shape.kind == MmaKind::Tf32M16N8K8 {
+            tf32_fragments(context, &mut step, geometry, &stage, (a_stages, b_stages), tile, (&warp_m, &warp_n), &lane, kk)
+        } else {
+            ldmatrix_fragments(context, &mut step, geometry, &stage, (a_stages, b_stages), tile, (&warp_m, &warp_n), (&group, &in_group), kk)
+        };
         for mi in 0..mt as usize {
             for ni in 0..nt as usize {
                 let acc = accumulators[(mi * nt as usize + ni) * 4..][..4].to_vec();
@@ -382,4 +386,113 @@ fn add_stage_array(context: &mut KernelContext, name: &str, dtype: DType, elemen
     let index = context.add_shared(name, dtype, elements as usize);
     context.shared[index].align = 128;
     index
+}
+
+/// The A and B fragments of k-step `kk` of a stage by `ldmatrix` x4 (16-bit
+/// operands): per m16 tile four registers, per n8 tile two.
+#[allow(clippy::too_many_arguments)]
+fn ldmatrix_fragments(
+    context: &KernelContext,
+    step: &mut Vec<Stmt>,
+    geometry: Geometry,
+    stage: &Expr,
+    (a_stages, b_stages): (usize, usize),
+    tile: TileConfig,
+    (warp_m, warp_n): (&Expr, &Expr),
+    (group, in_group): (&Expr, &Expr),
+    kk: i64,
+) -> (Vec<Vec<kernel::Var>>, Vec<Vec<kernel::Var>>) {
+    let (mt, nt) = tile.mma_tiles();
+    let (warp_rows, warp_columns) = (tile.bm / tile.warps_m, tile.bn / tile.warps_n);
+    let bk = geometry.bk;
+    // A: matrix q of the x4 is rows (q % 2)·8.. of the m16 tile, k chunk 2kk + q / 2.
+    let mut a_registers = Vec::new();
+    for mi in 0..mt {
+        let row = warp_m.clone() * warp_rows + mi * 16 + (group.clone() % 2) * 8 + in_group.clone();
+        let chunk = group.clone() / 2 + 2 * kk;
+        let vars: Vec<kernel::Var> = (0..4).map(|_| context.fresh_var()).collect();
+        step.push(Stmt::LoadMatrix {
+            vars: vars.clone(),
+            array: a_stages,
+            index: stage.clone() * (tile.bm * bk) + geometry.swizzled(row, chunk, build::i64(0)),
+            transpose: false,
+        });
+        a_registers.push(vars);
+    }
+    // B: matrix q of the x4 is n8 tile 2p + q / 2 at k chunk 2kk + q % 2 (b0, b1 of two tiles).
+    let mut b_registers = Vec::new();
+    for pair in 0..nt / 2 {
+        let row = warp_n.clone() * warp_columns + (group.clone() / 2 + pair * 2) * 8 + in_group.clone();
+        let chunk = group.clone() % 2 + 2 * kk;
+        let vars: Vec<kernel::Var> = (0..4).map(|_| context.fresh_var()).collect();
+        step.push(Stmt::LoadMatrix {
+            vars: vars.clone(),
+            array: b_stages,
+            index: stage.clone() * (tile.bn * bk) + geometry.swizzled(row, chunk, build::i64(0)),
+            transpose: false,
+        });
+        b_registers.push(vec![vars[0], vars[1]]);
+        b_registers.push(vec![vars[2], vars[3]]);
+    }
+    (a_registers, b_registers)
+}
+
+/// The tf32 fragments of k-step `kk` (m16n8k8) by one shared load per
+/// element, rounded to tf32 (to nearest, ties away from zero, as
+/// `cvt.rna.tf32.f32`): lane (g, t) reads rows g and g+8 at k t and t+4,
+/// which the swizzle spreads over all 32 banks.
+#[allow(clippy::too_many_arguments)]
+fn tf32_fragments(
+    context: &KernelContext,
+    step: &mut Vec<Stmt>,
+    geometry: Geometry,
+    stage: &Expr,
+    (a_stages, b_stages): (usize, usize),
+    tile: TileConfig,
+    (warp_m, warp_n): (&Expr, &Expr),
+    lane: &Expr,
+    kk: i64,
+) -> (Vec<Vec<kernel::Var>>, Vec<Vec<kernel::Var>>) {
+    let (mt, nt) = tile.mma_tiles();
+    let (warp_rows, warp_columns) = (tile.bm / tile.warps_m, tile.bn / tile.warps_n);
+    let bk = geometry.bk;
+    let (g, t) = (lane.clone() / 4, lane.clone() % 4);
+    let mut element = |array: usize, stage_rows: i64, row: Expr, k: i64| -> kernel::Var {
+        let k = t.clone() + (kk * 8 + k);
+        let chunk = k.clone() / geometry.chunk;
+        let within = k % geometry.chunk;
+        let index = stage.clone() * (stage_rows * bk) + geometry.swizzled(row, chunk, within);
+        let u32 = |value: i64| Expr::Cast(DType::U32, Box::new(build::i64(value)));
+        let bits = context.fresh_var();
+        let loaded = build::bitcast(DType::U32, Expr::SharedLoad { array, index: Box::new(index) });
+        step.push(Stmt::Let { var: bits, dtype: DType::U32, value: loaded });
+        let rounded = (build::var(bits) + u32(0x1000)) & u32(0xffff_e000);
+        // Infinities and NaNs keep their bits (rounding a NaN's payload could carry into the sign).
+        let finite = (build::var(bits) & u32(0x7f80_0000)).lt(u32(0x7f80_0000));
+        let var = context.fresh_var();
+        let value = Expr::Select(Box::new(finite), Box::new(rounded), Box::new(build::var(bits)));
+        step.push(Stmt::Let { var, dtype: DType::U32, value });
+        var
+    };
+    let mut a_registers = Vec::new();
+    for mi in 0..mt {
+        let row = |plus: i64| warp_m.clone() * warp_rows + (mi * 16 + plus) + g.clone();
+        a_registers.push(vec![
+            element(a_stages, tile.bm, row(0), 0),
+            element(a_stages, tile.bm, row(8), 0),
+            element(a_stages, tile.bm, row(0), 4),
+            element(a_stages, tile.bm, row(8), 4),
+        ]);
+    }
+    let mut b_registers = Vec::new();
+    for ni in 0..nt {
+        let row = warp_n.clone() * warp_columns + ni * 8 + g.clone();
+        b_registers.push(vec![element(b_stages, tile.bn, row.clone(), 0), element(b_stages, tile.bn, row, 4)]);
+    }
+    (a_registers, b_registers)
+}
+
+/// Whether group `group` may multiply f32 as tf32 (`--precision tf32`).
+pub fn allows_tf32(graph: &Graph, group: kiln_ir::GroupId) -> bool {
+    graph.groups().get(&group).and_then(|g| g.notes.get("math")).is_some_and(|math| math == "tf32")
 }
