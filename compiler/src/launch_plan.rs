@@ -83,7 +83,11 @@ fn microseconds(seconds: f64) -> String {
 pub fn describe(rows: &[LaunchRow], bindings: &SymbolBindings, tensor_cores: bool, gpu: Option<&GpuSpec>) -> String {
     let mut text = String::new();
     let bound: Vec<String> = bindings.iter().map(|(s, v)| format!("{s}={v}")).collect();
-    let device = if tensor_cores { "a device with tensor cores (sm_80+, or the simulator)" } else { "a device without tensor cores" };
+    let device = if tensor_cores {
+        "a device with tensor cores (sm_80+, or the simulator)"
+    } else {
+        "a device without tensor cores"
+    };
     let _ = writeln!(text, "launches at {} on {device}:", bound.join(", "));
     if let Some(gpu) = gpu {
         let _ = writeln!(

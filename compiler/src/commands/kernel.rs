@@ -45,19 +45,29 @@ pub fn run(arguments: &Arguments) -> Result<()> {
                 SimArgument::Buffer(SimBuffer { dtype: *dtype, data })
             }
             Param::Scalar { name, .. } => {
-                let value = found.bindings.get(name).with_context(|| format!("{}: no binding for `{name}`", file.display()))?;
+                let value =
+                    found.bindings.get(name).with_context(|| format!("{}: no binding for `{name}`", file.display()))?;
                 SimArgument::Scalar(*value as f64)
             }
         });
     }
     let inputs = arguments_.clone();
-    run_on_arguments(&kernel, &mut arguments_, &found.bindings, MachineOptions { check: true, ..MachineOptions::default() })
-        .with_context(|| format!("simulating {}", kernel.name))?;
+    run_on_arguments(
+        &kernel,
+        &mut arguments_,
+        &found.bindings,
+        MachineOptions { check: true, ..MachineOptions::default() },
+    )
+    .with_context(|| format!("simulating {}", kernel.name))?;
     let chip = &arguments.target;
     if kiln_targets::lower::nvptx::sm_version(chip).is_none() {
         bail!("--target {chip}: kiln kernel lowers for NVIDIA chips (sm_80, sm_90, …)");
     }
-    let ptx = kiln_targets::lower::nvptx::lower_to_ptx(&[&kernel], chip, kiln_targets::lower::nvptx::find_libdevice().as_deref())?;
+    let ptx = kiln_targets::lower::nvptx::lower_to_ptx(
+        &[&kernel],
+        chip,
+        kiln_targets::lower::nvptx::find_libdevice().as_deref(),
+    )?;
     let blocks = kernel.grid_blocks.evaluate(&found.bindings)?;
     let buffers: Vec<serde_json::Value> = kernel
         .params

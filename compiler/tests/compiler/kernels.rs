@@ -634,11 +634,11 @@ fn main_loop_counts(body: &[kiln_runtime::kernel::Stmt]) -> Option<(usize, usize
     })
 }
 
-/// The tensor-core matmuls of MiniLM in bf16 and f16, assembled for sm_80
-/// and sm_90 and read back as SASS: the main loop issues one HMMA per
+/// The tensor-core matmuls of MiniLM in bf16, f16 and tf32, assembled for
+/// sm_80 and sm_90 and read back as SASS: the main loop issues one HMMA per
 /// kernel-IR mma, one LDSM per ldmatrix and one LDGSTS.E.BYPASS.128 per
-/// cp.async (times ptxas's unroll factor), and no other loads, stores or
-/// FFMA; no kernel touches local memory or spills.
+/// cp.async (times ptxas's unroll factor), and no other loads (tf32 reads its
+/// fragments by LDS), stores or FFMA; no kernel touches local memory or spills.
 #[test]
 fn tensor_core_matmul_main_loops_are_hmma_ldsm_and_ldgsts_in_sass() {
     use kiln_targets::lower::nvptx::{assemble, find_libdevice, find_ptxas, lower_to_ptx};
@@ -649,7 +649,7 @@ fn tensor_core_matmul_main_loops_are_hmma_ldsm_and_ldgsts_in_sass() {
         return;
     };
     let (mut kernels, mut seen) = (Vec::new(), std::collections::HashSet::new());
-    for precision in [Precision::Bf16, Precision::F16] {
+    for precision in [Precision::Bf16, Precision::F16, Precision::Tf32] {
         let mut graph = load_model(&crate::common::minilm_directory()).expect("MiniLM imports");
         fused(&mut graph, precision);
         for &group in graph.groups().keys() {
@@ -678,27 +678,33 @@ fn tensor_core_matmul_main_loops_are_hmma_ldsm_and_ldgsts_in_sass() {
             let local = Function::count(&function.instructions, "LDL") + Function::count(&function.instructions, "STL");
             assert_eq!(local, 0, "{chip} {name} uses local memory");
             let (mma, ldmatrix, copies, trips) = main_loop_counts(&kernel.body).expect("a main loop");
+            // tf32 fragments come by 32-bit shared loads (ldmatrix moves 16-bit elements).
+            let tf32 = name.ends_with("_tf32");
+            let hmma_opcode = if tf32 { "HMMA.1688.F32.TF32" } else { "HMMA.16816.F32" };
             // A loop ptxas kept (maybe unrolled some times), or the fully unrolled steps: from
             // the first barrier (the prologue's copies precede it) to the last LDSM (the
             // epilogue's stores may mingle with the last HMMAs after it), where the last
             // STAGES − 1 steps copy nothing.
             let (body, unroll, copying_steps) = match function.hottest_loop("HMMA") {
                 Some(body) => {
-                    let unroll = Function::count(body, "HMMA.16816.F32") / mma;
+                    let unroll = Function::count(body, hmma_opcode) / mma;
                     (body, unroll, unroll)
                 }
                 None => {
                     let instructions = &function.instructions;
                     let first =
                         instructions.iter().position(|i| i.opcode().starts_with("BAR.SYNC")).expect("a barrier");
-                    let last = instructions.iter().rposition(|i| i.opcode().starts_with("LDSM")).expect("an LDSM");
+                    let fragment_load = |i: &kiln_targets::lower::sass::Instruction| {
+                        i.opcode().starts_with("LDSM") || (tf32 && i.opcode().starts_with("LDS"))
+                    };
+                    let last = instructions.iter().rposition(fragment_load).expect("a fragment load");
                     let stages = kiln_targets::generate::tensor_core_matmul::STAGES as usize;
-                    let all_hmma = Function::count(instructions, "HMMA.16816.F32");
+                    let all_hmma = Function::count(instructions, hmma_opcode);
                     assert_eq!(all_hmma, trips * mma, "{chip} {name}: HMMA of the unrolled main loop");
                     (&instructions[first..=last], trips, trips.saturating_sub(stages - 1))
                 }
             };
-            let hmma = Function::count(body, "HMMA.16816.F32");
+            let hmma = Function::count(body, hmma_opcode);
             let unrolled = function.hottest_loop("HMMA").is_none();
             assert!(unrolled || hmma == unroll * mma, "{chip} {name}: HMMA in the main loop ({mma} mma a step)");
             assert!(unroll >= 1, "{chip} {name}: no HMMA in the main loop");
@@ -709,7 +715,9 @@ fn tensor_core_matmul_main_loops_are_hmma_ldsm_and_ldgsts_in_sass() {
             let plain = |opcode: &str| {
                 body.iter().filter(|i| i.opcode() == opcode || i.opcode().starts_with(&format!("{opcode}."))).count()
             };
-            for opcode in ["LDG", "LDS", "STS", "STG", "FFMA"] {
+            let forbidden: &[&str] =
+                if tf32 { &["LDG", "STS", "STG", "FFMA"] } else { &["LDG", "LDS", "STS", "STG", "FFMA"] };
+            for &opcode in forbidden {
                 assert_eq!(plain(opcode), 0, "{chip} {name}: {opcode} in the main loop");
             }
             let threads = kernel.block_threads;

@@ -58,8 +58,12 @@ pub fn directives(text: &str) -> Result<Directives, String> {
             "expect verify error" => found.verify_error = Some(value),
             "expect ptx" => {} // the lowering's directive (compiler/tests/compiler/kernels.rs)
             "warp" => found.warp_size = Some(value.parse().map_err(|_| at(format!("`{value}` is not a warp size")))?),
-            key if key.starts_with("buffer ") => found.buffers.push((key[7..].trim().into(), values(&value).map_err(at)?)),
-            key if key.starts_with("expect ") => found.expected.push((key[7..].trim().into(), values(&value).map_err(at)?)),
+            key if key.starts_with("buffer ") => {
+                found.buffers.push((key[7..].trim().into(), values(&value).map_err(at)?))
+            }
+            key if key.starts_with("expect ") => {
+                found.expected.push((key[7..].trim().into(), values(&value).map_err(at)?))
+            }
             _ => {}
         }
     }

@@ -94,7 +94,9 @@ pub fn generate_variants(graph: &Graph, group: GroupId) -> Result<Vec<GeneratedK
     }
     let contract = contract.expect("a matmul group has a contract");
     let stored = |value: ValueRef| tensor_core_matmul::stored_source(graph, &contract, value).is_some();
-    if let Some(shape) = tensor_core_matmul::applies(graph, anchor, &stored, tensor_core_matmul::allows_tf32(graph, group)) {
+    if let Some(shape) =
+        tensor_core_matmul::applies(graph, anchor, &stored, tensor_core_matmul::allows_tf32(graph, group))
+    {
         for (tile, low, high) in tensor_core_buckets(&shape, covered_up_to + 1) {
             let name = format!("g{group}_matmul_{}", tile.name());
             let mut variant =

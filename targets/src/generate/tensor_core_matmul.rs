@@ -134,7 +134,10 @@ pub fn stored_source(graph: &Graph, contract: &GroupContract, value: ValueRef) -
     contract.inputs.iter().find_map(|input| {
         let end = input.views.last().map_or(input.source, |&view| ValueRef::new(view, 0));
         let in_order = input.views.iter().all(|&view| {
-            matches!(graph.node(view).op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. })
+            matches!(
+                graph.node(view).op,
+                Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. }
+            )
         });
         (end == value && in_order).then_some(input.source)
     })
@@ -183,7 +186,6 @@ pub fn applies(graph: &Graph, anchor: NodeIndex, stored: &dyn Fn(ValueRef) -> bo
     (b_type.shape == b_expected).then_some(Shape { rows: m, n, k, batches, kind })
 }
 
-
 pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig) -> Result<Vec<Stmt>, String> {
     let graph = context.graph;
     let contract = context.contract.clone();
@@ -192,7 +194,9 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
         .ok_or("not a bf16/f16 (or tf32) matmul of stored k-contiguous operands")?;
     let inputs = graph.inputs_of(anchor);
     let (a, b) = (inputs[0], inputs[1]);
-    let operand_buffer = |value| source(value).ok_or("an operand is not stored").and_then(|s| context.buffer(s).map_err(|_| "no buffer"));
+    let operand_buffer = |value| {
+        source(value).ok_or("an operand is not stored").and_then(|s| context.buffer(s).map_err(|_| "no buffer"))
+    };
     let (a_buffer, b_buffer) = (operand_buffer(a)?, operand_buffer(b)?);
     let output = ValueRef::new(anchor, 0);
     let out_shape = graph.value_type(output).shape.clone();
@@ -307,9 +311,29 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
     let mma_k = shape.kind.k() as i64;
     for kk in 0..bk / mma_k {
         let (a_registers, b_registers) = if shape.kind == MmaKind::Tf32M16N8K8 {
-            tf32_fragments(context, &mut step, geometry, &stage, (a_stages, b_stages), tile, (&warp_m, &warp_n), &lane, kk)
+            tf32_fragments(
+                context,
+                &mut step,
+                geometry,
+                &stage,
+                (a_stages, b_stages),
+                tile,
+                (&warp_m, &warp_n),
+                &lane,
+                kk,
+            )
         } else {
-            ldmatrix_fragments(context, &mut step, geometry, &stage, (a_stages, b_stages), tile, (&warp_m, &warp_n), (&group, &in_group), kk)
+            ldmatrix_fragments(
+                context,
+                &mut step,
+                geometry,
+                &stage,
+                (a_stages, b_stages),
+                tile,
+                (&warp_m, &warp_n),
+                (&group, &in_group),
+                kk,
+            )
         };
         for mi in 0..mt as usize {
             for ni in 0..nt as usize {
