@@ -20,9 +20,9 @@ use kiln_passes::{default_bounds, MemoryPlan, Phase, Pipeline, PipelineOptions, 
 /// Options of the optimization pipeline.
 #[derive(clap::Args, Clone)]
 pub struct CompileArguments {
-    /// Compute precision: f32 (true f32, the default), f16 or bf16 (f16/bf16
-    /// weights and activations, f32 accumulation and statistics). tf32 is
-    /// refused until kiln's matmuls have a TF32 path.
+    /// Compute precision: f32 (true f32, the default), tf32 (f32 tensors;
+    /// matmuls may multiply on tensor cores as tf32, f32 accumulation), f16
+    /// or bf16 (f16/bf16 weights and activations, f32 accumulation and statistics).
     #[arg(long, value_name = "PRECISION", value_parser = parse_precision)]
     pub precision: Option<Precision>,
     /// Ranges of the symbols, e.g. `batch=1..64,seq=1..512` (`seq=512` means
@@ -59,14 +59,9 @@ impl CompileArguments {
     }
 }
 
-/// A precision `kiln` can compile for today.
+/// A precision `kiln` compiles for.
 fn parse_precision(text: &str) -> Result<Precision, String> {
-    match text.parse::<Precision>()? {
-        Precision::Tf32 => Err("tf32 is not supported yet: kiln's matmuls have no TF32 path (the tensor-core \
-                                GEMM work adds it); use f32 for exact f32, or bf16/f16"
-            .into()),
-        precision => Ok(precision),
-    }
+    text.parse::<Precision>()
 }
 
 /// `batch=1..64,seq=512` → `{batch: (1, 64), seq: (1, 512)}`.

@@ -194,10 +194,11 @@ fn bad_options_are_refused() {
         assert!(!output.status.success(), "{arguments:?} was accepted");
         assert!(!text(&output.stderr).is_empty());
     }
-    // A promise kiln cannot keep yet is refused, saying why.
-    let tf32 = kiln(&["compile", model, "--precision", "tf32"]);
-    assert!(!tf32.status.success());
-    assert!(text(&tf32.stderr).contains("tf32 is not supported yet"), "{}", text(&tf32.stderr));
+    // --roofline describes an artifact's launches at bound dims: it needs --bind, and an artifact.
+    let roofline = kiln(&["inspect", model, "--roofline"]);
+    assert!(!roofline.status.success(), "--roofline without --bind was accepted");
+    let roofline = kiln(&["inspect", model, "--bind", "batch=2,seq=9", "--roofline"]);
+    assert!(text(&roofline.stderr).contains("compile"), "{}", text(&roofline.stderr));
     // eval runs the imported graph unless asked for a phase: pipeline options alone are an error.
     let eval = kiln(&["eval", model, "--precision", "bf16", "--input", "x=y.npy", "--output-dir", "out"]);
     assert!(!eval.status.success());
@@ -229,7 +230,6 @@ fn flags_for_models_are_refused_with_an_artifact() {
     for (flag, arguments) in [
         ("--stop-after", &["inspect", artifact, "--stop-after", "fuse"][..]),
         ("--ir", &["inspect", artifact, "--ir"][..]),
-        ("--bind", &["inspect", artifact, "--bind", "batch=2,seq=8"][..]),
         ("--dump-ir", &["inspect", artifact, "--dump-ir", "ir"][..]),
         ("--precision", &["inspect", artifact, "--precision", "bf16"][..]),
     ] {
@@ -239,6 +239,9 @@ fn flags_for_models_are_refused_with_an_artifact() {
         assert!(stderr.contains(flag) && stderr.contains("not to an artifact"), "{stderr}");
     }
     assert!(kiln(&["inspect", artifact]).status.success());
+    // --bind means something for an artifact too: the variant each launch runs.
+    let launches = kiln(&["inspect", artifact, "--bind", "batch=2,seq=8"]);
+    assert!(launches.status.success() && text(&launches.stdout).contains("launches at"), "{}", text(&launches.stderr));
     std::fs::remove_dir_all(&directory).expect("cleaned up");
 }
 
@@ -412,4 +415,57 @@ fn run_writes_outputs_from_an_artifact_on_the_simulator_and_refuses_bad_inputs()
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("corrupt"), "{}", text(&refused.stderr));
     std::fs::remove_dir_all(&directory).expect("cleans up");
+}
+
+/// `--precision tf32` compiles f32 matmuls to tensor-core variants (m16n8k8
+/// tf32), which `kiln inspect ARTIFACT --bind` shows for a device with tensor
+/// cores, and the portable kernels for one without; `--roofline` models them.
+#[test]
+fn tf32_artifacts_launch_tensor_core_matmuls_where_the_device_has_them() {
+    let model = testdata().join("models/bert-hf4/hf");
+    let directory = std::env::temp_dir().join(format!("kiln-cli-tf32-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("a scratch directory");
+    let artifact = directory.join("bert.kiln");
+    let (model, artifact_path) = (model.to_str().expect("utf-8"), artifact.to_str().expect("utf-8"));
+    let compiled = kiln(&["compile", model, "--precision", "tf32", "--target", "sm_80", "-o", artifact_path]);
+    assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+    let launches = kiln(&["inspect", artifact_path, "--bind", "batch=2,seq=9"]);
+    assert!(launches.status.success(), "{}", text(&launches.stderr));
+    assert!(text(&launches.stdout).contains("_matmul_tc"), "{}", text(&launches.stdout));
+    let portable = kiln(&["inspect", artifact_path, "--bind", "batch=2,seq=9", "--no-tensor-cores"]);
+    assert!(!text(&portable.stdout).contains("_matmul_tc"), "{}", text(&portable.stdout));
+    let modelled = kiln(&["inspect", artifact_path, "--bind", "batch=2,seq=9", "--roofline", "--gpu", "a100"]);
+    let out = text(&modelled.stdout);
+    assert!(out.contains("MODEL on a100") && out.contains("total:"), "{out}");
+    let unknown = kiln(&["inspect", artifact_path, "--bind", "batch=2,seq=9", "--roofline", "--gpu", "v100"]);
+    assert!(text(&unknown.stderr).contains("unknown GPU `v100`"), "{}", text(&unknown.stderr));
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// `kiln kernel` lowers and simulates one filetest, and names what is wrong with a bad one.
+#[test]
+fn kiln_kernel_writes_ptx_and_the_simulated_buffers() {
+    let directory = std::env::temp_dir().join(format!("kiln-cli-kernel-{}", std::process::id()));
+    let kir = testdata().join("kernels/mma_bf16.kir");
+    let out = directory.to_str().expect("utf-8");
+    let written = kiln(&["kernel", kir.to_str().expect("utf-8"), "-o", out]);
+    assert!(written.status.success(), "{}", text(&written.stderr));
+    let ptx = std::fs::read_to_string(directory.join("mma_bf16.ptx")).expect("the PTX");
+    assert!(ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(directory.join("mma_bf16.json")).expect("the JSON")).expect("JSON");
+    assert_eq!(json["threads"], 32);
+    // The simulated output is the filetest's expectation.
+    let expected = kiln_runtime::kernel::filetest::directives(&std::fs::read_to_string(&kir).expect("reads"))
+        .expect("directives")
+        .expected;
+    let d = json["params"].as_array().expect("params").iter().find(|p| p["name"] == "d").expect("d");
+    let simulated: Vec<f64> =
+        d["simulated"].as_array().expect("values").iter().map(|v| v.as_f64().expect("a number")).collect();
+    assert_eq!(simulated, expected[0].1);
+    let again = kiln(&["kernel", kir.to_str().expect("utf-8"), "-o", out]);
+    assert!(text(&again.stderr).contains("exists (--force"), "{}", text(&again.stderr));
+    let missing = kiln(&["kernel", "no/such.kir", "-o", out]);
+    assert!(text(&missing.stderr).contains("no/such.kir"), "{}", text(&missing.stderr));
+    let _ = std::fs::remove_dir_all(&directory);
 }
