@@ -63,21 +63,7 @@ pub fn check_every_group_with_warps(
                 continue;
             }
         };
-        let mut arguments: Vec<SimArgument> = generated
-            .bindings
-            .iter()
-            .map(|binding| match binding {
-                ParamBinding::Input(value) => {
-                    let tensor = &values[value];
-                    SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: tensor.to_f64_vec() })
-                }
-                ParamBinding::Output(value) => {
-                    let tensor = &values[value];
-                    SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: vec![f64::NAN; tensor.element_count()] })
-                }
-                ParamBinding::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
-            })
-            .collect();
+        let mut arguments = simulator_arguments(&generated, &values, bindings);
         let options = SimOptions { seed, warp_size, ..SimOptions::default() };
         let started = std::time::Instant::now();
         let result = run_kernel(&generated.kernel, &mut arguments, bindings, options);
@@ -101,6 +87,30 @@ pub fn check_every_group_with_warps(
         }
     }
     failures
+}
+
+/// A kernel's arguments from the evaluator's `values`: inputs as evaluated,
+/// outputs poisoned with NaN, symbols as bound.
+fn simulator_arguments(
+    generated: &kiln_targets::generate::GeneratedKernel,
+    values: &HashMap<kiln_ir::graph::ValueRef, Tensor>,
+    bindings: &SymbolBindings,
+) -> Vec<SimArgument> {
+    generated
+        .bindings
+        .iter()
+        .map(|binding| match binding {
+            ParamBinding::Input(value) => {
+                let tensor = &values[value];
+                SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: tensor.to_f64_vec() })
+            }
+            ParamBinding::Output(value) => {
+                let tensor = &values[value];
+                SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: vec![f64::NAN; tensor.element_count()] })
+            }
+            ParamBinding::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
+        })
+        .collect()
 }
 
 fn compare(got: &[f64], expected: &Tensor, tolerance: f64) -> Result<(), String> {
@@ -492,24 +502,7 @@ fn check_tensor_core_variants(
             if !seen.insert(anonymous_text(&generated.kernel)) {
                 continue;
             }
-            let arguments: Vec<SimArgument> = generated
-                .bindings
-                .iter()
-                .map(|binding| match binding {
-                    ParamBinding::Input(value) => {
-                        let tensor = &values[value];
-                        SimArgument::Buffer(SimBuffer { dtype: tensor.dtype, data: tensor.to_f64_vec() })
-                    }
-                    ParamBinding::Output(value) => {
-                        let tensor = &values[value];
-                        SimArgument::Buffer(SimBuffer {
-                            dtype: tensor.dtype,
-                            data: vec![f64::NAN; tensor.element_count()],
-                        })
-                    }
-                    ParamBinding::Symbol(symbol) => SimArgument::Scalar(bindings[symbol] as f64),
-                })
-                .collect();
+            let arguments = simulator_arguments(&generated, &values, bindings);
             let kernel = &generated.kernel;
             let mut runs = Vec::new();
             if interpreter {

@@ -817,17 +817,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     let row_lanes = 8 * count as usize;
                     let row_mask = (1u64 << row_lanes) - 1;
                     for lane in 0..row_lanes as u32 {
-                        let element = indices[lane as usize] as i64;
-                        if element.rem_euclid(8) != 0 {
-                            return Err(SimError::Misaligned {
-                                kernel: program.name.clone(),
-                                block,
-                                thread: thread_of(lane),
-                                buffer: access.name.to_string(),
-                                index: element,
-                                width: 8,
-                            });
-                        }
+                        aligned(program, block, thread_of(lane), access, indices[lane as usize] as i64, 8)?;
                     }
                     if let Some((checker, _)) = checker.as_mut() {
                         let warp_of = (warp_index, block, (warp_index * w) as u64);
@@ -901,16 +891,7 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                     for lane in active(warp.mask) {
                         let (to, from) = (destinations[lane as usize] as i64, sources[lane as usize] as i64);
                         for (element, access) in [(to, target), (from, source)] {
-                            if element.rem_euclid(width as i64) != 0 {
-                                return Err(SimError::Misaligned {
-                                    kernel: program.name.clone(),
-                                    block,
-                                    thread: thread_of(lane),
-                                    buffer: access.name.to_string(),
-                                    index: element,
-                                    width,
-                                });
-                            }
+                            aligned(program, block, thread_of(lane), access, element, width)?;
                         }
                         let read = (valid[lane as usize] as i64).clamp(0, width as i64);
                         for offset in 0..width as i64 {
@@ -1116,6 +1097,22 @@ fn shared_violation(
         Violation::Uninitialized => SimError::UninitializedShared { kernel, block, thread, array, index },
         Violation::InFlight => SimError::AsyncCopyInFlight { kernel, block, thread, access, array, index },
     }
+}
+
+/// A `width`-element access at element `element` of `access` must be aligned to its size.
+fn aligned(
+    program: &Program,
+    block: u64,
+    thread: u64,
+    access: &Access<'_>,
+    element: i64,
+    width: usize,
+) -> Result<(), SimError> {
+    if element.rem_euclid(width as i64) == 0 {
+        return Ok(());
+    }
+    let (kernel, buffer) = (program.name.clone(), access.name.to_string());
+    Err(SimError::Misaligned { kernel, block, thread, buffer, index: element, width })
 }
 
 /// A warp collective needs every lane of a 32-lane warp active.

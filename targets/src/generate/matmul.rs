@@ -249,24 +249,35 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex) -> Result<Vec<St
                 } else {
                     column.clone()
                 };
-                context.overrides.insert(output, candidates);
                 let coords = coords_at(flat_row.clone(), stored_column.clone());
-                let mut stores = Vec::new();
-                let value = context.value_at(&mut stores, stored, &coords)?;
-                stores.push(Stmt::Store {
-                    buffer: context.buffer(stored)?,
-                    index: linear_index(&coords, &dims),
-                    value: value.expr,
-                });
                 let mut inside = flat_row.lt(&rows).and(stored_column.lt(&stored_n));
                 if pairs {
                     inside = inside.and((column_group.clone() % 2).equals(0));
                 }
-                body.push(Stmt::If { condition: inside, then: stores, otherwise: Vec::new() });
+                store_epilogue_element(context, &mut body, (output, candidates), (stored, &dims), coords, inside)?;
             }
         }
     }
     Ok(body)
+}
+
+/// Stores element `coords` of output `stored` (of dims `dims`) where
+/// `inside` holds: the epilogue's value there, with the matmul's result
+/// `output` read as the accumulators of `candidates` (`(coords, value)`).
+pub(super) fn store_epilogue_element(
+    context: &mut KernelContext,
+    body: &mut Vec<Stmt>,
+    (output, candidates): (ValueRef, Vec<(Vec<Expr>, Value)>),
+    (stored, dims): (ValueRef, &[Expr]),
+    coords: Vec<Expr>,
+    inside: Expr,
+) -> Result<(), String> {
+    context.overrides.insert(output, candidates);
+    let mut stores = Vec::new();
+    let value = context.value_at(&mut stores, stored, &coords)?;
+    stores.push(Stmt::Store { buffer: context.buffer(stored)?, index: linear_index(&coords, dims), value: value.expr });
+    body.push(Stmt::If { condition: inside, then: stores, otherwise: Vec::new() });
+    Ok(())
 }
 
 /// How a matmul group stores one of its outputs.

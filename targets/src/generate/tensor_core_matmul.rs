@@ -33,8 +33,8 @@ use kiln_ir::{DType, Dim, Graph, Op};
 use kiln_passes::fuse::contract::GroupContract;
 use kiln_runtime::kernel::{self, build, Expr, MmaKind, Special, Stmt};
 
-use super::context::{linear_index, unravel, KernelContext, Value};
-use super::matmul::StoredOutput;
+use super::context::{unravel, KernelContext, Value};
+use super::matmul::{store_epilogue_element, StoredOutput};
 
 /// The k extent of one pipeline stage of 16-bit operands (two m16n8k16
 /// steps): a stage row is 64 bytes, 32 bf16/f16 or 16 tf32 elements
@@ -386,17 +386,9 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
                     } else {
                         column.clone()
                     };
-                    context.overrides.insert(output, candidates);
                     let coords = coords_at(row.clone(), stored_column.clone());
-                    let mut stores = Vec::new();
-                    let value = context.value_at(&mut stores, stored, &coords)?;
-                    stores.push(Stmt::Store {
-                        buffer: context.buffer(stored)?,
-                        index: linear_index(&coords, &dims),
-                        value: value.expr,
-                    });
                     let inside = row.lt(&rows).and(stored_column.lt(&stored_n));
-                    body.push(Stmt::If { condition: inside, then: stores, otherwise: Vec::new() });
+                    store_epilogue_element(context, &mut body, (output, candidates), (stored, &dims), coords, inside)?;
                 }
             }
         }
