@@ -359,13 +359,7 @@ impl Parser {
                     let (memory, width) = self.vector_memory()?;
                     let index = self.bracketed()?;
                     self.expect("=")?;
-                    self.expect("(")?;
-                    let mut values = vec![self.expr()?];
-                    while self.peek() == Some(",") {
-                        self.at += 1;
-                        values.push(self.expr()?);
-                    }
-                    self.expect(")")?;
+                    let values = self.expr_list()?;
                     if values.len() != width {
                         return self.error(format!("{} values for a vector of {width}", values.len()));
                     }
