@@ -113,7 +113,14 @@ pub fn pack_artifact(compiled: &CompiledModel, options: &ArtifactOptions<'_>) ->
         let first = compiled.same_as[index];
         if first == index {
             shipped_index[index] = kernels.len();
-            kernels.push(KernelInfo::describe(&generated.kernel));
+            let mut info = KernelInfo::describe(&generated.kernel);
+            info.registers = compiled
+                .resource_reports
+                .iter()
+                .flat_map(|(_, _, kernels)| kernels.iter().filter(|k| k.name == info.name).map(|k| k.registers))
+                .max()
+                .unwrap_or(0);
+            kernels.push(info);
         }
         shipped_index[index] = shipped_index[first];
         variants_of.entry(generated.group).or_default().push(index);

@@ -44,15 +44,22 @@ pub fn launch_rows(
             let tile = TileConfig::ALL.into_iter().find(|t| kernel.name.ends_with(&format!("_{}", t.name())));
             // A weight matmul's n and k are its [n, k] weight's; its rows follow from the FLOPs.
             let weight = variant.arguments.iter().find_map(|argument| match argument {
-                ArgumentSpec::Weight(index) => Some(&artifact.weights[*index].shape).filter(|s| s.len() == 2),
+                ArgumentSpec::Weight(index) => Some(&artifact.weights[*index]).filter(|w| w.shape.len() == 2),
                 _ => None,
             });
             let modelled = match (kernel.uses_tensor_cores, tile, weight) {
-                (true, Some(tile), Some(shape)) => {
-                    let (n, k) = (shape[0] as i64, shape[1] as i64);
+                (true, Some(tile), Some(weight)) => {
+                    let (n, k) = (weight.shape[0] as i64, weight.shape[1] as i64);
                     let rows = (flops / (2.0 * (n * k) as f64)).round() as i64;
-                    let problem = MatmulProblem { rows, n, k, batches: 1, element_bytes: 2, output_bytes: 2 };
-                    estimate(gpu, &tile.model(), &problem).seconds
+                    let element_bytes = weight.dtype.size_in_bytes() as i64;
+                    let output_bytes = element_bytes;
+                    let problem = MatmulProblem { rows, n, k, batches: 1, element_bytes, output_bytes };
+                    // Occupancy from ptxas's register count where the artifact records it.
+                    let mut modelled_tile = tile.model(element_bytes);
+                    if kernel.registers > 0 {
+                        modelled_tile.registers = kernel.registers as i64;
+                    }
+                    estimate(gpu, &modelled_tile, &problem).seconds
                 }
                 (true, _, _) => (flops / (gpu.tensor_flops * gpu.mma_sync_efficiency)).max(bytes / gpu.dram_bandwidth),
                 (false, _, _) => (flops / gpu.simt_flops).max(bytes / gpu.dram_bandwidth),

@@ -250,7 +250,7 @@ struct BlockState<'k> {
     /// Per warp and lane: its cp.async copies not yet completed.
     copies: Vec<Vec<AsyncQueue>>,
     /// Per shared array and element: cp.async copies in flight to it.
-    in_flight: Vec<Vec<u16>>,
+    in_flight: Vec<Vec<u32>>,
     /// Elements with a copy in flight (so the common case, none, is one test).
     in_flight_elements: usize,
 }
@@ -420,6 +420,9 @@ impl<'k> BlockState<'k> {
     ) -> Result<(), SimError> {
         if !mask.iter().any(|&m| m) {
             return Ok(());
+        }
+        if let Some(problem) = crate::kernel::collective_shape_error(self.kernel, stmt) {
+            return Err(self.error(problem));
         }
         match stmt {
             Stmt::Let { var, dtype, value } => {
@@ -608,6 +611,10 @@ impl<'k> BlockState<'k> {
                         } else {
                             0.0
                         };
+                        // A write from its issue on: another warp's access before a barrier
+                        // races with it, and so does a second copy in flight to the element.
+                        self.check_not_in_flight(*array, element, warp, lane, "writes")?;
+                        self.record_shared(*array, element, warp, true)?;
                         self.copies[warp][lane].open.push(PendingCopy { array: *array, element, value });
                         let count = &mut self.in_flight[*array][element];
                         self.in_flight_elements += (*count == 0) as usize;

@@ -558,16 +558,11 @@ fn tensor_core_matmuls_match_the_evaluator_in_bf16_f16_and_tf32_at_ragged_shapes
     let seed = run_seed();
     eprintln!("kernel test seed {seed} (replay with KILN_TEST_SEED={seed})");
     let mut failures = Vec::new();
-    let mut sources: Vec<(String, std::path::PathBuf)> = ["bert-hf5", "llama-hf5", "qwen2-dynamo", "distilbert-legacy"]
-        .iter()
-        .map(|name| {
-            let model = models().into_iter().find(|m| m.name == *name).expect("a testdata model");
-            (name.to_string(), model.model)
-        })
-        .collect();
+    let mut sources: Vec<(String, std::path::PathBuf)> = models().into_iter().map(|m| (m.name, m.model)).collect();
     sources.push(("minilm".into(), crate::common::minilm_directory()));
     let only = std::env::var("KILN_TEST_MODEL").ok();
     sources.retain(|(name, _)| only.as_ref().is_none_or(|o| name == o));
+    let mut total = 0;
     // Rows (batch·seq) that are no multiple of any tile: 7, and 3·45 = 135.
     // The small models run on both checked simulators; MiniLM (its kernels
     // take seconds on the interpreter) on the checked machine, each
@@ -578,13 +573,19 @@ fn tensor_core_matmuls_match_the_evaluator_in_bf16_f16_and_tf32_at_ragged_shapes
             let mut graph = load_model(&path).expect("imports");
             fused(&mut graph, precision);
             let (mut ran, mut seen) = (0, std::collections::HashSet::new());
-            let shapes: &[(usize, usize)] = match (small, precision) {
-                (true, _) => &[(1, 7), (3, 45)],
-                (false, Precision::Bf16) => &[(3, 45)],
-                (false, _) => &[(1, 7)],
+            let static_shape = graph.value_type(graph.input_values()[0]).constant_shape();
+            let fixed = static_shape.as_ref().map(|shape| [(shape[0], shape[1])]);
+            let shapes: &[(usize, usize)] = match (&fixed, small, precision) {
+                (Some(fixed), _, _) => fixed,
+                (None, true, _) => &[(1, 7), (3, 45)],
+                (None, false, Precision::Bf16) => &[(3, 45)],
+                (None, false, _) => &[(1, 7)],
             };
             for &(batch, seq) in shapes {
-                let bindings: SymbolBindings = [("batch".into(), batch as i64), ("seq".into(), seq as i64)].into();
+                let bindings: SymbolBindings = match static_shape {
+                    Some(_) => SymbolBindings::new(),
+                    None => [("batch".into(), batch as i64), ("seq".into(), seq as i64)].into(),
+                };
                 let inputs = random_model_inputs(&graph, batch, seq, seed, true);
                 let label = format!("{name} {} {batch}x{seq}", precision.name());
                 let (found, count) =
@@ -592,9 +593,15 @@ fn tensor_core_matmuls_match_the_evaluator_in_bf16_f16_and_tf32_at_ragged_shapes
                 failures.extend(found);
                 ran += count;
             }
-            assert!(ran > 0, "{name} {}: no tensor-core kernel", precision.name());
+            total += ran;
+            let must_have = ["bert-hf5", "llama-hf5", "qwen2-dynamo", "distilbert-legacy", "minilm"];
+            if ran == 0 && must_have.contains(&name.as_str()) {
+                failures.push(format!("{name} {}: no tensor-core kernel", precision.name()));
+            }
         }
     }
+    // Every model with a matmul against a weight has tensor-core kernels; MiniLM surely does.
+    assert!(total >= 12, "{total} tensor-core kernels ran");
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -713,6 +720,18 @@ fn tensor_core_matmul_main_loops_are_hmma_ldsm_and_ldgsts_in_sass() {
             for &opcode in forbidden {
                 assert_eq!(plain(opcode), 0, "{chip} {name}: {opcode} in the main loop");
             }
+            // The cost model's register estimate (which chooses variants before ptxas runs) is close.
+            let tile = kiln_targets::generate::tensor_core_matmul::TileConfig::ALL
+                .into_iter()
+                .find(|t| name.contains(&format!("_{}_", t.name())))
+                .expect("a tile in the name");
+            let estimated = tile.model(if tf32 { 4 } else { 2 }).registers;
+            let off = (estimated - resources.registers as i64).abs();
+            assert!(
+                off <= 24,
+                "{chip} {name}: {} registers, the cost model estimates {estimated}",
+                resources.registers
+            );
             let threads = kernel.block_threads;
             let by_registers = 65536 / (threads * resources.registers.max(1));
             let by_shared = (228 * 1024) / (kernel.shared_bytes() as u32).max(1);
@@ -727,4 +746,50 @@ fn tensor_core_matmul_main_loops_are_hmma_ldsm_and_ldgsts_in_sass() {
             );
         }
     }
+}
+
+/// The tensor-core edges the models do not reach: K = 40 (a multiple of 8
+/// but not of a stage, so the last stage's k chunks are zero-filled), N = 72
+/// (no multiple of any tile), ragged rows, and a batched B (an activation
+/// `[batch, n, k]`, each batch its own blocks), under `--precision tf32`
+/// (f32 graph inputs stay stored tensors the copies read).
+#[test]
+fn tensor_core_matmuls_handle_k_tails_and_batched_operands() {
+    let weight: Vec<String> = (0..72 * 40).map(|i| format!("{:.4}", ((i * 37 % 101) as f32 - 50.0) / 64.0)).collect();
+    let text = format!(
+        "graph {{
+  input %x : f32[batch, seq, 40]
+  input %y : f32[batch, 72, 40]
+  %w = constant : f32[72, 40] dense<[{}]>
+  %a = matmul[transpose_b=true](%x, %w) : f32[batch, seq, 72]
+  %b = matmul[transpose_b=true](%x, %y) : f32[batch, seq, 72]
+  output \"a\" = %a
+  output \"b\" = %b
+}}",
+        weight.join(", ")
+    );
+    let mut graph = kiln_ir::text::parse_graph(&text).expect("parses");
+    fused(&mut graph, Precision::Tf32);
+    let seed = run_seed();
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for (batch, seq) in [(1, 7), (3, 45)] {
+        let bindings: SymbolBindings = [("batch".into(), batch as i64), ("seq".into(), seq as i64)].into();
+        let values = |count: usize, salt: usize| -> Vec<f32> {
+            (0..count).map(|i| (((i * 7919 + salt + seed as usize % 1000) % 97) as f32 - 48.0) / 32.0).collect()
+        };
+        let inputs: HashMap<String, Tensor> = [
+            ("x".to_string(), Tensor::from_f32(kiln_ir::DType::F32, vec![batch, seq, 40], values(batch * seq * 40, 1))),
+            ("y".to_string(), Tensor::from_f32(kiln_ir::DType::F32, vec![batch, 72, 40], values(batch * 72 * 40, 2))),
+        ]
+        .into();
+        let label = format!("k40 tf32 {batch}x{seq}");
+        let (found, count) =
+            check_tensor_core_variants(&label, &graph, &inputs, &bindings, seed, true, &mut Default::default());
+        failures.extend(found);
+        ran += count;
+    }
+    // Both matmuls, every tile: the weight's and the batched one's.
+    assert!(ran >= 4, "{ran} tensor-core kernels ran");
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }

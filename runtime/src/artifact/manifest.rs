@@ -104,6 +104,10 @@ pub struct KernelInfo {
     /// The calling convention, in order.
     #[prost(message, repeated, tag = "7")]
     pub params: Vec<KernelParam>,
+    /// Registers per thread, the most ptxas reported for any target (0:
+    /// not assembled); `kiln inspect --roofline`'s occupancy uses it.
+    #[prost(uint32, tag = "8")]
+    pub registers: u32,
 }
 
 impl KernelInfo {
@@ -118,6 +122,7 @@ impl KernelInfo {
             static_shared_bytes: (kernel.shared_bytes() - kernel.dynamic_shared_bytes()) as u64,
             dynamic_shared_bytes: kernel.dynamic_shared_bytes() as u64,
             scratch_bytes: "0".into(),
+            registers: 0,
             params: kernel
                 .params
                 .iter()

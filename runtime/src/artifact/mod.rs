@@ -142,6 +142,8 @@ pub struct KernelSpec {
     /// It uses sm_80 instructions ([`crate::kernel::Kernel::uses_tensor_cores`]):
     /// devices without them skip its variants.
     pub uses_tensor_cores: bool,
+    /// Registers per thread from ptxas's report (0: unknown).
+    pub registers: u32,
 }
 
 enum Storage {

@@ -102,6 +102,7 @@ pub(super) fn validate(storage: Storage) -> Result<Artifact, ArtifactError> {
             static_shared_bytes: info.static_shared_bytes as usize,
             dynamic_shared_bytes: info.dynamic_shared_bytes as usize,
             uses_tensor_cores: kernel.uses_tensor_cores(),
+            registers: info.registers,
         });
     }
 

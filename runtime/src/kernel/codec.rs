@@ -459,7 +459,19 @@ impl<'a> Reader<'a> {
             shared_dtypes: shared.iter().map(|a| a.dtype).collect(),
         };
         let body = self.block(&declared)?;
-        Ok(Kernel { name, params, block_threads, grid_blocks, shared, body })
+        let kernel = Kernel { name, params, block_threads, grid_blocks, shared, body };
+        // Operand counts and copy sizes the simulators rely on.
+        fn shapes(kernel: &Kernel, body: &[Stmt]) -> Option<String> {
+            body.iter().find_map(|stmt| match stmt {
+                Stmt::If { then, otherwise, .. } => shapes(kernel, then).or_else(|| shapes(kernel, otherwise)),
+                Stmt::For { body, .. } => shapes(kernel, body),
+                _ => super::collective_shape_error(kernel, stmt),
+            })
+        }
+        match shapes(&kernel, &kernel.body) {
+            Some(problem) => Err(self.error(format!("kernel `{}`: {problem}", kernel.name))),
+            None => Ok(kernel),
+        }
     }
 
     fn block(&mut self, declared: &Declared) -> Result<Vec<Stmt>, DecodeError> {

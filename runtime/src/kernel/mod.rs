@@ -402,6 +402,42 @@ impl MmaKind {
     }
 }
 
+/// What is wrong with the shape of a warp-collective or async-copy
+/// statement — operand counts, copy sizes, element types — or `None`; the
+/// verifier, the codec and both simulators refuse such a statement.
+pub fn collective_shape_error(kernel: &Kernel, stmt: &Stmt) -> Option<String> {
+    match stmt {
+        Stmt::LoadMatrix { vars, array, .. } => {
+            let dtype = kernel.shared.get(*array)?.dtype;
+            if dtype.size_in_bytes() != 2 {
+                return Some(format!("ldmatrix of {dtype} elements (it loads 16-bit elements)"));
+            }
+            (![1, 2, 4].contains(&vars.len())).then(|| format!("ldmatrix of {} matrices (1, 2 or 4)", vars.len()))
+        }
+        Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+            (acc.len() != 4 || a.len() != 4 || b.len() != 2).then(|| {
+                format!(
+                    "mma.{} takes 4 accumulators, 4 A and 2 B registers, not {}, {} and {}",
+                    kind.name(),
+                    acc.len(),
+                    a.len(),
+                    b.len()
+                )
+            })
+        }
+        Stmt::AsyncCopy { array, buffer, elements, .. } => {
+            let destination = kernel.shared.get(*array)?.dtype;
+            let source = kernel.memory_dtype(Memory::Buffer(*buffer))?;
+            if source != destination {
+                return Some(format!("a cp.async from {source} elements to a shared array of {destination}"));
+            }
+            let bytes = *elements as usize * source.size_in_bytes();
+            (![4, 8, 16].contains(&bytes)).then(|| format!("a cp.async of {bytes} bytes (4, 8 or 16)"))
+        }
+        _ => None,
+    }
+}
+
 /// The element `(row, column)` of 8×8 matrix `register` that lane `lane`
 /// receives from a [`Stmt::LoadMatrix`] in half `half` of that register.
 pub fn load_matrix_element(lane: usize, half: usize, transpose: bool) -> (usize, usize) {

@@ -21,8 +21,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    divergent_vars, is_register_type, is_uniform, is_vector_width, register_type, Expr, Kernel, Literal, Memory, Param,
-    Rounding, SharedArray, Stmt, UnaryOp, Var,
+    collective_shape_error, divergent_vars, is_register_type, is_uniform, is_vector_width, register_type, Expr, Kernel,
+    Literal, Memory, Param, Rounding, SharedArray, Stmt, UnaryOp, Var,
 };
 use crate::DType;
 
@@ -263,28 +263,19 @@ impl Checker<'_> {
             }
             Stmt::LoadMatrix { vars, array, index, .. } => {
                 self.warp_collective("ldmatrix", uniform)?;
-                let element = self.shared(*array, index)?;
-                if element.size_in_bytes() != 2 {
-                    return Err(format!("ldmatrix of {element} elements (it loads 16-bit elements)"));
-                }
-                if ![1, 2, 4].contains(&vars.len()) {
-                    return Err(format!("ldmatrix of {} matrices (1, 2 or 4)", vars.len()));
+                self.shared(*array, index)?;
+                if let Some(error) = collective_shape_error(self.kernel, stmt) {
+                    return Err(error);
                 }
                 self.index(index, "an ldmatrix")?;
                 for var in vars {
                     self.declare(*var, DType::U32);
                 }
             }
-            Stmt::MatrixMultiplyAccumulate { kind, acc, a, b } => {
+            Stmt::MatrixMultiplyAccumulate { acc, a, b, .. } => {
                 self.warp_collective("mma", uniform)?;
-                if acc.len() != 4 || a.len() != 4 || b.len() != 2 {
-                    return Err(format!(
-                        "mma.{} takes 4 accumulators, 4 A and 2 B registers, not {}, {} and {}",
-                        kind.name(),
-                        acc.len(),
-                        a.len(),
-                        b.len()
-                    ));
+                if let Some(error) = collective_shape_error(self.kernel, stmt) {
+                    return Err(error);
                 }
                 for var in acc {
                     match self.var_type(*var) {
@@ -300,15 +291,11 @@ impl Checker<'_> {
                     }
                 }
             }
-            Stmt::AsyncCopy { array, shared_index, buffer, index, elements, source_elements } => {
-                let source = self.buffer(*buffer, false, "a cp.async")?;
-                let destination = self.shared(*array, shared_index)?;
-                if source != destination {
-                    return Err(format!("a cp.async from {source} elements to a shared array of {destination}"));
-                }
-                let bytes = *elements as usize * source.size_in_bytes();
-                if ![4, 8, 16].contains(&bytes) {
-                    return Err(format!("a cp.async of {bytes} bytes (4, 8 or 16)"));
+            Stmt::AsyncCopy { array, shared_index, buffer, index, source_elements, .. } => {
+                self.buffer(*buffer, false, "a cp.async")?;
+                self.shared(*array, shared_index)?;
+                if let Some(error) = collective_shape_error(self.kernel, stmt) {
+                    return Err(error);
                 }
                 self.index(shared_index, "a cp.async")?;
                 self.index(index, "a cp.async")?;

@@ -60,7 +60,7 @@ pub(crate) struct SharedChecker {
     clocks: Vec<Vec<u32>>,
     shadow: Vec<Shadow>,
     /// Per byte: cp.async copies to it issued and not yet completed.
-    in_flight: Vec<u16>,
+    in_flight: Vec<u32>,
     /// Bytes with a copy in flight (so the common case, none, is one test).
     in_flight_bytes: usize,
 }
@@ -89,13 +89,16 @@ impl SharedChecker {
         self.in_flight_bytes = 0;
     }
 
-    /// A cp.async to bytes `range` is issued: until [`SharedChecker::land`],
-    /// any access to them is a violation.
-    pub(crate) fn issue_copy(&mut self, range: std::ops::Range<usize>) {
+    /// `warp` issues a cp.async to bytes `range`: a write from now on (it
+    /// races with unordered accesses, and with a copy still in flight
+    /// there); until [`SharedChecker::land`], any access to them is a violation.
+    pub(crate) fn issue_copy(&mut self, warp: usize, range: std::ops::Range<usize>) -> Result<(), Violation> {
+        self.write(warp, range.clone())?;
         for count in &mut self.in_flight[range] {
             self.in_flight_bytes += (*count == 0) as usize;
             *count += 1;
         }
+        Ok(())
     }
 
     /// A cp.async issued by `warp` completes (its wait): it writes `range` now.

@@ -906,7 +906,17 @@ impl<'l, 'p> BlockRunner<'l, 'p> {
                             };
                             let byte = base + element * target.size;
                             if let Some((checker, _)) = checker.as_mut() {
-                                checker.issue_copy(byte..byte + target.size);
+                                checker.issue_copy(warp_index, byte..byte + target.size).map_err(|violation| {
+                                    shared_violation(
+                                        program,
+                                        block,
+                                        thread_of(lane),
+                                        byte,
+                                        violation,
+                                        warp_index,
+                                        "writes",
+                                    )
+                                })?;
                             }
                             warp.copies[lane as usize].open.push(PendingCopy { byte, size: target.size, raw });
                         }

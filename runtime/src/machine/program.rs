@@ -812,6 +812,12 @@ impl Compiler<'_> {
                 self.emit(Inst::Barrier);
                 self.numbered.retain(|key, _| !key.is_load());
             }
+            Stmt::LoadMatrix { .. } | Stmt::MatrixMultiplyAccumulate { .. } | Stmt::AsyncCopy { .. }
+                if crate::kernel::collective_shape_error(self.kernel, stmt).is_some() =>
+            {
+                let problem = crate::kernel::collective_shape_error(self.kernel, stmt).expect("checked");
+                return Err(self.invalid(problem));
+            }
             Stmt::LoadMatrix { vars, array, index, transpose } => {
                 self.shared_array(*array)?;
                 let index = self.index(index)?;

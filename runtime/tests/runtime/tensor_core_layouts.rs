@@ -276,3 +276,61 @@ fn the_simulators_mma_computes_the_product_of_tiles_placed_by_cute() {
         }
     }
 }
+
+/// A kernel that stores its accumulators in the wrong places (c1 and c2
+/// swapped: D(g, 2t+1) written as D(g+8, 2t)) is caught: its output is not
+/// the product the filetest expects, on either simulator.
+#[test]
+fn a_wrong_accumulator_layout_is_caught() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/kernels/mma_bf16.kir");
+    let text = std::fs::read_to_string(path).unwrap();
+    let broken = text
+        .replace("d[(((v20 * 8) + v21) + 1)] = v12", "d[(((v20 * 8) + v21) + 1)] = v13")
+        .replace("d[(((v20 + 8) * 8) + v21)] = v13", "d[(((v20 + 8) * 8) + v21)] = v12");
+    assert_ne!(broken, text, "the stores to swap are in mma_bf16.kir");
+    let directives = kiln_runtime::kernel::filetest::directives(&text).unwrap();
+    let kernel = parse_kernel(&broken).unwrap();
+    let arguments: Vec<SimArgument> = kernel
+        .params
+        .iter()
+        .map(|param| {
+            let (_, data) = directives.buffers.iter().find(|(name, _)| name == param.name()).unwrap();
+            let dtype = match param {
+                kiln_runtime::kernel::Param::Buffer { dtype, .. } => *dtype,
+                kiln_runtime::kernel::Param::Scalar { .. } => unreachable!("no scalars"),
+            };
+            buffer(dtype, data.clone())
+        })
+        .collect();
+    let (_, expected) = &directives.expected[0];
+    for run in run_both(&broken, arguments) {
+        assert_ne!(data(&run[3]), expected.as_slice(), "the swapped layout went unnoticed");
+    }
+}
+
+/// Malformed collectives — an ldmatrix of three matrices, a cp.async of 24
+/// bytes — are refused by the verifier, by the artifact codec and by both
+/// simulators, with an error, never a panic.
+#[test]
+fn malformed_collectives_are_errors_everywhere() {
+    use kiln_runtime::kernel::codec::{decode_kernels, encode_kernels};
+    for (body, problem) in [
+        ("  let v1, v2, v3: u32 = ldmatrix s[(v0 * 8)]\n", "ldmatrix of 3 matrices"),
+        ("  cp_async(s[0], x[0], 12, 12)\n", "a cp.async of 24 bytes"),
+    ] {
+        let text = format!(
+            "kernel bad(in x: bf16*, out y: u32*) threads 32 blocks 1 {{\n  shared s: bf16[256] align 128\n  let v0: i64 = i64(lane)\n{body}}}"
+        );
+        let kernel = parse_kernel(&text).unwrap();
+        let verified = kiln_runtime::kernel::verify_kernel(&kernel).unwrap_err();
+        assert!(verified.to_string().contains(problem), "{verified}");
+        let decoded = decode_kernels(&encode_kernels(&[&kernel])).unwrap_err();
+        assert!(decoded.to_string().contains(problem), "{decoded}");
+        let arguments = vec![buffer(DType::BF16, vec![0.0; 256]), buffer(DType::U32, vec![0.0; 32])];
+        let interpreted = run_kernel(&kernel, &mut arguments.clone(), &SymbolBindings::new(), SimOptions::default());
+        assert!(interpreted.unwrap_err().to_string().contains(problem));
+        let machine =
+            run_on_arguments(&kernel, &mut arguments.clone(), &SymbolBindings::new(), MachineOptions::default());
+        assert!(machine.unwrap_err().to_string().contains(problem));
+    }
+}

@@ -128,12 +128,14 @@ fn tensor_core_buckets(
     let gpu = GpuSpec::for_choosing_variants();
     let n = shape.n.as_constant().unwrap_or(4096);
     let batches = shape.batches.as_constant().unwrap_or(1);
+    let element_bytes = if shape.kind == kiln_runtime::kernel::MmaKind::Tf32M16N8K8 { 4 } else { 2 };
     let best = |rows: i64| {
-        let problem = MatmulProblem { rows, n, k: shape.k, batches, element_bytes: 2, output_bytes: 2 };
+        let problem = MatmulProblem { rows, n, k: shape.k, batches, element_bytes, output_bytes: element_bytes };
         tensor_core_matmul::TileConfig::ALL
             .into_iter()
             .min_by(|a, b| {
-                let cost = |tile: tensor_core_matmul::TileConfig| estimate(&gpu, &tile.model(), &problem).seconds;
+                let cost =
+                    |tile: tensor_core_matmul::TileConfig| estimate(&gpu, &tile.model(element_bytes), &problem).seconds;
                 cost(*a).total_cmp(&cost(*b))
             })
             .expect("tiles")

@@ -96,14 +96,16 @@ impl TileConfig {
         STAGES * (self.bm + self.bn) * BK * 2
     }
 
-    /// The cost model's view of the tile, registers estimated (accumulators,
-    /// fragments and ~40 for addresses; ptxas's report is the truth).
-    pub fn model(self) -> crate::cost_model::MatmulTile {
+    /// The cost model's view of the tile for operands of `element_bytes`
+    /// (2, or 4 for tf32), registers estimated (accumulators, fragments and
+    /// ~40 for addresses; ptxas's report is the truth, and the SASS test
+    /// holds the estimate to it).
+    pub fn model(self, element_bytes: i64) -> crate::cost_model::MatmulTile {
         let (mt, nt) = self.mma_tiles();
         crate::cost_model::MatmulTile {
             bm: self.bm,
             bn: self.bn,
-            bk: BK,
+            bk: Geometry::of(element_bytes).bk,
             threads: self.threads(),
             shared_bytes: self.shared_bytes(),
             registers: mt * nt * 4 + mt * 4 + nt * 2 + 40,
@@ -483,10 +485,13 @@ fn tf32_fragments(
         let loaded = build::bitcast(DType::U32, Expr::SharedLoad { array, index: Box::new(index) });
         step.push(Stmt::Let { var: bits, dtype: DType::U32, value: loaded });
         let rounded = (build::var(bits) + u32(0x1000)) & u32(0xffff_e000);
-        // Infinities and NaNs keep their bits (rounding a NaN's payload could carry into the sign).
+        // Infinities keep their bits and NaNs become the canonical NaN, as cvt.rna.tf32 makes
+        // them (rounding a payload could carry into the sign, truncating it could make an infinity).
         let finite = (build::var(bits) & u32(0x7f80_0000)).lt(u32(0x7f80_0000));
+        let nan = u32(0x7f80_0000).lt(build::var(bits) & u32(0x7fff_ffff));
+        let special = Expr::Select(Box::new(nan), Box::new(u32(0x7fff_ffff)), Box::new(build::var(bits)));
         let var = context.fresh_var();
-        let value = Expr::Select(Box::new(finite), Box::new(rounded), Box::new(build::var(bits)));
+        let value = Expr::Select(Box::new(finite), Box::new(rounded), Box::new(special));
         step.push(Stmt::Let { var, dtype: DType::U32, value });
         var
     };
