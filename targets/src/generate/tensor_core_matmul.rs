@@ -97,9 +97,9 @@ impl TileConfig {
     }
 
     /// The cost model's view of the tile for operands of `element_bytes`
-    /// (2, or 4 for tf32), registers estimated (accumulators, fragments and
-    /// ~40 for addresses; ptxas's report is the truth, and the SASS test
-    /// holds the estimate to it).
+    /// (2, or 4 for tf32), registers estimated (accumulators, fragments —
+    /// twice for tf32 — and ~40 for addresses; ptxas's report is the truth,
+    /// and the SASS test holds the estimate to it).
     pub fn model(self, element_bytes: i64) -> crate::cost_model::MatmulTile {
         let (mt, nt) = self.mma_tiles();
         crate::cost_model::MatmulTile {
@@ -108,7 +108,8 @@ impl TileConfig {
             bk: Geometry::of(element_bytes).bk,
             threads: self.threads(),
             shared_bytes: self.shared_bytes(),
-            registers: mt * nt * 4 + mt * 4 + nt * 2 + 40,
+            // tf32 fragments hold each element's loaded bits beside its rounded value.
+            registers: mt * nt * 4 + (mt * 4 + nt * 2) * (element_bytes / 2) + 40,
         }
     }
 
