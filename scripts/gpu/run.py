@@ -497,7 +497,8 @@ def section_probes():
             tensor = host.cuda()
             tensors.append(tensor)
             values.append(ctypes.c_void_p(tensor.data_ptr()))
-        pointers = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p) for v in values])
+        # kernelParams: one pointer to each argument's value.
+        pointers = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
         check(cuda.cuLaunchKernel(function, probe["blocks"], 1, 1, probe["threads"], 1, 1,
                                   probe["dynamic_shared_bytes"], None, pointers, None), "launching")
         torch.cuda.synchronize()
