@@ -93,7 +93,9 @@ pub fn generate_variants(graph: &Graph, group: GroupId) -> Result<Vec<GeneratedK
         }
     }
     let contract = contract.expect("a matmul group has a contract");
-    let stored = |value: ValueRef| tensor_core_matmul::stored_source(graph, &contract, value).is_some();
+    // 16-byte chunks: 8 elements of 16 bits, 4 of f32 (tf32).
+    let chunk = 16 / graph.value_type(graph.inputs_of(anchor)[0]).dtype.size_in_bytes().max(1) as i64;
+    let stored = |value: ValueRef| tensor_core_matmul::stored_source(graph, &contract, value, chunk).is_some();
     if let Some(shape) =
         tensor_core_matmul::applies(graph, anchor, &stored, tensor_core_matmul::allows_tf32(graph, group))
     {

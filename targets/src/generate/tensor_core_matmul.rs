@@ -130,19 +130,44 @@ pub struct Shape {
     pub kind: MmaKind,
 }
 
-/// The stored tensor whose elements `value` is, in the same order: a group
-/// input, or one seen through views that keep the element order (reshape,
-/// squeeze, unsqueeze, flatten) — what `cp.async` can copy from.
-pub fn stored_source(graph: &Graph, contract: &GroupContract, value: ValueRef) -> Option<ValueRef> {
+/// Where a `cp.async` operand's elements come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredOperand {
+    /// The stored tensor (a group input).
+    pub source: ValueRef,
+    /// It is seen through a transpose: a chunk's first element is found
+    /// through the views (each chunk still a contiguous run of the source).
+    pub through_transpose: bool,
+}
+
+/// The stored tensor `value` reads, when each run of `chunk` elements along
+/// its last axis (starting at a multiple of `chunk`) is a contiguous run of
+/// that tensor — what `cp.async` can copy: a group input, seen through
+/// views that keep the element order (reshape, squeeze, unsqueeze,
+/// flatten) or transposes that keep the last axis last, every tensor on
+/// the way with a last dim that is a constant multiple of `chunk`.
+pub fn stored_source(graph: &Graph, contract: &GroupContract, value: ValueRef, chunk: i64) -> Option<StoredOperand> {
     contract.inputs.iter().find_map(|input| {
         let end = input.views.last().map_or(input.source, |&view| ValueRef::new(view, 0));
-        let in_order = input.views.iter().all(|&view| {
-            matches!(
-                graph.node(view).op,
-                Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. }
-            )
-        });
-        (end == value && in_order).then_some(input.source)
+        if end != value {
+            return None;
+        }
+        let mut through_transpose = false;
+        for &view in &input.views {
+            let keeps_runs = match &graph.node(view).op {
+                Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => true,
+                Op::Transpose { permutation } => {
+                    through_transpose = true;
+                    permutation.last() == Some(&(permutation.len() - 1))
+                }
+                _ => false,
+            };
+            let input_last = graph.value_type(graph.inputs_of(view)[0]).shape.last().and_then(Dim::as_constant);
+            if !keeps_runs || input_last.is_none_or(|last| last % chunk != 0) {
+                return None;
+            }
+        }
+        Some(StoredOperand { source: input.source, through_transpose })
     })
 }
 
@@ -192,15 +217,17 @@ pub fn applies(graph: &Graph, anchor: NodeIndex, stored: &dyn Fn(ValueRef) -> bo
 pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig) -> Result<Vec<Stmt>, String> {
     let graph = context.graph;
     let contract = context.contract.clone();
-    let source = |value| stored_source(graph, &contract, value);
-    let shape = applies(graph, anchor, &|value| source(value).is_some(), allows_tf32(graph, contract.id))
-        .ok_or("not a bf16/f16 (or tf32) matmul of stored k-contiguous operands")?;
     let inputs = graph.inputs_of(anchor);
     let (a, b) = (inputs[0], inputs[1]);
+    let chunk_of = Geometry::of(graph.value_type(a).dtype.size_in_bytes() as i64).chunk;
+    let source = |value| stored_source(graph, &contract, value, chunk_of);
+    let shape = applies(graph, anchor, &|value| source(value).is_some(), allows_tf32(graph, contract.id))
+        .ok_or("not a bf16/f16 (or tf32) matmul of stored k-contiguous operands")?;
     let operand_buffer = |value| {
-        source(value).ok_or("an operand is not stored").and_then(|s| context.buffer(s).map_err(|_| "no buffer"))
+        let operand = source(value).ok_or("an operand is not stored")?;
+        context.buffer(operand.source).map(|buffer| (buffer, operand.through_transpose)).map_err(|_| "no buffer")
     };
-    let (a_buffer, b_buffer) = (operand_buffer(a)?, operand_buffer(b)?);
+    let ((a_buffer, a_viewed), (b_buffer, b_viewed)) = (operand_buffer(a)?, operand_buffer(b)?);
     let output = ValueRef::new(anchor, 0);
     let out_shape = graph.value_type(output).shape.clone();
     let rank = out_shape.len();
@@ -248,13 +275,47 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
     // The copies of k-tile `kt` (an expression) into stage `kt % STAGES`, each
     // thread a fixed set of 16-byte chunks of both operands.
     let threads = tile.threads();
-    let load_tile = |kt: Expr| -> Vec<Stmt> {
+    // The coordinates of element (row, k) of an operand: A's rows through the
+    // folded batch dims (or the block's batch), B's with the block's batch.
+    let a_coords = |row: Expr, k: Expr| -> Vec<Expr> {
+        let mut coords = if flatten { unravel(row.clone() / &m, &batch_dims) } else { block_batch_coords.clone() };
+        coords.push(if flatten && !batch_dims.is_empty() { row % &m } else { row });
+        coords.push(k);
+        coords
+    };
+    let b_coords = |row: Expr, k: Expr| -> Vec<Expr> {
+        let mut coords = if flatten { Vec::new() } else { block_batch_coords.clone() };
+        coords.push(row);
+        coords.push(k);
+        coords
+    };
+    type Coords<'c> = &'c dyn Fn(Expr, Expr) -> Vec<Expr>;
+    let load_tile = |kt: Expr| -> Result<Vec<Stmt>, String> {
         let mut copies = Vec::new();
         let stage = kt.clone() % STAGES;
-        for (array, buffer, base, tile_rows, first_row, bound, whole) in [
-            (a_stages, a_buffer, &a_base, tile.bm, tile_m.clone() * tile.bm, &rows, rows_whole),
-            (b_stages, b_buffer, &b_base, tile.bn, tile_n.clone() * tile.bn, &n, n_whole),
-        ] {
+        let operands: [(usize, usize, &Expr, i64, Expr, &Expr, bool, Option<(ValueRef, Coords)>); 2] = [
+            (
+                a_stages,
+                a_buffer,
+                &a_base,
+                tile.bm,
+                tile_m.clone() * tile.bm,
+                &rows,
+                rows_whole,
+                a_viewed.then_some((a, &a_coords as Coords)),
+            ),
+            (
+                b_stages,
+                b_buffer,
+                &b_base,
+                tile.bn,
+                tile_n.clone() * tile.bn,
+                &n,
+                n_whole,
+                b_viewed.then_some((b, &b_coords as Coords)),
+            ),
+        ];
+        for (array, buffer, base, tile_rows, first_row, bound, whole, viewed) in operands {
             let chunks = bk / chunk_elements;
             for part in 0..tile_rows * chunks / threads {
                 let id = thread.clone() + part * threads;
@@ -269,7 +330,16 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
                     let k_inside = k.clone().lt(shape.k);
                     inside = Some(inside.map_or(k_inside.clone(), |c| c.and(k_inside)));
                 }
-                let element = base.clone() + global_row * shape.k + k;
+                let element = match viewed {
+                    // Through a transpose: the chunk's first element as the views place it.
+                    Some((operand, coords)) => {
+                        match context.value_at(&mut copies, operand, &coords(global_row, k))?.expr {
+                            Expr::Load { index, .. } => *index,
+                            _ => return Err("a viewed operand that is not a load".into()),
+                        }
+                    }
+                    None => base.clone() + global_row * shape.k + k,
+                };
                 let (index, valid) = match inside {
                     None => (element, build::i64(chunk_elements)),
                     Some(inside) => (
@@ -287,12 +357,12 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
                 });
             }
         }
-        copies
+        Ok(copies)
     };
     // Prologue: the first STAGES − 1 tiles in flight, one group each.
     for kt in 0..STAGES - 1 {
         if kt < k_tiles {
-            body.extend(load_tile(build::i64(kt)));
+            body.extend(load_tile(build::i64(kt))?);
         }
         body.push(Stmt::AsyncCommit);
     }
@@ -305,7 +375,7 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
     let kt = context.fresh_var();
     let mut step = vec![Stmt::AsyncWait { pending: (STAGES - 2) as u32 }, Stmt::Barrier];
     let next = build::var(kt) + (STAGES - 1);
-    step.push(Stmt::If { condition: next.clone().lt(k_tiles), then: load_tile(next), otherwise: Vec::new() });
+    step.push(Stmt::If { condition: next.clone().lt(k_tiles), then: load_tile(next)?, otherwise: Vec::new() });
     step.push(Stmt::AsyncCommit);
     let stage = context.bind(&mut step, i64v(build::var(kt) % STAGES)).expr;
     let (warp_rows, warp_columns) = (tile.bm / tile.warps_m, tile.bn / tile.warps_n);
