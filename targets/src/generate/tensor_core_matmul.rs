@@ -382,31 +382,12 @@ pub fn generate(context: &mut KernelContext, anchor: NodeIndex, tile: TileConfig
     let group = context.bind(&mut step, i64v(lane.clone() / 8)).expr;
     let in_group = context.bind(&mut step, i64v(lane.clone() % 8)).expr;
     let mma_k = shape.kind.k() as i64;
+    let view = StageView { geometry, stage: &stage, arrays: (a_stages, b_stages), tile, warp: (&warp_m, &warp_n) };
     for kk in 0..bk / mma_k {
         let (a_registers, b_registers) = if shape.kind == MmaKind::Tf32M16N8K8 {
-            tf32_fragments(
-                context,
-                &mut step,
-                geometry,
-                &stage,
-                (a_stages, b_stages),
-                tile,
-                (&warp_m, &warp_n),
-                &lane,
-                kk,
-            )
+            tf32_fragments(context, &mut step, &view, &lane, kk)
         } else {
-            ldmatrix_fragments(
-                context,
-                &mut step,
-                geometry,
-                &stage,
-                (a_stages, b_stages),
-                tile,
-                (&warp_m, &warp_n),
-                (&group, &in_group),
-                kk,
-            )
+            ldmatrix_fragments(context, &mut step, &view, (&group, &in_group), kk)
         };
         for mi in 0..mt as usize {
             for ni in 0..nt as usize {
@@ -477,20 +458,28 @@ fn add_stage_array(context: &mut KernelContext, name: &str, dtype: DType, elemen
     index
 }
 
+/// Where a k-step's fragments are read: the stage (an expression of the
+/// k-tile) of the A and B stage arrays, in the tile's layout, by the warp at
+/// `(warp_m, warp_n)` of the block's warp grid.
+#[derive(Clone, Copy)]
+struct StageView<'e> {
+    geometry: Geometry,
+    stage: &'e Expr,
+    arrays: (usize, usize),
+    tile: TileConfig,
+    warp: (&'e Expr, &'e Expr),
+}
+
 /// The A and B fragments of k-step `kk` of a stage by `ldmatrix` x4 (16-bit
 /// operands): per m16 tile four registers, per n8 tile two.
-#[allow(clippy::too_many_arguments)]
 fn ldmatrix_fragments(
     context: &KernelContext,
     step: &mut Vec<Stmt>,
-    geometry: Geometry,
-    stage: &Expr,
-    (a_stages, b_stages): (usize, usize),
-    tile: TileConfig,
-    (warp_m, warp_n): (&Expr, &Expr),
+    view: &StageView,
     (group, in_group): (&Expr, &Expr),
     kk: i64,
 ) -> (Vec<Vec<kernel::Var>>, Vec<Vec<kernel::Var>>) {
+    let StageView { geometry, stage, arrays: (a_stages, b_stages), tile, warp: (warp_m, warp_n) } = *view;
     let (mt, nt) = tile.mma_tiles();
     let (warp_rows, warp_columns) = (tile.bm / tile.warps_m, tile.bn / tile.warps_n);
     let bk = geometry.bk;
@@ -530,18 +519,14 @@ fn ldmatrix_fragments(
 /// element, rounded to tf32 (to nearest, ties away from zero, as
 /// `cvt.rna.tf32.f32`): lane (g, t) reads rows g and g+8 at k t and t+4,
 /// which the swizzle spreads over all 32 banks.
-#[allow(clippy::too_many_arguments)]
 fn tf32_fragments(
     context: &KernelContext,
     step: &mut Vec<Stmt>,
-    geometry: Geometry,
-    stage: &Expr,
-    (a_stages, b_stages): (usize, usize),
-    tile: TileConfig,
-    (warp_m, warp_n): (&Expr, &Expr),
+    view: &StageView,
     lane: &Expr,
     kk: i64,
 ) -> (Vec<Vec<kernel::Var>>, Vec<Vec<kernel::Var>>) {
+    let StageView { geometry, stage, arrays: (a_stages, b_stages), tile, warp: (warp_m, warp_n) } = *view;
     let (mt, nt) = tile.mma_tiles();
     let (warp_rows, warp_columns) = (tile.bm / tile.warps_m, tile.bn / tile.warps_n);
     let bk = geometry.bk;
